@@ -1,0 +1,316 @@
+"""`simulate`: run a PySD model with SciPy's ODE solvers or a fixed-step method.
+
+Data flow: configure the PySD model exactly as ``Model.run()`` would (parameters, control
+variables, output columns), view it as an `OdeSystem`, integrate the state vector, then
+replay the saved states through PySD's own output handler so that the frame has PySD's
+columns, names and index.
+
+Adaptive methods integrate piecewise between breakpoints (STEP/PULSE/RAMP times found in the
+model, the `breakpoints` argument, and the knots of time-series parameters); each segment
+is evaluated from inside, so a switch at a breakpoint is never smeared.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pysd.py_backend.output import ModelOutput
+from scipy.integrate import solve_ivp
+
+from ._model import Model, load
+from ._system import OdeSystem, exact_time_functions, model_breakpoints
+from .errors import FlywheelError, MethodError, SolverError
+
+ADAPTIVE_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "BDF", "Radau")
+FIXED_METHODS = ("euler", "rk4")
+METHODS = ADAPTIVE_METHODS + FIXED_METHODS
+DEFAULT_RTOL = 1e-6
+DEFAULT_ATOL = 1e-6
+
+
+def check_method(method: str) -> str:
+    """Return the canonical method name, or raise `MethodError` listing the valid ones."""
+    for name in METHODS:
+        if method == name or (isinstance(method, str) and method.lower() == name.lower()):
+            return name
+    raise MethodError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def simulate(
+    model: Model | str | None,
+    params: dict[str, Any] | None = None,
+    *,
+    method: str = "RK45",
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    max_step: float | None = None,
+    final_time: float | None = None,
+    time_step: float | None = None,
+    saveper: float | None = None,
+    return_timestamps: Sequence[float] | float | None = None,
+    return_columns: Sequence[str] | str | None = None,
+    breakpoints: Iterable[float] | None = None,
+    range_check: str = "error",
+) -> pd.DataFrame:
+    """Simulate `model` and return a frame shaped like PySD's ``Model.run()``.
+
+    Parameters
+    ----------
+    model : Model, path or None
+        A loaded model, a model file, or None for the default model.
+    params : dict, optional
+        Vensim (or Python) name -> value, as ``Model.run(params=...)`` takes: a number,
+        an ``xarray.DataArray`` for a subscripted constant, or a ``pandas.Series`` over time.
+    method : str
+        ``"RK45"`` (default), ``"RK23"``, ``"DOP853"``, ``"LSODA"``, ``"BDF"``, ``"Radau"``
+        (``scipy.integrate.solve_ivp``), or fixed-step ``"euler"`` (reproduces PySD's
+        ``run()`` and Vensim's Euler) or ``"rk4"`` (Vensim's RK4 fixed), at TIME STEP.
+    rtol, atol : float
+        Tolerances of the adaptive methods. Choosing them: ``atol`` is absolute, in the
+        units of each stock; set it well below the smallest stock value you care about.
+    max_step : float, optional
+        Largest step an adaptive method may take (default: unbounded).
+    final_time, time_step, saveper : float, optional
+        Override the model's FINAL TIME, TIME STEP (fixed-step methods) and SAVEPER.
+    return_timestamps : sequence of float or float, optional
+        Times to report instead of every SAVEPER.
+    return_columns : list of str or "step", optional
+        Variables to report (default: every time-varying variable and constant).
+    breakpoints : iterable of float, optional
+        Extra times at which an adaptive method restarts (policy switch times).
+    range_check : {"error", "warn", "off"}
+        What to do with a parameter outside its documented range.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by time, one column per variable (subscripted ones flattened as
+        ``Name[a,b]``). ``frame.attrs`` holds the solver statistics: method, nfev,
+        n_steps, status, message, rtol, atol, breakpoints, model and model_sha256.
+
+    Raises
+    ------
+    ParameterError, MethodError, UnsupportedElementError, SolverError, ModelFileError
+    """
+    model = model if isinstance(model, Model) else load(model)
+    method = check_method(method)
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise MethodError(f"{name} must be a positive finite number, not {value!r}")
+    if max_step is not None and not (max_step > 0):
+        raise MethodError(f"max_step must be positive, not {max_step!r}")
+    params = model.check_params(params, range_check)
+
+    run = _Run(model, params, final_time, time_step, saveper, return_timestamps,
+               return_columns)
+    try:
+        if method in FIXED_METHODS:
+            stats = run.fixed_step(method)
+        else:
+            stats = run.adaptive(method, rtol, atol, max_step, _breakpoints(run, params, breakpoints))
+        frame = run.collect()
+    finally:
+        run.close()
+    frame.attrs.update(stats)
+    frame.attrs.update(model=str(model.path), model_sha256=model.sha256)
+    return frame
+
+
+def _breakpoints(run: _Run, params: dict, extra: Iterable[float] | None) -> list[float]:
+    times = set(model_breakpoints(run.pysd, run.t0, run.t1))
+    for value in params.values():
+        if isinstance(value, pd.Series):
+            times.update(float(t) for t in value.index)
+    for t in extra or ():
+        t = float(t)
+        if not math.isfinite(t):
+            raise MethodError(f"breakpoint {t!r} is not finite")
+        times.add(t)
+    return sorted(t for t in times if run.t0 < t < run.t1)
+
+
+class _Run:
+    """One configured run of a PySD model, from parameters to output frame."""
+
+    def __init__(self, model, params, final_time, time_step, saveper, return_timestamps,
+                 return_columns):
+        self.model = model
+        pm = model._checkout()
+        self.pysd = pm
+        pm._stepper_mode = False
+        if isinstance(return_columns, str) and return_columns != "step":
+            return_columns = [return_columns]
+        try:
+            with warnings.catch_warnings():
+                # PySD warns when a constant is replaced by a time series: that is the point.
+                warnings.filterwarnings("ignore", message="Replacing .*")
+                pm._config_simulation(params or None, return_columns, return_timestamps,
+                                      "original", final_time, time_step, saveper,
+                                      cache_output=True, progress=False)
+        except FlywheelError:
+            raise
+        except (KeyError, NameError, ValueError, TypeError) as err:
+            raise SolverError(
+                f"{model.path.name}: could not set up the run "
+                f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+            ) from err
+        self.output = ModelOutput(None)
+        self.output.set_capture_elements(pm.capture_elements)
+        self.output.initialize(pm)
+        pm.output = self.output
+        self.system = OdeSystem(pm, {py: real for real, py in model.namespace.items()})
+        self.t0 = float(pm.time())
+        self.t1 = float(pm.time.final_time())
+        self.saved: list[tuple[float, np.ndarray, list]] = []
+        self._patched: dict[str, Any] = {}
+
+    # -- time grid --------------------------------------------------------------------
+    def save_times(self) -> list[float]:
+        """The times PySD's Euler loop would report (SAVEPER or return_timestamps)."""
+        import copy
+
+        time = copy.deepcopy(self.pysd.time)
+        dt = time.time_step()
+        out = []
+        while time.in_bounds():
+            if time.in_return():
+                out.append(time())
+            time.update(time() + dt)
+        if time.in_return():
+            out.append(time())
+        return out
+
+    # -- fixed step -------------------------------------------------------------------
+    def fixed_step(self, method: str) -> dict:
+        system, time = self.system, self.pysd.time
+        if method == "rk4":
+            system.refuse_discrete("rk4")
+        dt = float(time.time_step())
+        y = system.get_state()
+        steps = 0
+        with np.errstate(all="ignore"):
+            while time.in_bounds():
+                t = time()
+                if time.in_return():
+                    self._record(t, y)
+                if method == "euler":
+                    system.set_state(t, y)
+                    dy = system.derivatives(commit_delays=True)
+                    system.step_discrete()
+                    y_next = y + dy * dt
+                else:
+                    y_next = _rk4_step(system, t, y, dt)
+                if system.any_nonnegative:
+                    y_next = np.where(system.nonnegative, np.maximum(y_next, 0.0), y_next)
+                if not np.all(np.isfinite(y_next)):
+                    system.set_state(t, y)
+                    raise system.nonfinite_error(t)
+                y = y_next
+                time.update(t + dt)
+                steps += 1
+            if time.in_return():
+                self._record(time(), y)
+        nfev = steps * (1 if method == "euler" else 4)
+        return dict(method=method, nfev=nfev, n_steps=steps, status=0,
+                    message="fixed step completed", time_step=dt, rtol=None, atol=None,
+                    breakpoints=[])
+
+    # -- adaptive ---------------------------------------------------------------------
+    def adaptive(self, method, rtol, atol, max_step, breakpoints) -> dict:
+        system, time = self.system, self.pysd.time
+        system.refuse_discrete(method)
+        if self.pysd.cache_type.get("final_time") == "step":
+            raise MethodError("FINAL TIME changes during the run; use method='euler'")
+        self._patch(exact_time_functions(time))
+        save = np.array(self.save_times())
+        edges = [self.t0, *breakpoints, self.t1]
+        y = system.get_state()
+        stats = dict(method=method, nfev=0, njev=0, nlu=0, n_steps=0, status=0,
+                     message="", rtol=rtol, atol=atol, breakpoints=list(breakpoints))
+        saved_y = {}
+        for a, b in zip(edges[:-1], edges[1:]):
+            if b <= a:
+                continue
+            inside = b - 1e-11 * max(1.0, abs(b))
+
+            def fun(t, y, _inside=inside):
+                return system.rhs(min(t, _inside), y)
+
+            try:
+                with np.errstate(all="ignore"):
+                    sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
+                                    dense_output=True,
+                                    **({"max_step": max_step} if max_step else {}))
+            except FlywheelError:
+                raise
+            except Exception as err:  # a failure inside SciPy's linear algebra, say
+                raise SolverError(
+                    f"{method} failed between t={a:g} and t={b:g} "
+                    f"({type(err).__name__}: {err}); try method='BDF' or 'LSODA', "
+                    "or a smaller max_step"
+                ) from err
+            for key in ("nfev", "njev", "nlu"):
+                stats[key] += int(getattr(sol, key, 0) or 0)
+            stats["n_steps"] += len(sol.t) - 1
+            if sol.status != 0:
+                raise SolverError(
+                    f"{method} stopped at t={sol.t[-1]:g} of {self.t1:g}: {sol.message}; "
+                    "try method='BDF' or 'LSODA' (stiff models), looser rtol/atol, "
+                    "or method='euler'"
+                )
+            here = [t for t in save[(save >= a) & (save < b)] if t not in saved_y]
+            if here:
+                saved_y.update(zip(here, sol.sol(np.array(here)).T))
+            saved_y[b] = sol.y[:, -1]
+            y = sol.y[:, -1]
+        stats["message"] = "integration completed"
+        for t in save:
+            self._record(t, saved_y[t])
+        return stats
+
+    def _patch(self, functions: dict) -> None:
+        namespace = vars(self.pysd.components._components)
+        for name, func in functions.items():
+            if name in namespace:
+                self._patched[name] = namespace[name]
+                namespace[name] = func
+
+    def close(self) -> None:
+        namespace = vars(self.pysd.components._components)
+        namespace.update(self._patched)
+        self._patched = {}
+
+    # -- output -----------------------------------------------------------------------
+    def _record(self, t: float, y: np.ndarray) -> None:
+        """Evaluate PySD's output elements at (t, y) and append them as one row."""
+        self.system.set_state(t, y)
+        try:
+            with np.errstate(all="ignore"):
+                self.output.update(self.pysd)
+        except FlywheelError:
+            raise
+        except Exception as err:
+            raise SolverError(
+                f"evaluating the outputs at time {t:g} failed "
+                f"({type(err).__name__}: {err})"
+            ) from err
+
+    def collect(self) -> pd.DataFrame:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=".*inplace.*")
+            return self.output.collect(self.pysd, True)
+
+
+def _rk4_step(system: OdeSystem, t: float, y: np.ndarray, h: float) -> np.ndarray:
+    """One classical Runge-Kutta step, as Vensim's RK4 Fixed."""
+    k1 = system.rhs(t, y)
+    k2 = system.rhs(t + h / 2, y + h / 2 * k1)
+    k3 = system.rhs(t + h / 2, y + h / 2 * k2)
+    k4 = system.rhs(t + h, y + h * k3)
+    return y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)

@@ -1,0 +1,299 @@
+"""Load a Vensim/XMILE model through PySD, with a per-user translation cache.
+
+PySD writes its translated ``.py`` beside the model file. We never let it write into the
+source tree: the model is copied into a cache folder keyed by its content hash, and
+translated there once. A second `load` of an unchanged file imports the cached ``.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pysd
+import xarray as xr
+
+from .errors import ModelFileError, ParameterError, unknown_name_message
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "platform_flywheel.mdl"
+_TRANSLATABLE = {".mdl": pysd.read_vensim, ".xmile": pysd.read_xmile, ".stmx": pysd.read_xmile}
+_ROOT_LINE = "_root = Path(__file__).parent"
+
+
+def cache_dir() -> Path:
+    """Where translations are kept: $FLYWHEEL_SD_CACHE, else the user's cache folder."""
+    if os.environ.get("FLYWHEEL_SD_CACHE"):
+        return Path(os.environ["FLYWHEEL_SD_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "flywheel_sd"
+
+
+def _translate(source: Path) -> Path:
+    """Return the cached PySD translation of `source`, translating it on a miss."""
+    text = source.read_bytes()
+    key = hashlib.sha256(
+        text + pysd.__version__.encode() + str(source.parent).encode()
+    ).hexdigest()[:20]
+    target_dir = cache_dir() / f"{source.stem}-{key}"
+    py_file = target_dir / (source.stem + ".py")
+    if py_file.exists():
+        return py_file
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".translating-", dir=cache_dir()))
+    try:
+        copy = work / source.name
+        copy.write_bytes(text)
+        try:
+            _TRANSLATABLE[source.suffix.lower()](str(copy), initialize=False)
+        except Exception as err:  # PySD raises many kinds (parsimonious, KeyError, ...)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ModelFileError(
+                f"{source}: PySD could not translate this model ({type(err).__name__}: {first})"
+            ) from err
+        translated = work / (source.stem + ".py")
+        # External data (GET XLS DATA ...) is looked up relative to the original file.
+        code = translated.read_text()
+        code = code.replace(_ROOT_LINE, f"_root = Path({str(source.parent)!r})")
+        translated.write_text(code)
+        try:
+            work.rename(target_dir)  # atomic: a concurrent loader sees all or nothing
+        except OSError:
+            if not py_file.exists():
+                raise
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return py_file
+
+
+def load(path: str | os.PathLike | None = None) -> Model:
+    """Load a model: a Vensim ``.mdl`` (or XMILE), or a PySD-translated ``.py``.
+
+    With no path, load the project's default model, ``models/platform_flywheel.mdl``.
+    Translation is cached per user by content hash (see `cache_dir`).
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing, of an unknown kind, or PySD cannot translate or import it.
+    """
+    return Model(DEFAULT_MODEL if path is None else path)
+
+
+class Model:
+    """A loaded system-dynamics model: its file, its PySD translation and its metadata.
+
+    The object pickles by re-creating itself from its file (a PySD model does not
+    pickle), so it can be shipped to parallel workers.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        source = Path(path).expanduser().resolve()
+        if not source.is_file():
+            raise ModelFileError(f"{source}: no such model file")
+        suffix = source.suffix.lower()
+        if suffix == ".py":
+            py_file = source
+        elif suffix in _TRANSLATABLE:
+            py_file = _translate(source)
+        else:
+            raise ModelFileError(
+                f"{source}: unknown model file type {source.suffix!r}; "
+                "expected .mdl, .xmile, .stmx or a PySD-translated .py"
+            )
+        self.path = source
+        self.py_file = py_file
+        self._pysd: Any = None
+        self._pysd_dirty = True
+        self.pysd_model()  # fail now, not on first use, if the translation does not import
+
+    def __reduce__(self):
+        return (Model, (str(self.path),))
+
+    def __repr__(self) -> str:
+        return f"<flywheel_sd.Model {self.path.name}: {len(self.stocks)} stocks>"
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    # -- the PySD object --------------------------------------------------------------
+    def pysd_model(self, fresh: bool = False):
+        """The underlying ``pysd`` model, reloaded if a previous run modified it."""
+        if self._pysd is None or fresh or self._pysd_dirty:
+            try:
+                self._pysd = pysd.load(str(self.py_file), initialize=False)
+            except Exception as err:
+                raise ModelFileError(
+                    f"{self.path}: PySD could not load the translation "
+                    f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+                ) from err
+            self._pysd_dirty = False
+        return self._pysd
+
+    def _checkout(self):
+        """A clean PySD model for one run; the next call reloads it."""
+        model = self.pysd_model()
+        self._pysd_dirty = True
+        return model
+
+    # -- metadata ---------------------------------------------------------------------
+    @cached_property
+    def doc(self) -> pd.DataFrame:
+        """PySD's documentation table: Real Name, Py Name, Units, Limits, Type, Comment..."""
+        return self.pysd_model().doc
+
+    @cached_property
+    def namespace(self) -> dict[str, str]:
+        """Vensim name -> Python name, for every model element."""
+        return dict(self.pysd_model().namespace)
+
+    @cached_property
+    def _py_to_real(self) -> dict[str, str]:
+        return {py: real for real, py in self.namespace.items()}
+
+    def _names_of(self, type_: str) -> list[str]:
+        doc = self.doc
+        return list(doc.loc[doc["Type"] == type_, "Real Name"])
+
+    @cached_property
+    def stocks(self) -> list[str]:
+        doc = self.doc
+        mask = (doc["Type"] == "Stateful") & (doc["Subtype"].isin(["Integ", "NonNegativeInteg"]))
+        return list(doc.loc[mask, "Real Name"])
+
+    @cached_property
+    def constants(self) -> list[str]:
+        control = {"INITIAL TIME", "FINAL TIME", "TIME STEP", "SAVEPER"}
+        return [n for n in self._names_of("Constant") if n.upper() not in control]
+
+    @cached_property
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Documented [min, max] of each constant that has one (NaN where open)."""
+        out = {}
+        constants = set(self.constants)
+        for _, row in self.doc.iterrows():
+            lim = row.get("Limits")
+            if row["Real Name"] in constants and isinstance(lim, tuple) and len(lim) == 2:
+                lo, hi = (float(v) if v is not None else math.nan for v in lim)
+                if not (math.isnan(lo) and math.isnan(hi)):
+                    out[row["Real Name"]] = (lo, hi)
+        return out
+
+    def time_settings(self) -> dict[str, float]:
+        """INITIAL TIME, FINAL TIME, TIME STEP and SAVEPER as the model file sets them."""
+        control = self.pysd_model().components._control_vars
+        out = {}
+        for key in ("initial_time", "final_time", "time_step", "saveper"):
+            value = control[key]
+            out[key] = float(value()) if callable(value) else float(value)
+        return out
+
+    def default_value(self, name: str) -> Any:
+        """A constant's value as the model file sets it."""
+        real = self.real_name(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = self.pysd_model()
+            model.initialize()
+            return getattr(model.components, self.namespace[real])()
+
+    def real_name(self, name: str) -> str:
+        """The Vensim name for `name` (Vensim or Python name, any case)."""
+        if name in self.namespace:
+            return name
+        if name in self._py_to_real:
+            return self._py_to_real[name]
+        lowered = name.lower()
+        for real, py in self.namespace.items():
+            if real.lower() == lowered or py.lower() == lowered:
+                return real
+        raise ParameterError(
+            f"{self.path.name}: " + unknown_name_message("parameter", name, self.namespace)
+        )
+
+    # -- parameters -------------------------------------------------------------------
+    def check_params(self, params: dict | None, range_check: str = "error") -> dict:
+        """Validate `params` and return them keyed by Vensim name.
+
+        Checks names (with close-match suggestions), types, shapes, finiteness and
+        the documented ranges (`range_check`: "error", "warn" or "off").
+        """
+        if range_check not in ("error", "warn", "off"):
+            raise ParameterError(
+                f"range_check must be 'error', 'warn' or 'off', not {range_check!r}"
+            )
+        out = {}
+        for name, value in (params or {}).items():
+            real = self.real_name(str(name))
+            _check_value(real, value)
+            if range_check != "off" and real in self.ranges:
+                _check_range(real, value, self.ranges[real], range_check)
+            out[real] = value
+        return out
+
+
+def _finite_values(value: Any) -> np.ndarray:
+    if isinstance(value, pd.Series):
+        values = [v.values if isinstance(v, xr.DataArray) else v for v in value.values]
+        return np.asarray(values, dtype=float)
+    if isinstance(value, xr.DataArray):
+        return np.asarray(value.values, dtype=float)
+    return np.asarray(value, dtype=float)
+
+
+def _check_value(name: str, value: Any) -> None:
+    if callable(value) and not isinstance(value, (pd.Series, xr.DataArray)):
+        return  # a user function replacing an equation: checked when it runs
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, (str, bytes)):
+        raise ParameterError(f"{name}: expected a number, got {value!r}")
+    if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, xr.DataArray):
+        raise ParameterError(
+            f"{name}: a plain list/array has no subscript names; pass a number, an "
+            "xarray.DataArray with the variable's dimensions, or a pandas.Series over time"
+        )
+    if isinstance(value, pd.Series):
+        index = np.asarray(value.index, dtype=float)
+        if len(index) == 0:
+            raise ParameterError(f"{name}: the time series is empty")
+        if not np.all(np.isfinite(index)) or np.any(np.diff(index) < 0):
+            raise ParameterError(f"{name}: the time series index must be finite and sorted")
+    try:
+        values = _finite_values(value)
+    except (TypeError, ValueError) as err:
+        raise ParameterError(f"{name}: expected a number, got {value!r}") from err
+    if not np.all(np.isfinite(values)):
+        raise ParameterError(f"{name}: value is not finite ({value!r})")
+
+
+def _check_range(name: str, value: Any, bounds: tuple[float, float], mode: str) -> None:
+    if callable(value) and not isinstance(value, (pd.Series, xr.DataArray)):
+        return
+    lo, hi = bounds
+    values = _finite_values(value)
+    bad = (not math.isnan(lo) and np.any(values < lo)) or (
+        not math.isnan(hi) and np.any(values > hi)
+    )
+    if bad:
+        shown = f"{values.min():g}..{values.max():g}" if values.size > 1 else f"{values.item():g}"
+        span = f"[{'' if math.isnan(lo) else f'{lo:g}'}, {'' if math.isnan(hi) else f'{hi:g}'}]"
+        msg = f"{name} = {shown} is outside its documented range {span}"
+        if mode == "error":
+            raise ParameterError(msg + " (pass range_check='warn' or 'off' to run it anyway)")
+        warnings.warn(msg, RangeWarning, stacklevel=4)
+
+
+class RangeWarning(UserWarning):
+    """A parameter was set outside its documented range (with range_check='warn')."""
+
+

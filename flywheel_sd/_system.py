@@ -1,0 +1,323 @@
+"""A configured PySD model seen as an ODE system y' = f(t, y).
+
+PySD keeps each stock's value inside its Stateful object (scalars, NumPy arrays for
+SMOOTH/DELAY stages, xarray for subscripted stocks). `OdeSystem` flattens those states into
+one float vector in a fixed order, and evaluates the model's derivatives as a pure function
+of (t, y): it writes the states back, clears PySD's per-step cache and calls each element's
+``ddt()``. Discrete elements (DELAY FIXED, SAMPLE IF TRUE) are not part of the vector; they
+are updated once per fixed step, as PySD does.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from pysd.py_backend import statefuls
+from pysd.py_backend.model import Macro
+
+from .errors import NonFiniteError, UnsupportedElementError
+
+DISCRETE = (statefuls.DelayFixed, statefuls.SampleIfTrue)
+VENSIM_NAMES = {
+    "DelayFixed": "DELAY FIXED",
+    "SampleIfTrue": "SAMPLE IF TRUE",
+    "DelayN": "DELAY N",
+}
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one Stateful element's state lives in the flat vector."""
+
+    element: Any
+    start: int
+    stop: int
+    shape: tuple[int, ...]
+    dims: tuple[str, ...] | None  # xarray dims, None for plain floats/arrays
+    coords: Any
+    nonnegative: bool
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, (np.ndarray, xr.DataArray)) else value
+
+
+def _dynamic_elements(container) -> list:
+    """All DynamicStateful elements, with macros expanded into their own elements."""
+    out = []
+    for element in container._dynamicstateful_elements:
+        if isinstance(element, Macro):
+            out.extend(_dynamic_elements(element))
+        else:
+            out.append(element)
+    return out
+
+
+class OdeSystem:
+    """The states and right-hand side of an initialised, configured PySD model."""
+
+    def __init__(self, pysd_model, real_names: dict[str, str]):
+        self.model = pysd_model
+        self.time = pysd_model.time
+        self._real_names = real_names  # python name -> Vensim name
+        elements = _dynamic_elements(pysd_model)
+        self.discrete = [e for e in elements if isinstance(e, DISCRETE)]
+        self.delay_n = [e for e in elements if isinstance(e, statefuls.DelayN)]
+        self.slots: list[Slot] = []
+        start = 0
+        for element in elements:
+            if isinstance(element, DISCRETE):
+                continue
+            state = element.state
+            if isinstance(state, xr.DataArray):
+                shape, dims, coords = state.shape, state.dims, state.coords
+            else:
+                shape, dims, coords = np.shape(state), None, None
+            size = int(np.prod(shape)) if shape else 1
+            self.slots.append(
+                Slot(element, start, start + size, shape, dims, coords,
+                     isinstance(element, statefuls.NonNegativeInteg))
+            )
+            start += size
+        self.size = start
+        self.nonnegative = np.zeros(self.size, dtype=bool)
+        for slot in self.slots:
+            self.nonnegative[slot.start:slot.stop] = slot.nonnegative
+        self.any_nonnegative = bool(self.nonnegative.any())
+        self._delay_times = None
+
+    # -- names ------------------------------------------------------------------------
+    def element_name(self, element) -> str:
+        """The Vensim name of the variable a Stateful element belongs to."""
+        py = element.py_name
+        for name, deps in self.model._dependencies.items():
+            if isinstance(deps, dict) and py in deps and name in self._real_names:
+                return self._real_names[name]
+        return py
+
+    def refuse_discrete(self, method: str) -> None:
+        """Raise if the model has elements `method` cannot integrate correctly."""
+        if self.discrete:
+            element = self.discrete[0]
+            kind = VENSIM_NAMES[type(element).__name__]
+            raise UnsupportedElementError(
+                f"{self.element_name(element)!r} uses {kind}, a discrete element that "
+                f"{method!r} cannot integrate; use method='euler'"
+            )
+
+    # -- state vector -----------------------------------------------------------------
+    def get_state(self) -> np.ndarray:
+        y = np.empty(self.size)
+        for slot in self.slots:
+            state = slot.element.state
+            values = state.values if isinstance(state, xr.DataArray) else state
+            y[slot.start:slot.stop] = np.ravel(values)
+        return y
+
+    def set_state(self, t: float, y: np.ndarray) -> None:
+        """Put time and states into the PySD model, and clear its per-step cache."""
+        self.time.update(t)
+        if self.any_nonnegative:
+            y = np.where(self.nonnegative, np.maximum(y, 0.0), y)
+        for slot in self.slots:
+            values = y[slot.start:slot.stop]
+            if slot.dims is not None:
+                slot.element._state = xr.DataArray(
+                    values.reshape(slot.shape), coords=slot.coords, dims=slot.dims
+                )
+            elif slot.shape:
+                slot.element._state = values.reshape(slot.shape).copy()
+            else:
+                slot.element._state = float(values[0])
+        self.model.clean_caches()
+
+    def derivatives(self, commit_delays: bool = False) -> np.ndarray:
+        """d(states)/dt at the state last set.
+
+        PySD's DELAY N shifts its pipeline of delay times inside ``ddt()``. That is right
+        once per Euler step (`commit_delays=True`); everywhere else the shift is undone so
+        that the right-hand side stays a pure function of (t, y).
+        """
+        saved = [] if commit_delays else [_copy(e.times) for e in self.delay_n]
+        dy = np.empty(self.size)
+        for slot in self.slots:
+            value = slot.element.ddt()
+            dy[slot.start:slot.stop] = np.ravel(
+                value.values if isinstance(value, xr.DataArray) else value
+            )
+        for element, times in zip(self.delay_n, saved):
+            element.times = times
+        return dy
+
+    def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
+        """Pure right-hand side f(t, y) for SciPy's solvers."""
+        self.set_state(t, y)
+        if self.delay_n:
+            self.check_delay_n_constant()
+        dy = self.derivatives()
+        if self.any_nonnegative:
+            # A non-negative stock at zero cannot be drained further.
+            dy = np.where(self.nonnegative & (y <= 0) & (dy < 0), 0.0, dy)
+        if not np.all(np.isfinite(dy)):
+            raise self.nonfinite_error(t)
+        return dy
+
+    # -- DELAY N with a time-varying delay time ---------------------------------------
+    def check_delay_n_constant(self) -> None:
+        """Refuse DELAY N whose delay time changes: PySD keeps a per-step pipeline of
+        delay times, which only a fixed Euler step reproduces."""
+        for element in self.delay_n:
+            current = np.asarray(element.delay_time_func(), dtype=float)
+            first = np.asarray(
+                element.times[0].values if isinstance(element.times, xr.DataArray)
+                else element.times[0], dtype=float)
+            if not np.allclose(current, first, rtol=1e-12, atol=0):
+                raise UnsupportedElementError(
+                    f"{self.element_name(element)!r} uses DELAY N with a time-varying delay "
+                    "time, which only method='euler' reproduces; use method='euler'"
+                )
+
+    # -- discrete elements (fixed-step methods only) ----------------------------------
+    def step_discrete(self) -> None:
+        """Advance DELAY FIXED / SAMPLE IF TRUE by one step, at the state last set."""
+        for element in self.discrete:
+            element.update(None)
+
+    # -- diagnostics ------------------------------------------------------------------
+    def nonfinite_error(self, t: float) -> NonFiniteError:
+        """An error naming the first variable (in dependency order) that is not finite."""
+        culprit = self.first_nonfinite()
+        where = f"variable {culprit!r}" if culprit else "a state derivative"
+        return NonFiniteError(
+            f"{where} became non-finite at time {t:g}; check its equation and inputs "
+            "(division by zero, overflow), or try method='BDF' / a smaller max_step"
+        )
+
+    def first_nonfinite(self) -> str | None:
+        """Evaluate every variable at the current state and return the root non-finite one."""
+        components = self.model.components
+        deps = self.model._dependencies
+        bad = {}
+        with np.errstate(all="ignore"):
+            for py in self._real_names:
+                try:
+                    func = getattr(components, py)
+                    if getattr(func, "args", None):
+                        continue
+                    value = func()
+                except Exception:
+                    continue
+                try:
+                    arr = np.asarray(value.values if isinstance(value, xr.DataArray) else value,
+                                     dtype=float)
+                except (TypeError, ValueError):
+                    continue
+                if not np.all(np.isfinite(arr)):
+                    bad[py] = True
+        if not bad:
+            return None
+        # The root cause is a bad variable none of whose direct inputs is bad.
+        roots = [py for py in bad if not any(dep in bad for dep in (deps.get(py) or {}))]
+        chosen = sorted(roots or bad)[0]
+        return self._real_names.get(chosen, chosen)
+
+
+# -- break times the model itself defines --------------------------------------------------
+_TIME_FUNCS = {"step": ("tstep", 2), "pulse": ("start", 1), "ramp": ("start", 2)}
+
+
+def model_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
+    """Times of STEP, PULSE (edges and repeats) and RAMP (start, finish) in the model file,
+    where their arguments evaluate to constants. Others are left to step-size control."""
+    try:
+        tree = ast.parse(open(pysd_model.py_model_file).read())
+    except (OSError, SyntaxError):
+        return []
+    namespace = vars(pysd_model.components._components)
+    times: set[float] = set()
+
+    def value(node) -> np.ndarray | None:
+        if node is None:
+            return None
+        try:
+            out = eval(compile(ast.Expression(node), "<breakpoint>", "eval"), namespace)
+            arr = np.asarray(out.values if isinstance(out, xr.DataArray) else out, dtype=float)
+        except Exception:
+            return None
+        return arr if np.all(np.isfinite(arr)) else None
+
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+            continue
+        name = node.func.id
+        if name not in _TIME_FUNCS:
+            continue
+        args = {kw.arg: kw.value for kw in node.keywords}
+        positional = node.args
+
+        def arg(key: str, index: int):
+            return args.get(key, positional[index] if len(positional) > index else None)
+
+        if name == "step":
+            v = value(arg("tstep", 2))
+            if v is not None:
+                times.update(v.ravel().tolist())
+        elif name == "ramp":
+            for key, index in (("start", 2), ("finish", 3)):
+                v = value(arg(key, index))
+                if v is not None:
+                    times.update(v.ravel().tolist())
+        elif name == "pulse":
+            start = value(arg("start", 1))
+            if start is None:
+                continue
+            width = value(arg("width", 3))
+            width = (np.asarray(0.5 * pysd_model.time.time_step()) if width is None else width)
+            repeat = value(arg("repeat_time", 2))
+            end = value(arg("end", 5))
+            for s in start.ravel():
+                for w in np.broadcast_to(width, start.shape).ravel() if start.shape else width.ravel():
+                    period = float(repeat.ravel()[0]) if repeat is not None else 0.0
+                    stop = min(float(end.ravel()[0]) if end is not None else t1, t1)
+                    k = 0
+                    while True:
+                        edge = s + k * period
+                        if edge > stop or edge > t1 or k > 100_000:
+                            break
+                        times.update((float(edge), float(edge + w)))
+                        if period <= 0:
+                            break
+                        k += 1
+    return sorted(t for t in times if t0 < t < t1 and math.isfinite(t))
+
+
+def exact_time_functions(time) -> dict:
+    """STEP and PULSE for adaptive methods: switching exactly at their times.
+
+    PySD's versions are written for Euler: STEP switches half a TIME STEP early and PULSE
+    widens by 1e-6, so that float round-off on the step grid cannot miss an edge. With
+    breakpoints at the edges and each segment evaluated from inside, adaptive methods need
+    the exact edges. A PULSE without width (XMILE style) lasts one TIME STEP here, so it
+    delivers its full magnitude, as Euler does.
+    """
+
+    def step(_time, value, tstep):
+        return value * (time() >= tstep)
+
+    def pulse(_time, start, repeat_time=0, width=None, magnitude=None, end=None):
+        t = time()
+        dt = time.time_step()
+        width = dt if width is None else width
+        out = magnitude / dt if magnitude is not None else 1
+        if repeat_time == 0:
+            return out if start <= t < start + width else 0
+        if start <= t and (end is None or t < end):
+            return out if (t - start) % repeat_time < width else 0
+        return 0
+
+    return {"step": step, "pulse": pulse}

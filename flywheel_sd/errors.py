@@ -1,0 +1,52 @@
+"""The project's exceptions: one line each, saying what was wrong and what to do.
+
+Every error raised on bad input or a failed run derives from `FlywheelError`, so a
+caller (the CLI, a sweep) can catch them all and show the message without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class FlywheelError(Exception):
+    """Base class of every error flywheel_sd raises on purpose."""
+
+
+class ModelFileError(FlywheelError, ValueError):
+    """A model file is missing, unreadable, or PySD cannot translate or load it."""
+
+
+class ParameterError(FlywheelError, ValueError):
+    """A parameter name, value, shape or range is wrong."""
+
+
+class MethodError(FlywheelError, ValueError):
+    """An unknown integration method, or options that do not fit it."""
+
+
+class UnsupportedElementError(FlywheelError, ValueError):
+    """The model has an element the chosen method cannot integrate correctly."""
+
+
+class SolverError(FlywheelError, RuntimeError):
+    """The integration failed; the message says where and what to try."""
+
+
+class NonFiniteError(SolverError):
+    """A model variable became NaN or infinite during the run."""
+
+
+def unknown_name_message(kind: str, name: str, valid: Iterable[str]) -> str:
+    """'unknown <kind> 'x'; did you mean ...?' with close matches, or the valid names."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.6)
+    if not close:
+        lowered = {v.lower(): v for v in valid}
+        close = [lowered[m] for m in difflib.get_close_matches(name.lower(), lowered, 3, 0.6)]
+    if close:
+        return f"unknown {kind} {name!r}; did you mean {', '.join(map(repr, close))}?"
+    if len(valid) <= 20:
+        return f"unknown {kind} {name!r}; valid: {', '.join(valid)}"
+    return f"unknown {kind} {name!r} ({len(valid)} valid names; none is close)"
