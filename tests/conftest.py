@@ -1,0 +1,39 @@
+"""Shared fixtures. Translations go to a per-session temp cache, never the source tree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_CACHE = Path(tempfile.mkdtemp(prefix="flywheel-test-cache-"))
+os.environ["FLYWHEEL_SD_CACHE"] = str(_CACHE)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def flywheel_model():
+    """The project's default model, loaded once per session."""
+    import flywheel_sd
+
+    return flywheel_sd.load()
+
+
+@pytest.fixture
+def write_mdl(tmp_path):
+    """Write a small Vensim model into a temp dir and return its path."""
+
+    def write(text: str, name: str = "model.mdl") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
