@@ -3,6 +3,12 @@
 Vensim models loaded with PySD, integrated with SciPy's ODE solvers.
 """
 
+from . import metrics as metrics
+from . import scenarios as scenarios
+from ._compare import CriticalMass as CriticalMass
+from ._compare import compare as compare
+from ._compare import critical_mass as critical_mass
+from ._compare import run_scenario as run_scenario
 from ._integrate import METHODS as METHODS
 from ._integrate import simulate as simulate
 from ._model import Model as Model
@@ -12,4 +18,7 @@ from .errors import FlywheelError as FlywheelError
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "FlywheelError", "Model", "RangeWarning", "load", "simulate", "__version__"]
+__all__ = [
+    "METHODS", "CriticalMass", "FlywheelError", "Model", "RangeWarning", "compare",
+    "critical_mass", "load", "metrics", "run_scenario", "scenarios", "simulate", "__version__",
+]

@@ -1,0 +1,181 @@
+"""Named metrics: scalar summaries of a run.
+
+A metric is a function of an `xarray.Dataset` holding model outputs over a ``time`` dim (and
+possibly other dims such as ``scenario`` or ``run``); it reduces over ``time`` and keeps the
+other dims, so one function serves a single run, a comparison and a sweep alike. A metric
+may take a second argument, the reference run (the first scenario of a comparison), for
+metrics defined relative to it.
+
+Add your own with `register`::
+
+    from flywheel_sd import metrics
+    metrics.register("final_members", lambda ds: ds["Members"].isel(time=-1),
+                     description="Members at the end of the run", units="Buyer")
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from .errors import ParameterError, unknown_name_message
+
+__all__ = ["Metric", "register", "get", "list", "evaluate", "total"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    func: Callable
+    description: str = ""
+    units: str = ""
+
+    def __call__(self, ds: xr.Dataset, ref: xr.Dataset | None = None) -> xr.DataArray:
+        takes_ref = len(inspect.signature(self.func).parameters) >= 2
+        out = self.func(ds, ref) if takes_ref else self.func(ds)
+        return xr.DataArray(out) if not isinstance(out, xr.DataArray) else out
+
+
+_REGISTRY: dict[str, Metric] = {}
+
+
+def register(name: str, func: Callable, *, description: str = "", units: str = "",
+             replace: bool = False) -> Metric:
+    """Add a metric under `name` (set `replace=True` to override an existing one)."""
+    if name in _REGISTRY and not replace:
+        raise ParameterError(f"metric {name!r} exists already; pass replace=True to override")
+    metric = Metric(name, func, description, units)
+    _REGISTRY[name] = metric
+    return metric
+
+
+def get(name: str | Metric) -> Metric:
+    """The metric called `name`; an unknown name lists the valid ones."""
+    if isinstance(name, Metric):
+        return name
+    if name not in _REGISTRY:
+        raise ParameterError(unknown_name_message("metric", name, _REGISTRY))
+    return _REGISTRY[name]
+
+
+def list() -> builtins.list[str]:  # noqa: A001 - the public API name
+    """Names of the registered metrics."""
+    return builtins.list(_REGISTRY)
+
+
+def evaluate(ds: xr.Dataset, names=None, ref: xr.Dataset | None = None) -> dict[str, xr.DataArray]:
+    """Evaluate metrics (default: all that the dataset has the variables for)."""
+    chosen = [get(n) for n in (names if names is not None else _REGISTRY)]
+    out = {}
+    for metric in chosen:
+        try:
+            out[metric.name] = metric(ds, ref)
+        except KeyError as err:
+            if names is not None:
+                raise ParameterError(
+                    f"metric {metric.name!r} needs variable {err.args[0]!r}, "
+                    "which this model's output lacks"
+                ) from err
+    return out
+
+
+# -- helpers shared by the built-ins ------------------------------------------------------
+def total(ds: xr.Dataset, name: str) -> xr.DataArray:
+    """A variable summed over its subscripts (``Name[...]`` columns), or the variable itself."""
+    if name in ds:
+        return ds[name]
+    pattern = re.compile(re.escape(name) + r"\[.*\]$")
+    parts = [ds[v] for v in ds.data_vars if pattern.match(str(v))]
+    if not parts:
+        raise KeyError(name)
+    return sum(parts[1:], parts[0]).rename(name)
+
+
+def _time_of(mask: xr.DataArray) -> xr.DataArray:
+    """First time where `mask` holds (NaN where it never does)."""
+    times = mask["time"].broadcast_like(mask)
+    return times.where(mask).min("time")
+
+
+def _time_of_max(da: xr.DataArray) -> xr.DataArray:
+    return _time_of(da == da.max("time"))
+
+
+def cumulative(da: xr.DataArray) -> xr.DataArray:
+    """Time integral over the run (trapezoid rule on the saved times)."""
+    return da.integrate("time")
+
+
+def cash_positive_month(ds: xr.Dataset) -> xr.DataArray:
+    """First time, after the cash minimum, at which cash is positive (NaN if never)."""
+    cash = ds["Platform Cash"]
+    after_min = cash["time"] >= _time_of_max(-cash)
+    return _time_of(after_min & (cash > 0))
+
+
+def months_to_recover(ds: xr.Dataset, ref: xr.Dataset | None) -> xr.DataArray:
+    """Months from the policy start until total active sellers are back to 95% of the
+    reference run, and stay there. 0 if they never dip; NaN if they have not recovered
+    by the end, or if there is no reference or no policy start."""
+    if ref is None or "policy_start" not in ds.coords:
+        return xr.DataArray(np.nan)
+    start = ds.coords["policy_start"]
+    sellers, base = total(ds, "Active Sellers"), total(ref, "Active Sellers")
+    below = (sellers < 0.95 * base) & (sellers["time"] >= start)
+    last_below = sellers["time"].broadcast_like(below).where(below).max("time")
+    step = float(np.diff(sellers["time"].values[:2])[0]) if sellers.sizes["time"] > 1 else 0.0
+    months = xr.where(below.any("time"), last_below + step - start, 0.0)
+    return months.where(~below.isel(time=-1)).where(np.isfinite(start))
+
+
+def flywheel_speed(ds: xr.Dataset) -> xr.DataArray:
+    """Peak 12-month GMV growth rate, per year: max over t of GMV(t)/GMV(t-12) - 1."""
+    gmv = ds["GMV"]
+    lagged = gmv.shift(time=12) if gmv.sizes["time"] > 12 else gmv * np.nan
+    growth = (gmv / lagged.where(lagged > 0)) - 1
+    return growth.max("time")
+
+
+def _register_builtins() -> None:
+    def final(var):
+        return lambda ds: total(ds, var).isel(time=-1)
+
+    def peak(var):
+        return lambda ds: total(ds, var).max("time")
+
+    def peak_time(var):
+        return lambda ds: _time_of_max(total(ds, var))
+
+    for key, var, unit in (("active_buyers", "Active Buyers", "Buyer"),
+                           ("active_sellers", "Active Sellers", "Seller")):
+        register(f"final_{key}", final(var), description=f"{var} at the end of the run",
+                 units=unit)
+        register(f"peak_{key}", peak(var), description=f"Largest {var} over the run",
+                 units=unit)
+        register(f"peak_{key}_time", peak_time(var), description=f"When {var} peaks",
+                 units="Month")
+    register("cumulative_gmv", lambda ds: cumulative(ds["GMV"]),
+             description="GMV summed over the run", units="USD")
+    register("min_trust", lambda ds: ds["Buyer Trust"].min("time"),
+             description="Lowest buyer trust over the run", units="Dmnl")
+    register("min_cash", lambda ds: ds["Platform Cash"].min("time"),
+             description="Lowest platform cash (the deepest burn)", units="USD")
+    register("cash_positive_month", cash_positive_month,
+             description="First month, after the deepest burn, with positive cash",
+             units="Month")
+    register("final_low_quality_share", lambda ds: ds["Low Quality Seller Share"].isel(time=-1),
+             description="Low-quality share of active sellers at the end", units="Dmnl")
+    register("months_to_recover", months_to_recover,
+             description="Months from the policy start until sellers are back to 95% of "
+                         "the reference run", units="Month")
+    register("flywheel_speed", flywheel_speed,
+             description="Peak 12-month GMV growth rate (GMV growth, per year)", units="1/Year")
+
+
+_register_builtins()

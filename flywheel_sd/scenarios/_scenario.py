@@ -1,0 +1,212 @@
+"""A scenario is data: a name, a description, parameter overrides, optionally a model file.
+
+Overrides are constants, time-bound policies (`Policy`: a value from `start` to `end`, the
+model's own value outside), or time series (`pandas.Series` over time). Scenarios are read
+from and written to TOML files (TOML: Python reads it without a dependency, it has comments
+and no indentation traps, and it maps one-to-one onto this data).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tomli_w
+import xarray as xr
+
+from .._model import Model, load
+from ..errors import FlywheelError, ParameterError
+
+
+@dataclass(frozen=True)
+class Policy:
+    """`value` holds from `start` to `end` (exclusive); the model's own value elsewhere."""
+
+    value: float
+    start: float
+    end: float = math.inf
+
+    def __post_init__(self):
+        for key in ("value", "start"):
+            if not isinstance(getattr(self, key), (int, float)) or not math.isfinite(
+                    getattr(self, key)):
+                raise ParameterError(f"policy {key} must be a finite number, "
+                                     f"not {getattr(self, key)!r}")
+        if not isinstance(self.end, (int, float)) or math.isnan(self.end):
+            raise ParameterError(f"policy end must be a number, not {self.end!r}")
+        if self.end <= self.start:
+            raise ParameterError(f"policy ends (t={self.end:g}) before it starts "
+                                 f"(t={self.start:g})")
+
+    def series(self, base: Any, t0: float, t1: float) -> pd.Series:
+        """The policy as a step-shaped time series (right-continuous, as STEP is)."""
+        value = base * 0 + self.value if isinstance(base, xr.DataArray) else self.value
+        times, values = [], []
+        if self.start > t0:
+            times += [t0, self.start]
+            values += [base, base]
+        times.append(min(max(self.start, t0), t1))
+        values.append(value)
+        if self.end < t1:
+            times += [self.end, self.end]
+            values += [value, base]
+        times.append(t1)
+        values.append(values[-1])
+        return pd.Series(values, index=np.asarray(times, dtype=float))
+
+    def to_dict(self) -> dict:
+        out = {"value": self.value, "start": self.start}
+        if math.isfinite(self.end):
+            out["end"] = self.end
+        return out
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named set of parameter overrides on a model (None: the default model)."""
+
+    name: str
+    description: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    source: str | None = None  # the file it was read from, for error messages
+
+    def derive(self, name: str, description: str = "", **params: Any) -> Scenario:
+        """A new scenario: this one plus more overrides (keyword names use Python names)."""
+        merged = {**self.params, **params}
+        return replace(self, name=name, description=description or self.description,
+                       params=merged, source=None)
+
+    def load_model(self) -> Model:
+        return load(self.model)
+
+    # -- checks and run inputs --------------------------------------------------------
+    def _where(self, key: str | None = None) -> str:
+        where = self.source or f"scenario {self.name!r}"
+        return f"{where}: {key!r}" if key else where
+
+    def validate(self, model: Model | None = None, range_check: str = "error") -> Model:
+        """Check every override against the model; raise naming the file, key and problem."""
+        model = model or self.load_model()
+        for key, value in self.params.items():
+            try:
+                if isinstance(value, Policy):
+                    model.check_params({key: value.value}, range_check)
+                else:
+                    model.check_params({key: value}, range_check)
+            except FlywheelError as err:
+                raise ParameterError(f"{self._where(key)}: {err}") from None
+        return model
+
+    def inputs(self, model: Model, t0: float, t1: float) -> tuple[dict, list[float]]:
+        """Parameters for `simulate`, and the policy switch times to pass as breakpoints."""
+        params, breaks = {}, []
+        for key, value in self.params.items():
+            if isinstance(value, Policy):
+                params[key] = value.series(model.default_value(key), t0, t1)
+                breaks += [t for t in (value.start, value.end) if t0 < t < t1]
+            else:
+                params[key] = value
+        return params, sorted(set(breaks))
+
+    def windows(self) -> list[tuple[str, float, float]]:
+        """(lever, start, end) of each time-bound policy, for shading plots."""
+        return [(k, v.start, v.end) for k, v in self.params.items() if isinstance(v, Policy)]
+
+    def policy_start(self) -> float:
+        starts = [v.start for v in self.params.values() if isinstance(v, Policy)]
+        return min(starts) if starts else math.nan
+
+    # -- files ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        params = {}
+        for key, value in self.params.items():
+            if isinstance(value, Policy):
+                params[key] = value.to_dict()
+            elif isinstance(value, pd.Series):
+                params[key] = {"time": [float(t) for t in value.index],
+                               "value": [float(v) for v in value.values]}
+            elif isinstance(value, xr.DataArray):
+                raise ParameterError(f"{self._where(key)}: subscripted values cannot be "
+                                     "written to a scenario file yet")
+            else:
+                params[key] = float(value)
+        out = {"name": self.name, "description": self.description}
+        if self.model:
+            out["model"] = self.model
+        out["params"] = params
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the scenario as TOML."""
+        path = Path(path)
+        path.write_text(tomli_w.dumps(self.to_dict()))
+        return path
+
+
+def _param_from_toml(where: str, key: str, value: Any) -> Any:
+    if isinstance(value, bool) or isinstance(value, str):
+        raise ParameterError(f"{where}: {key!r}: expected a number, a policy "
+                             "{value, start, end} or a series {time, value}, "
+                             f"not {value!r}")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ParameterError(f"{where}: {key!r}: value is not finite")
+        return float(value)
+    if not isinstance(value, dict):
+        raise ParameterError(f"{where}: {key!r}: unsupported value {value!r}")
+    keys = set(value)
+    try:
+        if keys <= {"value", "start", "end"} and {"value", "start"} <= keys:
+            return Policy(float(value["value"]), float(value["start"]),
+                          float(value.get("end", math.inf)))
+        if keys == {"time", "value"}:
+            times = np.asarray(value["time"], dtype=float)
+            values = np.asarray(value["value"], dtype=float)
+            if times.shape != values.shape or times.ndim != 1 or len(times) == 0:
+                raise ParameterError("time and value must be lists of the same length")
+            if np.any(np.diff(times) < 0):
+                raise ParameterError("times must be sorted")
+            return pd.Series(values, index=times)
+    except (ParameterError, TypeError, ValueError) as err:
+        raise ParameterError(f"{where}: {key!r}: {err}") from None
+    raise ParameterError(f"{where}: {key!r}: expected {{value, start[, end]}} or "
+                         f"{{time, value}}, got keys {sorted(keys)}")
+
+
+def from_dict(data: Mapping, source: str | None = None, base: Scenario | None = None
+              ) -> Scenario:
+    """Build a scenario from parsed TOML (`base`: the scenario it extends)."""
+    where = source or "scenario"
+    unknown = set(data) - {"name", "description", "model", "params", "extends"}
+    if unknown:
+        raise ParameterError(f"{where}: unknown top-level key(s) {sorted(unknown)}; "
+                             "expected name, description, model, params, extends")
+    if "name" not in data or not isinstance(data["name"], str):
+        raise ParameterError(f"{where}: 'name' (a string) is required")
+    raw = data.get("params", {})
+    if not isinstance(raw, dict):
+        raise ParameterError(f"{where}: [params] must be a table")
+    params = dict(base.params) if base else {}
+    params.update({k: _param_from_toml(where, k, v) for k, v in raw.items()})
+    model = data.get("model", base.model if base else None)
+    if model and source and not Path(model).is_absolute():
+        model = str((Path(source).parent / model).resolve())
+    return Scenario(name=data["name"], description=data.get("description", ""),
+                    params=params, model=model, source=source)
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ParameterError(f"{path}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ParameterError(f"{path}: not valid TOML ({err})") from None
