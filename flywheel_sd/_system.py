@@ -11,8 +11,10 @@ are updated once per fixed step, as PySD does.
 from __future__ import annotations
 
 import ast
+import itertools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,7 +123,7 @@ class OdeSystem:
 
     def set_state(self, t: float, y: np.ndarray) -> None:
         """Put time and states into the PySD model, and clear its per-step cache."""
-        self.time.update(t)
+        self.time.update(float(t))  # a NumPy scalar time breaks xr.DataArray(scalar, coords)
         if self.any_nonnegative:
             y = np.where(self.nonnegative, np.maximum(y, 0.0), y)
         for slot in self.slots:
@@ -235,7 +237,7 @@ def model_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
     """Times of STEP, PULSE (edges and repeats) and RAMP (start, finish) in the model file,
     where their arguments evaluate to constants. Others are left to step-size control."""
     try:
-        tree = ast.parse(open(pysd_model.py_model_file).read())
+        tree = ast.parse(Path(pysd_model.py_model_file).read_text())
     except (OSError, SyntaxError):
         return []
     namespace = vars(pysd_model.components._components)
@@ -277,22 +279,22 @@ def model_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
             if start is None:
                 continue
             width = value(arg("width", 3))
-            width = (np.asarray(0.5 * pysd_model.time.time_step()) if width is None else width)
+            if width is None:  # as in exact_time_functions: one TIME STEP
+                width = np.asarray(float(pysd_model.time.time_step()))
             repeat = value(arg("repeat_time", 2))
             end = value(arg("end", 5))
-            for s in start.ravel():
-                for w in np.broadcast_to(width, start.shape).ravel() if start.shape else width.ravel():
-                    period = float(repeat.ravel()[0]) if repeat is not None else 0.0
-                    stop = min(float(end.ravel()[0]) if end is not None else t1, t1)
-                    k = 0
-                    while True:
-                        edge = s + k * period
-                        if edge > stop or edge > t1 or k > 100_000:
-                            break
-                        times.update((float(edge), float(edge + w)))
-                        if period <= 0:
-                            break
-                        k += 1
+            periods = np.unique(repeat) if repeat is not None else np.zeros(1)
+            stop = min(float(np.max(end)) if end is not None else t1, t1)
+            for s, w, period in itertools.product(np.unique(start), np.unique(width), periods):
+                k = 0
+                while k <= 100_000:
+                    edge = float(s) + k * float(period)
+                    if edge > stop:
+                        break
+                    times.update((edge, edge + float(w)))
+                    if period <= 0:
+                        break
+                    k += 1
     return sorted(t for t in times if t0 < t < t1 and math.isfinite(t))
 
 

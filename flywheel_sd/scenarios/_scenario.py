@@ -75,6 +75,7 @@ class Scenario:
     description: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     model: str | None = None
+    events: tuple = ()  # (label, start, end) windows to mark on plots, beyond the Policies
     source: str | None = None  # the file it was read from, for error messages
 
     def derive(self, name: str, description: str = "", **params: Any) -> Scenario:
@@ -102,7 +103,29 @@ class Scenario:
                     model.check_params({key: value}, range_check)
             except FlywheelError as err:
                 raise ParameterError(f"{self._where(key)}: {err}") from None
+        self._check_time_pairs(model)
         return model
+
+    def _check_time_pairs(self, model: Model) -> None:
+        """A lever's "... End Time" must not come before its "... Start Time"."""
+        touched = {model.real_name(key) for key in self.params}
+        for real in model.namespace:
+            if not real.endswith(" Start Time"):
+                continue
+            end_name = real[: -len("Start Time")] + "End Time"
+            if end_name not in model.namespace or not touched & {real, end_name}:
+                continue
+            start = self._effective(model, real)
+            end = self._effective(model, end_name)
+            if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end < start:
+                raise ParameterError(f"{self._where(end_name)}: ends (t={end:g}) before "
+                                     f"{real!r} (t={start:g})")
+
+    def _effective(self, model: Model, name: str) -> Any:
+        for key, value in self.params.items():
+            if model.real_name(key) == name:
+                return value
+        return model.default_value(name)
 
     def inputs(self, model: Model, t0: float, t1: float) -> tuple[dict, list[float]]:
         """Parameters for `simulate`, and the policy switch times to pass as breakpoints."""
@@ -116,11 +139,13 @@ class Scenario:
         return params, sorted(set(breaks))
 
     def windows(self) -> list[tuple[str, float, float]]:
-        """(lever, start, end) of each time-bound policy, for shading plots."""
-        return [(k, v.start, v.end) for k, v in self.params.items() if isinstance(v, Policy)]
+        """(label, start, end) of each policy window: the events, then each `Policy`."""
+        policies = [(k, v.start, v.end) for k, v in self.params.items() if isinstance(v, Policy)]
+        return [tuple(e) for e in self.events] + policies
 
     def policy_start(self) -> float:
-        starts = [v.start for v in self.params.values() if isinstance(v, Policy)]
+        """When the first policy window opens (NaN for none)."""
+        starts = [start for _, start, _ in self.windows()]
         return min(starts) if starts else math.nan
 
     # -- files ------------------------------------------------------------------------
@@ -141,6 +166,9 @@ class Scenario:
         if self.model:
             out["model"] = self.model
         out["params"] = params
+        if self.events:
+            out["events"] = [{"label": label, "start": start, "end": end}
+                             for label, start, end in self.events]
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -184,10 +212,10 @@ def from_dict(data: Mapping, source: str | None = None, base: Scenario | None = 
               ) -> Scenario:
     """Build a scenario from parsed TOML (`base`: the scenario it extends)."""
     where = source or "scenario"
-    unknown = set(data) - {"name", "description", "model", "params", "extends"}
+    unknown = set(data) - {"name", "description", "model", "params", "extends", "events"}
     if unknown:
         raise ParameterError(f"{where}: unknown top-level key(s) {sorted(unknown)}; "
-                             "expected name, description, model, params, extends")
+                             "expected name, description, model, params, extends, events")
     if "name" not in data or not isinstance(data["name"], str):
         raise ParameterError(f"{where}: 'name' (a string) is required")
     raw = data.get("params", {})
@@ -198,8 +226,21 @@ def from_dict(data: Mapping, source: str | None = None, base: Scenario | None = 
     model = data.get("model", base.model if base else None)
     if model and source and not Path(model).is_absolute():
         model = str((Path(source).parent / model).resolve())
+    events = tuple(_event(where, e) for e in data.get("events", ())) if "events" in data else (
+        base.events if base else ())
     return Scenario(name=data["name"], description=data.get("description", ""),
-                    params=params, model=model, source=source)
+                    params=params, model=model, events=events, source=source)
+
+
+def _event(where: str, event: Any) -> tuple[str, float, float]:
+    if not isinstance(event, dict) or set(event) - {"label", "start", "end"} or "start" not in event:
+        raise ParameterError(f"{where}: 'events': each needs start (and label, end), "
+                             f"got {event!r}")
+    start, end = float(event["start"]), float(event.get("end", math.inf))
+    if end <= start:
+        raise ParameterError(f"{where}: 'events': {event.get('label', '')!r} ends "
+                             f"(t={end:g}) before it starts (t={start:g})")
+    return (str(event.get("label", "")), start, end)
 
 
 def read_toml(path: str | Path) -> dict:
