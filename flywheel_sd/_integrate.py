@@ -22,9 +22,9 @@ import pandas as pd
 from pysd.py_backend.output import ModelOutput
 from scipy.integrate import solve_ivp
 
-from ._model import Model, load
+from ._model import Model, _first_line, load
 from ._system import OdeSystem, exact_time_functions, model_breakpoints
-from .errors import FlywheelError, MethodError, SolverError
+from .errors import FlywheelError, MethodError, SolverError, UnsupportedElementError
 
 ADAPTIVE_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "BDF", "Radau")
 FIXED_METHODS = ("euler", "rk4")
@@ -157,7 +157,7 @@ class _Run:
         except (KeyError, NameError, ValueError, TypeError) as err:
             raise SolverError(
                 f"{model.path.name}: could not set up the run "
-                f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+                f"({_first_line(err)})"
             ) from err
         self.output = ModelOutput(None)
         self.output.set_capture_elements(pm.capture_elements)
@@ -187,19 +187,22 @@ class _Run:
 
     # -- fixed step -------------------------------------------------------------------
     def fixed_step(self, method: str) -> dict:
+        """PySD's own loop: record, take the derivatives at the same state (sharing PySD's
+        per-step cache with the outputs), step. TIME STEP, SAVEPER and FINAL TIME are read
+        every step at the current state, as PySD does, so they may change during a run."""
         system, time = self.system, self.pysd.time
         if method == "rk4":
             system.refuse_discrete("rk4")
-        dt = float(time.time_step())
         y = system.get_state()
+        t = float(time())
+        system.set_state(t, y)
         steps = 0
         with np.errstate(all="ignore"):
             while time.in_bounds():
-                t = time()
                 if time.in_return():
-                    self._record(t, y)
+                    self._record(t, y, at_state=True)
+                dt = float(time.time_step())
                 if method == "euler":
-                    system.set_state(t, y)
                     dy = system.derivatives(commit_delays=True)
                     system.step_discrete()
                     y_next = y + dy * dt
@@ -210,29 +213,34 @@ class _Run:
                 if not np.all(np.isfinite(y_next)):
                     system.set_state(t, y)
                     raise system.nonfinite_error(t)
-                y = y_next
-                time.update(t + dt)
+                y, t = y_next, t + dt
+                system.set_state(t, y)
                 steps += 1
             if time.in_return():
-                self._record(time(), y)
+                self._record(t, y, at_state=True)
         nfev = steps * (1 if method == "euler" else 4)
         return dict(method=method, nfev=nfev, n_steps=steps, status=0,
-                    message="fixed step completed", time_step=dt, rtol=None, atol=None,
-                    breakpoints=[])
+                    message="fixed step completed", time_step=float(time.time_step()),
+                    rtol=None, atol=None, breakpoints=[])
 
     # -- adaptive ---------------------------------------------------------------------
     def adaptive(self, method, rtol, atol, max_step, breakpoints) -> dict:
         system, time = self.system, self.pysd.time
         system.refuse_discrete(method)
-        if self.pysd.cache_type.get("final_time") == "step":
-            raise MethodError("FINAL TIME changes during the run; use method='euler'")
+        for key, vensim in (("final_time", "FINAL TIME"), ("time_step", "TIME STEP"),
+                            ("saveper", "SAVEPER")):
+            if self.pysd.cache_type.get(key) == "step":
+                raise UnsupportedElementError(
+                    f"{vensim} changes during the run, which fixes the output times only "
+                    f"step by step; {method!r} cannot follow it; use method='euler'"
+                )
         self._patch(exact_time_functions(time))
         save = np.array(self.save_times())
         edges = [self.t0, *breakpoints, self.t1]
         y = system.get_state()
         stats = dict(method=method, nfev=0, njev=0, nlu=0, n_steps=0, status=0,
                      message="", rtol=rtol, atol=atol, breakpoints=list(breakpoints))
-        saved_y = {}
+        saved_y = np.repeat(y[None, :], len(save), axis=0)  # t0 and before
         for a, b in zip(edges[:-1], edges[1:]):
             if b <= a:
                 continue
@@ -251,7 +259,7 @@ class _Run:
             except Exception as err:  # a failure inside SciPy's linear algebra, say
                 raise SolverError(
                     f"{method} failed between t={a:g} and t={b:g} "
-                    f"({type(err).__name__}: {err}); try method='BDF' or 'LSODA', "
+                    f"({_first_line(err)}); try method='BDF' or 'LSODA', "
                     "or a smaller max_step"
                 ) from err
             for key in ("nfev", "njev", "nlu"):
@@ -263,14 +271,15 @@ class _Run:
                     "try method='BDF' or 'LSODA' (stiff models), looser rtol/atol, "
                     "or method='euler'"
                 )
-            here = [t for t in save[(save >= a) & (save < b)] if t not in saved_y]
-            if here:
-                saved_y.update(zip(here, sol.sol(np.array(here)).T))
-            saved_y[b] = sol.y[:, -1]
+            # Save times in [a, b); the last segment also takes times a round-off past t1.
+            here = (save >= a) & ((save < b) | (b >= self.t1))
+            if here.any():
+                saved_y[here] = sol.sol(np.clip(save[here], a, b)).T
             y = sol.y[:, -1]
+        saved_y[save >= self.t1] = y  # the end state exactly, not an interpolant
         stats["message"] = "integration completed"
-        for t in save:
-            self._record(t, saved_y[t])
+        for t, y_t in zip(save, saved_y):
+            self._record(t, y_t)
         return stats
 
     def _patch(self, functions: dict) -> None:
@@ -286,9 +295,11 @@ class _Run:
         self._patched = {}
 
     # -- output -----------------------------------------------------------------------
-    def _record(self, t: float, y: np.ndarray) -> None:
-        """Evaluate PySD's output elements at (t, y) and append them as one row."""
-        self.system.set_state(t, y)
+    def _record(self, t: float, y: np.ndarray, at_state: bool = False) -> None:
+        """Evaluate PySD's output elements at (t, y) and append them as one row
+        (`at_state`: the model already holds (t, y))."""
+        if not at_state:
+            self.system.set_state(t, y)
         try:
             with np.errstate(all="ignore"):
                 self.output.update(self.pysd)
@@ -297,7 +308,7 @@ class _Run:
         except Exception as err:
             raise SolverError(
                 f"evaluating the outputs at time {t:g} failed "
-                f"({type(err).__name__}: {err})"
+                f"({_first_line(err)})"
             ) from err
 
     def collect(self) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -27,6 +28,8 @@ from .errors import ModelFileError, ParameterError, unknown_name_message
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "platform_flywheel.mdl"
 _TRANSLATABLE = {".mdl": pysd.read_vensim, ".xmile": pysd.read_xmile, ".stmx": pysd.read_xmile}
 _ROOT_LINE = "_root = Path(__file__).parent"
+_CACHE_FORMAT = b"2"  # bump when the post-processing of translations changes
+_MACRO_FILE = re.compile(r"_root\.joinpath\((\"[^\"]*\.py\")\)")
 
 
 def cache_dir() -> Path:
@@ -41,7 +44,7 @@ def _translate(source: Path) -> Path:
     """Return the cached PySD translation of `source`, translating it on a miss."""
     text = source.read_bytes()
     key = hashlib.sha256(
-        text + pysd.__version__.encode() + str(source.parent).encode()
+        text + pysd.__version__.encode() + str(source.parent).encode() + _CACHE_FORMAT
     ).hexdigest()[:20]
     target_dir = cache_dir() / f"{source.stem}-{key}"
     py_file = target_dir / (source.stem + ".py")
@@ -53,18 +56,24 @@ def _translate(source: Path) -> Path:
     try:
         copy = work / source.name
         copy.write_bytes(text)
+        translate = _TRANSLATABLE[source.suffix.lower()]
         try:
-            _TRANSLATABLE[source.suffix.lower()](str(copy), initialize=False)
+            try:
+                translate(str(copy), initialize=False)
+            except FileNotFoundError:
+                # Subscripts read from external files (GET XLS SUBSCRIPT) are looked up
+                # beside the model at translation time: let the copy see its siblings.
+                _link_siblings(source, work)
+                translate(str(copy), initialize=False)
         except Exception as err:  # PySD raises many kinds (parsimonious, KeyError, ...)
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelFileError(
-                f"{source}: PySD could not translate this model ({type(err).__name__}: {first})"
+                f"{source}: PySD could not translate this model ({_first_line(err)})"
             ) from err
-        translated = work / (source.stem + ".py")
-        # External data (GET XLS DATA ...) is looked up relative to the original file.
-        code = translated.read_text()
-        code = code.replace(_ROOT_LINE, f"_root = Path({str(source.parent)!r})")
-        translated.write_text(code)
+        for link in work.iterdir():
+            if link.is_symlink():
+                link.unlink()
+        for translated in work.glob("*.py"):  # the model, and one file per macro
+            translated.write_text(_relocate(translated.read_text(), source.parent))
         try:
             work.rename(target_dir)  # atomic: a concurrent loader sees all or nothing
         except OSError:
@@ -76,18 +85,60 @@ def _translate(source: Path) -> Path:
     return py_file
 
 
-def load(path: str | os.PathLike | None = None) -> Model:
+def _first_line(err: BaseException) -> str:
+    """'Type: first line of the message', for one-line error messages."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _link_siblings(source: Path, work: Path) -> None:
+    for sibling in source.parent.iterdir():
+        target = work / sibling.name
+        if sibling.name != source.name and not target.exists():
+            target.symlink_to(sibling)
+
+
+def _relocate(code: str, data_dir: Path) -> str:
+    """Point a translation moved into the cache back at the model's own folder for external
+    data (GET XLS DATA, ...), while its macros (``.py`` files beside it) stay in the cache."""
+    code = _MACRO_FILE.sub(r"Path(__file__).parent.joinpath(\1)", code)
+    return code.replace(_ROOT_LINE, f"_root = Path({str(data_dir)!r})")
+
+
+def load(path: str | os.PathLike | None = None, *, data_files=None) -> Model:
     """Load a model: a Vensim ``.mdl`` (or XMILE), or a PySD-translated ``.py``.
 
     With no path, load the project's default model, ``models/platform_flywheel.mdl``.
     Translation is cached per user by content hash (see `cache_dir`).
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        The model file.
+    data_files : path, list of paths or dict, optional
+        Data files for the model's DATA variables, as ``pysd.load(data_files=...)``
+        takes them (a dict maps a file to the variables it holds).
 
     Raises
     ------
     ModelFileError
         The file is missing, of an unknown kind, or PySD cannot translate or import it.
     """
-    return Model(DEFAULT_MODEL if path is None else path)
+    return Model(DEFAULT_MODEL if path is None else path, data_files=data_files)
+
+
+def _absolute_data_files(data_files):
+    if data_files is None:
+        return None
+    if isinstance(data_files, dict):
+        return {str(Path(f).expanduser().resolve()): v for f, v in data_files.items()}
+    if isinstance(data_files, (str, os.PathLike)):
+        return str(Path(data_files).expanduser().resolve())
+    return [str(Path(f).expanduser().resolve()) for f in data_files]
+
+
+def _unpickle(path: str, data_files) -> Model:
+    return Model(path, data_files=data_files)
 
 
 class Model:
@@ -97,8 +148,9 @@ class Model:
     pickle), so it can be shipped to parallel workers.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, data_files=None):
         source = Path(path).expanduser().resolve()
+        self.data_files = _absolute_data_files(data_files)
         if not source.is_file():
             raise ModelFileError(f"{source}: no such model file")
         suffix = source.suffix.lower()
@@ -118,7 +170,7 @@ class Model:
         self.pysd_model()  # fail now, not on first use, if the translation does not import
 
     def __reduce__(self):
-        return (Model, (str(self.path),))
+        return (_unpickle, (str(self.path), self.data_files))
 
     def __repr__(self) -> str:
         return f"<flywheel_sd.Model {self.path.name}: {len(self.stocks)} stocks>"
@@ -132,11 +184,11 @@ class Model:
         """The underlying ``pysd`` model, reloaded if a previous run modified it."""
         if self._pysd is None or fresh or self._pysd_dirty:
             try:
-                self._pysd = pysd.load(str(self.py_file), initialize=False)
+                self._pysd = pysd.load(str(self.py_file), data_files=self.data_files,
+                                       initialize=False)
             except Exception as err:
                 raise ModelFileError(
-                    f"{self.path}: PySD could not load the translation "
-                    f"({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''})"
+                    f"{self.path}: PySD could not load the translation ({_first_line(err)})"
                 ) from err
             self._pysd_dirty = False
         return self._pysd
@@ -192,12 +244,13 @@ class Model:
 
     def time_settings(self) -> dict[str, float]:
         """INITIAL TIME, FINAL TIME, TIME STEP and SAVEPER as the model file sets them."""
-        control = self.pysd_model().components._control_vars
-        out = {}
-        for key in ("initial_time", "final_time", "time_step", "saveper"):
-            value = control[key]
-            out[key] = float(value()) if callable(value) else float(value)
-        return out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = self.pysd_model()
+            model.initialize()  # the control variables read the model's Time object
+        time = model.time
+        return {key: float(getattr(time, key)())
+                for key in ("initial_time", "final_time", "time_step", "saveper")}
 
     def default_value(self, name: str) -> Any:
         """A constant's value as the model file sets it."""
