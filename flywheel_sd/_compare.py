@@ -92,8 +92,10 @@ def attach_metrics(ds: xr.Dataset, chosen=None) -> xr.Dataset:
     values = metrics_mod.evaluate(ds, [m.name for m in chosen] if chosen else None, ref)
     if not values:
         return ds
-    table = xr.concat([values[name].broadcast_like(ds["scenario"]).astype(float)
-                       for name in values], dim="metric")
+    # Drop the scalar coords some metrics keep (time=t1 after isel): concat needs them alike.
+    parts = [values[name].broadcast_like(ds["scenario"]).astype(float) for name in values]
+    parts = [p.drop_vars([c for c in p.coords if c not in p.dims]) for p in parts]
+    table = xr.concat(parts, dim="metric")
     table = table.assign_coords(metric=list(values))
     units = [metrics_mod.get(n).units for n in values]
     table = table.drop_vars([c for c in table.coords if c not in ("scenario", "metric")])
