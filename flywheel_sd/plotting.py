@@ -56,6 +56,8 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
             ax.plot(series["time"], series, label=name, color=color, lw=1.6)
             for _lever, start, end in windows.get(name, []):
                 end = min(end, float(series["time"].max()))
+                if end <= start:  # the window opens after the run ends
+                    continue
                 ax.axvspan(start, end, color=color, alpha=0.08, lw=0)
         ax.set_title(title)
         ax.set_ylabel(units)
