@@ -439,9 +439,25 @@ def _simulate_options(args) -> dict[str, Any]:
     for key in ("rtol", "atol", "final_time", "range_check"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
-    if getattr(args, "set", None):
-        options["params"] = dict(args.set)
+    constants = {k: v for k, v in getattr(args, "set", None) or () if not _is_policy(v)}
+    if constants:  # checked by simulate, which honours --range-check
+        options["params"] = constants
     return options
+
+
+def _is_policy(value) -> bool:
+    from .scenarios import Policy
+
+    return isinstance(value, Policy)
+
+
+def _with_policies(args, sc):
+    """`sc` plus the time-bound --set overrides (policies live in the scenario, so that
+    their switch times become breakpoints and their windows are shaded on plots)."""
+    policies = {k: v for k, v in getattr(args, "set", None) or () if _is_policy(v)}
+    if not policies:
+        return sc
+    return dataclasses.replace(sc, params={**sc.params, **policies}, source=None)
 
 
 def _progress(args, total: int | None, desc: str):
@@ -603,7 +619,7 @@ def cmd_run(args) -> int:
 
     out = _check_suffix(args.out, _RUN_SUFFIXES, "output file")
     plot = _check_plot(args.plot)
-    sc = _scenario(args, args.scenario)
+    sc = _with_policies(args, _scenario(args, args.scenario))
     model = sc.load_model()
     options = _simulate_options(args)
     if args.columns:
@@ -671,23 +687,36 @@ def cmd_scenarios(args) -> int:
     table = pd.DataFrame({"scenario": list(described), "description": list(described.values())})
     if args.model is not None:
         model = _load_model(args)
-        fits = []
-        files = scenarios._files()
-        for name in described:
-            sc = dataclasses.replace(scenarios.load_file(files[name], validate=False),
-                                     model=str(model.path))
-            try:
-                sc.validate(model)
-                fits.append("yes")
-            except FlywheelError as err:
-                fits.append(f"no: {' '.join(str(err).split()[-12:])}")
-        table.insert(1, f"fits {model.path.name}", fits)
+        files = scenarios._files()  # name -> file, not yet checked against a model
+        table[f"fits {model.path.name}"] = [
+            _fits(scenarios.load_file(files[name], validate=False), model) for name in described
+        ]
     table = table.set_index("scenario")
     if args.json:
         _print_json(_records(table))
     else:
         _print_table(table)
     return EXIT_OK
+
+
+def _fits(sc, model) -> str:
+    """'yes', or 'no: ...' with the overrides the model lacks or the first problem."""
+    from .errors import FlywheelError
+
+    unknown = []
+    for key in sc.params:
+        try:
+            model.real_name(key)
+        except FlywheelError:
+            unknown.append(key)
+    if unknown:
+        more = f" (+{len(unknown) - 3} more)" if len(unknown) > 3 else ""
+        return f"no: lacks {', '.join(unknown[:3])}{more}"
+    try:
+        dataclasses.replace(sc, model=str(model.path)).validate(model)
+    except FlywheelError as err:
+        return f"no: {_sentence(str(err).split(': ')[-1], 60)}"
+    return "yes"
 
 
 def cmd_compare(args) -> int:
@@ -700,7 +729,7 @@ def cmd_compare(args) -> int:
     out = _check_suffix(args.out, (".csv", ".nc"), "output file")
     plot, metrics_plot = _check_plot(args.plot), _check_plot(args.metrics_plot)
     chosen = [metrics.get(m).name for m in args.metrics] if args.metrics else None
-    resolved = [_scenario(args, name) for name in args.scenarios]
+    resolved = [_with_policies(args, _scenario(args, name)) for name in args.scenarios]
     options = _simulate_options(args)
     with _progress(args, len(resolved), "compare") as bar, _counting_runs(bar):
         ds = compare(resolved, metrics=chosen, **options)
