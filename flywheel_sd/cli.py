@@ -894,7 +894,7 @@ def _describe(model):
                      "units": text(name, "Units"), "meaning": _sentence(text(name, "Comment"))})
     levers = pd.DataFrame(rows, columns=["lever", "default", "min", "max", "units",
                                          "meaning"]).set_index("lever")
-    return stocks, _read_loops(model), levers
+    return stocks, read_loops(model), levers
 
 
 def _sentence(text: str, limit: int | None = None) -> str:
@@ -909,13 +909,26 @@ def _sentence(text: str, limit: int | None = None) -> str:
 
 
 def _loops_file(model) -> Path | None:
-    path = model.path.with_name(model.path.stem + ".loops.toml")
+    source = Path(getattr(model, "path", model))
+    path = source.with_name(source.stem + ".loops.toml")
     return path if path.is_file() else None
 
 
-def _read_loops(model) -> list[dict]:
-    """The loop index beside the model: ``[[loop]]``/``[[loops]]`` tables, or one table per
-    loop keyed by its id. Each row: loop, name, polarity, path."""
+def read_loops(model) -> list[dict]:
+    """The feedback loops documented beside a model, in ``<model>.loops.toml``.
+
+    Parameters
+    ----------
+    model : Model or path
+        A loaded model or its file.
+
+    Returns
+    -------
+    list of dict
+        One per loop: ``loop`` (its id, e.g. R1), ``name``, ``polarity`` and ``path`` (the
+        chain of variables). Empty if there is no loop index. The file holds ``[[loop]]`` or
+        ``[[loops]]`` tables, or one table per loop keyed by its id.
+    """
     import tomllib
 
     path = _loops_file(model)
