@@ -1,0 +1,909 @@
+"""`sweep`: run a design of parameter sets, in chunks, into one ``xarray.Dataset``.
+
+Data flow: resolve the model (and a scenario's parameters as the base) -> check the design
+against the model -> split its runs into chunks -> integrate each chunk (as an ensemble,
+`flywheel_sd._ensemble.run_chunk`) in this process, a process pool or on Dask workers ->
+reduce to the requested outputs and metrics in the worker -> write each finished chunk to
+the store -> assemble the Dataset (dims ``run`` and ``time``; the sampled parameters as
+coordinates on ``run``; provenance in ``attrs``).
+
+The store is a folder: ``data.zarr`` (the Dataset, written chunk by chunk), ``sweep.json``
+(the design's fingerprint and the settings) and ``chunks/NNNNNN.json`` (one marker per
+finished chunk, written after its data, with its failed runs and statistics). A sweep that
+stops for any reason resumes from the markers and computes only the missing chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import designs as designs_mod
+from ._ensemble import (
+    STATUS_FAILED,
+    STATUS_OK,
+    ChunkResult,
+    RunOptions,
+    column_names,
+    expected_times,
+    fallback_notice,
+    run_chunk,
+)
+from ._integrate import DEFAULT_ATOL, DEFAULT_RTOL, check_method
+from ._model import Model, load
+from .errors import FlywheelError, MethodError, ParameterError, unknown_name_message
+
+EXECUTORS = ("ensemble", "processes", "dask")
+SIMULATE_OPTIONS = ("rtol", "atol", "max_step", "final_time", "time_step", "saveper",
+                    "return_timestamps", "breakpoints", "range_check")
+#: Default chunk: as many runs as keep one chunk's recorded values under this many floats
+#: (64 MB), at most `MAX_CHUNK` runs.
+CHUNK_FLOATS = 8_000_000
+MAX_CHUNK = 20_000
+STATUS_MEANINGS = "not_run ok failed"
+
+
+class SweepError(FlywheelError, RuntimeError):
+    """A sweep could not go on (a worker died, the store is unusable)."""
+
+
+# -- public entry point ---------------------------------------------------------------------
+def sweep(model_or_scenario: Any, design: Any, *, outputs: Sequence[str] | str | None = None,
+          metrics: Any = None, executor: str = "ensemble", scheduler: Any = None,
+          store: str | os.PathLike | None = None, chunk_size: int | None = None,
+          progress: bool = True, method: str = "RK45", resume: bool = True,
+          workers: int | None = None, vectorize: bool = True, verify: int = 3,
+          callback: Callable[[int, int, int], None] | None = None,
+          **simulate_options: Any) -> xr.Dataset:
+    """Run every parameter set of `design` and collect the results.
+
+    Parameters
+    ----------
+    model_or_scenario : Model, path or scenario
+        A loaded model, a model file, a scenario (name or object from
+        `flywheel_sd.scenarios`: its model, with its parameters as the base of every run).
+    design : Design, DataFrame or mapping
+        From `flywheel_sd.designs` (grid, lhs, sobol, morris, saltelli, oat), or a table of
+        runs (one column per parameter).
+    outputs : list of str, optional
+        Variables whose time series to keep. Default: the stocks, or none when `metrics`
+        are given (then only the metrics are kept, in bounded memory).
+    metrics : str, callable, list or dict, optional
+        Scalar metrics per run: names registered in `flywheel_sd.metrics`, or functions of
+        an ``xarray.Dataset`` (dims ``run``, ``time``) that reduce over ``time``. A dict
+        names them. They are evaluated in the workers, chunk by chunk.
+    executor : {"ensemble", "processes", "dask"}
+        Where chunks run: in this process (default); a local process pool of `workers`
+        processes (default: all cores); or Dask (``scheduler``).
+    scheduler : str or dask.distributed.Client, optional
+        For ``executor="dask"``: an address ``"tcp://host:8786"`` or a Client. With none,
+        a ``LocalCluster`` of `workers` processes is started for the sweep.
+    store : path, optional
+        A folder to save results in, chunk by chunk (Zarr; see the module doc). The
+        returned Dataset then reads lazily from it.
+    chunk_size : int, optional
+        Runs per chunk (default: as many as keep a chunk's recorded values under 64 MB,
+        at most 20,000, and split across workers).
+    progress : bool
+        A progress bar (runs done, runs/s, ETA) on a terminal.
+    method : str
+        Integration method, as `simulate` takes it.
+    resume : bool
+        With `store`: continue a sweep found there (True, default), or refuse to touch an
+        existing store (False).
+    workers : int, optional
+        Processes for ``"processes"`` and a local Dask cluster.
+    vectorize : bool
+        Integrate each chunk as one ensemble (True, default) or run by run.
+    verify : int
+        Members per chunk re-run alone to check the ensemble (default 3: first, last and
+        one at random); 0 skips the check.
+    callback : callable, optional
+        ``callback(chunk_index, runs_done, runs_total)`` after each chunk is stored.
+    **simulate_options
+        rtol, atol, max_step, final_time, time_step, saveper, return_timestamps,
+        breakpoints, range_check: as `simulate` takes them.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``run`` and ``time``; parameters as coordinates on ``run``; one variable per
+        output column (``Name`` or ``Name[sub]``, as `simulate` names them) and per metric;
+        ``status`` (1 ok, 2 failed) and ``error`` (the reason) per run; provenance in attrs.
+
+    Raises
+    ------
+    ParameterError
+        Unknown parameter, output or metric (with close matches), an empty range, an
+        unknown executor or option, or a store that holds a different sweep. All are
+        raised before any run starts.
+    SweepError
+        A worker process died (finished chunks are in the store: run again to resume).
+
+    Examples
+    --------
+    >>> import flywheel_sd as fw
+    >>> design = fw.designs.lhs({"Contact Infectivity": (0.2, 0.5)}, n=100, seed=1)
+    >>> ds = fw.sweep("SIR.mdl", design, outputs=["Infectious"])  # doctest: +SKIP
+    """
+    plan = _plan(model_or_scenario, design, outputs=outputs, metrics=metrics,
+                 executor=executor, scheduler=scheduler, store=store, chunk_size=chunk_size,
+                 method=method, workers=workers, vectorize=vectorize, verify=verify,
+                 simulate_options=simulate_options)
+    writer = _open_store(plan, resume) if store is not None else _MemoryWriter(plan)
+    todo = [k for k in range(plan.n_chunks) if k not in writer.done]
+    runner = _Runner(plan, writer, progress, callback)
+    runner.run(todo)
+    return writer.result(runner.summary())
+
+
+# -- planning: everything checked before any run ---------------------------------------------
+@dataclass
+class _Plan:
+    model: Model
+    base: dict
+    scenario: str | None
+    design: designs_mod.Design
+    options: RunOptions
+    range_check: str
+    outputs: list[str]  # variables whose series are kept
+    output_columns: list[str]
+    metrics: list[tuple[str, Any]]  # (name, metric name or callable)
+    variables: list[str]  # variables recorded in the workers
+    times: np.ndarray
+    executor: str
+    scheduler: Any
+    workers: int
+    chunk_size: int
+    vectorize: bool
+    verify: int
+    store: Path | None = None
+    seed: int = 0
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.design)
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.n_runs / self.chunk_size)
+
+    def bounds(self, k: int) -> tuple[int, int]:
+        return k * self.chunk_size, min((k + 1) * self.chunk_size, self.n_runs)
+
+    def settings(self) -> dict:
+        """What, besides the design, makes two sweeps the same sweep."""
+        o = self.options
+        return {"model_sha256": self.model.sha256, "method": o.method, "rtol": o.rtol,
+                "atol": o.atol, "max_step": o.max_step, "final_time": o.final_time,
+                "time_step": o.time_step, "saveper": o.saveper,
+                "return_timestamps": _plain(o.return_timestamps),
+                "breakpoints": list(o.breakpoints), "base": _describe_params(self.base),
+                "outputs": self.output_columns, "metrics": [n for n, _ in self.metrics],
+                "times": len(self.times), "chunk_size": self.chunk_size}
+
+
+def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk_size,
+          method, workers, vectorize, verify, simulate_options) -> _Plan:
+    if executor not in EXECUTORS:
+        raise ParameterError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    unknown = [k for k in simulate_options if k not in SIMULATE_OPTIONS]
+    if unknown:
+        raise ParameterError(unknown_name_message("sweep option", unknown[0],
+                                                  SIMULATE_OPTIONS + ("outputs", "metrics")))
+    method = check_method(method)
+    rtol = simulate_options.get("rtol", DEFAULT_RTOL)
+    atol = simulate_options.get("atol", DEFAULT_ATOL)
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise MethodError(f"{name} must be a positive finite number, not {value!r}")
+    max_step = simulate_options.get("max_step")
+    if max_step is not None and not max_step > 0:
+        raise MethodError(f"max_step must be positive, not {max_step!r}")
+    range_check = simulate_options.get("range_check", "error")
+    if not isinstance(verify, int) or verify < 0:
+        raise ParameterError(f"verify must be a non-negative int, not {verify!r}")
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ParameterError(f"workers must be a positive int, not {workers!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool)
+                                   or not isinstance(chunk_size, (int, np.integer))
+                                   or chunk_size < 1):
+        raise ParameterError(f"chunk_size must be a positive int, not {chunk_size!r}")
+
+    model, base, breaks, scenario = _resolve_target(target, range_check)
+    if not isinstance(design, designs_mod.Design):
+        if isinstance(design, (pd.DataFrame, Mapping)):
+            design = designs_mod.from_table(design)
+        else:
+            raise ParameterError("design must be a flywheel_sd.designs.Design, a DataFrame "
+                                 f"or a mapping of name -> values, not {type(design).__name__}")
+    design = design.bind(model, range_check)
+    base = {k: v for k, v in base.items() if model.real_name(k) not in design.names}
+
+    out_vars = _resolve_outputs(model, outputs, metrics is None)
+    out_vars = [v for v in out_vars if v not in design.names]
+    metric_list = _resolve_metrics(metrics)
+    ts = simulate_options.get("return_timestamps")
+    if ts is not None and not np.isscalar(ts):
+        ts = tuple(float(t) for t in ts)
+    user_breaks = [float(t) for t in (simulate_options.get("breakpoints") or ())]
+    for t in user_breaks:
+        if not math.isfinite(t):
+            raise MethodError(f"breakpoint {t!r} is not finite")
+    knots = [float(t) for v in base.values() if isinstance(v, pd.Series) for t in v.index]
+    options = RunOptions(method=method, rtol=float(rtol), atol=float(atol), max_step=max_step,
+                         final_time=simulate_options.get("final_time"),
+                         time_step=simulate_options.get("time_step"),
+                         saveper=simulate_options.get("saveper"), return_timestamps=ts,
+                         breakpoints=tuple(sorted(set(user_breaks + breaks + knots))))
+    times = expected_times(model, options)
+    needs = _metric_needs(model, metric_list, times) if metric_list else []
+    variables = list(dict.fromkeys(out_vars + needs))
+    output_columns = column_names(model, out_vars)
+    clash = {n for n, _ in metric_list} & (set(output_columns) | set(design.names))
+    if clash:
+        raise ParameterError(f"metric name {sorted(clash)[0]!r} is also a variable or "
+                             "parameter name; name the metric differently")
+    n_workers = workers or os.cpu_count() or 1
+    chunk = int(chunk_size) if chunk_size else _default_chunk(
+        len(design), len(column_names(model, variables)) or 1, len(times),
+        1 if executor == "ensemble" else n_workers)
+    return _Plan(model=model, base=base, scenario=scenario, design=design, options=options,
+                 range_check=range_check, outputs=out_vars, output_columns=output_columns,
+                 metrics=metric_list, variables=variables, times=times, executor=executor,
+                 scheduler=scheduler, workers=n_workers, chunk_size=chunk,
+                 vectorize=vectorize, verify=verify,
+                 store=Path(store).expanduser().resolve() if store is not None else None,
+                 seed=design.seed or 0)
+
+
+def _default_chunk(n_runs: int, n_columns: int, n_times: int, n_workers: int) -> int:
+    by_memory = max(CHUNK_FLOATS // max(n_columns * n_times, 1), 1)
+    chunk = min(by_memory, MAX_CHUNK, n_runs)
+    if n_workers > 1:  # at least two chunks per worker, so that all are kept busy
+        chunk = min(chunk, max(math.ceil(n_runs / (2 * n_workers)), 1))
+    return max(chunk, 1)
+
+
+def _resolve_target(target, range_check: str):
+    """(model, base params, breakpoints, scenario name) of a Model, path or scenario.
+
+    Extension point: a scenario is anything with ``.name``, ``.params`` and a way to load
+    its model (``load_model()`` or a ``.model`` path); `flywheel_sd.scenarios.get`
+    resolves names.
+    """
+    if isinstance(target, Model):
+        return target, {}, [], None
+    if isinstance(target, (str, os.PathLike)):
+        path = Path(target)
+        if path.suffix.lower() in (".mdl", ".py", ".xmile", ".stmx") or path.is_file() and \
+                path.suffix.lower() != ".toml":
+            return load(path), {}, [], None
+        try:
+            from . import scenarios
+        except ImportError as err:  # pragma: no cover - scenarios are part of the package
+            raise ParameterError(f"{target!r} is not a model file") from err
+        target = scenarios.get(target if path.suffix.lower() != ".toml" else path)
+    if hasattr(target, "params") and (hasattr(target, "load_model") or hasattr(target, "model")):
+        model = target.load_model() if hasattr(target, "load_model") else load(target.model)
+        t = model.time_settings()
+        if hasattr(target, "inputs"):
+            base, breaks = target.inputs(model, t["initial_time"], t["final_time"])
+        else:
+            base, breaks = dict(target.params), []
+        base = model.check_params(base, range_check)
+        return model, base, list(breaks), getattr(target, "name", None)
+    raise ParameterError(f"expected a Model, a model file or a scenario, not "
+                         f"{type(target).__name__}")
+
+
+def _resolve_outputs(model: Model, outputs, default_stocks: bool) -> list[str]:
+    if outputs is None:
+        return list(model.stocks) if default_stocks else []
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    out = []
+    for name in outputs:
+        real = model.real_name(str(name).split("[")[0].strip())
+        if real not in out:
+            out.append(real)
+    return out
+
+
+def _resolve_metrics(metrics) -> list[tuple[str, Any]]:
+    if metrics is None:
+        return []
+    from . import metrics as registry
+
+    items: list[tuple[str, Any]]
+    if isinstance(metrics, Mapping):
+        items = [(str(k), v) for k, v in metrics.items()]
+    elif isinstance(metrics, (str,)) or callable(metrics):
+        items = [(None, metrics)]
+    else:
+        items = [(None, m) for m in metrics]
+    out = []
+    for name, m in items:
+        if isinstance(m, str):
+            registry.get(m)  # unknown name: close matches
+            out.append((name or m, m))
+        elif callable(m):
+            label = name or getattr(m, "name", None) or getattr(m, "__name__", None)
+            if not label or label == "<lambda>":
+                raise ParameterError("name your metric functions: pass metrics={'name': f}")
+            out.append((label, m))
+        else:
+            raise ParameterError(f"a metric is a registered name or a function, not {m!r}")
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ParameterError(f"metric names repeat: {names}")
+    return out
+
+
+def _metric_function(m) -> Callable[[xr.Dataset], Any]:
+    if isinstance(m, str):
+        from . import metrics as registry
+
+        return registry.get(m)
+    return m
+
+
+class _Tracking:
+    """A Dataset stand-in that notes which variables a metric reads."""
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+        self.used: set[str] = set()
+
+    def __getitem__(self, key):
+        self.used.add(key)
+        return self._ds[key]
+
+    def __contains__(self, key):
+        return key in self._ds
+
+    def __iter__(self):
+        return iter(self._ds)
+
+    def __getattr__(self, name):
+        if name in self._ds.data_vars:
+            self.used.add(name)
+        return getattr(self._ds, name)
+
+
+def _metric_needs(model: Model, metric_list, times) -> list[str]:
+    """The variables the metrics read, found by evaluating them on a stand-in Dataset."""
+    pm = model.pysd_model()
+    candidates = [v for v in pm._default_return_columns(None) if v in model.namespace]
+    columns = column_names(model, candidates)
+    t = np.asarray(times[:3] if len(times) >= 3 else times, dtype=float)
+    probe = xr.Dataset({c: (("run", "time"), np.ones((2, len(t)))) for c in columns},
+                       coords={"run": [0, 1], "time": t})
+    owner = {}
+    for v in candidates:
+        for c in column_names(model, [v]):
+            owner[c] = v
+    needs: list[str] = []
+    for name, m in metric_list:
+        tracker = _Tracking(probe)
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                _metric_function(m)(tracker)
+        except KeyError as err:
+            key = err.args[0] if err.args else "?"
+            if key not in probe:
+                raise ParameterError(f"metric {name!r} needs variable {key!r}, which "
+                                     f"{model.path.name} lacks") from None
+        except Exception:
+            pass
+        used = [owner[k] for k in tracker.used if k in owner]
+        if not tracker.used:
+            used = candidates  # nothing seen: record everything (safe, if slower)
+        needs.extend(u for u in used if u not in needs)
+    return needs
+
+
+# -- computing one chunk (in this process or a worker) --------------------------------------
+@dataclass
+class _Task:
+    index: int
+    start: int
+    model: Model | str
+    base: dict
+    names: list[str]
+    values: np.ndarray
+    options: RunOptions
+    variables: list[str]
+    times: np.ndarray
+    output_columns: list[str]
+    metrics: list[tuple[str, Any]]
+    vectorize: bool
+    verify: int
+    seed: int
+
+
+@dataclass
+class _ChunkOut:
+    index: int
+    start: int
+    columns: dict[str, np.ndarray]
+    metrics: dict[str, np.ndarray]
+    status: np.ndarray
+    errors: dict[int, str]
+    stats: dict = field(default_factory=dict)
+
+
+_MODELS: dict[str, Model] = {}
+
+
+def _worker_model(model: Model | str) -> Model:
+    if isinstance(model, Model):
+        return model
+    if model not in _MODELS:
+        _MODELS[model] = load(model)
+    return _MODELS[model]
+
+
+def compute_chunk(task: _Task) -> _ChunkOut:
+    """Integrate one chunk and reduce it to its outputs and metrics (runs in workers)."""
+    model = _worker_model(task.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run_chunk(model, task.base, task.names, task.values, task.options,
+                           task.variables, task.times, vectorize=task.vectorize,
+                           verify=task.verify, seed=[task.seed, task.index])
+        values = _evaluate_metrics(result, task)
+    stats = dict(result.stats)
+    messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
+    if messages:
+        stats["warnings"] = messages[:5]
+    columns = {c: result.columns[c] for c in task.output_columns}
+    return _ChunkOut(task.index, task.start, columns, values, result.status, result.errors,
+                     stats)
+
+
+def _evaluate_metrics(result: ChunkResult, task: _Task) -> dict[str, np.ndarray]:
+    if not task.metrics:
+        return {}
+    n = len(result.status)
+    ds = xr.Dataset({c: (("run", "time"), a) for c, a in result.columns.items()},
+                    coords={"run": np.arange(task.start, task.start + n), "time": result.times})
+    out = {}
+    for name, m in task.metrics:
+        try:
+            with np.errstate(all="ignore"):
+                value = _metric_function(m)(ds)
+        except KeyError as err:
+            raise ParameterError(f"metric {name!r} needs variable {err.args[0]!r}; pass it "
+                                 "in outputs=") from err
+        value = value if isinstance(value, xr.DataArray) else xr.DataArray(value)
+        if "time" in value.dims:
+            raise ParameterError(f"metric {name!r} does not reduce over time "
+                                 f"(it returns dims {value.dims})")
+        extra = [d for d in value.dims if d != "run"]
+        if extra:
+            raise ParameterError(f"metric {name!r} returns extra dims {extra}; reduce them")
+        arr = np.broadcast_to(np.asarray(value.values, dtype=float), (n,)).copy()
+        arr[result.status != STATUS_OK] = np.nan
+        out[name] = arr
+    return out
+
+
+# -- running chunks -------------------------------------------------------------------------
+class _Runner:
+    def __init__(self, plan: _Plan, writer, progress: bool, callback):
+        self.plan = plan
+        self.writer = writer
+        self.callback = callback
+        self.vectorize = plan.vectorize
+        self.fallback: str | None = None
+        self.stats = {"ensemble_chunks": 0, "per_run_chunks": 0, "nfev": 0,
+                      "isolated_runs": 0, "warnings": []}
+        done_runs = sum(b - a for a, b in map(plan.bounds, writer.done))
+        self.done_runs = done_runs
+        self.bar = _progress_bar(plan.n_runs, done_runs, progress)
+        self.model_ref: Model | str = plan.model
+
+    def task(self, k: int) -> _Task:
+        plan = self.plan
+        a, b = plan.bounds(k)
+        return _Task(index=k, start=a, model=self.model_ref, base=plan.base,
+                     names=plan.design.names, values=plan.design.values[a:b],
+                     options=plan.options, variables=plan.variables, times=plan.times,
+                     output_columns=plan.output_columns, metrics=plan.metrics,
+                     vectorize=self.vectorize, verify=plan.verify, seed=plan.seed)
+
+    def handle(self, out: _ChunkOut) -> None:
+        stats = out.stats
+        if stats.get("fallback") and self.fallback is None:
+            self.fallback = stats["fallback"]
+            self.vectorize = False
+            fallback_notice(self.fallback)
+        if stats.get("mode") == "per-run":
+            self.stats["per_run_chunks"] += 1
+        else:
+            self.stats["ensemble_chunks"] += 1
+        self.stats["nfev"] += int(stats.get("nfev") or 0)
+        self.stats["isolated_runs"] += int(stats.get("isolated") or 0)
+        for w in stats.get("warnings", []):
+            if w not in self.stats["warnings"] and len(self.stats["warnings"]) < 10:
+                self.stats["warnings"].append(w)
+        self.writer.write(out)
+        n = len(out.status)
+        self.done_runs += n
+        if self.bar is not None:
+            self.bar.update(n)
+        if self.callback is not None:
+            self.callback(out.index, self.done_runs, self.plan.n_runs)
+
+    def summary(self) -> dict:
+        out = dict(self.stats)
+        out["fallback"] = self.fallback or ""
+        return out
+
+    def run(self, todo: list[int]) -> None:
+        try:
+            if not todo:
+                return
+            if self.plan.executor == "ensemble":
+                for k in todo:
+                    self.handle(compute_chunk(self.task(k)))
+            elif self.plan.executor == "processes":
+                self._run_processes(todo)
+            else:
+                self._run_dask(todo)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def _run_processes(self, todo: list[int]) -> None:
+        self.model_ref = str(self.plan.model.path)
+        for _, m in self.plan.metrics:
+            _check_picklable(m)
+        context = multiprocessing.get_context("spawn")
+        queue = list(todo)
+        with ProcessPoolExecutor(max_workers=self.plan.workers, mp_context=context) as pool:
+            running = {}
+            try:
+                while queue or running:
+                    while queue and len(running) < 2 * self.plan.workers:
+                        k = queue.pop(0)
+                        running[pool.submit(compute_chunk, self.task(k))] = k
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        running.pop(future)
+                        self.handle(future.result())
+            except BrokenProcessPool as err:
+                raise SweepError(self._died("a worker process died")) from err
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+    def _run_dask(self, todo: list[int]) -> None:
+        try:
+            from dask.distributed import Client, LocalCluster, as_completed
+        except ImportError as err:  # pragma: no cover - dask is a dependency
+            raise SweepError("executor='dask' needs dask.distributed") from err
+        self.model_ref = str(self.plan.model.path)
+        scheduler = self.plan.scheduler
+        cluster = None
+        if isinstance(scheduler, Client):
+            client, own = scheduler, False
+        elif scheduler is None:
+            cluster = LocalCluster(n_workers=self.plan.workers, threads_per_worker=1,
+                                   processes=True, dashboard_address=None)
+            client, own = Client(cluster), True
+        elif isinstance(scheduler, str):
+            client, own = Client(scheduler), True
+        else:
+            raise ParameterError("scheduler must be an address 'tcp://host:port' or a "
+                                 f"dask.distributed.Client, not {type(scheduler).__name__}")
+        queue = list(todo)
+        futures = []
+        try:
+            window = 2 * max(len(client.scheduler_info(n_workers=-1).get("workers", {})), 1) \
+                if hasattr(client, "scheduler_info") else 4
+            first = [client.submit(compute_chunk, self.task(queue.pop(0)), pure=False)
+                     for _ in range(min(window, len(queue)))]
+            futures.extend(first)
+            pending = as_completed(first)
+            for future in pending:
+                out = future.result()
+                future.release()
+                self.handle(out)
+                if queue:
+                    nxt = client.submit(compute_chunk, self.task(queue.pop(0)), pure=False)
+                    futures.append(nxt)
+                    pending.add(nxt)
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            if own:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+
+    def _died(self, what: str) -> str:
+        if self.plan.store is not None:
+            return (f"{what}; the finished chunks are saved in {self.plan.store}: run the "
+                    "same sweep again to resume")
+        return f"{what}; pass store= to make a sweep resumable"
+
+
+def _check_picklable(m) -> None:
+    import pickle
+
+    if isinstance(m, str):
+        return
+    try:
+        pickle.dumps(m)
+    except Exception as err:
+        raise ParameterError(
+            f"metric {getattr(m, '__name__', m)!r} cannot be sent to worker processes "
+            "(define it at module level, register it in flywheel_sd.metrics, or use "
+            "executor='dask', which pickles closures)") from err
+
+
+def _progress_bar(total: int, initial: int, progress: bool):
+    if not progress or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="run", desc="sweep", smoothing=0.1)
+
+
+# -- results: in memory ----------------------------------------------------------------------
+class _MemoryWriter:
+    def __init__(self, plan: _Plan):
+        self.plan = plan
+        n, t = plan.n_runs, len(plan.times)
+        self.columns = {c: np.full((n, t), np.nan) for c in plan.output_columns}
+        self.metrics = {name: np.full(n, np.nan) for name, _ in plan.metrics}
+        self.status = np.zeros(n, dtype=np.int8)
+        self.errors: dict[int, str] = {}
+        self.done: set[int] = set()
+
+    def write(self, out: _ChunkOut) -> None:
+        a = out.start
+        b = a + len(out.status)
+        for c, arr in out.columns.items():
+            self.columns[c][a:b] = arr
+        for name, arr in out.metrics.items():
+            self.metrics[name][a:b] = arr
+        self.status[a:b] = out.status
+        self.errors.update({a + i: msg for i, msg in out.errors.items()})
+        self.done.add(out.index)
+
+    def result(self, summary: dict) -> xr.Dataset:
+        plan = self.plan
+        data = {c: (("run", "time"), a) for c, a in self.columns.items()}
+        data.update({m: ("run", a) for m, a in self.metrics.items()})
+        ds = xr.Dataset(data, coords=_coords(plan))
+        ds["status"] = ("run", self.status)
+        ds["error"] = ("run", _error_array(plan.n_runs, self.errors))
+        _decorate(ds, plan, summary)
+        return ds
+
+
+def _coords(plan: _Plan) -> dict:
+    coords = {"run": np.arange(plan.n_runs), "time": plan.times}
+    for j, name in enumerate(plan.design.names):
+        coords[name] = ("run", plan.design.values[:, j])
+    return coords
+
+
+def _error_array(n: int, errors: Mapping[int, str]) -> np.ndarray:
+    arr = np.full(n, "", dtype=object)
+    for i, msg in errors.items():
+        arr[int(i)] = msg
+    return arr
+
+
+def _decorate(ds: xr.Dataset, plan: _Plan, summary: dict) -> None:
+    from . import __version__
+
+    import pysd
+
+    ds["status"].attrs.update(flag_values=[0, STATUS_OK, STATUS_FAILED],
+                              flag_meanings=STATUS_MEANINGS)
+    o = plan.options
+    design = plan.design.describe()
+    ds.attrs.update({
+        "title": f"flywheel_sd sweep of {plan.model.path.name}",
+        "model": str(plan.model.path), "model_sha256": plan.model.sha256,
+        "scenario": plan.scenario or "", "method": o.method,
+        "rtol": o.rtol if o.method not in ("euler", "rk4") else "",
+        "atol": o.atol if o.method not in ("euler", "rk4") else "",
+        "max_step": o.max_step if o.max_step is not None else "",
+        "time_step": o.time_step if o.time_step is not None else "",
+        "breakpoints": json.dumps(list(o.breakpoints)),
+        "base_params": json.dumps(_describe_params(plan.base)),
+        "design_kind": plan.design.kind,
+        "design_seed": plan.design.seed if plan.design.seed is not None else "",
+        "design": json.dumps(design),
+        "executor": plan.executor, "chunk_size": plan.chunk_size, "n_runs": plan.n_runs,
+        "n_failed": int((ds["status"] == STATUS_FAILED).sum()),
+        "ensemble_chunks": summary.get("ensemble_chunks", 0),
+        "per_run_chunks": summary.get("per_run_chunks", 0),
+        "fallback": summary.get("fallback", ""),
+        "nfev": summary.get("nfev", 0),
+        "run_warnings": json.dumps(summary.get("warnings", [])),
+        "flywheel_sd_version": __version__, "pysd_version": pysd.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _describe_params(params: Mapping) -> dict:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, pd.Series):
+            out[k] = {"series": [[float(t), float(x)] if np.isscalar(x) else [float(t), str(x)]
+                                 for t, x in v.items()]}
+        elif isinstance(v, xr.DataArray):
+            out[k] = {"array": np.asarray(v.values).tolist(), "dims": list(v.dims)}
+        elif isinstance(v, (int, float, np.integer, np.floating)):
+            out[k] = float(v)
+        else:
+            out[k] = repr(v)
+    return out
+
+
+# -- results: a store on disk ---------------------------------------------------------------
+class _StoreWriter:
+    """Zarr data + JSON markers; see the module doc for the layout."""
+
+    def __init__(self, plan: _Plan, done: set[int]):
+        self.plan = plan
+        self.root = plan.store
+        self.data = self.root / "data.zarr"
+        self.markers = self.root / "chunks"
+        self.done = done
+
+    def write(self, out: _ChunkOut) -> None:
+        n = len(out.status)
+        data = {c: (("run", "time"), a) for c, a in out.columns.items()}
+        data.update({m: ("run", a) for m, a in out.metrics.items()})
+        data["status"] = ("run", np.asarray(out.status, dtype=np.int8))
+        part = xr.Dataset(data)
+        part.to_zarr(self.data, region={"run": slice(out.start, out.start + n)},
+                     consolidated=False, mode="r+")
+        marker = {"index": out.index, "start": out.start, "stop": out.start + n,
+                  "errors": {str(out.start + i): msg for i, msg in out.errors.items()},
+                  "stats": _json_safe(out.stats)}
+        _atomic_write(self.markers / f"{out.index:06d}.json", json.dumps(marker))
+        self.done.add(out.index)
+
+    def result(self, summary: dict) -> xr.Dataset:
+        summary = dict(summary)
+        errors: dict[int, str] = {}
+        totals = {"ensemble_chunks": 0, "per_run_chunks": 0, "nfev": 0}
+        fallback = summary.get("fallback", "")
+        for path in sorted(self.markers.glob("*.json")):
+            marker = json.loads(path.read_text())
+            errors.update({int(i): m for i, m in marker["errors"].items()})
+            stats = marker.get("stats", {})
+            if stats.get("mode") == "per-run":
+                totals["per_run_chunks"] += 1
+            else:
+                totals["ensemble_chunks"] += 1
+            totals["nfev"] += int(stats.get("nfev") or 0)
+            fallback = fallback or stats.get("fallback", "")
+        summary.update(totals, fallback=fallback)
+        ds = xr.open_zarr(self.data, consolidated=False)
+        ds = ds.set_coords([n for n in self.plan.design.names if n in ds.data_vars])
+        for name in self.plan.design.names:
+            ds[name] = ds[name].load()
+        ds["error"] = ("run", _error_array(self.plan.n_runs, errors))
+        ds["status"] = ds["status"].load()
+        _decorate(ds, self.plan, summary)
+        ds.attrs["store"] = str(self.root)
+        return ds
+
+
+def _open_store(plan: _Plan, resume: bool) -> _StoreWriter:
+    root = plan.store
+    meta_path = root / "sweep.json"
+    settings = _json_safe(plan.settings())
+    design = plan.design.describe()
+    if root.exists() and any(root.iterdir()):
+        if not meta_path.is_file():
+            raise ParameterError(f"store {root} exists and is not a flywheel_sd sweep; choose "
+                                 "an empty or new folder")
+        if not resume:
+            raise ParameterError(f"store {root} holds a sweep already; pass resume=True to "
+                                 "continue it, or choose another folder")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("design", {}).get("fingerprint") != design["fingerprint"]:
+            old = meta.get("design", {})
+            raise ParameterError(
+                f"store {root} holds a different design ({old.get('kind')}, "
+                f"{old.get('runs')} runs of {old.get('names')}) than this sweep "
+                f"({design['kind']}, {design['runs']} runs of {design['names']}); choose "
+                "another store")
+        stored = meta.get("settings", {})
+        differ = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
+        if differ:
+            raise ParameterError(f"store {root} holds this design run with other settings "
+                                 f"({', '.join(differ)} differ); choose another store")
+        done = set()
+        for path in (root / "chunks").glob("*.json"):
+            try:
+                done.add(int(json.loads(path.read_text())["index"]))
+            except (ValueError, KeyError, json.JSONDecodeError):
+                continue  # a marker cut short: its chunk is computed again
+        return _StoreWriter(plan, done)
+    root.mkdir(parents=True, exist_ok=True)
+    _create_zarr(plan, root / "data.zarr")
+    (root / "chunks").mkdir(exist_ok=True)
+    _atomic_write(meta_path, json.dumps({"format": "flywheel_sd sweep 1", "design": design,
+                                         "settings": settings}, indent=1))
+    return _StoreWriter(plan, set())
+
+
+def _create_zarr(plan: _Plan, path: Path) -> None:
+    import dask.array as da
+
+    n, t, c = plan.n_runs, len(plan.times), plan.chunk_size
+    data = {col: (("run", "time"), da.full((n, t), np.nan, chunks=(c, t)))
+            for col in plan.output_columns}
+    data.update({m: ("run", da.full(n, np.nan, chunks=c)) for m, _ in plan.metrics})
+    data["status"] = ("run", da.zeros(n, dtype=np.int8, chunks=c))
+    coords = _coords(plan)
+    # parameter names have spaces, which netCDF/Zarr cannot list as coordinates: store them
+    # as variables, and make them coordinates again on reading (`_StoreWriter.result`)
+    for name in plan.design.names:
+        data[name] = coords.pop(name)
+    ds = xr.Dataset(data, coords=coords)
+    encoding = {v: {"chunks": (c, t) if ds[v].ndim == 2 else (c,)} for v in data
+                if v not in plan.design.names}
+    ds.to_zarr(path, mode="w-", compute=False, consolidated=False, encoding=encoding)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+__all__ = ["sweep", "compute_chunk", "SweepError", "EXECUTORS"]
+
