@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
+from pathlib import Path
 
 SMALL = os.environ.get("FLYWHEEL_NOTEBOOK_SMALL", "").strip().lower() not in ("", "0", "false",
                                                                               "no")
@@ -72,3 +73,8 @@ def md(text: str):
 def series(ds, scenario: str, variable: str):
     """One variable of one scenario of a comparison, as a pandas Series over time."""
     return ds[variable].sel(scenario=scenario).to_series()
+
+
+#: Where notebooks write files (sweep stores, figures): $FLYWHEEL_NOTEBOOK_OUT, else out/notebooks.
+OUT = Path(os.environ.get("FLYWHEEL_NOTEBOOK_OUT")
+           or Path(__file__).resolve().parent.parent / "out" / "notebooks")

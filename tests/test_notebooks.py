@@ -8,6 +8,9 @@ so the notebooks see the same installation as the tests.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -30,14 +33,34 @@ def test_notebooks_are_committed_without_outputs(path):
             assert not cell.outputs and cell.execution_count is None, (path.name, cell.source)
 
 
-def execute(path: Path, tmp_path: Path):
+def execute(nb, cwd: Path):
+    """Run `nb` in a fresh python3 kernel; raise CellExecutionError on the first failing cell.
+
+    The kernel talks over IPC sockets in a private folder, not TCP ports, so parallel kernels
+    (or a Dask cluster started by another test) cannot race it for a port.
+    """
+    from jupyter_client import KernelManager
     from nbclient import NotebookClient
 
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
-    client.execute()  # raises CellExecutionError on the first failing cell
+    sockets = Path(tempfile.mkdtemp(prefix="nbk-"))  # short: socket paths are limited
+    try:
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / "k"))
+        NotebookClient(nb, km=km, timeout=CELL_TIMEOUT,
+                       resources={"metadata": {"path": str(cwd)}}).execute()
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     return nb
+
+
+@pytest.mark.slow
+def test_the_kernel_is_this_interpreter(kernel_env, tmp_path):
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("import sys; print(sys.executable)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    execute(nb, tmp_path)
+    assert nb.cells[0].outputs[0]["text"].strip() == sys.executable
 
 
 @pytest.fixture
@@ -52,7 +75,7 @@ def kernel_env(monkeypatch, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_and_answers_in_prose(path, kernel_env, tmp_path):
-    nb = execute(path, tmp_path)
+    nb = execute(nbformat.read(path, as_version=4), path.parent)
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     errors = [out for out in outputs if out.output_type == "error"]
     assert not errors
