@@ -75,12 +75,16 @@ def _classify(err: BaseException) -> tuple[int, str]:
     text = " ".join(str(err).split())
     # The API's hints name keyword arguments; on the command line they are options.
     text = text.replace("pass range_check='warn' or 'off'", "pass --range-check warn or off")
+    text = text.replace("pass resume=True", "pass --resume")
     if isinstance(err, UsageError):
         return EXIT_USAGE, text
-    if isinstance(err, SolverError):
+    if isinstance(err, (SolverError, SweepFailed)):
         return EXIT_FAILED, f"run failed: {text}"
     if isinstance(err, FlywheelError):
-        return EXIT_USAGE, text
+        # The project's errors on bad input are ValueErrors; on failed work, RuntimeErrors
+        # (a solver that gives up, a sweep whose worker died).
+        return (EXIT_FAILED, f"failed: {text}") if isinstance(err, RuntimeError) and not \
+            isinstance(err, ValueError) else (EXIT_USAGE, text)
     if isinstance(err, FileNotFoundError):
         return EXIT_USAGE, f"no such file: {err.filename or text}"
     if isinstance(err, OSError):
@@ -161,16 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Sample parameters with a design and run every set, "
                                    "writing results chunk by chunk to a store.")
     _add_design(p)
-    p.add_argument("--scenario", help="scenario to sweep around (default: the model's own)")
-    p.add_argument("--outputs", nargs="+", metavar="NAME", help="variables to keep")
-    p.add_argument("--executor", choices=("ensemble", "processes", "dask"), default="ensemble")
-    p.add_argument("--scheduler", metavar="ADDR",
-                   help="Dask scheduler address, e.g. tcp://host:8786 (implies --executor dask)")
-    p.add_argument("--chunk-size", type=_positive_int, metavar="N")
-    p.add_argument("--store", metavar="PATH", help="write results to out.nc or out.zarr")
+    p.add_argument("--scenario", help="scenario to sweep around (default: baseline, or the "
+                                      "--model file's own parameters)")
+    _add_set(p, "in every run")
+    p.add_argument("--outputs", nargs="+", metavar="NAME",
+                   help="variables whose time series to keep (default: the stocks, or none "
+                        "with --metrics)")
+    p.add_argument("--metrics", nargs="+", metavar="NAME",
+                   help="scalar metrics per run (see 'flywheel compare --help')")
+    _add_executor(p)
+    p.add_argument("--chunk-size", type=_positive_int, metavar="N", help="runs per chunk")
+    p.add_argument("--store", metavar="PATH",
+                   help="save results chunk by chunk: out.zarr (a folder), or out.nc "
+                        "(written when the sweep completes; chunks kept in out.nc.parts/ "
+                        "until then)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted sweep in --store, computing only what is "
-                        "missing")
+                   help="continue an interrupted sweep in --store, computing only the "
+                        "missing chunks")
     p.set_defaults(handler=cmd_sweep)
 
     solver = argparse.ArgumentParser(add_help=False)
@@ -187,9 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=64,
                    help="base sample size (Sobol) or trajectories (Morris); default 64")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--scenario", help="scenario to analyse around (default: the model's own)")
-    p.add_argument("--executor", choices=("ensemble", "processes", "dask"), default="ensemble")
-    p.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address")
+    p.add_argument("--scenario", help="scenario to analyse around (default: baseline, or "
+                                      "the --model file's own parameters)")
+    _add_set(p, "in every run")
+    _add_executor(p)
     p.add_argument("--plot", metavar="PATH", help="save a chart of the indices")
     p.set_defaults(handler=cmd_sensitivity)
 
@@ -258,6 +270,17 @@ def _add_set(parser, what: str = "") -> None:
                         metavar="NAME=VALUE",
                         help=f"override a parameter {what} (repeatable); "
                              "NAME=VALUE@START:END sets it only from START to END".strip())
+
+
+def _add_executor(parser) -> None:
+    parser.add_argument("--executor", choices=("ensemble", "processes", "dask"),
+                        help="where runs go: ensemble (this process, vectorized; default), "
+                             "processes (a local pool) or dask")
+    parser.add_argument("--scheduler", metavar="ADDR",
+                        help="Dask scheduler address, e.g. tcp://host:8786 (implies "
+                             "--executor dask; without it, dask starts a LocalCluster)")
+    parser.add_argument("--workers", type=_positive_int, metavar="N",
+                        help="processes for --executor processes or a local Dask cluster")
 
 
 def _add_design(parser) -> None:
@@ -608,7 +631,10 @@ def _netcdf_engine() -> str:
 
 def _write_netcdf(ds, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    _netcdf_safe(ds).to_netcdf(path, engine=_netcdf_engine())
+    # netCDF cannot list a coordinate whose name has a space (swept "Take Rate"): keep it as
+    # a variable on `run`, as xarray would, but without its warning.
+    spaced = [c for c in ds.coords if " " in str(c) and c not in ds.dims]
+    _netcdf_safe(ds.reset_coords(spaced)).to_netcdf(path, engine=_netcdf_engine())
 
 
 # -- subcommands ---------------------------------------------------------------------------
@@ -990,9 +1016,158 @@ def cmd_diagram(args) -> int:
     return EXIT_OK
 
 
+def _api(name: str, module: str):
+    """``flywheel_sd.<name>``; while the package does not export it yet, the function of the
+    same name in its private module."""
+    import importlib
+
+    import flywheel_sd
+
+    found = getattr(flywheel_sd, name, None)
+    if found is None:
+        try:
+            found = getattr(importlib.import_module(f"flywheel_sd.{module}"), name)
+        except (ImportError, AttributeError):
+            raise UsageError(f"this installation has no flywheel_sd.{name}") from None
+    return found
+
+
+def _executor(args) -> dict[str, Any]:
+    executor = args.executor
+    if args.scheduler is not None:
+        if executor not in (None, "dask"):
+            raise UsageError(f"--scheduler needs --executor dask, not {executor}")
+        executor = "dask"
+    out: dict[str, Any] = {"executor": executor or "ensemble"}
+    if args.scheduler is not None:
+        out["scheduler"] = args.scheduler
+    if args.workers is not None:
+        out["workers"] = args.workers
+    return out
+
+
+def _sweep_target(args):
+    """The scenario a sweep or sensitivity runs around, with every --set in it."""
+    sc = _scenario(args, args.scenario)
+    settings = dict(args.set or ())
+    if settings:
+        sc = dataclasses.replace(sc, params={**sc.params, **settings}, source=None)
+        sc.validate()
+    return sc
+
+
+def _design(args, model):
+    from . import designs
+
+    params = {p.name: (p.low, p.high) if p.low is not None else None for p in args.param}
+    levels = {p.name: p.levels for p in args.param if p.levels}
+    kind = args.design
+    if levels and kind != "grid":
+        raise UsageError(f"NAME=LOW:HIGH:N sets grid levels; --design {kind} takes --n")
+    if kind == "grid":
+        return designs.grid(params, {name: levels.get(name, args.n or 5) for name in params},
+                            model=model)
+    if kind == "lhs":
+        return designs.lhs(params, args.n or 64, seed=args.seed, model=model)
+    if kind == "sobol":
+        return designs.sobol(params, args.n or 64, seed=args.seed, model=model)
+    if kind == "morris":
+        return designs.morris(params, args.n or 10, seed=args.seed, model=model)
+    return designs.saltelli(params, args.n or 64, seed=args.seed, model=model)
+
+
+def _sweep_store(args) -> tuple[Path | None, Path | None]:
+    """(the folder the sweep writes chunk by chunk, the .nc file to export at the end)."""
+    store = _check_suffix(args.store, _SWEEP_SUFFIXES, "sweep store")
+    if store is None:
+        return None, None
+    if store.suffix.lower() == ".zarr":
+        return store, None
+    if store.exists() and not args.resume:
+        raise UsageError(f"{store} exists; pass --resume to keep it, or choose another path")
+    return store.with_name(store.name + ".parts"), store
+
+
 def cmd_sweep(args) -> int:
     """``flywheel sweep``: sample a design, run it, store the results."""
-    raise UsageError("sweep: not wired yet")
+    sweep = _api("sweep", "_sweep")
+    folder, export = _sweep_store(args)
+    sc = _sweep_target(args)
+    model = sc.load_model()
+    design = _design(args, model)
+    options = _simulate_options(args)
+    options.pop("params", None)  # --set is in the scenario
+    if export is not None and export.exists() and not folder.exists():
+        import xarray as xr
+
+        with xr.open_dataset(export) as ds:  # finished earlier: nothing left to run
+            ds = ds.load()
+        stored = json.loads(ds.attrs.get("design", "{}")).get("fingerprint")
+        if stored != design.fingerprint():
+            raise UsageError(f"{export} holds a different sweep; choose another path")
+        return _report_sweep(args, ds, export, resumed=True)
+    ds = sweep(sc, design, outputs=args.outputs, metrics=args.metrics, store=folder,
+               chunk_size=args.chunk_size, progress=not (args.quiet or args.json),
+               resume=args.resume, **_executor(args), **options)
+    if export is not None:
+        _write_netcdf(ds.load(), export)
+        shutil.rmtree(folder, ignore_errors=True)
+    return _report_sweep(args, ds, export or folder)
+
+
+def _report_sweep(args, ds, store: Path | None, resumed: bool = False) -> int:
+    import numpy as np
+    import pandas as pd
+
+    status = np.asarray(ds["status"].values)
+    ok = status == 1
+    n, n_ok = int(status.size), int(ok.sum())
+    errors = np.asarray(ds["error"].values) if "error" in ds else np.array([""] * n)
+    failures = [{"run": int(i), "error": str(errors[i])} for i in np.flatnonzero(~ok)]
+    metric_names = [m for m in (args.metrics or []) if m in ds]
+    if metric_names:
+        columns = {m: np.asarray(ds[m].values, dtype=float)[ok] for m in metric_names}
+        what = "the metrics"
+    else:
+        columns = {str(v): np.asarray(ds[v].isel(time=-1).values, dtype=float)[ok]
+                   for v in ds.data_vars if "time" in ds[v].dims}
+        what = f"the final values (t = {float(ds['time'][-1]):g})" if "time" in ds.dims else ""
+    rows = []
+    for name, values in columns.items():
+        values = values[np.isfinite(values)]
+        if values.size:
+            q = np.percentile(values, [0, 5, 50, 95, 100])
+            rows.append({"variable": name, "min": q[0], "p5": q[1], "median": q[2],
+                         "p95": q[3], "max": q[4]})
+    table = pd.DataFrame(rows, columns=["variable", "min", "p5", "median", "p95", "max"])
+    table = table.set_index("variable")
+    head = {"model": ds.attrs.get("model", ""), "summary_of": what, "scenario": ds.attrs.get("scenario", ""),
+            "design": ds.attrs.get("design_kind", ""), "runs": n, "ok": n_ok,
+            "failed": n - n_ok, "method": ds.attrs.get("method", ""),
+            "executor": ds.attrs.get("executor", ""),
+            "store": str(store) if store is not None else None}
+    if args.json:
+        _print_json({**head, "summary": _records(table), "failures": failures})
+    else:
+        print(f"sweep of {Path(head['model']).name} ({head['scenario'] or 'own parameters'}): "
+              f"{n} runs ({head['design']}), {n_ok} ok, {n - n_ok} failed; method "
+              f"{head['method']}, executor {head['executor']}"
+              + (" (already complete)" if resumed else ""))
+        for failure in failures[:5]:
+            print(f"  run {failure['run']} failed: {failure['error']}")
+        if len(failures) > 5:
+            print(f"  ... and {len(failures) - 5} more (see the 'error' variable)")
+        if n_ok and what:
+            _print_table(table, f"{what}, over the runs that succeeded:")
+        if store is not None:
+            print(f"wrote {store}")
+    if n and not n_ok:
+        raise SweepFailed(f"every run failed; the first: {failures[0]['error']}")
+    return EXIT_OK
+
+
+class SweepFailed(Exception):
+    """Every run of a sweep failed: exit status 1."""
 
 
 def cmd_sensitivity(args) -> int:

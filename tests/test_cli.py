@@ -307,6 +307,73 @@ def test_diagram_writes_a_picture(cli, tmp_path):
     assert out.stat().st_size > 0
 
 
+# -- sweep -----------------------------------------------------------------------------------
+def test_sweep_summarises_metrics_and_writes_netcdf(cli, models, tmp_path):
+    import xarray as xr
+
+    store = tmp_path / "sweep.nc"
+    argv = ["sweep", "--model", models["launch"], "--param", "Ad Budget=0:300",
+            "--param", "Growth Rate", "--design", "lhs", "--n", 12, "--seed", 3,
+            "--metrics", "final_active_buyers", "--store", store, "--json"]
+    result = cli(*argv)
+    assert result.code == 0, result.err
+    data = result.json()
+    assert (data["runs"], data["ok"], data["failed"]) == (12, 12, 0)
+    (row,) = data["summary"]
+    assert row["variable"] == "final_active_buyers" and row["min"] <= row["median"] <= row["max"]
+    with xr.open_dataset(store) as ds:
+        assert ds.sizes["run"] == 12
+        assert float(ds["Ad Budget"].min()) >= 0 and float(ds["Ad Budget"].max()) <= 300
+        # Growth Rate took its documented range, [0, 1]
+        assert 0 <= float(ds["Growth Rate"].min()) < float(ds["Growth Rate"].max()) <= 1
+    assert not (tmp_path / "sweep.nc.parts").exists()
+
+    again = cli(*argv[:-1])  # the store exists: refuse without --resume
+    assert again.code == 2 and "--resume" in one_line_error(again)
+    resumed = cli(*argv, "--resume")
+    assert resumed.code == 0 and resumed.json()["ok"] == 12
+
+
+def test_sweep_grid_to_zarr_keeps_stocks(cli, models, tmp_path):
+    import xarray as xr
+
+    store = tmp_path / "grid.zarr"
+    result = cli("sweep", "--model", models["launch"], "--param", "Ad Budget=0:300:4",
+                 "--param", "Market=500:1000:2", "--design", "grid", "--store", store,
+                 "--final-time", 20)
+    assert result.code == 0, result.err
+    assert "Active Buyers" in result.out
+    assert "8 runs (grid), 8 ok" in result.out
+    with xr.open_zarr(store / "data.zarr", consolidated=False) as ds:
+        assert ds.sizes["run"] == 8 and float(ds["time"][-1]) == 20
+
+
+def test_sweep_around_a_scenario_with_settings(cli, models):
+    result = cli("sweep", "--model", models["launch"], "--scenario", models["ads"],
+                 "--set", "Cost Per Buyer=20", "--param", "Ad Stop Time=2:20", "--design",
+                 "sobol", "--n", 8, "--metrics", "final_active_buyers", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["scenario"] == "ads"
+
+
+@pytest.mark.slow
+def test_sweep_on_a_local_dask_cluster(cli, models, tmp_path):
+    result = cli("sweep", "--model", models["launch"], "--param", "Ad Budget=0:300",
+                 "--design", "lhs", "--n", 8, "--executor", "dask", "--workers", 2,
+                 "--chunk-size", 4, "--metrics", "final_active_buyers", "--json")
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data["executor"] == "dask" and data["ok"] == 8
+
+
+@pytest.mark.slow
+def test_sweep_default_model(cli):
+    result = cli("sweep", "--param", "Seller Deposit=0:5000", "--design", "grid", "--n", 2,
+                 "--final-time", 2, "--method", "euler", "--metrics", "min_trust")
+    assert result.code == 0, result.err
+    assert "2 runs (grid), 2 ok" in result.out
+
+
 # -- errors ----------------------------------------------------------------------------------
 BAD_USAGE = {
     "no subcommand": [],
@@ -330,6 +397,15 @@ BAD_USAGE = {
     "not a number": ["run", "--final-time", "soon"],
     "empty bracket": ["critical-mass", "--lever", "Ad Budget", "--low", "5", "--high", "1"],
     "empty sweep range": ["sweep", "--param", "Take Rate=0.3:0.1", "--n", "4"],
+    "sobol size not a power of two": ["sweep", "--model", "{launch}", "--param",
+                                      "Ad Budget=0:300", "--design", "sobol", "--n", "12"],
+    "unknown swept parameter": ["sweep", "--model", "{launch}", "--param", "Nope=0:1"],
+    "levels on a random design": ["sweep", "--model", "{launch}", "--param",
+                                  "Ad Budget=0:300:3", "--design", "lhs"],
+    "bad store suffix": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300",
+                         "--store", "out.csv"],
+    "scheduler with processes": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300",
+                                 "--executor", "processes", "--scheduler", "tcp://x:8786"],
 }
 
 
@@ -369,6 +445,8 @@ SUBPROCESS = {
     "critical-mass": ["critical-mass", "--model", "{launch}", "--scenario", "baseline",
                       "--lever", "Ad Budget", "--low", "0", "--high", "300", "--tol", "20"],
     "describe": ["describe", "--model", "{launch}"],
+    "sweep": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300", "--design", "lhs",
+              "--n", "4"],
     "bad usage": ["run", "--set", "oops"],
 }
 
