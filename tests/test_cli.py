@@ -291,6 +291,7 @@ def test_describe_lists_stocks_loops_and_levers(cli, models):
     assert levers["Ad Budget"]["units"] == "USD/Month"
 
 
+@pytest.mark.slow
 def test_describe_default_model(cli):
     data = cli("describe", "--json").json()
     model = fw.load()
@@ -299,12 +300,19 @@ def test_describe_default_model(cli):
 
 
 # -- diagram ---------------------------------------------------------------------------------
-def test_diagram_writes_a_picture(cli, tmp_path):
-    pytest.importorskip("flywheel_sd.diagram")
-    out = tmp_path / "diagram.png"
-    result = cli("diagram", "--out", out)
+def test_diagram_of_any_model(cli, models, tmp_path):
+    out = tmp_path / "launch.svg"
+    result = cli("diagram", "--model", models["launch"], "--out", out)
     assert result.code == 0, result.err
-    assert out.stat().st_size > 0
+    assert out.stat().st_size > 0 and str(out) in result.out
+
+
+@pytest.mark.slow
+def test_diagram_of_the_default_model(cli, tmp_path):
+    out = tmp_path / "flywheel.png"
+    result = cli("diagram", "--out", out, "--json")
+    assert result.code == 0, result.err
+    assert result.json()["out"] == str(out) and out.stat().st_size > 0
 
 
 # -- sweep -----------------------------------------------------------------------------------
@@ -394,6 +402,8 @@ BAD_USAGE = {
     "unknown method": ["run", "--model", "{launch}", "--method", "leapfrog"],
     "bad output suffix": ["run", "--model", "{launch}", "--out", "results.txt"],
     "bad plot suffix": ["compare", "baseline", "--plot", "figure.nope"],
+    "diagram without --out": ["diagram"],
+    "diagram of a missing model": ["diagram", "--model", "{missing}", "--out", "d.png"],
     "not a number": ["run", "--final-time", "soon"],
     "empty bracket": ["critical-mass", "--lever", "Ad Budget", "--low", "5", "--high", "1"],
     "empty sweep range": ["sweep", "--param", "Take Rate=0.3:0.1", "--n", "4"],
@@ -445,6 +455,7 @@ SUBPROCESS = {
     "critical-mass": ["critical-mass", "--model", "{launch}", "--scenario", "baseline",
                       "--lever", "Ad Budget", "--low", "0", "--high", "300", "--tol", "20"],
     "describe": ["describe", "--model", "{launch}"],
+    "diagram": ["diagram", "--model", "{launch}", "--out", "{tmp}/diagram.png"],
     "sweep": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300", "--design", "lhs",
               "--n", "4"],
     "bad usage": ["run", "--set", "oops"],
@@ -452,8 +463,9 @@ SUBPROCESS = {
 
 
 @pytest.mark.parametrize("name", list(SUBPROCESS))
-def test_python_dash_m(models, name):
-    argv = [a.format(**{k: str(v) for k, v in models.items()}) for a in SUBPROCESS[name]]
+def test_python_dash_m(models, name, tmp_path):
+    paths = {**{k: str(v) for k, v in models.items()}, "tmp": str(tmp_path)}
+    argv = [a.format(**paths) for a in SUBPROCESS[name]]
     proc = subprocess.run([sys.executable, "-m", "flywheel_sd", *argv], capture_output=True,
                           text=True, timeout=300)
     if name == "bad usage":
