@@ -55,6 +55,8 @@ SPINES: dict[str, dict[str, tuple[float, float]]] = {
     "Sellers": {
         "Potential Sellers": (2, 7), "Seller Entry by Quality": (3.5, 7),
         "Active Sellers": (5, 7), "Seller Exit by Quality": (3.5, 9),
+        "Seller Confidence": (2, 12), "Confidence Recovery": (0.5, 12),
+        "Confidence Loss": (3.5, 12),
     },
     "Traffic and Conversion": {
         "Traffic": (3, 4), "Traffic Adjustment": (1.5, 4),
