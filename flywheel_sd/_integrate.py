@@ -23,7 +23,13 @@ from pysd.py_backend.output import ModelOutput
 from scipy.integrate import solve_ivp
 
 from ._model import Model, _first_line, load
-from ._system import OdeSystem, exact_time_functions, model_breakpoints
+from ._system import (
+    OdeSystem,
+    data_breakpoints,
+    exact_time_functions,
+    model_breakpoints,
+    time_switch_breakpoints,
+)
 from .errors import FlywheelError, MethodError, SolverError, UnsupportedElementError
 
 ADAPTIVE_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "BDF", "Radau")
@@ -123,6 +129,7 @@ def simulate(
 
 def _breakpoints(run: _Run, params: dict, extra: Iterable[float] | None) -> list[float]:
     times = set(model_breakpoints(run.pysd, run.t0, run.t1))
+    times.update(data_breakpoints(run.pysd, run.t0, run.t1))
     for value in params.values():
         if isinstance(value, pd.Series):
             times.update(float(t) for t in value.index)
@@ -235,6 +242,9 @@ class _Run:
                     f"step by step; {method!r} cannot follow it; use method='euler'"
                 )
         self._patch(exact_time_functions(time))
+        switches = time_switch_breakpoints(self.pysd, self.t0, self.t1,
+                                           float(time.time_step()))
+        breakpoints = sorted(set(breakpoints).union(switches))
         save = np.array(self.save_times())
         edges = [self.t0, *breakpoints, self.t1]
         y = system.get_state()
@@ -244,10 +254,13 @@ class _Run:
         for a, b in zip(edges[:-1], edges[1:]):
             if b <= a:
                 continue
-            inside = b - 1e-11 * max(1.0, abs(b))
+            # Evaluate the segment from inside: a switch at either end takes the value it
+            # has within [a, b], whatever round-off does to time arithmetic at the edge.
+            lo = a + 1e-11 * max(1.0, abs(a))
+            hi = b - 1e-11 * max(1.0, abs(b))
 
-            def fun(t, y, _inside=inside):
-                return system.rhs(min(t, _inside), y)
+            def fun(t, y, _lo=lo, _hi=hi):
+                return system.rhs(min(max(t, _lo), _hi), y)
 
             try:
                 with np.errstate(all="ignore"):

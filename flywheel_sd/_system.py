@@ -11,6 +11,7 @@ are updated once per fixed step, as PySD does.
 from __future__ import annotations
 
 import ast
+import builtins
 import itertools
 import math
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from pysd.py_backend import statefuls
+from pysd.py_backend.data import Data
 from pysd.py_backend.model import Macro
 
 from .errors import NonFiniteError, UnsupportedElementError
@@ -295,6 +297,142 @@ def model_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
                     if period <= 0:
                         break
                     k += 1
+    return sorted(t for t in times if t0 < t < t1 and math.isfinite(t))
+
+
+_JUMPY_FUNCS = {"modulo", "integer", "quantum"}  # functions of time with jumps
+
+
+def _calls_time(node) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+               and n.func.id == "time" and not n.args for n in ast.walk(node))
+
+
+def time_switch_breakpoints(pysd_model, t0: float, t1: float, dt: float) -> list[float]:
+    """Switch times of the model's explicit functions of time.
+
+    Finds, in the translated model, each comparison that involves ``time()`` and nothing
+    but constants (``Time >= policy start``, ``MODULO(Time, 3) < 2`` inside IF THEN ELSE),
+    and each MODULO/INTEGER/QUANTUM of such an expression. Each is evaluated on a grid of
+    spacing `dt` over [t0, t1] (vectorised when it can be), and every change of value is
+    located by bisection to round-off. Switches that come and go within one `dt` are not
+    seen (Euler at that TIME STEP would miss them too); switches that depend on stocks are
+    left to step-size control.
+    """
+    try:
+        tree = ast.parse(Path(pysd_model.py_model_file).read_text())
+    except (OSError, SyntaxError):
+        return []
+    if not (dt > 0 and t1 > t0):
+        return []
+    namespace = vars(pysd_model.components._components)
+    cache_type = getattr(pysd_model, "cache_type", {})
+
+    def allowed(name: str) -> bool:
+        if name == "time":
+            return True
+        obj = namespace.get(name, getattr(builtins, name, None))
+        if obj is None:
+            return False
+        if cache_type.get(name) == "run":  # a constant of the model
+            return True
+        if name in cache_type:  # a model variable that changes over time
+            return False
+        module = getattr(obj, "__module__", "") or getattr(obj, "__name__", "")
+        return module.startswith(("pysd.py_backend", "numpy", "xarray", "builtins",
+                                  "flywheel_sd"))
+
+    nodes = []
+    for node in ast.walk(tree):
+        jumpy = (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                 and node.func.id in _JUMPY_FUNCS)
+        if not (isinstance(node, ast.Compare) or jumpy) or not _calls_time(node):
+            continue
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        if any(isinstance(n, ast.Lambda) for n in ast.walk(node)) or not all(
+                allowed(n) for n in names):
+            continue
+        nodes.append((compile(ast.Expression(node), "<switch>", "eval"), not jumpy))
+
+    if not nodes:
+        return []
+    time = pysd_model.time
+    saved_time = time._time
+    grid = np.linspace(t0, t1, max(2, int(math.ceil((t1 - t0) / dt - 1e-9)) + 1))
+    times: set[float] = set()
+    try:
+        for code, boolean in nodes:
+            times.update(_switches(code, boolean, namespace, time, grid))
+    finally:
+        time._time = saved_time
+    return sorted(t for t in times if t0 < t < t1 and math.isfinite(t))
+
+
+def _evaluate(code, namespace, time, ts: np.ndarray) -> np.ndarray | None:
+    """The expression at each of the times `ts`, one row per time (None if it fails)."""
+    with np.errstate(all="ignore"):
+        try:  # vectorised: time() returns the whole array
+            time._time = ts
+            out = eval(code, namespace)
+            arr = np.asarray(out, dtype=float)
+            if arr.shape == ts.shape:
+                return arr[:, None]
+        except Exception:
+            pass
+        rows = []
+        for t in ts:
+            try:
+                time._time = float(t)
+                out = eval(code, namespace)
+                rows.append(np.ravel(np.asarray(
+                    out.values if isinstance(out, xr.DataArray) else out, dtype=float)))
+            except Exception:
+                return None
+    try:
+        return np.array(rows, dtype=float).reshape(len(ts), -1)
+    except ValueError:
+        return None
+
+
+def _switches(code, boolean: bool, namespace, time, grid: np.ndarray) -> list[float]:
+    values = _evaluate(code, namespace, time, grid)
+    if values is None or (not boolean and len(grid) * values.shape[1] > 200_000):
+        return []
+    change = np.abs(np.diff(values, axis=0)).max(axis=1)
+    changed = np.nonzero(change > 0)[0]
+    if changed.size == 0:
+        return []
+    lo, hi = grid[changed].copy(), grid[changed + 1].copy()
+    vlo, vhi = values[changed], values[changed + 1]
+    first = np.abs(vhi - vlo).max(axis=1)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        vmid = _evaluate(code, namespace, time, mid)
+        if vmid is None:
+            return []
+        left = np.abs(vmid - vlo).max(axis=1)
+        right = np.abs(vhi - vmid).max(axis=1)
+        # keep the half where the value changes (booleans) or changes more (jumps)
+        go_left = left > 0 if boolean else left >= right
+        hi = np.where(go_left, mid, hi)
+        lo = np.where(go_left, lo, mid)
+        vhi = np.where(go_left[:, None], vmid, vhi)
+        vlo = np.where(go_left[:, None], vlo, vmid)
+    final = np.abs(vhi - vlo).max(axis=1)
+    jump = final > 0 if boolean else final > 1e-3 * first
+    return hi[jump].tolist()
+
+
+def data_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
+    """The time knots of the model's DATA variables (piecewise constant under HOLD
+    BACKWARD / LOOK FORWARD, kinked under INTERPOLATE)."""
+    times: set[float] = set()
+    for value in vars(pysd_model.components._components).values():
+        if isinstance(value, Data) and getattr(value, "data", None) is not None:
+            try:
+                times.update(np.asarray(value.data["time"].values, dtype=float).tolist())
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
     return sorted(t for t in times if t0 < t < t1 and math.isfinite(t))
 
 
