@@ -39,13 +39,16 @@ def execute(nb, cwd: Path):
     The kernel talks over IPC sockets in a private folder, not TCP ports, so parallel kernels
     (or a Dask cluster started by another test) cannot race it for a port.
     """
-    from jupyter_client import KernelManager
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     sockets = Path(tempfile.mkdtemp(prefix="nbk-"))  # short: socket paths are limited
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = str(sockets / "k")
     try:
-        km = KernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / "k"))
-        NotebookClient(nb, km=km, timeout=CELL_TIMEOUT,
+        # The client owns (starts, then shuts down and closes) its kernel manager.
+        NotebookClient(nb, config=config, kernel_name="python3", timeout=CELL_TIMEOUT,
                        resources={"metadata": {"path": str(cwd)}}).execute()
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
