@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagram", parents=[common], help="draw the model's structure",
                        description="Draw the model's stock-and-flow structure to a file.")
     p.add_argument("--out", required=True, metavar="PATH", help="figure file (.png, .svg)")
+    p.add_argument("--views", nargs="+", metavar="VIEW",
+                   help="draw only these views of the sketch (default: all)")
+    p.add_argument("--dpi", type=_positive_int, help="resolution of a raster figure")
     p.set_defaults(handler=cmd_diagram)
     return parser
 
@@ -874,8 +877,8 @@ def cmd_describe(args) -> int:
     if loops:
         import pandas as pd
 
-        _print_table(pd.DataFrame(loops).set_index("loop"), f"Loops ({loops_file.name})",
-                     wrap=False)
+        table = pd.DataFrame(loops).set_index("loop").drop(columns="description")
+        _print_table(table, f"Loops ({loops_file.name})", wrap=False)
     else:
         print(f"Loops: none documented (no {model.path.stem}.loops.toml beside the model)")
     print()
@@ -951,8 +954,8 @@ def read_loops(model) -> list[dict]:
     Returns
     -------
     list of dict
-        One per loop: ``loop`` (its id, e.g. R1), ``name``, ``polarity`` and ``path`` (the
-        chain of variables). Empty if there is no loop index. The file holds ``[[loop]]`` or
+        One per loop: ``loop`` (its id, e.g. R1), ``name``, ``polarity``, ``path`` (the
+        chain of variables) and ``description``. Empty if there is no loop index. The file holds ``[[loop]]`` or
         ``[[loops]]`` tables, or one table per loop keyed by its id.
     """
     import tomllib
@@ -984,7 +987,8 @@ def read_loops(model) -> list[dict]:
         if isinstance(chain, list):
             chain = " -> ".join(map(str, chain))
         rows.append({"loop": ident, "name": str(entry.get("name", entry.get("title", ""))),
-                     "polarity": str(polarity), "path": str(chain)})
+                     "polarity": str(polarity), "path": str(chain),
+                     "description": " ".join(str(entry.get("description", "")).split())})
     return rows
 
 
@@ -1000,8 +1004,15 @@ def cmd_diagram(args) -> int:
 
     model = _model_path(args) or DEFAULT_MODEL
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _progress(args, None, "diagram"):
-        result = draw_diagram(model, out)
+    options: dict[str, Any] = {}
+    if args.views:
+        options["views"] = args.views
+    if args.dpi:
+        options["dpi"] = args.dpi
+    try:
+        result = draw_diagram(model, out, **options)
+    except ValueError as err:  # an unknown view
+        raise UsageError(" ".join(str(err).split())) from None
     try:
         import matplotlib.pyplot as plt
 
