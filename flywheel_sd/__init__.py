@@ -22,3 +22,13 @@ __all__ = [
     "METHODS", "CriticalMass", "FlywheelError", "Model", "RangeWarning", "compare",
     "critical_mass", "load", "metrics", "run_scenario", "scenarios", "simulate", "__version__",
 ]
+
+from . import designs as designs
+from ._ensemble import EnsembleFallbackWarning as EnsembleFallbackWarning
+from ._sensitivity import fan_chart as fan_chart
+from ._sensitivity import sensitivity as sensitivity
+from ._sensitivity import tornado_chart as tornado_chart
+from ._sweep import sweep as sweep
+
+__all__ += ["EnsembleFallbackWarning", "designs", "fan_chart", "sensitivity", "sweep",
+            "tornado_chart"]

@@ -1,0 +1,236 @@
+"""Sensitivity analysis of sweep results: Sobol and Morris indices (SALib), tornado and fan
+charts.
+
+Analyses read the design back from the sweep's attrs (``design``: kind, parameter names,
+bounds and options), so a sweep result is all they need. Charts are drawn on a
+``matplotlib.figure.Figure`` (no pyplot state, so they work headless), saved to `path` when
+given, and returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .designs import _seed_int
+from .errors import ParameterError
+
+__all__ = ["sensitivity", "tornado_chart", "fan_chart"]
+
+METHODS = ("sobol", "morris")
+_DEFAULT_METHOD = {"saltelli": "sobol", "morris": "morris"}
+
+
+def _design_info(result: xr.Dataset) -> dict:
+    try:
+        return json.loads(result.attrs["design"])
+    except (KeyError, TypeError, json.JSONDecodeError) as err:
+        raise ParameterError("this Dataset is not a flywheel_sd sweep result (no 'design' in "
+                             "its attrs)") from err
+
+
+def _metric_values(result: xr.Dataset, metric: str | Callable) -> tuple[str, np.ndarray]:
+    """One value per run: a metric variable of the sweep, or a metric evaluated on it."""
+    if isinstance(metric, str) and metric in result.data_vars:
+        da = result[metric]
+        name = metric
+    else:
+        if isinstance(metric, str):
+            from . import metrics as registry
+
+            func: Callable = registry.get(metric)
+            name = metric
+        elif callable(metric):
+            func = metric
+            name = getattr(metric, "__name__", "metric")
+        else:
+            raise ParameterError(f"metric must be a name or a function, not {metric!r}")
+        try:
+            da = func(result)
+        except KeyError as err:
+            raise ParameterError(f"metric {name!r} needs variable {err.args[0]!r}, which "
+                                 "the sweep did not keep (add it to outputs=)") from err
+        da = da if isinstance(da, xr.DataArray) else xr.DataArray(da)
+    if set(da.dims) != {"run"}:
+        raise ParameterError(f"metric {name!r} must give one value per run (dims ('run',)), "
+                             f"not dims {da.dims}")
+    return name, np.asarray(da.values, dtype=float)
+
+
+def sensitivity(result: xr.Dataset, metric: str | Callable, *, method: str | None = None,
+                conf_level: float = 0.95, num_resamples: int = 100,
+                seed: int | np.random.Generator | None = None) -> pd.DataFrame:
+    """Sobol (first-order and total) or Morris indices of a scalar metric of a sweep.
+
+    Parameters
+    ----------
+    result : xarray.Dataset
+        A `sweep` of a ``designs.saltelli`` design (Sobol) or ``designs.morris`` design.
+    metric : str or callable
+        A metric variable of the sweep (``metrics=`` when sweeping), a registered metric
+        name, or a function of the Dataset giving one value per run.
+    method : {"sobol", "morris"}, optional
+        Default: what the design was built for.
+    conf_level, num_resamples : float, int
+        Bootstrap confidence intervals (SALib).
+    seed : int, Generator or None
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per parameter: ``S1, S1_conf, ST, ST_conf`` (Sobol) or
+        ``mu, mu_star, sigma, mu_star_conf`` (Morris).
+
+    References
+    ----------
+    Saltelli, A. et al. (2010). Variance based sensitivity analysis of model output.
+    Computer Physics Communications 181(2), 259-270. doi:10.1016/j.cpc.2009.09.018
+    Campolongo, F., Cariboni, J., Saltelli, A. (2007). An effective screening design for
+    sensitivity analysis of large models. Environmental Modelling & Software 22(10),
+    1509-1518. doi:10.1016/j.envsoft.2006.10.004
+    """
+    info = _design_info(result)
+    kind = info.get("kind")
+    method = method or _DEFAULT_METHOD.get(kind)
+    if method not in METHODS:
+        raise ParameterError(
+            f"sensitivity needs a saltelli design (method='sobol') or a morris design "
+            f"(method='morris'); this sweep ran a {kind!r} design"
+            + ("" if method is None else f" and method {method!r} is unknown"))
+    wanted = {"sobol": "saltelli", "morris": "morris"}[method]
+    if kind != wanted:
+        raise ParameterError(f"method={method!r} needs a {wanted} design; this sweep ran a "
+                             f"{kind!r} design")
+    name, y = _metric_values(result, metric)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        raise ParameterError(f"metric {name!r} is not finite for {int(bad.sum())} of {len(y)} "
+                             "runs (failed runs?); Sobol and Morris need every run")
+    names = info["names"]
+    problem = {"num_vars": len(names), "names": names,
+               "bounds": [info["bounds"][n] for n in names]}
+    s = _seed_int(seed)
+    options = info.get("options", {})
+    if method == "sobol":
+        from SALib.analyze import sobol as sobol_analyze
+
+        out = sobol_analyze.analyze(problem, y,
+                                    calc_second_order=bool(options.get("calc_second_order")),
+                                    num_resamples=num_resamples, conf_level=conf_level,
+                                    seed=s)
+        frame = pd.DataFrame({k: out[k] for k in ("S1", "S1_conf", "ST", "ST_conf")},
+                             index=pd.Index(names, name="parameter"))
+    else:
+        from SALib.analyze import morris as morris_analyze
+
+        x = np.column_stack([np.asarray(result[n].values, dtype=float) for n in names])
+        out = morris_analyze.analyze(problem, x, y, num_resamples=num_resamples,
+                                     conf_level=conf_level,
+                                     num_levels=int(options.get("num_levels", 4)), seed=s)
+        frame = pd.DataFrame({k: np.asarray(out[k], dtype=float)
+                              for k in ("mu", "mu_star", "sigma", "mu_star_conf")},
+                             index=pd.Index(names, name="parameter"))
+    frame.attrs.update(metric=name, method=method, runs=len(y), conf_level=conf_level)
+    return frame
+
+
+# -- charts ---------------------------------------------------------------------------------
+def _figure(ax, figsize):
+    from matplotlib.figure import Figure
+
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots()
+
+
+def _save(fig, path) -> None:
+    if path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        fig.savefig(path, dpi=120)
+
+
+def tornado_chart(result: xr.Dataset, metric: str | Callable, path: str | os.PathLike | None
+                  = None, *, ax: Any = None, title: str | None = None):
+    """Tornado chart of a one-at-a-time sweep (``designs.oat``): for each parameter, the
+    metric at its low and high end, relative to the base run; widest bar on top.
+
+    Returns the ``matplotlib.figure.Figure`` (saved to `path` when given).
+    """
+    info = _design_info(result)
+    if info.get("kind") != "oat":
+        raise ParameterError(f"a tornado chart needs a one-at-a-time design (designs.oat); "
+                             f"this sweep ran a {info.get('kind')!r} design")
+    name, y = _metric_values(result, metric)
+    varied = info["options"]["varied"]
+    ends = info["options"]["end"]
+    base = y[0]
+    rows = []
+    for param in info["names"]:
+        low = next(y[i] for i, (v, e) in enumerate(zip(varied, ends)) if v == param and
+                   e == "low")
+        high = next(y[i] for i, (v, e) in enumerate(zip(varied, ends)) if v == param and
+                    e == "high")
+        lo_b, hi_b = info["bounds"][param]
+        rows.append((param, low - base, high - base, lo_b, hi_b))
+    rows.sort(key=lambda r: abs(r[2] - r[1]) if np.isfinite(r[2] - r[1]) else -1)
+    fig, ax = _figure(ax, (7, 0.5 * len(rows) + 1.5))
+    pos = np.arange(len(rows))
+    ax.barh(pos, [r[1] for r in rows], color="tab:blue", label="low end")
+    ax.barh(pos, [r[2] for r in rows], color="tab:orange", label="high end")
+    ax.set_yticks(pos, [f"{r[0]}\n[{r[3]:g}, {r[4]:g}]" for r in rows], fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"change in {name} from the base run ({base:.4g})")
+    ax.set_title(title or f"Tornado: {name}")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+    return fig
+
+
+def fan_chart(result: xr.Dataset, variable: str, path: str | os.PathLike | None = None, *,
+              percentiles: Sequence[float] = (5, 25, 50, 75, 95), ax: Any = None,
+              title: str | None = None):
+    """Fan chart of an output over time: percentile bands across the runs of a sweep
+    (failed runs left out), the median as a line.
+
+    Returns the ``matplotlib.figure.Figure`` (saved to `path` when given).
+    """
+    if variable not in result.data_vars or "time" not in result[variable].dims:
+        series = [v for v in result.data_vars if "time" in result[v].dims]
+        from .errors import unknown_name_message
+
+        raise ParameterError(unknown_name_message("output with a time series", variable,
+                                                  series))
+    pct = sorted(float(p) for p in percentiles)
+    if not pct or any(not 0 <= p <= 100 for p in pct):
+        raise ParameterError(f"percentiles must lie in [0, 100], not {percentiles!r}")
+    da = result[variable]
+    if "status" in result:
+        da = da.where(result["status"] == 1)
+    values = np.asarray(da.transpose("run", "time").values, dtype=float)
+    times = np.asarray(result["time"].values, dtype=float)
+    if not np.isfinite(values).any():
+        raise ParameterError(f"{variable!r} has no finite values to chart")
+    bands = np.nanpercentile(values, pct, axis=0)
+    fig, ax = _figure(ax, (7, 4))
+    n = len(pct)
+    for i in range(n // 2):
+        alpha = 0.2 + 0.5 * (i + 1) / max(n // 2, 1)
+        ax.fill_between(times, bands[i], bands[n - 1 - i], color="tab:blue", alpha=alpha * 0.6,
+                        linewidth=0, label=f"{pct[i]:g}-{pct[n - 1 - i]:g}%")
+    if n % 2:
+        ax.plot(times, bands[n // 2], color="tab:blue", linewidth=1.5,
+                label=f"{pct[n // 2]:g}% (median)" if pct[n // 2] == 50 else f"{pct[n // 2]:g}%")
+    ax.set_xlabel("time")
+    ax.set_ylabel(variable)
+    ax.set_title(title or f"{variable}: {np.isfinite(values).any(axis=1).sum()} runs")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    return fig
