@@ -24,6 +24,7 @@ from scipy.integrate import solve_ivp
 
 from ._model import Model, _first_line, load
 from ._system import (
+    ARITHMETIC_ERRORS,
     OdeSystem,
     data_breakpoints,
     exact_time_functions,
@@ -209,12 +210,16 @@ class _Run:
                 if time.in_return():
                     self._record(t, y, at_state=True)
                 dt = float(time.time_step())
-                if method == "euler":
-                    dy = system.derivatives(commit_delays=True)
-                    system.step_discrete()
-                    y_next = y + dy * dt
-                else:
-                    y_next = _rk4_step(system, t, y, dt)
+                try:
+                    if method == "euler":
+                        dy = system.derivatives(commit_delays=True)
+                        system.step_discrete()
+                        y_next = y + dy * dt
+                    else:
+                        y_next = _rk4_step(system, t, y, dt)
+                except ARITHMETIC_ERRORS as err:
+                    system.set_state(t, y)
+                    raise system.nonfinite_error(t) from err
                 if system.any_nonnegative:
                     y_next = np.where(system.nonnegative, np.maximum(y_next, 0.0), y_next)
                 if not np.all(np.isfinite(y_next)):
@@ -318,6 +323,8 @@ class _Run:
                 self.output.update(self.pysd)
         except FlywheelError:
             raise
+        except ARITHMETIC_ERRORS as err:
+            raise self.system.nonfinite_error(t) from err
         except Exception as err:
             raise SolverError(
                 f"evaluating the outputs at time {t:g} failed "

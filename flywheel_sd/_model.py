@@ -290,10 +290,53 @@ class Model:
         for name, value in (params or {}).items():
             real = self.real_name(str(name))
             _check_value(real, value)
+            self._check_dims(real, value)
             if range_check != "off" and real in self.ranges:
                 _check_range(real, value, self.ranges[real], range_check)
             out[real] = value
         return out
+
+
+    @cached_property
+    def subscripts(self) -> dict[str, list[str]]:
+        """Subscript range -> its elements."""
+        return {k: list(v) for k, v in self.pysd_model().subscripts.items()}
+
+    def dims_of(self, name: str) -> list[str]:
+        """The subscript ranges a variable is defined over ([] for a scalar)."""
+        real = self.real_name(name)
+        rows = self.doc.loc[self.doc["Real Name"] == real, "Subscripts"]
+        dims = rows.iloc[0] if len(rows) else None
+        return list(dims) if isinstance(dims, (list, tuple)) else []
+
+    def _check_dims(self, name: str, value: Any) -> None:
+        """An xarray value must use the variable's subscript ranges and their elements."""
+        arrays = [value] if isinstance(value, xr.DataArray) else []
+        if isinstance(value, pd.Series):
+            arrays = [v for v in value.values if isinstance(v, xr.DataArray)][:1]
+        expected = self.dims_of(name)
+        for array in arrays:
+            shown = f"[{', '.join(expected)}]" if expected else "none (a scalar)"
+            extra = [d for d in array.dims if d not in expected]
+            if extra:
+                raise ParameterError(
+                    f"{name}: the value has dimension(s) {', '.join(map(repr, extra))} "
+                    f"that the variable does not; its subscripts are {shown}"
+                )
+            for dim in array.dims:
+                elements = self.subscripts.get(dim)
+                given = [str(c) for c in array.coords[dim].values] if dim in array.coords \
+                    else None
+                if elements is not None and given != [str(e) for e in elements]:
+                    raise ParameterError(
+                        f"{name}: dimension {dim!r} must have the elements "
+                        f"{elements} in that order, got {given}"
+                    )
+
+
+def _short(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _finite_values(value: Any) -> np.ndarray:
@@ -309,7 +352,7 @@ def _check_value(name: str, value: Any) -> None:
     if callable(value) and not isinstance(value, (pd.Series, xr.DataArray)):
         return  # a user function replacing an equation: checked when it runs
     if isinstance(value, (bool, np.bool_)) or isinstance(value, (str, bytes)):
-        raise ParameterError(f"{name}: expected a number, got {value!r}")
+        raise ParameterError(f"{name}: expected a number, got {_short(value)}")
     if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, xr.DataArray):
         raise ParameterError(
             f"{name}: a plain list/array has no subscript names; pass a number, an "
@@ -324,9 +367,12 @@ def _check_value(name: str, value: Any) -> None:
     try:
         values = _finite_values(value)
     except (TypeError, ValueError) as err:
-        raise ParameterError(f"{name}: expected a number, got {value!r}") from err
+        raise ParameterError(f"{name}: expected a number, got {_short(value)}") from err
     if not np.all(np.isfinite(values)):
-        raise ParameterError(f"{name}: value is not finite ({value!r})")
+        bad = values[~np.isfinite(values)].ravel()[0]
+        where = f"{np.count_nonzero(~np.isfinite(values))} of {values.size} values are" \
+            if values.size > 1 else "value is"
+        raise ParameterError(f"{name}: {where} not finite ({bad})")
 
 
 def _check_range(name: str, value: Any, bounds: tuple[float, float], mode: str) -> None:

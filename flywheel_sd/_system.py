@@ -27,6 +27,7 @@ from pysd.py_backend.model import Macro
 from .errors import NonFiniteError, UnsupportedElementError
 
 DISCRETE = (statefuls.DelayFixed, statefuls.SampleIfTrue)
+ARITHMETIC_ERRORS = (ZeroDivisionError, OverflowError, FloatingPointError)
 VENSIM_NAMES = {
     "DelayFixed": "DELAY FIXED",
     "SampleIfTrue": "SAMPLE IF TRUE",
@@ -163,7 +164,10 @@ class OdeSystem:
         self.set_state(t, y)
         if self.delay_n:
             self.check_delay_n_constant()
-        dy = self.derivatives()
+        try:
+            dy = self.derivatives()
+        except ARITHMETIC_ERRORS as err:
+            raise self.nonfinite_error(t) from err
         if self.any_nonnegative:
             # A non-negative stock at zero cannot be drained further.
             dy = np.where(self.nonnegative & (y <= 0) & (dy < 0), 0.0, dy)
@@ -214,6 +218,9 @@ class OdeSystem:
                     if getattr(func, "args", None):
                         continue
                     value = func()
+                except ARITHMETIC_ERRORS:  # Python floats raise where NumPy gives inf/nan
+                    bad[py] = True
+                    continue
                 except Exception:
                     continue
                 try:

@@ -1,0 +1,296 @@
+"""Bad input and failed runs: a clear, one-line error naming what was wrong, never a bare
+traceback from inside PySD or SciPy, and never partial numbers passed off as a result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import flywheel_sd as fw
+from conformance_mdl import vensim
+from flywheel_sd.errors import (
+    FlywheelError,
+    MethodError,
+    ModelFileError,
+    NonFiniteError,
+    ParameterError,
+    SolverError,
+    UnsupportedElementError,
+)
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert "\n" not in text and text.strip() == text and text
+    assert isinstance(err.value, FlywheelError)
+    return text
+
+
+LEVERS = vensim(
+    "region: north, south",
+    "Stock[region] = INTEG(Growth Rate * Stock[region] - drain[region], 10)",
+    "Growth Rate = 0.1\n\t~\t1/Month [0, 0.5]\n\t~\tA lever with a documented range.\n\t|",
+    "drain[region] = 1, 2",
+    "Price Level = 3",
+)
+
+
+@pytest.fixture(scope="module")
+def levers(tmp_path_factory):
+    path = tmp_path_factory.mktemp("levers") / "levers.mdl"
+    path.write_text(LEVERS)
+    return fw.load(path)
+
+
+# -- parameters --------------------------------------------------------------------------------
+def test_unknown_parameter_suggests_a_close_match(levers):
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"Growth Rat": 0.2})
+    text = one_line(err)
+    assert "'Growth Rat'" in text and "did you mean 'Growth Rate'" in text
+
+
+def test_parameter_names_are_case_and_python_name_tolerant(levers):
+    a = fw.simulate(levers, {"growth rate": 0.2}, method="euler")
+    b = fw.simulate(levers, {"growth_rate": 0.2}, method="euler")
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("value", [[0.1, 0.2], np.array([0.1, 0.2]), (0.1,)],
+                         ids=["list", "ndarray", "tuple"])
+def test_plain_sequence_for_a_constant_is_refused(levers, value):
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"Growth Rate": value})
+    assert "Growth Rate" in one_line(err)
+
+
+def test_xarray_with_wrong_dims_is_refused(levers):
+    wrong = xr.DataArray([1.0, 2.0], {"area": ["x", "y"]}, ["area"])
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"drain": wrong})
+    text = one_line(err)
+    assert "'area'" in text and "[region]" in text
+
+
+def test_xarray_with_wrong_elements_is_refused(levers):
+    wrong = xr.DataArray([1.0, 2.0, 3.0], {"region": ["north", "south", "west"]}, ["region"])
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"drain": wrong})
+    assert "'region'" in one_line(err)
+
+
+def test_xarray_for_a_scalar_constant_is_refused(levers):
+    wrong = xr.DataArray([1.0, 2.0], {"region": ["north", "south"]}, ["region"])
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"Price Level": wrong})
+    assert "scalar" in one_line(err)
+
+
+def test_right_xarray_is_used(levers):
+    right = xr.DataArray([0.0, 5.0], {"region": ["north", "south"]}, ["region"])
+    frame = fw.simulate(levers, {"drain": right}, method="euler")
+    assert frame["drain[south]"].iloc[0] == 5.0
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf,
+                                   pd.Series([0.1, np.nan], index=[0.0, 10.0])],
+                         ids=["nan", "inf", "-inf", "series-with-nan"])
+def test_non_finite_value_is_refused(levers, value):
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"Growth Rate": value})
+    assert "not finite" in one_line(err)
+
+
+@pytest.mark.parametrize("value", ["0.2", True, None], ids=["str", "bool", "none"])
+def test_non_number_is_refused(levers, value):
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"Growth Rate": value})
+    one_line(err)
+
+
+def test_unsorted_time_series_is_refused(levers):
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"Growth Rate": pd.Series([0.1, 0.2], index=[5.0, 1.0])})
+    assert "sorted" in one_line(err)
+
+
+def test_out_of_range_lever_is_an_error(levers):
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"Growth Rate": 0.9})
+    text = one_line(err)
+    assert "Growth Rate" in text and "[0, 0.5]" in text and "range_check" in text
+
+
+def test_out_of_range_lever_can_warn_or_pass(levers):
+    with pytest.warns(fw.RangeWarning, match="Growth Rate"):
+        warned = fw.simulate(levers, {"Growth Rate": 0.9}, range_check="warn", method="euler")
+    assert warned["Growth Rate"].iloc[0] == 0.9
+    silent = fw.simulate(levers, {"Growth Rate": 0.9}, range_check="off", method="euler")
+    pd.testing.assert_frame_equal(warned, silent)
+    with pytest.raises(ParameterError):
+        fw.simulate(levers, range_check="loud")
+
+
+# -- files -------------------------------------------------------------------------------------
+def test_model_that_does_not_parse(write_mdl):
+    path = write_mdl("{UTF-8}\nStock = INTEG(((, 1)\n\t~\t\n\t~\t\n\t|\n", name="broken.mdl")
+    with pytest.raises(ModelFileError) as err:
+        fw.load(path)
+    text = one_line(err)
+    assert "broken.mdl" in text and "could not translate" in text
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError) as err:
+        fw.load(tmp_path / "nowhere.mdl")
+    assert "no such model file" in one_line(err)
+
+
+def test_unknown_file_type(tmp_path):
+    path = tmp_path / "model.txt"
+    path.write_text("x")
+    with pytest.raises(ModelFileError) as err:
+        fw.load(path)
+    assert ".mdl" in one_line(err)
+
+
+def test_python_file_that_is_not_a_translation(tmp_path):
+    path = tmp_path / "model.py"
+    path.write_text("raise RuntimeError('not a model\\nat all')\n")
+    with pytest.raises(ModelFileError) as err:
+        fw.load(path)
+    one_line(err)
+
+
+# -- methods and options -----------------------------------------------------------------------
+def test_unknown_method_lists_the_valid_ones(levers):
+    with pytest.raises(MethodError) as err:
+        fw.simulate(levers, method="RK99")
+    text = one_line(err)
+    for name in fw.METHODS:
+        assert name in text
+
+
+def test_method_names_are_case_insensitive(levers):
+    assert fw.simulate(levers, method="rk45").attrs["method"] == "RK45"
+    assert fw.simulate(levers, method="Euler").attrs["method"] == "euler"
+
+
+@pytest.mark.parametrize("options", [{"rtol": 0}, {"atol": -1}, {"rtol": float("nan")},
+                                     {"max_step": 0}, {"breakpoints": [float("inf")]}],
+                         ids=["rtol0", "atol-neg", "rtol-nan", "max_step0", "bp-inf"])
+def test_bad_solver_options(levers, options):
+    with pytest.raises(MethodError) as err:
+        fw.simulate(levers, **options)
+    one_line(err)
+
+
+# -- failed runs -------------------------------------------------------------------------------
+def test_solver_failure_reports_time_reached_and_what_to_try(write_mdl):
+    """y' = y^2, y(0) = 1 blows up at t = 1: the step size collapses just before."""
+    model = fw.load(write_mdl(vensim("y = INTEG(y * y, 1)", final_time=2)))
+    with pytest.raises(SolverError) as err:
+        fw.simulate(model)
+    text = one_line(err)
+    assert "t=" in text and "method=" in text
+    reached = float(text.split("t=")[1].split()[0].rstrip(":,"))
+    assert 0.9 < reached <= 1.0
+
+
+@pytest.mark.parametrize("method", ["RK45", "BDF", "euler", "rk4"])
+def test_nan_names_the_first_non_finite_variable(write_mdl, method):
+    """Headroom = 5 - Time turns negative after t = 5 and Margin = SQRT(Headroom) turns
+    NaN: the error names Margin (the root), not Stock that it feeds, and no frame comes
+    back."""
+    model = fw.load(write_mdl(vensim(
+        "Headroom = 5 - Time", "Margin = SQRT(Headroom)", "Stock = INTEG(Margin, 0)",
+        final_time=10, time_step=0.25)))
+    with pytest.raises(NonFiniteError) as err:
+        fw.simulate(model, method=method)
+    text = one_line(err)
+    assert "'Margin'" in text
+    reached = float(text.split("at time ")[1].split(";")[0])
+    assert 5 <= reached <= 5.25
+
+
+def test_division_by_zero_names_the_variable(write_mdl):
+    """Capacity reaches exactly 0 at t = 5 on Euler's grid; Python raises where NumPy would
+    give inf, and the error still names Utilisation = Load / Capacity."""
+    model = fw.load(write_mdl(vensim(
+        "Capacity = INTEG(-1, 5)", "Load = 2", "Utilisation = Load / Capacity",
+        "Stock = INTEG(Utilisation, 0)", final_time=10, time_step=0.25)))
+    with pytest.raises(NonFiniteError) as err:
+        fw.simulate(model, method="euler")
+    assert "'Utilisation'" in one_line(err) and "time 5" in str(err.value)
+    # An adaptive method meets the singularity first: its step size collapses at t = 5.
+    with pytest.raises(SolverError) as err:
+        fw.simulate(model)
+    assert "t=5" in one_line(err)
+
+
+def test_overflow_names_the_variable(write_mdl):
+    model = fw.load(write_mdl(vensim("Boom = EXP(Stock)", "Stock = INTEG(Boom, 700)",
+                                     final_time=10)))
+    with pytest.raises(NonFiniteError) as err:
+        fw.simulate(model, method="euler")
+    assert "'Boom'" in one_line(err)
+
+
+DISCRETE = vensim(
+    "input = 1 + Time",
+    "delayed = DELAY FIXED(input, 2, 0)",
+    "Stock A = INTEG(delayed, 0)",
+    "sampled = SAMPLE IF TRUE(Time >= 3, input, 0)",
+    "Stock B = INTEG(sampled, 0)",
+    final_time=10, time_step=0.5,
+)
+
+
+@pytest.fixture(scope="module")
+def discrete_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("discrete") / "discrete.mdl"
+    path.write_text(DISCRETE)
+    return fw.load(path)
+
+
+@pytest.mark.parametrize("method", ["RK45", "BDF", "LSODA", "rk4"])
+def test_discrete_elements_are_refused_by_continuous_methods(discrete_model, method):
+    with pytest.raises(UnsupportedElementError) as err:
+        fw.simulate(discrete_model, method=method)
+    text = one_line(err)
+    assert ("'delayed' uses DELAY FIXED" in text or "'sampled' uses SAMPLE IF TRUE" in text)
+    assert "method='euler'" in text
+
+
+@pytest.mark.parametrize("element", ["DELAY FIXED", "SAMPLE IF TRUE"])
+def test_each_discrete_element_is_named(write_mdl, element):
+    equation = {"DELAY FIXED": "out = DELAY FIXED(Time, 2, 0)",
+                "SAMPLE IF TRUE": "out = SAMPLE IF TRUE(Time >= 3, Time, 0)"}[element]
+    model = fw.load(write_mdl(vensim(equation, "S = INTEG(out, 0)", final_time=5)))
+    with pytest.raises(UnsupportedElementError) as err:
+        fw.simulate(model)
+    assert f"'out' uses {element}" in one_line(err)
+
+
+def test_euler_runs_discrete_elements_as_pysd_does(discrete_model):
+    import pysd
+
+    reference = pysd.load(str(discrete_model.py_file)).run()
+    frame = fw.simulate(discrete_model, method="euler")
+    pd.testing.assert_frame_equal(frame, reference, check_exact=False, rtol=1e-12)
+    # DELAY FIXED(1 + Time, 2, 0) at TIME STEP 0.5: 0 until t = 2, then 1 + (t - 2)
+    t = frame.index.to_numpy(float)
+    np.testing.assert_allclose(frame["delayed"], np.where(t < 2, 0, t - 1))
+    # SAMPLE IF TRUE(Time >= 3, 1 + Time, 0): 0 before t = 3, then follows its input
+    np.testing.assert_allclose(frame["sampled"], np.where(t < 3, 0, 1 + t))
+
+
+def test_time_varying_delay_n_is_refused_by_adaptive_methods(write_mdl):
+    model = fw.load(write_mdl(vensim(
+        "out = DELAY N(10, 2 + Time / 10, 0, 3)", "S = INTEG(out, 0)", final_time=5)))
+    with pytest.raises(UnsupportedElementError) as err:
+        fw.simulate(model)
+    assert "'out'" in one_line(err) and "method='euler'" in one_line(err)
+    fw.simulate(model, method="euler")  # and euler runs it
