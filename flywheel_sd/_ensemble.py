@@ -40,6 +40,7 @@ import math
 import threading
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -63,12 +64,17 @@ from .errors import (
     UnsupportedElementError,
 )
 
-#: An ensemble member agrees with its single run if every output stays within this many
-#: tolerance units, ``|ens - single| <= VERIFY_FACTOR * (atol + rtol * |single|)``.
-#: Both runs meet the same local tolerance with different step sequences, so their global
-#: errors differ by a few tolerance units; a broadcasting fault is off by orders more.
-VERIFY_FACTOR = 100.0
-#: Fixed-step methods do the same arithmetic per member: agreement to round-off.
+#: Verification has two parts. (1) Exact: at every saved time, the member's state is put
+#: into a single-run model configured as `simulate` configures it, and its derivatives and
+#: outputs must equal the ensemble's to round-off (`VERIFY_RTOL_EXACT`); the initial
+#: states too. This catches any broadcasting fault, whatever the tolerances. (2) Whole run:
+#: the member is run again with `simulate`; fixed-step methods must agree to round-off,
+#: adaptive ones within ``VERIFY_FACTOR * (atol + rtol * |single|)``: both runs meet the same
+#: local tolerance with different step sequences, and on a model that amplifies errors
+#: (growth, switches) their global errors differ by tens of tolerance units, while a fault
+#: is off by orders more.
+VERIFY_FACTOR = 1000.0
+VERIFY_RTOL_EXACT = 1e-9
 VERIFY_RTOL_FIXED = 1e-9
 
 
@@ -554,8 +560,12 @@ class EnsembleRun:
         return out
 
     # -- integration ------------------------------------------------------------------
-    def run(self) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
-        """Integrate; return (times, columns as (n_real, T) arrays, solver statistics)."""
+    def run(self, probe: Sequence[int] = ()) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
+        """Integrate; return (times, columns as (n_real, T) arrays, solver statistics).
+
+        For the members in `probe` (local indices), ``stats["probe"]`` keeps their states
+        and derivatives at the saved times, for `verify_members` to check exactly.
+        """
         method = self.options.method
         with np.errstate(all="ignore"), _broadcast.active(self.n):
             if method in FIXED_METHODS:
@@ -564,8 +574,19 @@ class EnsembleRun:
                 saved, stats = self._adaptive(method)
             times = np.array([t for t, _ in saved])
             columns = self._record(saved)
+            if len(probe):
+                stats["probe"] = self._probe(saved, list(probe))
         stats.update(mode=self.mode, members=self.n_real, padded=self.n - self.n_real)
         return times, columns, stats
+
+    def _probe(self, saved, members: list[int]) -> dict:
+        states = np.stack([y[members] for _, y in saved], axis=1)
+        derivs = np.stack([self.system.rhs(t, y)[members] for t, y in saved], axis=1)
+        layout = [(slot.element.py_name, slot.start, slot.stop, slot.member_shape,
+                   None if slot.dims is None else tuple(d for d in slot.dims if d != RUN),
+                   slot.coords) for slot in self.system.slots]
+        return {"members": members, "states": states, "derivatives": derivs,
+                "layout": layout}
 
     def _fixed_step(self, method: str):
         system, time = self.system, self.pysd.time
@@ -754,14 +775,14 @@ def expected_times(model: Model, options: RunOptions) -> np.ndarray:
 
 
 def simulate_ensemble(model: Model, base_params: dict, names: list[str], values: np.ndarray,
-                      options: RunOptions, variables: list[str]):
+                      options: RunOptions, variables: list[str], probe: Sequence[int] = ()):
     """Integrate the members `values` (runs x names) at once: (times, columns, stats).
 
     Raises `MembersFailed` (local indices), `NotVectorizable`, or the engine's errors.
     """
     run = EnsembleRun(model, base_params, names, values, options, variables)
     try:
-        return run.run()
+        return run.run(probe)
     except MembersFailed as err:
         # a padded member is a copy of the last real one
         err.members = np.unique(np.minimum(err.members, run.n_real - 1))
@@ -797,10 +818,20 @@ def _agree(got: np.ndarray, ref: np.ndarray, options: RunOptions) -> np.ndarray:
 
 
 def verify_members(model, base_params, names, values, options, variables, times, columns,
-                   members) -> str | None:
-    """Re-run `members` alone; return a description of the first mismatch, or None."""
+                   members, probe: dict | None = None) -> str | None:
+    """Check `members` against single runs; return the first mismatch, or None.
+
+    With `probe` (from `EnsembleRun.run`), first the exact check at the saved states, then
+    the whole-run comparison with `simulate`; see `VERIFY_FACTOR`.
+    """
     names_of_columns = list(columns)
     for j in members:
+        if probe is not None and j in probe["members"]:
+            k = probe["members"].index(j)
+            mismatch = _verify_states(model, base_params, names, values[j], options,
+                                      variables, times, columns, j, probe, k)
+            if mismatch:
+                return mismatch
         try:
             t_ref, ref = simulate_member(model, base_params, names, values[j], options,
                                          variables, names_of_columns)
@@ -811,9 +842,90 @@ def verify_members(model, base_params, names, values, options, variables, times,
         for name in names_of_columns:
             ok = _agree(columns[name][j], ref[name], options)
             if not ok.all():
-                k = int(np.flatnonzero(~ok)[0])
-                return (f"run {j}: {name!r} at t={times[k]:g} is {columns[name][j][k]:.10g} "
-                        f"in the ensemble but {ref[name][k]:.10g} alone")
+                i = int(np.flatnonzero(~ok)[0])
+                return (f"run {j}: {name!r} at t={times[i]:g} is {columns[name][j][i]:.10g} "
+                        f"in the ensemble but {ref[name][i]:.10g} alone")
+    return None
+
+
+def _close(a, b) -> np.ndarray:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    scale = np.nanmax(np.abs(b)) if np.any(np.isfinite(b)) else 0.0
+    bound = VERIFY_RTOL_EXACT * (np.abs(b) + 1e-6 * scale) + 1e-300
+    return (np.isnan(a) & np.isnan(b)) | (np.abs(a - b) <= bound)
+
+
+def _verify_states(model, base_params, names, row, options, variables, times, columns, j,
+                   probe, k) -> str | None:
+    """The exact check of one member: initial state, derivatives and outputs at the saved
+    states equal a single run's evaluated at the same states."""
+    from ._integrate import _Run
+    from ._system import exact_time_functions
+
+    params = {**base_params, **{name: float(v) for name, v in zip(names, row)}}
+    params = model.check_params(params, "off")
+    ts = options.return_timestamps
+    run = _Run(model, params, options.final_time, options.time_step, options.saveper,
+               list(ts) if isinstance(ts, tuple) else ts, list(variables) or None)
+    try:
+        if options.method in ADAPTIVE_METHODS:
+            run._patch(exact_time_functions(run.pysd.time))
+        system = run.system
+        by_name = {slot.element.py_name: slot for slot in system.slots}
+        layout = probe["layout"]
+        if len(layout) != len(system.slots) or any(py not in by_name for py, *_ in layout):
+            return f"run {j}: the ensemble's states do not match a single run's"
+
+        def single_vector(member_row):
+            y = np.empty(system.size)
+            for py, start, stop, shape, dims, coords in layout:
+                slot = by_name[py]
+                block = np.asarray(member_row[start:stop]).reshape(shape)
+                if dims is not None:
+                    if slot.dims is None or set(slot.dims) != set(dims):
+                        raise ValueError(f"state {py} has dims {dims}, single {slot.dims}")
+                    for d in dims:
+                        if list(map(str, coords[d])) != list(map(str, slot.coords[d].values)):
+                            raise ValueError(f"state {py}: coordinates of {d} differ")
+                    block = block.transpose([dims.index(d) for d in slot.dims])
+                y[slot.start:slot.stop] = block.ravel()
+            return y
+
+        states, derivs = probe["states"][k], probe["derivatives"][k]
+        try:
+            y0 = single_vector(states[0])
+        except ValueError as err:
+            return f"run {j}: {err}"
+        if not _close(y0, system.get_state()).all():
+            return f"run {j}: the ensemble starts from other initial states than a single run"
+        pm = run.pysd
+        with np.errstate(all="ignore"):
+            for i, t in enumerate(times):
+                y = single_vector(states[i])
+                dy = system.rhs(float(t), y)
+                if not _close(single_vector(derivs[i]), dy).all():
+                    bad = np.flatnonzero(~_close(single_vector(derivs[i]), dy))[0]
+                    return (f"run {j}: at t={t:g} the ensemble's derivative {bad} is "
+                            f"{single_vector(derivs[i])[bad]:.10g}, a single run's "
+                            f"{dy[bad]:.10g}")
+                for real in variables:
+                    func = getattr(pm.components, model.namespace[real])
+                    value = func()
+                    dims, labels = _variable_dims(pm, func)
+                    if dims and isinstance(value, xr.DataArray):
+                        value = value.transpose(*dims).values
+                    arr = np.broadcast_to(np.asarray(value, dtype=float),
+                                          tuple(len(v) for v in labels))
+                    for name, idx in _flat_columns(real, labels):
+                        if not _close(columns[name][j][i], arr[idx]).all():
+                            return (f"run {j}: {name!r} at t={t:g} is "
+                                    f"{columns[name][j][i]:.10g} in the ensemble but "
+                                    f"{float(arr[idx]):.10g} in a single run at the same "
+                                    "state")
+    except FlywheelError as err:
+        return f"run {j} fails alone ({_first_line(err)}) but not in the ensemble"
+    finally:
+        run.close()
     return None
 
 
@@ -862,8 +974,14 @@ def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndar
     args = (model, base_params, names, values, options, variables, times, columns)
     if not vectorize or len(values) == 0:
         return per_run_chunk(*args)
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    chosen = list(dict.fromkeys([0, n - 1]))
+    if n > 2:
+        chosen.append(int(rng.integers(1, n - 1)))
+    chosen = chosen[:verify]
     try:
-        result = _ensemble_chunk(*args)
+        result = _ensemble_chunk(*args, verify_members_=chosen)
     except (FlywheelError, KeyboardInterrupt):
         raise
     except Exception as err:  # NotVectorizable, or any failure of the vectorized model
@@ -871,35 +989,41 @@ def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndar
         result.stats["fallback"] = (f"the model does not run as an ensemble "
                                     f"({_first_line(err)})")
         return result
-    done = np.flatnonzero(result.stats.pop("via_ensemble"))
-    if verify and len(done):
-        rng = np.random.default_rng(seed)
-        members = list(dict.fromkeys([int(done[0]), int(done[-1])]))
-        rest = np.setdiff1d(done, members)
-        extra = max(verify - len(members), 0)
-        if extra and len(rest):
-            members += [int(m) for m in rng.choice(rest, size=min(extra, len(rest)),
-                                                   replace=False)]
-        members = members[:verify]
-        mismatch = verify_members(model, base_params, names, values, options, variables,
-                                  times, result.columns, members)
+    done = result.stats.pop("via_ensemble")
+    probes = result.stats.pop("probes")
+    members = [m for m in chosen if done[m]]
+    if verify and not members and done.any():  # the chosen ones failed: check another
+        members = [int(rng.choice(np.flatnonzero(done)))]
+    if members:
+        mismatch = None
+        for m in members:
+            probe, pos = probes.get(m, (None, None))
+            probe_one = None if probe is None else {**probe, "members": [m],
+                                                    "states": probe["states"][pos:pos + 1],
+                                                    "derivatives":
+                                                        probe["derivatives"][pos:pos + 1]}
+            mismatch = verify_members(model, base_params, names, values, options, variables,
+                                      times, result.columns, [m], probe_one)
+            if mismatch:
+                break
         result.stats["verified"] = members
         if mismatch:
             fallback = per_run_chunk(*args)
-            fallback.stats["fallback"] = f"an ensemble member differs from its single run: " \
-                                         f"{mismatch}"
+            fallback.stats["fallback"] = (f"an ensemble member differs from its single run: "
+                                          f"{mismatch}")
             return fallback
     return result
 
 
 def _ensemble_chunk(model, base_params, names, values, options, variables, times,
-                    columns) -> ChunkResult:
+                    columns, verify_members_: Sequence[int] = ()) -> ChunkResult:
     n = len(values)
     out = {c: np.full((n, len(times)), np.nan) for c in columns}
     status = np.full(n, STATUS_OK, dtype=np.int8)
     errors: dict[int, str] = {}
     via_ensemble = np.zeros(n, dtype=bool)
     stats: dict[str, Any] = {"mode": None, "nfev": 0, "ensembles": 0, "isolated": 0}
+    probes: dict[int, tuple[dict, int]] = {}
 
     def single(i):
         stats["isolated"] += 1
@@ -907,9 +1031,10 @@ def _ensemble_chunk(model, base_params, names, values, options, variables, times
                      i, out, status, errors)
 
     def solve(idx: np.ndarray) -> None:
+        local = [int(np.flatnonzero(idx == m)[0]) for m in verify_members_ if m in idx]
         try:
             t, cols, st = simulate_ensemble(model, base_params, names, values[idx], options,
-                                            variables)
+                                            variables, probe=local)
         except MembersFailed as err:
             bad = idx[err.members]
             for i in bad:
@@ -932,12 +1057,17 @@ def _ensemble_chunk(model, base_params, names, values, options, variables, times
         for c in columns:
             out[c][idx] = cols[c]
         via_ensemble[idx] = True
+        probe = st.pop("probe", None)
+        if probe is not None:
+            for pos, m in enumerate(probe["members"]):
+                probes[int(idx[m])] = (probe, pos)
         stats["mode"] = st["mode"]
         stats["nfev"] += st["nfev"]
         stats["ensembles"] += 1
 
     solve(np.arange(n))
     stats["via_ensemble"] = via_ensemble
+    stats["probes"] = probes
     return ChunkResult(times, out, status, errors, stats)
 
 
