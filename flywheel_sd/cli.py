@@ -195,14 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", required=True, help="a metric name (see 'flywheel compare')")
     p.add_argument("--method", dest="analysis", choices=("sobol", "morris"), default="sobol",
                    help="the analysis (default: sobol)")
-    p.add_argument("--n", type=_positive_int, default=64,
-                   help="base sample size (Sobol) or trajectories (Morris); default 64")
+    p.add_argument("--n", type=_positive_int,
+                   help="Sobol: base sample size, a power of two (default 64; runs = "
+                        "n * (parameters + 2)); Morris: trajectories (default 10; runs = "
+                        "n * (parameters + 1))")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--scenario", help="scenario to analyse around (default: baseline, or "
                                       "the --model file's own parameters)")
     _add_set(p, "in every run")
     _add_executor(p)
-    p.add_argument("--plot", metavar="PATH", help="save a chart of the indices")
+    p.add_argument("--plot", metavar="PATH", help="save a bar chart of the indices")
     p.set_defaults(handler=cmd_sensitivity)
 
     p = sub.add_parser("critical-mass", parents=[common, simulation],
@@ -1182,5 +1184,72 @@ class SweepFailed(Exception):
 
 
 def cmd_sensitivity(args) -> int:
-    """``flywheel sensitivity``: Sobol or Morris indices of one metric."""
-    raise UsageError("sensitivity: not wired yet")
+    """``flywheel sensitivity``: Sobol or Morris indices of one metric, from a Saltelli or
+    Morris sweep."""
+    import numpy as np
+
+    from . import designs, metrics
+
+    sweep = _api("sweep", "_sweep")
+    analyse = _api("sensitivity", "_sensitivity")
+    metric = metrics.get(args.metric).name  # an unknown metric fails before any run
+    plot = _check_plot(args.plot)
+    if any(p.levels for p in args.param):
+        raise UsageError("NAME=LOW:HIGH:N sets grid levels; sensitivity takes --n")
+    sc = _sweep_target(args)
+    model = sc.load_model()
+    params = {p.name: (p.low, p.high) if p.low is not None else None for p in args.param}
+    if args.analysis == "sobol":
+        design = designs.saltelli(params, args.n or 64, seed=args.seed, model=model)
+    else:
+        design = designs.morris(params, args.n or 10, seed=args.seed, model=model)
+    options = _simulate_options(args)
+    options.pop("params", None)  # --set is in the scenario
+    ds = sweep(sc, design, metrics=[metric], progress=not (args.quiet or args.json),
+               **_executor(args), **options)
+    status = np.asarray(ds["status"].values)
+    if (status != 1).any():
+        first = str(np.asarray(ds["error"].values)[np.flatnonzero(status != 1)[0]])
+        raise SweepFailed(f"{int((status != 1).sum())} of {status.size} runs failed, and "
+                          f"{args.analysis} needs every run; the first: {first}")
+    table = analyse(ds, metric, method=args.analysis, seed=args.seed)
+    table = table.sort_values("ST" if args.analysis == "sobol" else "mu_star", ascending=False)
+    wrote = []
+    if plot is not None:
+        _plot_indices(table, args.analysis, metric, plot)
+        wrote.append(plot)
+    head = {"model": str(model.path), "scenario": sc.name, "metric": metric,
+            "method": args.analysis, "runs": int(status.size)}
+    if args.json:
+        _print_json({**head, "indices": _records(table), "wrote": [str(w) for w in wrote]})
+        return EXIT_OK
+    what = ("Sobol indices (S1 first order, ST total; _conf: half-width of the "
+            f"{table.attrs.get('conf_level', 0.95):.0%} interval)" if args.analysis == "sobol"
+            else "Morris elementary effects (mu_star: mean absolute effect)")
+    _print_table(table, f"{what} of {metric} on {model.path.name} ({sc.name}), "
+                        f"{status.size} runs:")
+    for path in wrote:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _plot_indices(table, method: str, metric: str, path: Path) -> None:
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 0.45 * len(table) + 1.8), layout="constrained")
+    ax = fig.subplots()
+    pos = np.arange(len(table))[::-1]
+    if method == "sobol":
+        ax.barh(pos + 0.2, table["ST"], height=0.4, xerr=table["ST_conf"], label="total (ST)")
+        ax.barh(pos - 0.2, table["S1"], height=0.4, xerr=table["S1_conf"],
+                label="first order (S1)")
+        ax.set_xlabel(f"Sobol index of {metric}")
+    else:
+        ax.barh(pos, table["mu_star"], xerr=table["mu_star_conf"], label="mu*")
+        ax.set_xlabel(f"Morris mu* of {metric}")
+    ax.set_yticks(pos, list(table.index))
+    ax.axvline(0, color="black", lw=0.8)
+    ax.legend(fontsize=8, frameon=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)

@@ -382,6 +382,40 @@ def test_sweep_default_model(cli):
     assert "2 runs (grid), 2 ok" in result.out
 
 
+# -- sensitivity -----------------------------------------------------------------------------
+def test_sensitivity_sobol_ranks_the_parameters(cli, models, tmp_path):
+    plot = tmp_path / "sobol.png"
+    result = cli("sensitivity", "--model", models["launch"], "--param", "Ad Budget=0:300",
+                 "--param", "Cost Per Buyer=5:50", "--param", "Critical Buyers=99:101",
+                 "--metric", "cumulative_gmv", "--n", 8, "--plot", plot, "--json")
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data["method"] == "sobol" and data["runs"] == 8 * (3 + 2)
+    indices = {row["parameter"]: row for row in data["indices"]}
+    assert set(indices) == {"Ad Budget", "Cost Per Buyer", "Critical Buyers"}
+    # Ads bought per month are Ad Budget / Cost Per Buyer, while Critical Buyers hardly
+    # moves (99 to 101): it must rank last on total-order influence.
+    assert data["indices"][-1]["parameter"] == "Critical Buyers"
+    assert plot.stat().st_size > 0
+
+
+def test_sensitivity_morris(cli, models):
+    result = cli("sensitivity", "--model", models["launch"], "--param", "Ad Budget=0:300",
+                 "--param", "Growth Rate", "--metric", "final_active_buyers",
+                 "--method", "morris", "--n", 4)
+    assert result.code == 0, result.err
+    assert "mu_star" in result.out and "12 runs" in result.out
+
+
+@pytest.mark.slow
+def test_sensitivity_default_model(cli):
+    result = cli("sensitivity", "--param", "Seller Deposit=0:5000", "--param",
+                 "Qualification Strictness", "--metric", "min_trust", "--method", "morris",
+                 "--n", 2, "--final-time", 2, "--solver", "euler", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["runs"] == 2 * (2 + 1)
+
+
 # -- errors ----------------------------------------------------------------------------------
 BAD_USAGE = {
     "no subcommand": [],
@@ -414,6 +448,13 @@ BAD_USAGE = {
                                   "Ad Budget=0:300:3", "--design", "lhs"],
     "bad store suffix": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300",
                          "--store", "out.csv"],
+    "sensitivity: unknown metric": ["sensitivity", "--param", "Take Rate", "--metric", "nope"],
+    "sensitivity: n not a power of two": ["sensitivity", "--model", "{launch}", "--param",
+                                          "Ad Budget=0:300", "--metric", "cumulative_gmv",
+                                          "--n", "10"],
+    "sensitivity: unknown parameter": ["sensitivity", "--model", "{launch}", "--param",
+                                       "Nope=0:1", "--metric", "cumulative_gmv"],
+    "sensitivity without --metric": ["sensitivity", "--param", "Take Rate"],
     "scheduler with processes": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300",
                                  "--executor", "processes", "--scheduler", "tcp://x:8786"],
 }
@@ -456,6 +497,8 @@ SUBPROCESS = {
                       "--lever", "Ad Budget", "--low", "0", "--high", "300", "--tol", "20"],
     "describe": ["describe", "--model", "{launch}"],
     "diagram": ["diagram", "--model", "{launch}", "--out", "{tmp}/diagram.png"],
+    "sensitivity": ["sensitivity", "--model", "{launch}", "--param", "Ad Budget=0:300",
+                    "--metric", "final_active_buyers", "--method", "morris", "--n", "2"],
     "sweep": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300", "--design", "lhs",
               "--n", "4"],
     "bad usage": ["run", "--set", "oops"],
