@@ -70,17 +70,82 @@ def scalarize(x):
 
 
 _hook_lock = threading.Lock()
+_FAST = {"on": True}  # switched off for good if xarray's internals ever differ
+
+
+def _plain_indexes(da: xr.DataArray):
+    """The indexes of `da` if it has no coordinates besides them, else None."""
+    indexes = da._indexes
+    return indexes if len(da._coords) == len(indexes) else None
+
+
+def _fast_binary(self, other, f, reflexive):
+    """``self (op) other`` without xarray's alignment, when no alignment can change it:
+    a number, or a DataArray whose shared indexes equal ours (else None: the slow path)."""
+    if isinstance(other, (int, float, np.number)):
+        variable = f(other, self.variable) if reflexive else f(self.variable, other)
+        return self._replace(variable)
+    if type(other) is not xr.DataArray:
+        return None
+    si, oi = _plain_indexes(self), _plain_indexes(other)
+    if si is None or oi is None:
+        return None
+    for key in si.keys() & oi.keys():
+        if si[key] is not oi[key] and not si[key].equals(oi[key]):
+            return None
+    variable = (f(other.variable, self.variable) if reflexive
+                else f(self.variable, other.variable))
+    coords = {**other._coords, **self._coords}
+    return self._replace(variable, coords, name=None, indexes={**oi, **si})
+
+
+def _fast_ufunc(self, ufunc, method, inputs, kwargs):
+    """A ufunc of one DataArray (and numbers), or of DataArrays with equal dims and
+    indexes, computed on the data directly; else None."""
+    if method != "__call__" or kwargs:
+        return None
+    arrays = [x for x in inputs if isinstance(x, xr.DataArray)]
+    if any(not isinstance(x, (xr.DataArray, int, float, np.number)) for x in inputs):
+        return None
+    first = arrays[0]
+    fi = _plain_indexes(first)
+    if fi is None:
+        return None
+    for other in arrays[1:]:
+        oi = _plain_indexes(other)
+        if oi is None or set(other.dims) != set(first.dims) or oi.keys() != fi.keys():
+            return None
+        if any(fi[k] is not oi[k] and not fi[k].equals(oi[k]) for k in fi):
+            return None
+    data = ufunc(*[x.transpose(*first.dims).data if isinstance(x, xr.DataArray) else x
+                   for x in inputs])
+    if not isinstance(data, np.ndarray) or data.shape != first.shape:
+        return None
+    return first._replace(first.variable.copy(deep=False, data=data), name=None)
 
 
 def install_xarray_hooks() -> None:
-    """Wrap ``DataArray`` arithmetic and ufuncs (once per process; inert when inactive)."""
+    """Wrap ``DataArray`` arithmetic and ufuncs (once per process; inert when inactive).
+
+    While active, they also skip xarray's index alignment where it cannot change the
+    result (indexes equal), which is most of the cost of an operation on small arrays.
+    """
     with _hook_lock:
         binary = xr.DataArray._binary_op
         if not getattr(binary, "_flywheel_hook", False):
             def _binary_op(self, other, f, reflexive=False, _original=binary):
                 if getattr(_state, "n", None) is None:
                     return _original(self, other, f, reflexive)
-                return scalarize(_original(self, as_run_array(other), f, reflexive))
+                other = as_run_array(other)
+                if _FAST["on"]:
+                    try:
+                        out = _fast_binary(self, other, f, reflexive)
+                    except (AttributeError, TypeError):
+                        _FAST["on"] = False
+                        out = None
+                    if out is not None:
+                        return scalarize(out)
+                return scalarize(_original(self, other, f, reflexive))
 
             _binary_op._flywheel_hook = True
             xr.DataArray._binary_op = _binary_op
@@ -90,6 +155,14 @@ def install_xarray_hooks() -> None:
                 if getattr(_state, "n", None) is None:
                     return _original(self, ufunc_, method, *inputs, **kwargs)
                 inputs = tuple(as_run_array(x) for x in inputs)
+                if _FAST["on"]:
+                    try:
+                        out = _fast_ufunc(self, ufunc_, method, inputs, kwargs)
+                    except (AttributeError, TypeError):
+                        _FAST["on"] = False
+                        out = None
+                    if out is not None:
+                        return scalarize(out)
                 return scalarize(_original(self, ufunc_, method, *inputs, **kwargs))
 
             __array_ufunc__._flywheel_hook = True
@@ -110,9 +183,10 @@ def _where(condition, a, b):
 def if_then_else(condition, val_if_true, val_if_false):
     """IF THEN ELSE over an ensemble: one branch when all members agree, else ``where``."""
     if _is_vector(condition):
-        if condition.all():
+        flags = condition.values if isinstance(condition, xr.DataArray) else condition
+        if flags.all():
             return val_if_true()
-        if not condition.any():
+        if not flags.any():
             return val_if_false()
         with np.errstate(all="ignore"):
             return _where(condition, val_if_true(), val_if_false())
@@ -297,7 +371,11 @@ class _DataArrayMeta(type):
             if rest == set(want):
                 out = data.transpose(RUN, *want)
                 if isinstance(coords, dict):
-                    out = out.assign_coords({d: coords[d] for d in want if d in coords})
+                    new = {d: coords[d] for d in want if d in coords and not (
+                        d in out.coords and np.array_equal(out.coords[d].values,
+                                                           np.asarray(coords[d])))}
+                    if new:
+                        out = out.assign_coords(new)
                 return out
             if rest < set(want):
                 template = xr.DataArray(0.0, coords, want)

@@ -147,6 +147,7 @@ class _Slot:
     dims: tuple[str, ...] | None  # xarray mode: canonical dims (with RUN)
     coords: dict | None
     nonnegative: bool
+    template: Any = None  # xarray mode: a DataArray whose indexes new states reuse
 
     @property
     def full_shape(self) -> tuple[int, ...]:
@@ -253,7 +254,8 @@ class EnsembleSystem:
                     setattr(element, attr,
                             _conforming(getattr(element, attr), inner, inner_coords, inner_shape))
         size = int(np.prod(member)) if member else 1
-        return _Slot(element, start, start + size, member, run_pos, dims, coords, nonneg)
+        return _Slot(element, start, start + size, member, run_pos, dims, coords, nonneg,
+                     canon.copy())
 
     def _np_state(self, state, member: tuple, run_pos: int) -> np.ndarray:
         if isinstance(state, xr.DataArray) and RUN in state.dims and state.ndim == 2:
@@ -297,8 +299,8 @@ class EnsembleSystem:
             arr = np.ascontiguousarray(arr)
             if slot.dims is None:
                 slot.element._state = arr
-            else:
-                slot.element._state = xr.DataArray(arr, coords=slot.coords, dims=slot.dims)
+            else:  # reuse the slot's indexes: building them anew is most of the cost
+                slot.element._state = slot.template.copy(deep=False, data=arr)
         self.model.clean_caches()
 
     def derivatives(self, commit_delays: bool = False) -> np.ndarray:
@@ -342,11 +344,12 @@ def _check_finite(a: np.ndarray, t: float) -> None:
 def _conforming(func, dims, coords, shape):
     """Wrap `func` so that it returns a DataArray with exactly `dims` (broadcast)."""
     template_shape = tuple(shape)
+    template = xr.DataArray(np.zeros(template_shape), coords=coords, dims=dims)
 
     def wrapped():
         value = func()
         arr = _conform(value, dims, dims.index(RUN), template_shape)
-        return xr.DataArray(arr, coords=coords, dims=dims)
+        return template.copy(deep=False, data=np.array(arr))
 
     return wrapped
 
