@@ -46,19 +46,26 @@ _state = threading.local()
 def active(n: int):
     """Mark this thread as running an ensemble of `n` members (see the module doc)."""
     install_xarray_hooks()
-    previous = getattr(_state, "n", None)
+    previous = getattr(_state, "n", None), getattr(_state, "template", None)
     _state.n = n
+    _state.template = xr.DataArray(np.zeros(n), dims=[RUN])
     try:
         yield
     finally:
-        _state.n = previous
+        _state.n, _state.template = previous
 
 
 def as_run_array(x):
     """A 1-D NumPy array of the active ensemble's length, as a ``RUN`` DataArray."""
     n = getattr(_state, "n", None)
     if n is not None and type(x) is np.ndarray and x.ndim == 1 and x.shape[0] == n:
-        return xr.DataArray(x, dims=[RUN])
+        template = _state.template
+        if _FAST["on"]:
+            try:
+                return template._replace(xr.Variable((RUN,), x, fastpath=True))
+            except (AttributeError, TypeError):
+                _FAST["on"] = False
+        return template.copy(deep=False, data=x)
     return x
 
 
