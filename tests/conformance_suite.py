@@ -227,3 +227,192 @@ def relative_error(actual: pd.DataFrame, reference: pd.DataFrame) -> float:
         scale = max(float(np.max(np.abs(x))), 1e-12)
         worst = max(worst, float(np.max(np.abs(y - x))) / scale)
     return worst
+
+
+# -- what we know about individual models (PySD's own integration tests keep such a table) --
+PYSD_FAILS = "pysd_fails"  # PySD's own run() fails: euler may fail the same way (xfail)
+REFUSED = "refused"  # the adaptive methods must refuse it, naming this kind of element
+EXCEPTION = "exception"  # canonical Euler output is >5% from the converged solution
+DATA_FILES = "data_files"
+SKIP = "skip"
+
+_EULER_ERROR = ("canonical Euler output (TIME STEP {dt}) is >5% from the converged solution: "
+                "first-order error of Euler")
+CASE_TABLE: dict[str, dict] = {
+    # not a conformance case
+    "tests/data_from_other_model/model_to_generate_data": {
+        SKIP: "generates data.tab for its sibling; the folder's output.tab is the sibling's"},
+    # data
+    "tests/data_from_other_model/test_data_from_other_model": {
+        DATA_FILES: ["data.tab"],
+        EXCEPTION: "HOLD BACKWARD / LOOK FORWARD data are step functions of time; Euler "
+                   "samples them at grid points"},
+    # PySD itself cannot run these as Vensim does
+    "tests/get_time_value/test_get_time_value": {
+        PYSD_FAILS: "PySD 3.14 does not implement GET TIME VALUE with relativeto=1"},
+    "samples/Query_file": {
+        PYSD_FAILS: "RANDOM UNIFORM: PySD draws other random numbers than Vensim",
+        REFUSED: "DELAY FIXED"},
+    "samples/Roessler_Chaos": {
+        PYSD_FAILS: "chaotic: round-off differences between PySD's and Vensim's Euler grow "
+                    "exponentially (dxdt 2.7x the tolerance)",
+        EXCEPTION: "chaotic attractor: Euler at the model's TIME STEP is far from the "
+                   "converged trajectory"},
+    # discrete elements and run-time control variables: the adaptive methods refuse them
+    "tests/delay_fixed": {REFUSED: "DELAY FIXED"},
+    "tests/delay_pipeline": {REFUSED: "DELAY FIXED"},
+    "tests/forecast": {REFUSED: "DELAY FIXED"},
+    "tests/sample_if_true": {REFUSED: "SAMPLE IF TRUE"},
+    "tests/delays": {REFUSED: "DELAY N with a time-varying delay time"},
+    "tests/dynamic_final_time": {REFUSED: "FINAL TIME changes during the run"},
+    "tests/control_vars": {REFUSED: "changes during the run"},
+    # oscillators and flows that change within a TIME STEP: Euler's own error exceeds 5%
+    "samples/simple_harmonic_oscillator": {EXCEPTION: "oscillator: Euler spirals outwards"},
+    "tests/active_initial_circular": {EXCEPTION: "SMOOTH with a smoothing time of 1 TIME STEP"},
+    "tests/arguments": {EXCEPTION: "first-order Euler error of nested SMOOTHs"},
+    "tests/delay_numeric_error": {EXCEPTION: "DELAY N with a delay of a few TIME STEPs"},
+    "tests/delay_parentheses": {EXCEPTION: "DELAY1 with a delay of a few TIME STEPs"},
+    "tests/except": {EXCEPTION: "first-order Euler error of a stock near zero"},
+    "tests/get_data_args_3d_xls": {EXCEPTION: "LOOK FORWARD data: Euler samples a step "
+                                              "function at grid points"},
+    "tests/get_lookups_data_3d_xls": {EXCEPTION: "stock of a lookup of Time: Euler's "
+                                                 "rectangle rule"},
+    "tests/initial_function": {EXCEPTION: "stock of a flow ~ Time: Euler's rectangle rule"},
+    "tests/line_continuation": {EXCEPTION: "stock of a flow ~ Time: Euler's rectangle rule"},
+    "tests/ln": {EXCEPTION: "stock of LN(Time): Euler's rectangle rule near the singularity"},
+    "tests/sqrt": {EXCEPTION: "stock of SQRT(Time): Euler's rectangle rule near 0"},
+    "tests/lookups": {EXCEPTION: "stock of a lookup of Time: Euler's rectangle rule"},
+    "tests/lookups_funcnames": {EXCEPTION: "stock of a lookup of Time: Euler's rectangle rule"},
+    "tests/lookups_without_range": {EXCEPTION: "stock of a lookup of Time: Euler's "
+                                               "rectangle rule"},
+    "tests/nested_functions": {EXCEPTION: "stock of an IF THEN ELSE on Time: Euler's "
+                                          "rectangle rule"},
+    "tests/smooth": {EXCEPTION: "SMOOTH3/SMOOTH N with a smoothing time of a few TIME STEPs"},
+    "tests/subscript_copy/test_subscript_copy": {EXCEPTION: "fast exponential growth at "
+                                                            "TIME STEP 1"},
+    "tests/subscript_copy/test_subscript_copy2": {EXCEPTION: "fast exponential growth at "
+                                                             "TIME STEP 1"},
+    "tests/subscript_mapping_simple": {EXCEPTION: "fast exponential growth at TIME STEP 1"},
+    "tests/subscript_numeric_range": {EXCEPTION: "fast exponential growth at TIME STEP 1"},
+    "tests/subscript_switching": {EXCEPTION: "first-order Euler error of a delay"},
+    "tests/subscripted_trend": {EXCEPTION: "TREND with an averaging time of a few TIME STEPs"},
+    "tests/time": {EXCEPTION: "stock of a flow ~ Time: Euler's rectangle rule"},
+    "tests/trend": {EXCEPTION: "TREND with an averaging time of a few TIME STEPs"},
+    "tests/zeroled_decimals": {EXCEPTION: "first-order Euler error"},
+}
+
+
+def options(case: Case) -> dict:
+    return CASE_TABLE.get(case.id, {})
+
+
+# -- running one case (in a worker process) -------------------------------------------------
+CONVERGED = dict(method="DOP853", rtol=1e-10, atol=1e-10)
+REFINEMENTS = (16, 64)
+
+
+def _columns(model, canonical: pd.DataFrame) -> list[str]:
+    """The model's variables (Vensim names) behind the canonical output's columns."""
+    by_key = {name_key(real): real for real in model.namespace}
+    out = []
+    for column in canonical.columns:
+        base = name_key(column).split("[")[0]
+        real = by_key.get(base)
+        if real is not None and real not in out and real.lower() != "time":
+            out.append(real)
+    return out
+
+
+def _outcome(frame_or_error, canonical) -> dict:
+    if isinstance(frame_or_error, BaseException):
+        err = frame_or_error
+        text = " ".join(str(err).split())[:300]
+        return {"status": "error", "error": type(err).__name__, "summary": text}
+    comparison = compare(frame_or_error, canonical)
+    return {"status": "pass" if comparison.ok else "fail",
+            "summary": comparison.summary(), "failed": sorted(comparison.failed)}
+
+
+def run_case(case: Case) -> dict:
+    """Translate and run one model three ways, and compare each with Vensim's output:
+    PySD's own run(), simulate(method="euler") and simulate() (adaptive, RK45). For an
+    adaptive result listed as an exception, also collect the convergence evidence."""
+    import time
+    import warnings
+
+    import pysd
+
+    import flywheel_sd as fw
+    from flywheel_sd.errors import UnsupportedElementError
+
+    opts = options(case)
+    result: dict = {"id": case.id}
+    warnings.simplefilter("ignore")  # the suite's models warn a lot; PySD's tests ignore it
+    canonical = read_canonical(case.canonical)
+    data_files = [str(case.mdl.parent / f) for f in opts.get(DATA_FILES, [])] or None
+    started = time.perf_counter()
+    try:
+        model = fw.load(case.mdl, data_files=data_files)
+    except Exception as err:  # noqa: BLE001 -- reported, and the tests fail on it
+        result["load"] = _outcome(err, canonical)
+        return result
+    result["load_seconds"] = time.perf_counter() - started
+    columns = _columns(model, canonical)
+    result["columns"] = len(columns)
+
+    def timed(key, run):
+        started = time.perf_counter()
+        try:
+            out = run()
+        except Exception as err:  # noqa: BLE001
+            out = err
+        result[key] = _outcome(out, canonical)
+        result[key]["seconds"] = time.perf_counter() - started
+        return out
+
+    timed("pysd", lambda: pysd.load(str(model.py_file), data_files=data_files).run(
+        return_columns=columns))
+    timed("euler", lambda: fw.simulate(model, method="euler", return_columns=columns,
+                                       range_check="off"))
+    adaptive = timed("adaptive", lambda: fw.simulate(model, return_columns=columns,
+                                                     range_check="off"))
+    if isinstance(adaptive, UnsupportedElementError):
+        result["adaptive"]["status"] = "refused"
+    elif isinstance(adaptive, pd.DataFrame):
+        result["adaptive"]["nfev"] = adaptive.attrs["nfev"]
+        if result["adaptive"]["status"] == "fail" and EXCEPTION in opts:
+            begun = time.perf_counter()
+            result["evidence"] = evidence(model, canonical, adaptive, columns, data_files,
+                                          result["adaptive"]["failed"])
+            result["evidence"]["seconds"] = time.perf_counter() - begun
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def evidence(model, canonical, adaptive, columns, data_files, failed) -> dict:
+    """Why the adaptive answer may differ from Vensim's: the canonical Euler output is >5%
+    from the converged solution, and PySD's Euler converges to the adaptive answer as its
+    TIME STEP shrinks. Errors are relative (max |difference| / max |reference|) over the
+    columns that failed."""
+    import pysd
+
+    import flywheel_sd as fw
+
+    settings = model.time_settings()
+    converged = fw.simulate(model, return_columns=columns, range_check="off", **CONVERGED)
+    keep = [c for c in canonical.columns if c in failed]
+    out = {
+        "time_step": settings["time_step"],
+        "canonical_vs_converged": compare(converged, canonical).summary(),
+        "canonical_off": not compare(converged, canonical).ok,
+        "adaptive_vs_converged": relative_error(adaptive, converged),
+        "euler_errors": {},
+    }
+    for k in (1, *REFINEMENTS):
+        run = pysd.load(str(model.py_file), data_files=data_files).run(
+            return_columns=columns, time_step=settings["time_step"] / k,
+            saveper=settings["saveper"])
+        out["euler_errors"][k] = relative_error(run, adaptive[[
+            a for a in adaptive.columns if name_key(a) in {name_key(c) for c in keep}]]
+            if keep else adaptive)
+    return out

@@ -1,0 +1,56 @@
+"""Shared runs of the default model for the model tests, each computed once per session.
+
+``tests/conftest.py`` (the engine's) provides ``flywheel_model``; the runs here build on it.
+Import the fixtures you use into a test module: ``from _model_fixtures import baseline``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import flywheel_sd as fw
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_FILE = REPO / "models" / "platform_flywheel.mdl"
+LOOPS_FILE = REPO / "models" / "platform_flywheel.loops.toml"
+
+#: The outputs the brief calls headline: buyers, sellers, GMV and trust.
+HEADLINE = ["Active Buyers", "Total Active Sellers", "GMV", "Buyer Trust"]
+
+#: Parameter sets that push the model into other regimes (membership, collapse, no buyers),
+#: used where a property must hold for any run, not just the baseline.
+STRESS = {
+    "membership": {"Membership Start Time": 24, "Membership Fee": 5, "Membership Benefit": 1,
+                   "Logistics Investment": 0.2},
+    "collapse": {"Supply Cost Shock Time": 24, "Supply Cost Shock Size": 1,
+                 "Innovation Investment": 0, "Competitor Entry Time": 24,
+                 "Competitor Strength": 5, "Enforcement Intensity": 1},
+    "deposit_and_strictness": {"Seller Deposit": 5000, "Deposit Start Time": 30,
+                               "Deposit End Time": 60, "Qualification Change Time": 40,
+                               "Qualification Strictness Late": 1},
+}
+
+
+def loops() -> dict:
+    return tomllib.loads(LOOPS_FILE.read_text())
+
+
+@pytest.fixture(scope="session")
+def baseline(flywheel_model):
+    """The default run (adaptive RK45), all variables."""
+    return fw.simulate(flywheel_model)
+
+
+@pytest.fixture(scope="session")
+def baseline_euler(flywheel_model):
+    """The default run with Euler at the model's TIME STEP, headline variables only."""
+    return fw.simulate(flywheel_model, method="euler", return_columns=HEADLINE)
+
+
+@pytest.fixture(scope="session")
+def stress_runs(flywheel_model):
+    """The STRESS parameter sets, all variables, by name."""
+    return {name: fw.simulate(flywheel_model, params) for name, params in STRESS.items()}

@@ -1,0 +1,68 @@
+"""The conformance table, printed at the end of the test session whatever ``-s`` says.
+
+``tests/test_conformance.py`` fills `RESULTS` (case id -> outcome of each method); the hook
+below is registered by importing it in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+RESULTS: dict[str, dict] = {}
+METHODS = (("pysd", "PySD run()"), ("euler", "euler"), ("adaptive", "adaptive (RK45)"))
+
+
+def _cell(outcome: dict | None, result: dict) -> str:
+    if outcome is None:
+        return "-"
+    status = outcome["status"]
+    if status == "fail" and "evidence" in result and outcome is result.get("adaptive"):
+        return "exception"
+    return status
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not RESULTS:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("SDXorg test-models conformance (rtol 0.05)")
+    width = max(len(k) for k in RESULTS)
+    write(f"{'model':<{width}}  {'PySD run()':<10}  {'euler':<10}  {'adaptive':<10}  note")
+    counts = {key: Counter() for key, _ in METHODS}
+    for case_id in sorted(RESULTS):
+        result = RESULTS[case_id]
+        if "load" in result:
+            cells = ["load error"] * 3
+            note = result["load"]["summary"][:80]
+        else:
+            cells = [_cell(result.get(key), result) for key, _ in METHODS]
+            note = ""
+            for key, _ in METHODS:
+                outcome = result.get(key) or {}
+                if outcome.get("status") in ("fail", "error", "refused") and not note:
+                    note = f"{key}: {outcome['summary'][:90]}"
+        for (key, _), cell in zip(METHODS, cells):
+            counts[key][cell] += 1
+        write(f"{case_id:<{width}}  {cells[0]:<10}  {cells[1]:<10}  {cells[2]:<10}  {note}")
+    write("")
+    for key, label in METHODS:
+        shown = ", ".join(f"{n} {status}" for status, n in sorted(counts[key].items()))
+        write(f"{label:<16} {shown}")
+
+    slowest = sorted(RESULTS.items(), key=lambda kv: -kv[1].get("seconds", 0))[:5]
+    write("slowest: " + ", ".join(f"{k} {r.get('seconds', 0):.1f}s" for k, r in slowest))
+
+    exceptions = {k: r["evidence"] for k, r in sorted(RESULTS.items()) if "evidence" in r}
+    if exceptions:
+        write("")
+        write("Exceptions: canonical Euler output >5% from the converged solution; PySD's "
+              "Euler error against the adaptive answer as TIME STEP shrinks")
+        write(f"{'model':<{width}}  {'dt':>7}  {'e(dt)':>9}  {'e(dt/16)':>9}  "
+              f"{'e(dt/64)':>9}  {'order':>5}  adaptive-vs-converged")
+        for case_id, ev in exceptions.items():
+            e = {int(k): v for k, v in ev["euler_errors"].items()}
+            order = (math.log(e[16] / e[64]) / math.log(4)
+                     if e.get(64, 0) > 0 and e.get(16, 0) > 0 else float("nan"))
+            write(f"{case_id:<{width}}  {ev['time_step']:>7g}  {e[1]:>9.2e}  {e[16]:>9.2e}  "
+                  f"{e[64]:>9.2e}  {order:>5.2f}  {ev['adaptive_vs_converged']:.1e}")

@@ -1,0 +1,122 @@
+"""Conformance against the SDXorg test-models suite and Vensim's canonical outputs.
+
+Every model under ``tests/`` and ``samples/`` of ``$FLYWHEEL_TEST_MODELS`` that has an
+``output.tab``/``output.csv`` beside it is run three ways and compared with Vensim's output at
+rtol 0.05 (PySD's criterion |x - canonical| <= 1e-5 + 0.05 |x|) on the columns both have:
+
+* ``test_pysd_run``: PySD's own ``run()``, the reference of what is achievable; the models
+  PySD itself fails are listed in ``conformance_suite.CASE_TABLE`` with the reason (xfail);
+* ``test_euler``: ``simulate(method="euler")`` passes every model PySD's run() passes;
+* ``test_adaptive``: ``simulate()`` (RK45) passes every model whose states are continuous,
+  and refuses the rest with `UnsupportedElementError`. The one allowed exception is a model
+  whose canonical Euler output is itself >5% from the converged solution (DOP853 at
+  rtol 1e-10); for each, the test shows that PySD's Euler with TIME STEP/16 and /64
+  converges toward the adaptive answer.
+
+The models are translated and run in worker processes (``FLYWHEEL_CONFORMANCE_WORKERS``,
+default 2), once per session; the table is printed at the end of the session by
+``conformance_report``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+import conformance_report
+import conformance_suite as cs
+
+ROOT = cs.suite_root()
+if ROOT is None:
+    pytest.skip(f"set ${cs.ENV} to the SDXorg test-models folder (with tests/ and samples/) "
+                "to run the conformance tests", allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+CASES = cs.discover(ROOT)
+IDS = [case.id for case in CASES]
+# Slowest first, so that two workers finish together.
+SLOW = ("get_lookups_subscripted_args", "subscripted_delays", "allocate_by_priority",
+        "vector_order", "data_from_other_model", "subscripted_smooth", "subscripted_round",
+        "vector_select", "subscript_mapping_simple", "allocate_available", "Roessler_Chaos")
+
+
+@pytest.fixture(scope="module")
+def results(request):
+    """Run every selected case once, in parallel, and keep the outcomes for the report."""
+    selected = {item.callspec.params["case"].id for item in request.session.items
+                if getattr(item, "module", None) is request.module
+                and hasattr(item, "callspec")}
+    todo = [case for case in CASES if case.id in selected
+            and cs.SKIP not in cs.options(case) and case.id not in conformance_report.RESULTS]
+    todo.sort(key=lambda c: next((i for i, s in enumerate(SLOW) if s in c.id), len(SLOW)))
+    workers = int(os.environ.get("FLYWHEEL_CONFORMANCE_WORKERS", min(2, os.cpu_count() or 1)))
+    if workers > 1 and len(todo) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for result in pool.map(cs.run_case, todo):
+                conformance_report.RESULTS[result["id"]] = result
+    else:
+        for case in todo:
+            conformance_report.RESULTS[case.id] = cs.run_case(case)
+    return conformance_report.RESULTS
+
+
+def _result(case, results) -> dict:
+    options = cs.options(case)
+    if cs.SKIP in options:
+        pytest.skip(options[cs.SKIP])
+    result = results[case.id]
+    assert "load" not in result, f"load failed: {result['load']['summary']}"
+    assert result["columns"] > 0, "no canonical column is a model variable"
+    return result
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_pysd_run(case, results):
+    result = _result(case, results)
+    options = cs.options(case)
+    if cs.PYSD_FAILS in options:
+        assert result["pysd"]["status"] != "pass", "PySD passes now: update CASE_TABLE"
+        pytest.xfail(options[cs.PYSD_FAILS])
+    assert result["pysd"]["status"] == "pass", result["pysd"]["summary"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_euler(case, results):
+    """Euler passes every model that PySD's run() passes."""
+    result = _result(case, results)
+    options = cs.options(case)
+    if result["euler"]["status"] != "pass" and result["pysd"]["status"] != "pass":
+        assert cs.PYSD_FAILS in options, result["pysd"]["summary"]
+        pytest.xfail(f"PySD fails too: {options[cs.PYSD_FAILS]}")
+    assert result["euler"]["status"] == "pass", result["euler"]["summary"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_adaptive(case, results):
+    result = _result(case, results)
+    options = cs.options(case)
+    outcome = result["adaptive"]
+    if cs.REFUSED in options:
+        assert outcome["status"] == "refused", outcome["summary"]
+        assert options[cs.REFUSED] in outcome["summary"]
+        assert "method='euler'" in outcome["summary"]
+        return
+    assert outcome["status"] != "refused", f"a continuous model was refused: {outcome}"
+    if outcome["status"] == "pass":
+        return
+    if cs.PYSD_FAILS in options and cs.EXCEPTION not in options:
+        pytest.xfail(f"PySD fails too: {options[cs.PYSD_FAILS]}")
+    assert cs.EXCEPTION in options, outcome["summary"]
+    assert outcome["status"] == "fail", outcome["summary"]
+    ev = result["evidence"]
+    # the canonical (Euler) output is itself more than 5% from the converged solution ...
+    assert ev["canonical_off"], ev["canonical_vs_converged"]
+    # ... the adaptive answer is the converged one ...
+    assert ev["adaptive_vs_converged"] < 1e-3
+    # ... and PySD's Euler converges toward it as TIME STEP shrinks.
+    e = {int(k): v for k, v in ev["euler_errors"].items()}
+    assert e[1] > e[16] > e[64], e
