@@ -603,7 +603,6 @@ class EnsembleRun:
             if method == "euler":
                 system.set_state(t, y)
                 dy = system.derivatives(commit_delays=True)
-                _check_finite(dy, t)
                 y_next = y + dy * dt
             else:
                 k1 = system.rhs(t, y)
@@ -821,11 +820,11 @@ def _agree(got: np.ndarray, ref: np.ndarray, options: RunOptions) -> np.ndarray:
 
 
 def verify_members(model, base_params, names, values, options, variables, times, columns,
-                   members, probe: dict | None = None) -> str | None:
+                   members, probe: dict | None = None, rerun: bool = True) -> str | None:
     """Check `members` against single runs; return the first mismatch, or None.
 
-    With `probe` (from `EnsembleRun.run`), first the exact check at the saved states, then
-    the whole-run comparison with `simulate`; see `VERIFY_FACTOR`.
+    With `probe` (from `EnsembleRun.run`), first the exact check at the saved states; then,
+    if `rerun`, the whole-run comparison with `simulate`; see `VERIFY_FACTOR`.
     """
     names_of_columns = list(columns)
     for j in members:
@@ -835,6 +834,8 @@ def verify_members(model, base_params, names, values, options, variables, times,
                                       variables, times, columns, j, probe, k)
             if mismatch:
                 return mismatch
+        if not rerun:
+            continue
         try:
             t_ref, ref = simulate_member(model, base_params, names, values[j], options,
                                          variables, names_of_columns)
@@ -852,8 +853,11 @@ def verify_members(model, base_params, names, values, options, variables, times,
 
 
 def _close(a, b) -> np.ndarray:
+    """Pointwise agreement to round-off (columns of 2-D arrays scaled separately)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    scale = np.nanmax(np.abs(b)) if np.any(np.isfinite(b)) else 0.0
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        scale = np.nan_to_num(np.nanmax(np.abs(b), axis=0, keepdims=b.ndim > 1))
     bound = VERIFY_RTOL_EXACT * (np.abs(b) + 1e-6 * scale) + 1e-300
     return (np.isnan(a) & np.isnan(b)) | (np.abs(a - b) <= bound)
 
@@ -902,29 +906,35 @@ def _verify_states(model, base_params, names, row, options, variables, times, co
         if not _close(y0, system.get_state()).all():
             return f"run {j}: the ensemble starts from other initial states than a single run"
         pm = run.pysd
+        funcs = [(real, getattr(pm.components, model.namespace[real])) for real in variables]
+        layouts = {real: _variable_dims(pm, func) for real, func in funcs}
+        single_dy = np.empty((len(times), system.size))
+        ens_dy = np.empty_like(single_dy)
+        single_out = {name: np.empty(len(times)) for name in columns}
         with np.errstate(all="ignore"):
             for i, t in enumerate(times):
-                y = single_vector(states[i])
-                dy = system.rhs(float(t), y)
-                if not _close(single_vector(derivs[i]), dy).all():
-                    bad = np.flatnonzero(~_close(single_vector(derivs[i]), dy))[0]
-                    return (f"run {j}: at t={t:g} the ensemble's derivative {bad} is "
-                            f"{single_vector(derivs[i])[bad]:.10g}, a single run's "
-                            f"{dy[bad]:.10g}")
-                for real in variables:
-                    func = getattr(pm.components, model.namespace[real])
+                single_dy[i] = system.rhs(float(t), single_vector(states[i]))
+                ens_dy[i] = single_vector(derivs[i])
+                for real, func in funcs:
                     value = func()
-                    dims, labels = _variable_dims(pm, func)
+                    dims, labels = layouts[real]
                     if dims and isinstance(value, xr.DataArray):
                         value = value.transpose(*dims).values
                     arr = np.broadcast_to(np.asarray(value, dtype=float),
                                           tuple(len(v) for v in labels))
                     for name, idx in _flat_columns(real, labels):
-                        if not _close(columns[name][j][i], arr[idx]).all():
-                            return (f"run {j}: {name!r} at t={t:g} is "
-                                    f"{columns[name][j][i]:.10g} in the ensemble but "
-                                    f"{float(arr[idx]):.10g} in a single run at the same "
-                                    "state")
+                        single_out[name][i] = arr[idx]
+        ok = _close(ens_dy, single_dy)
+        if not ok.all():
+            i, bad = (int(v[0]) for v in np.nonzero(~ok))
+            return (f"run {j}: at t={times[i]:g} the ensemble's derivative {bad} is "
+                    f"{ens_dy[i, bad]:.10g}, a single run's {single_dy[i, bad]:.10g}")
+        for name, ref in single_out.items():
+            ok = _close(columns[name][j], ref)
+            if not ok.all():
+                i = int(np.flatnonzero(~ok)[0])
+                return (f"run {j}: {name!r} at t={times[i]:g} is {columns[name][j][i]:.10g} in "
+                        f"the ensemble but {ref[i]:.10g} in a single run at the same state")
     except FlywheelError as err:
         return f"run {j} fails alone ({_first_line(err)}) but not in the ensemble"
     finally:
@@ -962,15 +972,17 @@ def _single_into(model, base_params, names, values, options, variables, times, c
 
 def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndarray,
               options: RunOptions, variables: list[str], times: np.ndarray, *,
-              vectorize: bool = True, verify: int = 3, seed: Any = None) -> ChunkResult:
+              vectorize: bool = True, verify: int = 3, rerun: int | None = None,
+              seed: Any = None) -> ChunkResult:
     """Integrate one chunk of runs (rows of `values`), as an ensemble if possible.
 
     Members whose integration fails are isolated (non-finite members at once, solver
     failures by bisection) and run alone, so that one bad run neither sinks the chunk nor
-    slows the others. After the ensemble, `verify` members (the first, the last, then
-    random ones) are run alone with `simulate` and compared; on a mismatch, or if the model
-    does not run as an ensemble at all, the whole chunk is integrated per run and
-    ``stats["fallback"]`` says why.
+    slows the others. After the ensemble, `verify` members (the first, the last and one
+    at random) are checked exactly against a single-run model at their saved states, and
+    `rerun` of them (default: all) are also run again whole with `simulate`; on a mismatch,
+    or if the model does not run as an ensemble at all, the whole chunk is integrated per
+    run and ``stats["fallback"]`` says why.
     """
     values = np.asarray(values, dtype=float).reshape(len(values), len(names))
     columns = column_names(model, variables)
@@ -1005,8 +1017,9 @@ def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndar
                                                     "states": probe["states"][pos:pos + 1],
                                                     "derivatives":
                                                         probe["derivatives"][pos:pos + 1]}
+            whole = rerun is None or m in members[len(members) - rerun:]
             mismatch = verify_members(model, base_params, names, values, options, variables,
-                                      times, result.columns, [m], probe_one)
+                                      times, result.columns, [m], probe_one, rerun=whole)
             if mismatch:
                 break
         result.stats["verified"] = members

@@ -111,8 +111,9 @@ def sweep(model_or_scenario: Any, design: Any, *, outputs: Sequence[str] | str |
     vectorize : bool
         Integrate each chunk as one ensemble (True, default) or run by run.
     verify : int
-        Members per chunk re-run alone to check the ensemble (default 3: first, last and
-        one at random); 0 skips the check.
+        Members per chunk checked against single runs (default 3: the first, the last and
+        one at random): exactly, at every saved state, and one of them also run again
+        whole with `simulate`; 0 skips the check (not recommended).
     callback : callable, optional
         ``callback(chunk_index, runs_done, runs_total)`` after each chunk is stored.
     **simulate_options
@@ -465,9 +466,11 @@ def compute_chunk(task: _Task) -> _ChunkOut:
     model = _worker_model(task.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # every chunk: exact checks of `verify` members, and one of them (the random one)
+        # run again whole with simulate()
         result = run_chunk(model, task.base, task.names, task.values, task.options,
                            task.variables, task.times, vectorize=task.vectorize,
-                           verify=task.verify, seed=[task.seed, task.index])
+                           verify=task.verify, rerun=1, seed=[task.seed, task.index])
         values = _evaluate_metrics(result, task)
     stats = dict(result.stats)
     messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
