@@ -83,8 +83,8 @@ def _classify(err: BaseException) -> tuple[int, str]:
     if isinstance(err, FlywheelError):
         # The project's errors on bad input are ValueErrors; on failed work, RuntimeErrors
         # (a solver that gives up, a sweep whose worker died).
-        return (EXIT_FAILED, f"failed: {text}") if isinstance(err, RuntimeError) and not \
-            isinstance(err, ValueError) else (EXIT_USAGE, text)
+        failed_work = isinstance(err, RuntimeError) and not isinstance(err, ValueError)
+        return (EXIT_FAILED, f"failed: {text}") if failed_work else (EXIT_USAGE, text)
     if isinstance(err, FileNotFoundError):
         return EXIT_USAGE, f"no such file: {err.filename or text}"
     if isinstance(err, OSError):
@@ -122,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
                      epilog="Run 'flywheel SUBCOMMAND --help' for a subcommand's options.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    _add_common(parser, argparse.ArgumentParser(add_help=False), top=True)
+    _add_common(parser, top=True)
     common = argparse.ArgumentParser(add_help=False)
-    _add_common(common, common, top=False)
+    _add_common(common, top=False)
     simulation = argparse.ArgumentParser(add_help=False)
     _add_simulation(simulation)
 
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_common(parser, target, top: bool) -> None:
+def _add_common(parser, top: bool) -> None:
     """--model, --json, --quiet, --debug: accepted before or after the subcommand."""
     default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
     parser.add_argument("--model", metavar="PATH", default=default(None),
@@ -522,7 +522,8 @@ def _counting_runs(bar):
 
 def _units(model) -> dict[str, str]:
     doc = model.doc
-    return {r: (u if isinstance(u, str) else "") for r, u in zip(doc["Real Name"], doc["Units"])}
+    units = zip(doc["Real Name"], doc["Units"], strict=True)
+    return {real: (u if isinstance(u, str) else "") for real, u in units}
 
 
 def _clean(value: Any) -> Any:
@@ -712,7 +713,6 @@ def cmd_scenarios(args) -> int:
     import pandas as pd
 
     from . import scenarios
-    from .errors import FlywheelError
 
     described = scenarios.describe()
     table = pd.DataFrame({"scenario": list(described), "description": list(described.values())})
@@ -837,7 +837,8 @@ def cmd_critical_mass(args) -> int:
     tol = args.tol if args.tol is not None else (args.high - args.low) * 1e-3
     width = abs(args.high - args.low)
     expected = 2 + (math.ceil(math.log2(width / tol)) if tol and width > tol else 0)
-    with _progress(args, min(args.max_runs, expected), "critical mass") as bar,             _counting_runs(bar):
+    bar = _progress(args, min(args.max_runs, expected), "critical mass")
+    with bar, _counting_runs(bar):
         found = critical_mass(args.lever, args.low, args.high, scenario=sc, **extra, **options)
     result = {"scenario": sc.name, "lever": found.lever, "threshold": found.threshold,
               "decays_at": found.bracket[0], "grows_at": found.bracket[1],
@@ -957,8 +958,8 @@ def read_loops(model) -> list[dict]:
     -------
     list of dict
         One per loop: ``loop`` (its id, e.g. R1), ``name``, ``polarity``, ``path`` (the
-        chain of variables) and ``description``. Empty if there is no loop index. The file holds ``[[loop]]`` or
-        ``[[loops]]`` tables, or one table per loop keyed by its id.
+        chain of variables) and ``description``. Empty if there is no loop index. The file
+        holds ``[[loop]]`` or ``[[loops]]`` tables, or one table per loop keyed by its id.
     """
     import tomllib
 
@@ -1029,22 +1030,6 @@ def cmd_diagram(args) -> int:
     return EXIT_OK
 
 
-def _api(name: str, module: str):
-    """``flywheel_sd.<name>``; while the package does not export it yet, the function of the
-    same name in its private module."""
-    import importlib
-
-    import flywheel_sd
-
-    found = getattr(flywheel_sd, name, None)
-    if found is None:
-        try:
-            found = getattr(importlib.import_module(f"flywheel_sd.{module}"), name)
-        except (ImportError, AttributeError):
-            raise UsageError(f"this installation has no flywheel_sd.{name}") from None
-    return found
-
-
 def _executor(args) -> dict[str, Any]:
     executor = args.executor
     if args.scheduler is not None:
@@ -1103,7 +1088,8 @@ def _sweep_store(args) -> tuple[Path | None, Path | None]:
 
 def cmd_sweep(args) -> int:
     """``flywheel sweep``: sample a design, run it, store the results."""
-    sweep = _api("sweep", "_sweep")
+    from . import sweep
+
     folder, export = _sweep_store(args)
     sc = _sweep_target(args)
     model = sc.load_model()
@@ -1154,7 +1140,8 @@ def _report_sweep(args, ds, store: Path | None, resumed: bool = False) -> int:
                          "p95": q[3], "max": q[4]})
     table = pd.DataFrame(rows, columns=["variable", "min", "p5", "median", "p95", "max"])
     table = table.set_index("variable")
-    head = {"model": ds.attrs.get("model", ""), "summary_of": what, "scenario": ds.attrs.get("scenario", ""),
+    head = {"model": ds.attrs.get("model", ""), "summary_of": what,
+            "scenario": ds.attrs.get("scenario", ""),
             "design": ds.attrs.get("design_kind", ""), "runs": n, "ok": n_ok,
             "failed": n - n_ok, "method": ds.attrs.get("method", ""),
             "executor": ds.attrs.get("executor", ""),
@@ -1188,10 +1175,8 @@ def cmd_sensitivity(args) -> int:
     Morris sweep."""
     import numpy as np
 
-    from . import designs, metrics
-
-    sweep = _api("sweep", "_sweep")
-    analyse = _api("sensitivity", "_sensitivity")
+    from . import designs, metrics, sweep
+    from . import sensitivity as analyse
     metric = metrics.get(args.metric).name  # an unknown metric fails before any run
     plot = _check_plot(args.plot)
     if any(p.levels for p in args.param):

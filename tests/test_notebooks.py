@@ -72,7 +72,7 @@ def kernel_env(monkeypatch, tmp_path):
     monkeypatch.setenv("FLYWHEEL_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     monkeypatch.setenv("FLYWHEEL_NOTEBOOK_OUT", str(tmp_path))
-    assert os.environ.get("FLYWHEEL_SD_CACHE")  # set by conftest: translations stay out of the repo
+    assert os.environ.get("FLYWHEEL_SD_CACHE")  # conftest's: translations stay out of the repo
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ from flywheel_sd.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
-TEST_COMMAND = 'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && .venv/bin/python -m pytest -q'
+TEST_COMMAND = ('python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && '
+                ".venv/bin/python -m pytest -q")
 MAIN_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -q -e . && "
                 ".venv/bin/flywheel compare baseline wish_deposit --plot out/compare.png")
 
