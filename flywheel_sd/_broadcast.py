@@ -388,7 +388,7 @@ class _DataArrayMeta(type):
                 template = xr.DataArray(0.0, coords, want)
                 return (template + data).transpose(RUN, *want)
         if data is None:
-            return xr.DataArray(coords=coords, dims=dims, *args, **kwargs)
+            return xr.DataArray(None, coords, dims, *args, **kwargs)
         return xr.DataArray(data, coords, dims, *args, **kwargs)
 
 

@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import threading
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,7 +60,6 @@ from ._system import DISCRETE, VENSIM_NAMES, _dynamic_elements, model_breakpoint
 from .errors import (
     FlywheelError,
     MethodError,
-    NonFiniteError,
     SolverError,
     UnsupportedElementError,
 )
@@ -110,9 +110,9 @@ class RunOptions:
     breakpoints: tuple = ()
 
     def simulate_kwargs(self) -> dict:
-        out = dict(method=self.method, rtol=self.rtol, atol=self.atol, max_step=self.max_step,
-                   final_time=self.final_time, time_step=self.time_step, saveper=self.saveper,
-                   breakpoints=list(self.breakpoints), range_check="off")
+        out = {"method": self.method, "rtol": self.rtol, "atol": self.atol, "max_step": self.max_step,
+                   "final_time": self.final_time, "time_step": self.time_step, "saveper": self.saveper,
+                   "breakpoints": list(self.breakpoints), "range_check": "off"}
         if self.return_timestamps is not None:
             ts = self.return_timestamps
             out["return_timestamps"] = list(ts) if isinstance(ts, tuple) else ts
@@ -619,7 +619,7 @@ class EnsembleRun:
         if time.in_return():
             saved.append((time(), y.copy()))
         nfev = steps * (1 if method == "euler" else 4)
-        return saved, dict(method=method, nfev=nfev, n_steps=steps, time_step=dt)
+        return saved, {"method": method, "nfev": nfev, "n_steps": steps, "time_step": dt}
 
     def _breakpoints(self) -> list[float]:
         times = set(model_breakpoints(self.pysd, self.t0, self.t1))
@@ -653,10 +653,10 @@ class EnsembleRun:
                                                  np.ones((s, s)), format="csr")
         elif method == "LSODA":
             kwargs["lband"] = kwargs["uband"] = max(s - 1, 0)
-        stats = dict(method=method, nfev=0, njev=0, nlu=0,
-                     rtol=options.rtol, atol=options.atol, breakpoints=len(breakpoints))
+        stats = {"method": method, "nfev": 0, "njev": 0, "nlu": 0,
+                     "rtol": options.rtol, "atol": options.atol, "breakpoints": len(breakpoints)}
         saved: dict[float, np.ndarray] = {}
-        for a, b in zip(edges[:-1], edges[1:]):
+        for a, b in itertools.pairwise(edges):
             if b <= a:
                 continue
             inside = b - 1e-11 * max(1.0, abs(b))
@@ -999,7 +999,7 @@ def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndar
         result = _ensemble_chunk(*args, verify_members_=chosen)
     except (FlywheelError, KeyboardInterrupt):
         raise
-    except Exception as err:  # NotVectorizable, or any failure of the vectorized model
+    except Exception as err:  # noqa: BLE001 - any failure of the vectorized model: fall back
         result = per_run_chunk(*args)
         result.stats["fallback"] = (f"the model does not run as an ensemble "
                                     f"({_first_line(err)})")
@@ -1093,5 +1093,13 @@ def fallback_notice(reason: str) -> None:
                   EnsembleFallbackWarning, stacklevel=3)
 
 
-__all__ = ["EnsembleFallbackWarning", "RunOptions", "ChunkResult", "run_chunk",
-           "simulate_ensemble", "expected_times", "column_names", "pd"]
+__all__ = [
+    "ChunkResult",
+    "EnsembleFallbackWarning",
+    "RunOptions",
+    "column_names",
+    "expected_times",
+    "pd",
+    "run_chunk",
+    "simulate_ensemble",
+]

@@ -21,7 +21,7 @@ import xarray as xr
 from .designs import _seed_int
 from .errors import ParameterError
 
-__all__ = ["sensitivity", "tornado_chart", "fan_chart"]
+__all__ = ["fan_chart", "sensitivity", "tornado_chart"]
 
 METHODS = ("sobol", "morris")
 _DEFAULT_METHOD = {"saltelli": "sobol", "morris": "morris"}

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -258,7 +258,7 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
     output_columns = column_names(model, out_vars)
     clash = {n for n, _ in metric_list} & (set(output_columns) | set(design.names))
     if clash:
-        raise ParameterError(f"metric name {sorted(clash)[0]!r} is also a variable or "
+        raise ParameterError(f"metric name {min(clash)!r} is also a variable or "
                              "parameter name; name the metric differently")
     n_workers = workers or os.cpu_count() or 1
     chunk = int(chunk_size) if chunk_size else _default_chunk(
@@ -411,8 +411,8 @@ def _metric_needs(model: Model, metric_list, times) -> list[str]:
             if key not in probe:
                 raise ParameterError(f"metric {name!r} needs variable {key!r}, which "
                                      f"{model.path.name} lacks") from None
-        except Exception:
-            pass
+        except Exception:  # noqa: BLE001, S110 - the stand-in data may upset a metric;
+            pass  # what it read before failing is what we need
         used = [owner[k] for k in tracker.used if k in owner]
         if not tracker.used:
             used = candidates  # nothing seen: record everything (safe, if slower)
@@ -721,9 +721,9 @@ def _error_array(n: int, errors: Mapping[int, str]) -> np.ndarray:
 
 
 def _decorate(ds: xr.Dataset, plan: _Plan, summary: dict) -> None:
-    from . import __version__
-
     import pysd
+
+    from . import __version__
 
     ds["status"].attrs.update(flag_values=[0, STATUS_OK, STATUS_FAILED],
                               flag_meanings=STATUS_MEANINGS)
@@ -750,7 +750,7 @@ def _decorate(ds: xr.Dataset, plan: _Plan, summary: dict) -> None:
         "nfev": summary.get("nfev", 0),
         "run_warnings": json.dumps(summary.get("warnings", [])),
         "flywheel_sd_version": __version__, "pysd_version": pysd.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     })
 
 
@@ -908,5 +908,5 @@ def _json_safe(value):
     return repr(value)
 
 
-__all__ = ["sweep", "compute_chunk", "SweepError", "EXECUTORS"]
+__all__ = ["EXECUTORS", "SweepError", "compute_chunk", "sweep"]
 

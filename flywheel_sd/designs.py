@@ -38,8 +38,17 @@ import pandas as pd
 
 from .errors import ParameterError
 
-__all__ = ["Design", "grid", "lhs", "sobol", "morris", "saltelli", "oat", "from_table",
-           "handle_seed"]
+__all__ = [
+    "Design",
+    "from_table",
+    "grid",
+    "handle_seed",
+    "lhs",
+    "morris",
+    "oat",
+    "saltelli",
+    "sobol",
+]
 
 Params = Mapping[str, Any] | Sequence[str]
 

@@ -192,14 +192,14 @@ def test_store_refuses_a_different_design(sir, design, tmp_path, count_chunks):
 
 
 @pytest.mark.parametrize("case, message", [
-    (dict(executor="threads"), "unknown executor 'threads'; valid: ensemble, processes, dask"),
-    (dict(design={"Contact Infectivty": [0.3]}), "did you mean 'Contact Infectivity'"),
-    (dict(design={"Susceptible": [10.0]}), "not a constant"),
-    (dict(rtoll=1e-3), "unknown sweep option 'rtoll'"),
-    (dict(outputs=["Infectios"]), "did you mean 'Infectious'"),
-    (dict(metrics=["no_such_metric"]), "unknown metric 'no_such_metric'"),
-    (dict(method="RK99"), "unknown method"),
-    (dict(chunk_size=0), "chunk_size"),
+    ({"executor": "threads"}, "unknown executor 'threads'; valid: ensemble, processes, dask"),
+    ({"design": {"Contact Infectivty": [0.3]}}, "did you mean 'Contact Infectivity'"),
+    ({"design": {"Susceptible": [10.0]}}, "not a constant"),
+    ({"rtoll": 1e-3}, "unknown sweep option 'rtoll'"),
+    ({"outputs": ["Infectios"]}, "did you mean 'Infectious'"),
+    ({"metrics": ["no_such_metric"]}, "unknown metric 'no_such_metric'"),
+    ({"method": "RK99"}, "unknown method"),
+    ({"chunk_size": 0}, "chunk_size"),
 ], ids=["executor", "parameter", "not-constant", "option", "output", "metric", "method",
         "chunk"])
 def test_bad_input_fails_before_any_run(sir, design, count_chunks, case, message):
