@@ -566,8 +566,10 @@ def _print_table(frame, title: str | None = None, wrap: bool = True) -> None:
         return
     width = shutil.get_terminal_size((120, 24)).columns if wrap else None
     frame = frame.copy()
-    for column in frame.columns:  # text reads better left-aligned
-        if frame[column].dtype == object and frame[column].map(type).eq(str).all():
+    for column in frame.columns:  # words read better left-aligned (numbers stay right)
+        values = frame[column]
+        if values.dtype == object and values.map(type).eq(str).all() and \
+                values.str.contains(r"[A-Za-z]").any():
             size = max(frame[column].str.len().max(), len(str(column)))
             frame[column] = frame[column].str.ljust(size)
     print(frame.to_string(float_format=_fmt, line_width=width, na_rep="-"))
@@ -812,7 +814,8 @@ def _metrics_wide(table):
     for i, name in enumerate(names):
         wide[name] = values[name].reindex(metrics_order)
         if i:
-            wide[f"{name} %chg"] = pct[name].reindex(metrics_order)
+            wide[f"{name} %chg"] = [("-" if v != v else f"{v:+.1f}%")
+                                    for v in pct[name].reindex(metrics_order)]
     return wide
 
 
