@@ -146,10 +146,14 @@ def draw_diagram(model_path: str | os.PathLike, out_path: str | os.PathLike, *,
                     f"{model_path.name}: no view named {unknown}; views: {sorted(known)}"
                 )
             sketch = [v for v in sketch if v.name in views]
-        nrows = math.ceil(len(sketch) / ncols)
         ncols = min(ncols, len(sketch))
-        fig, axes = plt.subplots(nrows, ncols, figsize=(11 * ncols, 8.5 * nrows),
-                                 squeeze=False)
+        nrows = math.ceil(len(sketch) / ncols)
+        aspect = max((y1 - y0 + 120) / (x1 - x0 + 180)
+                     for x0, x1, y0, y1 in (v.extent() for v in sketch))
+        panel = 11.0
+        fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                                 figsize=(panel * ncols, panel * min(max(aspect, 0.35), 1.2)
+                                          * nrows + 0.8))
         for ax, view in zip(axes.flat, sketch):
             _draw_view(ax, view)
         for ax in list(axes.flat)[len(sketch):]:

@@ -41,7 +41,7 @@ SKETCH_END = "///---\\\\\\\n:L<%^E!@\n9:Current\n15:0,0,0,0,0,0\n19:100,0\n27:0,
 
 CONTROL_GROUP = "Control"
 COL = 190  # grid cell width, px
-ROW = 56  # grid cell height, px
+ROW = 66  # grid cell height, px
 X0, Y0 = 120, 60
 
 # Grid positions (column, row) of stocks, flows and clouds in each view. Clouds are
@@ -262,7 +262,7 @@ def layout_view(view: str, elements: dict[str, Element]) -> tuple[list[Item], li
             tx, ty = 4, 0
         best = min(
             ((c, r) for c in GRID_COLS for r in GRID_ROWS if is_free((c, r))),
-            key=lambda cell: ((cell[0] - tx) ** 2 + (1.6 * (cell[1] - ty)) ** 2,
+            key=lambda cell: ((cell[0] - tx) ** 2 + (1.2 * (cell[1] - ty)) ** 2,
                               cell[1], cell[0]),
         )
         pos[n] = best
