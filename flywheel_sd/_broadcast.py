@@ -241,6 +241,22 @@ def to_float(x):
     return builtins.float(x)
 
 
+def _reducer(original, numpy_func):
+    """SUM/PROD/VMIN/VMAX over subscripts: straight to NumPy when only the ensemble axis
+    remains (the common case, a total over a range), else PySD's own."""
+
+    def reduce(x, dim=None):
+        if isinstance(x, xr.DataArray) and RUN in x.dims and dim is not None:
+            rest = [d for d in x.dims if d not in dim]
+            if rest == [RUN] and set(dim) <= set(x.dims):
+                axes = tuple(i for i, d in enumerate(x.dims) if d != RUN)
+                return numpy_func(x.values, axis=axes)
+        return scalarize(original(x, dim)) if dim is not None else original(x)
+
+    reduce.__name__ = original.__name__
+    return reduce
+
+
 def _pulse_on(t, start, repeat_time, width, end, small):
     """Where a PULSE / PULSE TRAIN is on, for array arguments."""
     with np.errstate(all="ignore"):
@@ -411,6 +427,11 @@ class _XarrayProxy:
 _FUNCTIONS = {
     "if_then_else": if_then_else, "xidz": xidz, "zidz": zidz, "integer": integer,
     "quantum": quantum, "modulo": modulo, "pulse": pulse,
+    # NaN-skipping, as xarray's reductions that PySD uses are
+    "sum": _reducer(pysd_functions.sum, np.nansum),
+    "prod": _reducer(pysd_functions.prod, np.nanprod),
+    "vmin": _reducer(pysd_functions.vmin, np.fmin.reduce),
+    "vmax": _reducer(pysd_functions.vmax, np.fmax.reduce),
 }
 
 
