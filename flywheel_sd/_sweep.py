@@ -15,10 +15,12 @@ stops for any reason resumes from the markers and computes only the missing chun
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import multiprocessing
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -264,6 +266,13 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
     chunk = int(chunk_size) if chunk_size else _default_chunk(
         len(design), len(column_names(model, variables)) or 1, len(times),
         1 if executor == "ensemble" else n_workers)
+    if not chunk_size and store is not None:  # resuming: keep the chunks the store has
+        meta = Path(store).expanduser() / "sweep.json"
+        if meta.is_file():
+            try:
+                chunk = int(json.loads(meta.read_text())["settings"]["chunk_size"])
+            except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+                pass
     return _Plan(model=model, base=base, scenario=scenario, design=design, options=options,
                  range_check=range_check, outputs=out_vars, output_columns=output_columns,
                  metrics=metric_list, variables=variables, times=times, executor=executor,
@@ -477,8 +486,14 @@ def compute_chunk(task: _Task) -> _ChunkOut:
     if messages:
         stats["warnings"] = messages[:5]
     columns = {c: result.columns[c] for c in task.output_columns}
-    return _ChunkOut(task.index, task.start, columns, values, result.status, result.errors,
-                     stats)
+    out = _ChunkOut(task.index, task.start, columns, values, result.status, result.errors,
+                    stats)
+    del result
+    if len(task.values) >= 1000:
+        # PySD models are reference cycles holding the chunk's large arrays; collect them
+        # now rather than at some later full collection (keeps memory flat over chunks)
+        gc.collect()
+    return out
 
 
 def _evaluate_metrics(result: ChunkResult, task: _Task) -> dict[str, np.ndarray]:
@@ -832,6 +847,8 @@ def _open_store(plan: _Plan, resume: bool) -> _StoreWriter:
     meta_path = root / "sweep.json"
     settings = _json_safe(plan.settings())
     design = plan.design.describe()
+    if root.exists() and not meta_path.is_file() and _unfinished_creation(root):
+        shutil.rmtree(root / "data.zarr", ignore_errors=True)  # cut short while created
     if root.exists() and any(root.iterdir()):
         if not meta_path.is_file():
             raise ParameterError(f"store {root} exists and is not a flywheel_sd sweep; choose "
@@ -865,6 +882,14 @@ def _open_store(plan: _Plan, resume: bool) -> _StoreWriter:
     _atomic_write(meta_path, json.dumps({"format": "flywheel_sd sweep 1", "design": design,
                                          "settings": settings}, indent=1))
     return _StoreWriter(plan, set())
+
+
+def _unfinished_creation(root: Path) -> bool:
+    """A store whose creation was cut short: data.zarr (and chunks/) but no markers."""
+    entries = {p.name for p in root.iterdir()}
+    if not entries or not entries <= {"data.zarr", "chunks"}:
+        return False
+    return not any((root / "chunks").glob("*.json")) if "chunks" in entries else True
 
 
 def _create_zarr(plan: _Plan, path: Path) -> None:
