@@ -171,12 +171,12 @@ def apply(text: str, sections: dict[str, str]) -> str:
     """`text` with each marked section replaced."""
     for name, body in sections.items():
         pattern = re.compile(
-            rf"(<!-- BEGIN GENERATED: {name} -->\n).*?(\n<!-- END GENERATED: {name} -->)",
+            rf"(<!-- BEGIN GENERATED: {name} -->\n)(?:.*?\n)?(<!-- END GENERATED: {name} -->)",
             re.S,
         )
         if not pattern.search(text):
             raise SystemExit(f"{DOC}: no marked section {name!r}")
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     DOC.write_text(new, encoding="utf-8")
     from flywheel_sd.diagram import draw_diagram
 
-    draw_diagram(MODEL, PICTURE)
+    draw_diagram(MODEL, PICTURE, dpi=100)
     print(f"wrote {DOC.relative_to(REPO)} and {PICTURE.relative_to(REPO)}")
     return 0
 

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import math
 import shutil
+import sys
 import warnings
 
 import numpy as np
@@ -208,7 +209,11 @@ def test_translates_without_warnings_into_one_module_per_view(tmp_path):
 def _load_script(name):
     spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[spec.name] = module  # dataclasses look their module up while defining
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
     return module
 
 
@@ -251,3 +256,23 @@ def test_stocks_never_go_negative_and_trust_stays_in_0_1(flywheel_model, baselin
     assert trust.min() >= 0 and trust.max() <= 1
     for share in ("Low Quality Seller Share", "Platform Choice Share", "Seller Confidence"):
         assert frame[share].between(0, 1).all(), share
+
+
+# -- documentation ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_model_docs_are_generated_from_the_model(flywheel_model):
+    """docs/model.md's generated sections are what scripts/make_model_docs.py makes now."""
+    docs = _load_script("make_model_docs")
+    text = docs.DOC.read_text(encoding="utf-8")
+    assert docs.apply(text, docs.render(flywheel_model)) == text, (
+        "docs/model.md out of date: run python scripts/make_model_docs.py"
+    )
+
+
+def test_model_docs_show_every_loop_and_the_picture():
+    text = (REPO / "docs" / "model.md").read_text(encoding="utf-8")
+    for key, loop in loops().items():
+        assert f"**{key} {loop['name']}**" in text
+        assert " → ".join(loop["chain"]) in text
+    assert "](img/platform_flywheel.png)" in text
+    assert (REPO / "docs" / "img" / "platform_flywheel.png").stat().st_size > 10_000
