@@ -223,6 +223,12 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
         raise ParameterError(f"verify must be a non-negative int, not {verify!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ParameterError(f"workers must be a positive int, not {workers!r}")
+    if scheduler is not None:
+        if executor != "dask":
+            raise ParameterError("scheduler= is for executor='dask'")
+        if not isinstance(scheduler, str) and type(scheduler).__name__ != "Client":
+            raise ParameterError("scheduler must be an address 'tcp://host:port' or a "
+                                 f"dask.distributed.Client, not {type(scheduler).__name__}")
     if chunk_size is not None and (isinstance(chunk_size, bool)
                                    or not isinstance(chunk_size, (int, np.integer))
                                    or chunk_size < 1):
@@ -596,22 +602,24 @@ class _Runner:
             _check_picklable(m)
         context = multiprocessing.get_context("spawn")
         queue = list(todo)
-        with ProcessPoolExecutor(max_workers=self.plan.workers, mp_context=context) as pool:
-            running = {}
-            try:
-                while queue or running:
-                    while queue and len(running) < 2 * self.plan.workers:
-                        k = queue.pop(0)
-                        running[pool.submit(compute_chunk, self.task(k))] = k
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        running.pop(future)
-                        self.handle(future.result())
-            except BrokenProcessPool as err:
-                raise SweepError(self._died("a worker process died")) from err
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        pool = ProcessPoolExecutor(max_workers=self.plan.workers, mp_context=context)
+        running: dict = {}
+        try:
+            while queue or running:
+                while queue and len(running) < 2 * self.plan.workers:
+                    k = queue.pop(0)
+                    running[pool.submit(compute_chunk, self.task(k))] = k
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    running.pop(future)
+                    self.handle(future.result())
+        except BrokenProcessPool as err:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise SweepError(self._died("a worker process died")) from err
+        except BaseException:  # Ctrl-C included: do not wait for chunks in flight
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     def _run_dask(self, todo: list[int]) -> None:
         try:
@@ -627,16 +635,16 @@ class _Runner:
             cluster = LocalCluster(n_workers=self.plan.workers, threads_per_worker=1,
                                    processes=True, dashboard_address=None)
             client, own = Client(cluster), True
-        elif isinstance(scheduler, str):
-            client, own = Client(scheduler), True
         else:
-            raise ParameterError("scheduler must be an address 'tcp://host:port' or a "
-                                 f"dask.distributed.Client, not {type(scheduler).__name__}")
+            client, own = Client(scheduler), True
         queue = list(todo)
         futures = []
         try:
-            window = 2 * max(len(client.scheduler_info(n_workers=-1).get("workers", {})), 1) \
-                if hasattr(client, "scheduler_info") else 4
+            try:
+                info = client.scheduler_info(n_workers=-1)
+            except TypeError:  # older distributed
+                info = client.scheduler_info()
+            window = 2 * max(len(info.get("workers", {})), 1)
             first = [client.submit(compute_chunk, self.task(queue.pop(0)), pure=False)
                      for _ in range(min(window, len(queue)))]
             futures.extend(first)

@@ -338,3 +338,31 @@ def test_member_norm_is_max_over_members():
     x[4] = 3.0  # member 2 of 3, two states each
     assert _ensemble.member_norm(x, 3, 2) == pytest.approx(np.sqrt(9 / 2))
     assert _ensemble.member_norm(np.ones((3, 6)), 3, 2) == pytest.approx(1.0)
+
+
+FLYWHEEL_PARAMS = ["Take Rate", "Seller Deposit", "Ad Budget"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["euler", "RK45"])
+def test_flywheel_ensemble_equals_single_runs(flywheel_model, method):
+    """The project's model (subscripts, SMOOTHs, lookups, STEP policies) as an ensemble."""
+    values = np.array([[0.05, 0.0, 2e5], [0.25, 2500.0, 1.5e6], [0.15, 800.0, 8e5]])
+    options = RunOptions(method=method)
+    variables = ["Active Buyers", "Active Sellers", "Platform Cash", "GMV", "Buyer Trust"]
+    times = expected_times(flywheel_model, options)
+    result = run_chunk(flywheel_model, {}, FLYWHEEL_PARAMS, values, options, variables,
+                       times, verify=3)
+    assert "fallback" not in result.stats, result.stats.get("fallback")
+    assert result.stats["mode"] == "xarray" and result.stats["verified"] == [0, 2, 1]
+    for j, row in enumerate(values):
+        frame = fw.simulate(flywheel_model, dict(zip(FLYWHEEL_PARAMS, map(float, row))),
+                            return_columns=variables, method=method)
+        for column, arr in result.columns.items():
+            ref = frame[column].to_numpy(dtype=float)
+            if method == "euler":
+                np.testing.assert_allclose(arr[j], ref, rtol=1e-9, atol=1e-9 * np.abs(ref).max(),
+                                           err_msg=f"run {j} {column}")
+            else:
+                err = np.abs(arr[j] - ref) / (options.atol + options.rtol * np.abs(ref))
+                assert err.max() < _ensemble.VERIFY_FACTOR, (column, err.max())
