@@ -239,6 +239,7 @@ class _Run:
     def adaptive(self, method, rtol, atol, max_step, breakpoints) -> dict:
         system, time = self.system, self.pysd.time
         system.refuse_discrete(method)
+        system.refuse_time_equality(method)
         for key, vensim in (("final_time", "FINAL TIME"), ("time_step", "TIME STEP"),
                             ("saveper", "SAVEPER")):
             if self.pysd.cache_type.get(key) == "step":

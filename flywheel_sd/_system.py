@@ -95,6 +95,14 @@ class OdeSystem:
             self.nonnegative[slot.start:slot.stop] = slot.nonnegative
         self.any_nonnegative = bool(self.nonnegative.any())
         self._delay_times = None
+        # Fast paths: scalar stocks are set and read as a list; xarray states are rebuilt
+        # from their initial array (same coordinate indexes, cheaper than a constructor).
+        self._scalar = [(s.element, s.start) for s in self.slots if s.dims is None
+                        and not s.shape]
+        self._arrays = [s for s in self.slots if s.dims is not None or s.shape]
+        self._templates = {id(s): s.element.state for s in self.slots if s.dims is not None}
+        self._all_scalar = not self._arrays
+        self._elements = [s.element for s in self.slots]
 
     # -- names ------------------------------------------------------------------------
     def element_name(self, element) -> str:
@@ -104,6 +112,19 @@ class OdeSystem:
             if isinstance(deps, dict) and py in deps and name in self._real_names:
                 return self._real_names[name]
         return py
+
+    def refuse_time_equality(self, method: str) -> None:
+        """Raise if the model tests Time = x: continuous time would never see that instant."""
+        names = time_equalities(self.model)
+        if names:
+            py = names[0]
+            element = getattr(self.model.components, py, None)
+            name = (self._real_names.get(py) if py in self._real_names
+                    else self.element_name(element) if element is not None else py)
+            raise UnsupportedElementError(
+                f"{name!r} tests Time for equality, an event at one instant that only a "
+                f"fixed time step sees; {method!r} cannot integrate it; use method='euler'"
+            )
 
     def refuse_discrete(self, method: str) -> None:
         """Raise if the model has elements `method` cannot integrate correctly."""
@@ -129,16 +150,15 @@ class OdeSystem:
         self.time.update(float(t))  # a NumPy scalar time breaks xr.DataArray(scalar, coords)
         if self.any_nonnegative:
             y = np.where(self.nonnegative, np.maximum(y, 0.0), y)
-        for slot in self.slots:
-            values = y[slot.start:slot.stop]
+        values = y.tolist()
+        for element, index in self._scalar:
+            element._state = values[index]
+        for slot in self._arrays:
+            data = y[slot.start:slot.stop].reshape(slot.shape).copy()
             if slot.dims is not None:
-                slot.element._state = xr.DataArray(
-                    values.reshape(slot.shape), coords=slot.coords, dims=slot.dims
-                )
-            elif slot.shape:
-                slot.element._state = values.reshape(slot.shape).copy()
+                slot.element._state = self._templates[id(slot)].copy(deep=False, data=data)
             else:
-                slot.element._state = float(values[0])
+                slot.element._state = data
         self.model.clean_caches()
 
     def derivatives(self, commit_delays: bool = False) -> np.ndarray:
@@ -148,6 +168,8 @@ class OdeSystem:
         once per Euler step (`commit_delays=True`); everywhere else the shift is undone so
         that the right-hand side stays a pure function of (t, y).
         """
+        if self._all_scalar:
+            return np.array([element.ddt() for element in self._elements], dtype=float)
         saved = [] if commit_delays else [_copy(e.times) for e in self.delay_n]
         dy = np.empty(self.size)
         for slot in self.slots:
@@ -430,6 +452,30 @@ def _switches(code, boolean: bool, namespace, time, grid: np.ndarray) -> list[fl
     return hi[jump].tolist()
 
 
+def time_equalities(pysd_model) -> list[str]:
+    """Python names of the model's elements that compare Time for (in)equality, such as
+    IF THEN ELSE(Time = INITIAL TIME, ...): an event at one instant, which exists only on a
+    fixed time grid."""
+    try:
+        tree = ast.parse(Path(pysd_model.py_model_file).read_text())
+    except (OSError, SyntaxError):
+        return []
+    out = []
+    for top in tree.body:
+        if isinstance(top, ast.FunctionDef):
+            name = top.name
+        elif isinstance(top, ast.Assign) and isinstance(top.targets[0], ast.Name):
+            name = top.targets[0].id
+        else:
+            continue
+        for node in ast.walk(top):
+            if (isinstance(node, ast.Compare)
+                    and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops)
+                    and _calls_time(node) and name not in out):
+                out.append(name)
+    return out
+
+
 def data_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
     """The time knots of the model's DATA variables (piecewise constant under HOLD
     BACKWARD / LOOK FORWARD, kinked under INTERPOLATE)."""
@@ -444,13 +490,26 @@ def data_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
 
 
 def exact_time_functions(time) -> dict:
-    """STEP and PULSE for adaptive methods: switching exactly at their times.
+    """STEP and PULSE for the adaptive methods: switching exactly at their own times.
 
-    PySD's versions are written for Euler: STEP switches half a TIME STEP early and PULSE
-    widens by 1e-6, so that float round-off on the step grid cannot miss an edge. With
-    breakpoints at the edges and each segment evaluated from inside, adaptive methods need
-    the exact edges. A PULSE without width (XMILE style) lasts one TIME STEP here, so it
-    delivers its full magnitude, as Euler does.
+    The decision. PySD (like Vensim) writes STEP and PULSE for a fixed Euler grid: STEP(h, t0)
+    is on once ``t + TIME STEP/2 > t0``, that is from the grid time nearest t0, and PULSE
+    starts ``1e-6`` early so that round-off on the grid cannot miss an edge. An adaptive
+    method has no grid, so here:
+
+    * ``STEP(h, t0)`` is h for t >= t0 and 0 before: the switch is at t0 itself, not up to
+      half a TIME STEP earlier. Euler at TIME STEP dt and an adaptive run therefore differ by
+      at most ``h*dt/2`` in the integral (not at all when t0 is on the grid), and Euler
+      converges to the adaptive answer as dt -> 0.
+    * ``PULSE(start, width)`` is 1 for ``start <= t < start + width``, repeating every
+      ``repeat_time`` for PULSE TRAIN until ``end``. A pulse without a width (XMILE's
+      ``PULSE(magnitude, start)``) lasts one TIME STEP at height magnitude/TIME STEP, so it
+      delivers `magnitude`, as it does under Euler.
+    * Every edge is a breakpoint (`model_breakpoints`) and each segment between breakpoints
+      is evaluated from inside, so no edge is smeared.
+
+    Tested in ``tests/test_engine_analytic.py`` (``test_step_semantics_adaptive_versus_euler``,
+    ``test_step_off_the_grid_is_not_smeared``, ``test_pulse_*``).
     """
 
     def step(_time, value, tstep):

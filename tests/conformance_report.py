@@ -6,7 +6,9 @@ below is registered by importing it in ``tests/conftest.py``.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections import Counter
 
 RESULTS: dict[str, dict] = {}
@@ -25,6 +27,9 @@ def _cell(outcome: dict | None, result: dict) -> str:
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not RESULTS:
         return
+    if os.environ.get("FLYWHEEL_CONFORMANCE_JSON"):  # the raw outcomes, for a closer look
+        with open(os.environ["FLYWHEEL_CONFORMANCE_JSON"], "w") as file:
+            json.dump(RESULTS, file, indent=1, default=str)
     write = terminalreporter.write_line
     terminalreporter.section("SDXorg test-models conformance (rtol 0.05)")
     width = max(len(k) for k in RESULTS)
@@ -50,19 +55,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         shown = ", ".join(f"{n} {status}" for status, n in sorted(counts[key].items()))
         write(f"{label:<16} {shown}")
 
-    slowest = sorted(RESULTS.items(), key=lambda kv: -kv[1].get("seconds", 0))[:5]
-    write("slowest: " + ", ".join(f"{k} {r.get('seconds', 0):.1f}s" for k, r in slowest))
+    cpu = sum(r.get("cpu", 0) for r in RESULTS.values())
+    slowest = sorted(RESULTS.items(), key=lambda kv: -kv[1].get("cpu", 0))[:5]
+    write(f"CPU time of the workers: {cpu:.0f} s; slowest: "
+          + ", ".join(f"{k} {r.get('cpu', 0):.1f} s" for k, r in slowest))
 
     exceptions = {k: r["evidence"] for k, r in sorted(RESULTS.items()) if "evidence" in r}
     if exceptions:
         write("")
         write("Exceptions: canonical Euler output >5% from the converged solution; PySD's "
               "Euler error against the adaptive answer as TIME STEP shrinks")
-        write(f"{'model':<{width}}  {'dt':>7}  {'e(dt)':>9}  {'e(dt/16)':>9}  "
+        write(f"{'model':<{width}}  {'dt':>7}  {'window':>11}  {'e(dt)':>9}  {'e(dt/16)':>9}  "
               f"{'e(dt/64)':>9}  {'order':>5}  adaptive-vs-converged")
         for case_id, ev in exceptions.items():
             e = {int(k): v for k, v in ev["euler_errors"].items()}
             order = (math.log(e[16] / e[64]) / math.log(4)
                      if e.get(64, 0) > 0 and e.get(16, 0) > 0 else float("nan"))
-            write(f"{case_id:<{width}}  {ev['time_step']:>7g}  {e[1]:>9.2e}  {e[16]:>9.2e}  "
+            window = f"{ev['window'][0]:g}..{ev['window'][1]:g}"
+            write(f"{case_id:<{width}}  {ev['time_step']:>7g}  {window:>11}  {e[1]:>9.2e}  "
+                  f"{e[16]:>9.2e}  "
                   f"{e[64]:>9.2e}  {order:>5.2f}  {ev['adaptive_vs_converged']:.1e}")
