@@ -277,6 +277,18 @@ def test_critical_mass_brackets_the_threshold(cli, models):
     assert text.code == 0 and "threshold" in text.out
 
 
+@pytest.mark.slow
+def test_critical_mass_default_model(cli):
+    """launch_ad_burn on the flywheel model: a coarse bracket (tol) keeps it to a few runs."""
+    result = cli("critical-mass", "--lever", "Ad Budget", "--low", 0, "--high", 1_000_000,
+                 "--tol", 250_000, "--rtol", 1e-4, "--atol", 1e-3, "--json")
+    assert result.code == 0, result.err
+    found = result.json()
+    assert found["scenario"] == "launch_ad_burn"
+    assert 0 <= found["decays_at"] < found["grows_at"] <= 1_000_000
+    assert found["grows_at"] - found["decays_at"] <= 250_000
+
+
 # -- describe --------------------------------------------------------------------------------
 def test_describe_lists_stocks_loops_and_levers(cli, models):
     result = cli("describe", "--model", models["launch"])
