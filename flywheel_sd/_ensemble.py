@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 from pysd.py_backend import statefuls
 from pysd.py_backend.lookups import Lookups
@@ -149,10 +148,6 @@ class _Slot:
     nonnegative: bool
     template: Any = None  # xarray mode: a DataArray whose indexes new states reuse
 
-    @property
-    def full_shape(self) -> tuple[int, ...]:
-        return self.member_shape[: self.run_pos] + (-1,) + self.member_shape[self.run_pos:]
-
 
 def _conform(value: Any, dims: tuple[str, ...] | None, run_pos: int,
              full_shape: tuple[int, ...]) -> np.ndarray:
@@ -173,6 +168,8 @@ def _conform(value: Any, dims: tuple[str, ...] | None, run_pos: int,
             member = full_shape[:run_pos] + full_shape[run_pos + 1:]
             if dims is None and arr.shape == member:  # numpy mode, no ensemble axis yet
                 arr = np.expand_dims(arr, run_pos)
+            elif dims is not None and arr.shape == (full_shape[run_pos],):  # a RUN vector
+                arr = arr.reshape([-1 if i == run_pos else 1 for i in range(len(full_shape))])
             else:
                 raise NotVectorizable(
                     f"a value of shape {arr.shape} does not match the ensemble shape "
@@ -1099,7 +1096,6 @@ __all__ = [
     "RunOptions",
     "column_names",
     "expected_times",
-    "pd",
     "run_chunk",
     "simulate_ensemble",
 ]
