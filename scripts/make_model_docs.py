@@ -4,6 +4,7 @@ docs/model.md is prose written by hand, with marked sections that this script re
 ``models/platform_flywheel.mdl`` (through PySD's ``model.doc``) and
 ``models/platform_flywheel.loops.toml``, so they cannot drift from the model:
 
+* ``size``      - how many stocks, lookups and constants the model has;
 * ``stocks``    - each stock with its units, inflows, outflows and meaning;
 * ``loops``     - R1-R5 and B1-B6, each as its chain of variables;
 * ``levers``    - the policy levers with their ranges and defaults;
@@ -101,6 +102,17 @@ def render(model) -> dict[str, str]:
     equations, _ = make_sketch.split_model(MODEL.read_text(encoding="utf-8"))
     elements = make_sketch.parse_equations(equations)
     sections = {}
+
+    stock_names = [n for n, el in elements.items() if el.is_stock]
+    subscripted = [n for n in stock_names if isinstance(doc.loc[n, "Subscripts"], list)]
+    n_smooth = int(((doc["Type"] == "Stateful") & (doc["Subtype"] != "Integ")).sum())
+    n_lookups = int(doc["Subtype"].str.lower().eq("with lookup").sum())
+    n_constants = int((doc["Type"] == "Constant").sum())
+    sections["size"] = (
+        f"- **Size.** {len(stock_names)} stocks ({len(subscripted)} of them subscripted by seller quality "
+        f"High/Low), {n_smooth} smoothing stocks, {n_lookups} lookups, {n_constants} constants "
+        f"and {len(doc)} variables in all."
+    )
 
     rows = ["| Stock | Sector | Units | Inflows | Outflows | Meaning |",
             "|---|---|---|---|---|---|"]
