@@ -167,8 +167,8 @@ def draw_diagram(model_path: str | os.PathLike, out_path: str | os.PathLike, *,
     return out_path
 
 
-_STOCK = dict(facecolor="#dbe9f6", edgecolor="#1f4e79", linewidth=1.4)
-_PIPE = dict(color="#5b8fc7", linewidth=3.2)
+_STOCK = {"facecolor": "#dbe9f6", "edgecolor": "#1f4e79", "linewidth": 1.4}
+_PIPE = {"color": "#5b8fc7", "linewidth": 3.2}
 
 
 def _label(name: str, width: int = 18) -> str:
@@ -240,7 +240,7 @@ def _draw_dependency_graph(model_path: Path, plt):
         if py.startswith("_") or py not in real or not isinstance(d, dict):
             continue
         flat: set[str] = set()
-        for k, v in d.items():
+        for k in d:
             if k.startswith("_") and k in deps and isinstance(deps[k], dict):
                 for part in ("initial", "step"):
                     flat.update(deps[k].get(part, {}))
@@ -257,7 +257,7 @@ def _draw_dependency_graph(model_path: Path, plt):
     stocks = set(model.stocks)
     for py, (x, y) in pos.items():
         name = real[py]
-        box = dict(boxstyle="square", fc="#dbe9f6", ec="#1f4e79") if name in stocks else None
+        box = {"boxstyle": "square", "fc": "#dbe9f6", "ec": "#1f4e79"} if name in stocks else None
         ax.text(x * 1.05, y * 1.05, _label(name), ha="center", va="center", fontsize=6,
                 bbox=box)
     for py, sources in nodes.items():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import flywheel_sd as fw  # noqa: E402
+import flywheel_sd as fw
 
 SCENARIOS = ["baseline", "wish_deposit", "ezbuy_stagnation", "ezbuy_early_transformation",
              "ezbuy_late_transformation", "amazon_prime", "ebay_qualification",

@@ -184,11 +184,11 @@ def apply(text: str, sections: dict[str, str]) -> str:
     for name, body in sections.items():
         pattern = re.compile(
             rf"(<!-- BEGIN GENERATED: {name} -->\n)(?:.*?\n)?(<!-- END GENERATED: {name} -->)",
-            re.S,
+            re.DOTALL,
         )
         if not pattern.search(text):
             raise SystemExit(f"{DOC}: no marked section {name!r}")
-        text = pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 

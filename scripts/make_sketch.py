@@ -82,8 +82,8 @@ SPINES: dict[str, dict[str, tuple[float, float]]] = {
         "Competitor Obsolescence": (4.5, 8),
     },
 }
-GRID_COLS = range(0, 9)
-GRID_ROWS = range(0, 15)
+GRID_COLS = range(9)
+GRID_ROWS = range(15)
 
 
 @dataclass

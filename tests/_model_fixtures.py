@@ -1,7 +1,9 @@
 """Shared runs of the default model for the model tests, each computed once per session.
 
 ``tests/conftest.py`` (the engine's) provides ``flywheel_model``; the runs here build on it.
-Import the fixtures you use into a test module: ``from _model_fixtures import baseline``.
+Import the fixtures you use into a test module by their function names
+(``from _model_fixtures import baseline_fixture``); tests ask for them by fixture name
+(``baseline``).
 """
 
 from __future__ import annotations
@@ -48,20 +50,20 @@ def loops() -> dict:
     return tomllib.loads(LOOPS_FILE.read_text())
 
 
-@pytest.fixture(scope="session")
-def baseline(flywheel_model):
+@pytest.fixture(scope="session", name="baseline")
+def baseline_fixture(flywheel_model):
     """The default run (adaptive RK45): every stock and the checked outputs."""
     return fw.simulate(flywheel_model, return_columns=columns(flywheel_model))
 
 
-@pytest.fixture(scope="session")
-def baseline_euler(flywheel_model):
+@pytest.fixture(scope="session", name="baseline_euler")
+def baseline_euler_fixture(flywheel_model):
     """The default run with Euler at the model's TIME STEP, headline variables only."""
     return fw.simulate(flywheel_model, method="euler", return_columns=HEADLINE)
 
 
-@pytest.fixture(scope="session")
-def stress_runs(flywheel_model):
+@pytest.fixture(scope="session", name="stress_runs")
+def stress_runs_fixture(flywheel_model):
     """The STRESS parameter sets (stocks and checked outputs), by name."""
     return {name: fw.simulate(flywheel_model, params, return_columns=columns(flywheel_model))
             for name, params in STRESS.items()}

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _model_fixtures import HEADLINE, baseline, baseline_euler  # noqa: F401 - fixtures
+from _model_fixtures import (  # noqa: F401 - fixtures, used by name
+    HEADLINE,
+    baseline_euler_fixture,
+    baseline_fixture,
+)
 
 pytestmark = pytest.mark.slow
 

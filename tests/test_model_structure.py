@@ -17,14 +17,13 @@ import warnings
 
 import numpy as np
 import pytest
-from _model_fixtures import (  # noqa: F401 - fixtures
-    LOOPS_FILE,
+from _model_fixtures import (  # noqa: F401 - fixtures, used by name
     MODEL_FILE,
     REPO,
     STRESS,
-    baseline,
+    baseline_fixture,
     loops,
-    stress_runs,
+    stress_runs_fixture,
 )
 
 #: Stocks the brief requires (section 2, "Stocks (at least)").
