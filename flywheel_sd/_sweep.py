@@ -100,7 +100,7 @@ def sweep(model_or_scenario: Any, design: Any, *, outputs: Sequence[str] | str |
         returned Dataset then reads lazily from it.
     chunk_size : int, optional
         Runs per chunk (default: as many as keep a chunk's recorded values under 64 MB,
-        at most 20,000, and split across workers).
+        at most 20,000, and at least one chunk per worker).
     progress : bool
         A progress bar (runs done, runs/s, ETA) on a terminal.
     method : str
@@ -291,8 +291,9 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
 def _default_chunk(n_runs: int, n_columns: int, n_times: int, n_workers: int) -> int:
     by_memory = max(CHUNK_FLOATS // max(n_columns * n_times, 1), 1)
     chunk = min(by_memory, MAX_CHUNK, n_runs)
-    if n_workers > 1:  # at least two chunks per worker, so that all are kept busy
-        chunk = min(chunk, max(math.ceil(n_runs / (2 * n_workers)), 1))
+    if n_workers > 1:  # at least one chunk per worker: big chunks amortise each chunk's
+        # fixed cost (loading the model, checking members against single runs)
+        chunk = min(chunk, max(math.ceil(n_runs / n_workers), 1))
     return max(chunk, 1)
 
 
