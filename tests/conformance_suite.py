@@ -313,7 +313,7 @@ def options(case: Case) -> dict:
 
 
 # -- running one case (in a worker process) -------------------------------------------------
-CONVERGED = dict(method="DOP853", rtol=1e-10, atol=1e-10)
+CONVERGED = dict(method="DOP853", rtol=1e-8, atol=1e-8)
 REFINEMENTS = (16, 64)
 FULL_RUN_CPU = 2.0  # seconds
 

@@ -8,10 +8,14 @@ rtol 0.05 (PySD's criterion |x - canonical| <= 1e-5 + 0.05 |x|) on the columns b
   PySD itself fails are listed in ``conformance_suite.CASE_TABLE`` with the reason (xfail);
 * ``test_euler``: ``simulate(method="euler")`` passes every model PySD's run() passes;
 * ``test_adaptive``: ``simulate()`` (RK45) passes every model whose states are continuous,
-  and refuses the rest with `UnsupportedElementError`. The one allowed exception is a model
-  whose canonical Euler output is itself >5% from the converged solution (DOP853 at
-  rtol 1e-10); for each, the test shows that PySD's Euler with TIME STEP/16 and /64
-  converges toward the adaptive answer.
+  and refuses the rest with `UnsupportedElementError` (DELAY FIXED, SAMPLE IF TRUE, DELAY N
+  with a varying delay time, a test of Time for equality, FINAL TIME/TIME STEP/SAVEPER
+  changing during the run), naming the element and pointing to method='euler'. The one
+  allowed exception is a model whose canonical Euler output is itself >5% from the
+  converged solution (DOP853 at rtol 1e-8); for each, the test shows that PySD's Euler with
+  TIME STEP/16 and /64 converges toward the adaptive answer: its error shrinks at each
+  refinement (over the whole run where that is cheap, else up to the first time the
+  canonical output is off; see `conformance_suite.evidence`).
 
 The models are translated and run in worker processes (``FLYWHEEL_CONFORMANCE_WORKERS``,
 default 2), once per session; the table is printed at the end of the session by
