@@ -55,7 +55,7 @@ from . import _broadcast
 from ._broadcast import RUN
 from ._integrate import ADAPTIVE_METHODS, DEFAULT_ATOL, DEFAULT_RTOL, FIXED_METHODS, simulate
 from ._model import Model
-from ._system import DISCRETE, VENSIM_NAMES, _dynamic_elements, model_breakpoints
+from ._system import DISCRETE, VENSIM_NAMES, _dynamic_elements, model_breakpoints, save_times
 from .errors import (
     FlywheelError,
     MethodError,
@@ -546,19 +546,6 @@ class EnsembleRun:
         _broadcast.restore_namespace(self.namespace, self._saved)
         self._saved = {}
 
-    # -- time grid --------------------------------------------------------------------
-    def save_times(self) -> list[float]:
-        time = copy.deepcopy(self.pysd.time)
-        dt = time.time_step()
-        out = []
-        while time.in_bounds():
-            if time.in_return():
-                out.append(time())
-            time.update(time() + dt)
-        if time.in_return():
-            out.append(time())
-        return out
-
     # -- integration ------------------------------------------------------------------
     def run(self, probe: Sequence[int] = ()) -> tuple[np.ndarray, dict[str, np.ndarray], dict]:
         """Integrate; return (times, columns as (n_real, T) arrays, solver statistics).
@@ -633,7 +620,7 @@ class EnsembleRun:
         for name, value in _broadcast.replace(self.namespace, extra).items():
             self._saved.setdefault(name, value)
         breakpoints = self._breakpoints()
-        save = np.array(self.save_times())
+        save = np.array(save_times(self.pysd.time))
         edges = [self.t0, *breakpoints, self.t1]
         n, s = self.n, system.size
         y = system.get_state().ravel()
@@ -762,15 +749,7 @@ def expected_times(model: Model, options: RunOptions) -> np.ndarray:
                          options.time_step, options.saveper)
     time = copy.deepcopy(pm.time)
     time.reset()
-    dt = time.time_step()
-    out = []
-    while time.in_bounds():
-        if time.in_return():
-            out.append(time())
-        time.update(time() + dt)
-    if time.in_return():
-        out.append(time())
-    return np.asarray(out, dtype=float)
+    return np.asarray(save_times(time), dtype=float)
 
 
 def simulate_ensemble(model: Model, base_params: dict, names: list[str], values: np.ndarray,

@@ -29,6 +29,7 @@ from ._system import (
     data_breakpoints,
     exact_time_functions,
     model_breakpoints,
+    save_times,
     time_switch_breakpoints,
 )
 from .errors import FlywheelError, MethodError, SolverError, UnsupportedElementError
@@ -177,22 +178,6 @@ class _Run:
         self.saved: list[tuple[float, np.ndarray, list]] = []
         self._patched: dict[str, Any] = {}
 
-    # -- time grid --------------------------------------------------------------------
-    def save_times(self) -> list[float]:
-        """The times PySD's Euler loop would report (SAVEPER or return_timestamps)."""
-        import copy
-
-        time = copy.deepcopy(self.pysd.time)
-        dt = time.time_step()
-        out = []
-        while time.in_bounds():
-            if time.in_return():
-                out.append(time())
-            time.update(time() + dt)
-        if time.in_return():
-            out.append(time())
-        return out
-
     # -- fixed step -------------------------------------------------------------------
     def fixed_step(self, method: str) -> dict:
         """PySD's own loop: record, take the derivatives at the same state (sharing PySD's
@@ -253,7 +238,7 @@ class _Run:
         switches = time_switch_breakpoints(self.pysd, self.t0, self.t1,
                                            float(time.time_step()))
         breakpoints = sorted(set(breakpoints).union(switches))
-        save = np.array(self.save_times())
+        save = np.array(save_times(self.pysd.time))
         edges = [self.t0, *breakpoints, self.t1]
         y = system.get_state()
         stats = dict(method=method, nfev=0, njev=0, nlu=0, n_steps=0, status=0,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import copy
 import itertools
 import math
 from dataclasses import dataclass
@@ -527,3 +528,18 @@ def exact_time_functions(time) -> dict:
         return 0
 
     return {"step": step, "pulse": pulse}
+
+
+def save_times(time) -> list[float]:
+    """The times PySD's Euler loop reports (the SAVEPER grid or return_timestamps), walked
+    on a copy of its `Time` object from the time it is at now."""
+    time = copy.deepcopy(time)
+    dt = time.time_step()
+    out = []
+    while time.in_bounds():
+        if time.in_return():
+            out.append(time())
+        time.update(time() + dt)
+    if time.in_return():
+        out.append(time())
+    return out
