@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 from pysd.py_backend import functions as pysd_functions
 from pysd.py_backend.lookups import Lookups
+from xarray.core.dataarray import _LocIndexer
 
 RUN = "_run"  # the ensemble dimension inside PySD's objects (renamed "run" in results)
 SMALL_VENSIM = pysd_functions.SMALL_VENSIM
@@ -174,6 +175,20 @@ def install_xarray_hooks() -> None:
 
             __array_ufunc__._flywheel_hook = True
             xr.DataArray.__array_ufunc__ = __array_ufunc__
+        loc_get = _LocIndexer.__getitem__
+        if not getattr(loc_get, "_flywheel_hook", False):
+            def __getitem__(self, key, _original=loc_get):
+                # Generated code selects by position (``x.loc["Low"]``), meaning the
+                # subscript dims; the ensemble's RUN dim may stand anywhere among them.
+                da = self.data_array
+                if (getattr(_state, "n", None) is not None and RUN in da.dims
+                        and not isinstance(key, dict)):
+                    labels = key if isinstance(key, tuple) else (key,)
+                    key = dict(zip([d for d in da.dims if d != RUN], labels))
+                return scalarize(_original(self, key))
+
+            __getitem__._flywheel_hook = True
+            _LocIndexer.__getitem__ = __getitem__
 
 
 def _is_vector(value: Any) -> bool:

@@ -55,6 +55,9 @@ Crisis Death Rate = 0.08
 Total Population = SUM(Population[Region!])
 	~	people
 	~		|
+North Share = ZIDZ(Population[north], Total Population)
+	~	Dmnl
+	~	PySD selects the element by position (.loc["north"]).	|
 Perceived Population[Region] = SMOOTH(Population[Region], Perception Time)
 	~	people
 	~		|
@@ -233,7 +236,7 @@ def test_subscripted_ensemble_equals_single_runs(model_of, method):
     # 3 members: as many as regions, so the ensemble is padded to stay unambiguous
     values = _members(model, names, 3, seed=2)
     variables = ["Population", "Births", "Deaths", "Total Population",
-                 "Perceived Population", "Average Size"]
+                 "Perceived Population", "Average Size", "North Share"]
     stats = _assert_members_match(model, names, values, RunOptions(method=method), variables)
     assert stats["mode"] == "xarray" and stats["padded"] >= 1
 
@@ -349,7 +352,8 @@ def test_flywheel_ensemble_equals_single_runs(flywheel_model, method):
     """The project's model (subscripts, SMOOTHs, lookups, STEP policies) as an ensemble."""
     values = np.array([[0.05, 0.0, 2e5], [0.25, 2500.0, 1.5e6], [0.15, 800.0, 8e5]])
     options = RunOptions(method=method)
-    variables = ["Active Buyers", "Active Sellers", "Platform Cash", "GMV", "Buyer Trust"]
+    variables = ["Active Buyers", "Active Sellers", "Platform Cash", "GMV", "Buyer Trust",
+                 "Low Quality Seller Share"]  # the last selects a subscript by position
     times = expected_times(flywheel_model, options)
     result = run_chunk(flywheel_model, {}, FLYWHEEL_PARAMS, values, options, variables,
                        times, verify=3)
