@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,14 +59,15 @@ def frames_to_dataset(frames: Sequence[pd.DataFrame], names: Sequence[str],
 
 
 def compare(names_or_scenarios: Iterable[str | Scenario], *, metrics: Sequence[str] | None = None,
-            **simulate_options: Any) -> xr.Dataset:
+            on_run: Callable[[str], Any] | None = None, **simulate_options: Any) -> xr.Dataset:
     """Run scenarios side by side; return a Dataset with dims ``scenario`` and ``time``.
 
     One variable per model output, plus ``metrics`` (dims ``scenario`` x ``metric``).
     ``ds.flywheel.metrics`` gives the metrics table as a DataFrame, with each metric's
     difference from the first scenario, absolute and in percent.
 
-    Every scenario and metric name is checked before anything runs.
+    Every scenario and metric name is checked before anything runs. `on_run` is called
+    with each scenario's name once its run is done (a progress bar's hook).
     """
     resolved = [_resolve(s) for s in names_or_scenarios]
     if not resolved:
@@ -75,7 +76,11 @@ def compare(names_or_scenarios: Iterable[str | Scenario], *, metrics: Sequence[s
     if len(set(names)) != len(names):
         raise ParameterError(f"scenario names repeat: {names}")
     chosen = [metrics_mod.get(m) for m in metrics] if metrics is not None else None
-    frames = [_run(sc, model, **dict(simulate_options)) for sc, model in resolved]
+    frames = []
+    for sc, model in resolved:
+        frames.append(_run(sc, model, **dict(simulate_options)))
+        if on_run is not None:
+            on_run(sc.name)
     ds = frames_to_dataset(frames, names)
     ds = ds.assign_coords(policy_start=("scenario", [sc.policy_start() for sc, _ in resolved]))
     ds.attrs.update(
@@ -169,13 +174,15 @@ def keeps_growing(frame: pd.DataFrame, variable: str, push_end: float) -> bool:
 def critical_mass(lever: str, low: float, high: float, *, scenario: str | Scenario = "launch_ad_burn",
                   variable: str = "Active Buyers", push_end: float | str = "Ad Stop Time",
                   tol: float | None = None, max_runs: int = 40,
+                  on_run: Callable[[str], Any] | None = None,
                   **simulate_options: Any) -> CriticalMass:
     """Bisect `lever` in [low, high] for the critical mass of `scenario`.
 
     "Keeps growing" means: `variable` at the end of the run exceeds its value at the end of
     the push. `push_end` is a time, or the name of the parameter holding it (if that is
     the lever itself, each run's own lever value is used). Below the threshold the
-    platform decays once the push stops; above it, it keeps growing.
+    platform decays once the push stops; above it, it keeps growing. `on_run` is called
+    with the scenario's name after each run.
     """
     sc, model = _resolve(scenario)
     lever = model.real_name(lever)
@@ -202,6 +209,8 @@ def critical_mass(lever: str, low: float, high: float, *, scenario: str | Scenar
         opts = dict(simulate_options)
         opts["params"] = {**(opts.get("params") or {}), lever: value}
         frame = _run(sc, model, **opts)
+        if on_run is not None:
+            on_run(sc.name)
         return keeps_growing(frame, variable, push_time(value))
 
     grows_low, grows_high = fate(low), fate(high)

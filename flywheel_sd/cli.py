@@ -496,30 +496,6 @@ def _progress(args, total: int | None, desc: str):
                 disable=True if args.quiet or args.json else None)
 
 
-@contextlib.contextmanager
-def _counting_runs(bar):
-    """Tick `bar` once per scenario run inside compare/critical_mass (both go through
-    flywheel_sd._compare._run; if that changes, the bar simply stays still)."""
-    from . import _compare
-
-    original = getattr(_compare, "_run", None)
-    if original is None:
-        yield
-        return
-
-    def counted(*a, **k):
-        try:
-            return original(*a, **k)
-        finally:
-            bar.update(1)
-
-    _compare._run = counted
-    try:
-        yield
-    finally:
-        _compare._run = original
-
-
 def _units(model) -> dict[str, str]:
     doc = model.doc
     units = zip(doc["Real Name"], doc["Units"], strict=True)
@@ -764,8 +740,8 @@ def cmd_compare(args) -> int:
     chosen = [metrics.get(m).name for m in args.metrics] if args.metrics else None
     resolved = [_with_policies(args, _scenario(args, name)) for name in args.scenarios]
     options = _simulate_options(args)
-    with _progress(args, len(resolved), "compare") as bar, _counting_runs(bar):
-        ds = compare(resolved, metrics=chosen, **options)
+    with _progress(args, len(resolved), "compare") as bar:
+        ds = compare(resolved, metrics=chosen, on_run=lambda _: bar.update(1), **options)
     table = ds.flywheel.metrics if "metrics" in ds else None
     if table is None and (metrics_plot is not None or (out and out.suffix.lower() == ".csv")):
         raise UsageError("no metric applies to this model's outputs; save the runs as .nc")
@@ -841,8 +817,9 @@ def cmd_critical_mass(args) -> int:
     width = abs(args.high - args.low)
     expected = 2 + (math.ceil(math.log2(width / tol)) if tol and width > tol else 0)
     bar = _progress(args, min(args.max_runs, expected), "critical mass")
-    with bar, _counting_runs(bar):
-        found = critical_mass(args.lever, args.low, args.high, scenario=sc, **extra, **options)
+    with bar:
+        found = critical_mass(args.lever, args.low, args.high, scenario=sc,
+                              on_run=lambda _: bar.update(1), **extra, **options)
     result = {"scenario": sc.name, "lever": found.lever, "threshold": found.threshold,
               "decays_at": found.bracket[0], "grows_at": found.bracket[1],
               "runs": found.runs, "criterion": found.criterion}

@@ -197,8 +197,11 @@ def test_nothing_runs_half_configured(small, tmp_path, monkeypatch):
 def test_compare_dataset_and_metrics_table(small):
     base = Scenario("base", params={"Growth Rate": 0.2}, model=str(small))
     faster = Scenario("faster", params={"Growth Rate": 0.3}, model=str(small))
+    ran = []
     ds = fw.compare([base, faster], metrics=["final_active_buyers", "peak_active_buyers_time",
-                                             "cumulative_gmv"], rtol=1e-9, atol=1e-9)
+                                             "cumulative_gmv"], on_run=ran.append,
+                    rtol=1e-9, atol=1e-9)
+    assert ran == ["base", "faster"]
     assert set(ds.dims) >= {"scenario", "time"}
     assert list(ds["scenario"].values) == ["base", "faster"]
     assert ds["Active Buyers"].dims == ("scenario", "time")
@@ -271,7 +274,9 @@ def test_critical_mass_two_fates(small):
     path = small.parent / "allee.mdl"
     path.write_text(text)
     sc = Scenario("allee", params={"Ad Budget": 300}, model=str(path))
-    found = fw.critical_mass("Ad Stop Time", 1, 15, scenario=sc, tol=0.01)
+    ran = []
+    found = fw.critical_mass("Ad Stop Time", 1, 15, scenario=sc, tol=0.01, on_run=ran.append)
+    assert ran == ["allee"] * found.runs
     lo, hi = found.bracket
     assert lo < found.threshold < hi and hi - lo <= 0.01
     # Closed form of the push: buyers pass the Allee threshold (200) only if the push
