@@ -25,7 +25,8 @@ import xarray as xr
 
 from .errors import ModelFileError, ParameterError, unknown_name_message
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "platform_flywheel.mdl"
+# flywheel_sd/models links to the top-level models/ in a checkout and is a copy in a wheel.
+DEFAULT_MODEL = Path(__file__).parent / "models" / "platform_flywheel.mdl"
 _TRANSLATABLE = {".mdl": pysd.read_vensim, ".xmile": pysd.read_xmile, ".stmx": pysd.read_xmile}
 _ROOT_LINE = "_root = Path(__file__).parent"
 _CACHE_FORMAT = b"2"  # bump when the post-processing of translations changes

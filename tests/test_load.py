@@ -153,7 +153,7 @@ def test_default_model_loads():
     if not _model.DEFAULT_MODEL.exists():
         pytest.skip("models/platform_flywheel.mdl does not exist yet")
     model = fw.load()
-    assert model.path == _model.DEFAULT_MODEL
+    assert model.path == _model.DEFAULT_MODEL.resolve()
     assert model.stocks
 
 
@@ -163,3 +163,22 @@ def test_translation_leaves_no_temporary_folders(counted, write_mdl, tmp_path):
         fw.load(write_mdl("{UTF-8}\nx = (((\n\t~\t\n\t~\t\n\t|\n", name="broken.mdl"))
     leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_the_package_ships_the_default_model():
+    """A non-editable install has no models/ folder beside it: the package data does."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    package = root / "flywheel_sd"
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["flywheel_sd"]
+    files = [f"{folder}/{p.name}" for folder in ("scenarios", "models")
+             for p in (package / folder).iterdir()]  # iterdir: models/ is a symlink
+    shipped = {f for f in files if any(fnmatch.fnmatch(f, g) for g in globs)}
+    assert _model.DEFAULT_MODEL.parent.parent == Path(fw.__file__).parent
+    for wanted in ("models/platform_flywheel.mdl", "models/platform_flywheel.loops.toml"):
+        assert wanted in shipped
+        assert (package / wanted).read_bytes() == (root / wanted).read_bytes()
