@@ -17,66 +17,26 @@ from pathlib import Path
 import pytest
 
 import flywheel_sd as fw
+from conformance_mdl import vensim
 from flywheel_sd.cli import main
 
-LAUNCH = r"""{UTF-8}
-Active Buyers = INTEG(Buyer Growth + Ad Buyers, 10)
-	~	Buyer [0,?]
-	~	Stock. Buyers on the platform.
-	|
-Buyer Growth = Growth Rate * Active Buyers * (Active Buyers / Critical Buyers - 1) * (1 - Active Buyers / Market)
-	~	Buyer/Month
-	~	Word of mouth: negative below the critical mass, positive above it.
-	|
-Ad Buyers = Ad Budget / Cost Per Buyer * (1 - STEP(1, Ad Stop Time))
-	~	Buyer/Month
-	~	Buyers bought with ads until the ads stop.
-	|
-Growth Rate = 0.2
-	~	1/Month [0, 1]
-	~	Fractional growth rate.
-	|
-Critical Buyers = 100
-	~	Buyer [1, 1000]
-	~	Critical mass of buyers.
-	|
-Market = 1000
-	~	Buyer [1, 100000]
-	~	Market size.
-	|
-Ad Budget = 0
-	~	USD/Month [0, 1000]
-	~	Advertising spend.
-	|
-Cost Per Buyer = 10
-	~	USD/Buyer [1, 100]
-	~	Cost per acquired buyer.
-	|
-Ad Stop Time = 10
-	~	Month [0, 40]
-	~	When the ads stop.
-	|
-GMV = Active Buyers * 5
-	~	USD/Month
-	~	Sales.
-	|
-FINAL TIME = 40
-	~	Month
-	~	The final time for the simulation.
-	|
-INITIAL TIME = 0
-	~	Month
-	~	The initial time for the simulation.
-	|
-SAVEPER = 1
-	~	Month [0,?]
-	~	The frequency with which output is stored.
-	|
-TIME STEP = 0.125
-	~	Month [0,?]
-	~	The time step for the simulation.
-	|
-"""
+LAUNCH = vensim(
+    "Active Buyers = INTEG(Buyer Growth + Ad Buyers, 10) ~ Buyer [0,?]"
+    " ~ Stock. Buyers on the platform.",
+    "Buyer Growth = Growth Rate * Active Buyers * (Active Buyers / Critical Buyers - 1)"
+    " * (1 - Active Buyers / Market) ~ Buyer/Month"
+    " ~ Word of mouth: negative below the critical mass, positive above it.",
+    "Ad Buyers = Ad Budget / Cost Per Buyer * (1 - STEP(1, Ad Stop Time)) ~ Buyer/Month"
+    " ~ Buyers bought with ads until the ads stop.",
+    "Growth Rate = 0.2 ~ 1/Month [0, 1] ~ Fractional growth rate.",
+    "Critical Buyers = 100 ~ Buyer [1, 1000] ~ Critical mass of buyers.",
+    "Market = 1000 ~ Buyer [1, 100000] ~ Market size.",
+    "Ad Budget = 0 ~ USD/Month [0, 1000] ~ Advertising spend.",
+    "Cost Per Buyer = 10 ~ USD/Buyer [1, 100] ~ Cost per acquired buyer.",
+    "Ad Stop Time = 10 ~ Month [0, 40] ~ When the ads stop.",
+    "GMV = Active Buyers * 5 ~ USD/Month ~ Sales.",
+    final_time=40, control_limits=True, control_comments=True,
+)
 
 LOOPS = """
 [[loops]]
@@ -92,28 +52,8 @@ variables = ["Active Buyers", "Buyer Growth"]
 """
 
 # A stock that reaches infinity at t = 1: every method fails on it.
-BLOWUP = r"""{UTF-8}
-X = INTEG(X * X, 1)
-	~	Dmnl
-	~	Blows up.
-	|
-FINAL TIME = 5
-	~	Month
-	~	The final time for the simulation.
-	|
-INITIAL TIME = 0
-	~	Month
-	~	The initial time for the simulation.
-	|
-SAVEPER = 1
-	~	Month [0,?]
-	~	The frequency with which output is stored.
-	|
-TIME STEP = 0.125
-	~	Month [0,?]
-	~	The time step for the simulation.
-	|
-"""
+BLOWUP = vensim("X = INTEG(X * X, 1) ~ Dmnl ~ Blows up.", final_time=5, control_limits=True,
+                control_comments=True)
 
 
 @dataclass

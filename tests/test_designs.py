@@ -7,41 +7,19 @@ import pandas as pd
 import pytest
 
 import flywheel_sd as fw
+from conformance_mdl import vensim
 from flywheel_sd import designs
 from flywheel_sd.errors import ParameterError
 
-RANGED = """{UTF-8}
-Stock = INTEG(Inflow, 10)
-	~	widgets
-	~		|
-Inflow = Rate * Stock
-	~	widgets/Month
-	~		|
-Rate = 0.05
-	~	1/Month [0, 0.2]
-	~		|
-Scale = 3
-	~	Dmnl [1, 5]
-	~		|
-Open Ended = 7
-	~	Dmnl [0, ?]
-	~		|
-Undocumented = 1
-	~	Dmnl
-	~		|
-FINAL TIME = 10
-	~	Month
-	~		|
-INITIAL TIME = 0
-	~	Month
-	~		|
-SAVEPER = 1
-	~	Month [0,?]
-	~		|
-TIME STEP = 0.5
-	~	Month [0,?]
-	~		|
-"""
+RANGED = vensim(
+    "Stock = INTEG(Inflow, 10) ~ widgets",
+    "Inflow = Rate * Stock ~ widgets/Month",
+    "Rate = 0.05 ~ 1/Month [0, 0.2]",
+    "Scale = 3 ~ Dmnl [1, 5]",
+    "Open Ended = 7 ~ Dmnl [0, ?]",
+    "Undocumented = 1 ~ Dmnl",
+    final_time=10, time_step=0.5, control_limits=True,
+)
 
 TWO = {"a": (0.0, 1.0), "b": (10.0, 20.0)}
 

@@ -2,178 +2,62 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import flywheel_sd as fw
+from _shared import FRAGILE, sir_fixture  # noqa: F401  (sir_fixture: the `sir` fixture)
+from conformance_mdl import vensim
 from flywheel_sd import _broadcast, _ensemble
 from flywheel_sd._ensemble import RunOptions, expected_times, run_chunk, simulate_ensemble
 
-REPO = Path(__file__).resolve().parent.parent
-SUITE = Path(os.environ.get("FLYWHEEL_TEST_MODELS", REPO.parent / "shared" / "test-models"))
-SIR = SUITE / "samples" / "SIR" / "SIR.mdl"
-
 # Subscripts, a SMOOTH of a subscripted variable, a lookup called with a subscripted
 # argument, IF THEN ELSE on a SUM over the range, ZIDZ.
-REGIONS = """{UTF-8}
-Region: north, south, east
-	~	
-	~		|
-Population[Region] = INTEG(Births[Region] - Deaths[Region], Initial Population[Region])
-	~	people
-	~		|
-Initial Population[Region] = 100, 50, 20
-	~	people
-	~		|
-Births[Region] = Population[Region] * Birth Rate * Crowding Effect(Population[Region] / Capacity)
-	~	people/Year
-	~		|
-Crowding Effect([(0,0)-(2,1)],(0,1),(0.5,0.9),(1,0.5),(1.5,0.1),(2,0))
-	~	Dmnl
-	~		|
-Birth Rate = 0.1
-	~	1/Year [0.01, 0.3]
-	~		|
-Capacity = 200
-	~	people [50, 500]
-	~		|
-Deaths[Region] = Population[Region] * IF THEN ELSE(Total Population > Crisis Level, Crisis Death Rate, Death Rate[Region])
-	~	people/Year
-	~		|
-Death Rate[Region] = 0.02, 0.03, 0.01
-	~	1/Year
-	~		|
-Crisis Level = 300
-	~	people [100, 1000]
-	~		|
-Crisis Death Rate = 0.08
-	~	1/Year [0, 0.2]
-	~		|
-Total Population = SUM(Population[Region!])
-	~	people
-	~		|
-North Share = ZIDZ(Population[north], Total Population)
-	~	Dmnl
-	~	PySD selects the element by position (.loc["north"]).	|
-Perceived Population[Region] = SMOOTH(Population[Region], Perception Time)
-	~	people
-	~		|
-Perception Time = 3
-	~	Year [1, 10]
-	~		|
-Average Size = ZIDZ(Total Population, 3)
-	~	people
-	~		|
-FINAL TIME = 20
-	~	Year
-	~		|
-INITIAL TIME = 0
-	~	Year
-	~		|
-SAVEPER = 1
-	~	Year [0,?]
-	~		|
-TIME STEP = 0.25
-	~	Year [0,?]
-	~		|
-"""
+REGIONS = vensim(
+    "Region: north, south, east",
+    "Population[Region] = INTEG(Births[Region] - Deaths[Region], Initial Population[Region])"
+    " ~ people",
+    "Initial Population[Region] = 100, 50, 20 ~ people",
+    "Births[Region] = Population[Region] * Birth Rate"
+    " * Crowding Effect(Population[Region] / Capacity) ~ people/Year",
+    "Crowding Effect([(0,0)-(2,1)],(0,1),(0.5,0.9),(1,0.5),(1.5,0.1),(2,0)) ~ Dmnl",
+    "Birth Rate = 0.1 ~ 1/Year [0.01, 0.3]",
+    "Capacity = 200 ~ people [50, 500]",
+    "Deaths[Region] = Population[Region]"
+    " * IF THEN ELSE(Total Population > Crisis Level, Crisis Death Rate, Death Rate[Region])"
+    " ~ people/Year",
+    "Death Rate[Region] = 0.02, 0.03, 0.01 ~ 1/Year",
+    "Crisis Level = 300 ~ people [100, 1000]",
+    "Crisis Death Rate = 0.08 ~ 1/Year [0, 0.2]",
+    "Total Population = SUM(Population[Region!]) ~ people",
+    "North Share = ZIDZ(Population[north], Total Population) ~ Dmnl"
+    ' ~ PySD selects the element by position (.loc["north"]).',
+    "Perceived Population[Region] = SMOOTH(Population[Region], Perception Time) ~ people",
+    "Perception Time = 3 ~ Year [1, 10]",
+    "Average Size = ZIDZ(Total Population, 3) ~ people",
+    final_time=20, time_step=0.25, time_units="Year", control_limits=True,
+)
 
 # Exponential decay at rates spanning two orders of magnitude: a closed form per member.
-DECAY = """{UTF-8}
-Stock = INTEG(-Rate * Stock, 1)
-	~	units
-	~		|
-Rate = 1
-	~	1/Time [0.01, 10]
-	~		|
-FINAL TIME = 5
-	~	Time
-	~		|
-INITIAL TIME = 0
-	~	Time
-	~		|
-SAVEPER = 0.5
-	~	Time [0,?]
-	~		|
-TIME STEP = 0.01
-	~	Time [0,?]
-	~		|
-"""
+DECAY = vensim(
+    "Stock = INTEG(-Rate * Stock, 1) ~ units",
+    "Rate = 1 ~ 1/Time [0.01, 10]",
+    final_time=5, time_step=0.01, saveper=0.5, time_units="Time", control_limits=True,
+)
 
 # A switch: IF THEN ELSE on a state, whose threshold differs between members.
-SWITCH = """{UTF-8}
-Level = INTEG(Inflow, 0)
-	~	units
-	~		|
-Inflow = IF THEN ELSE(Level > Threshold, 0.5, 1) + PULSE(Pulse Start, 1) + Effect(Level / 10)
-	~	units/Time
-	~		|
-Effect([(0,0)-(2,2)],(0,0),(1,1),(2,1.5))
-	~	Dmnl
-	~		|
-Threshold = 5
-	~	units [0, 20]
-	~		|
-Pulse Start = 3
-	~	Time [0, 10]
-	~		|
-Drain = INTEG(-Drain Rate, 1)
-	~	units
-	~		|
-Drain Rate = XIDZ(Drain, Drain Time, 0) + INTEGER(Level) * 0
-	~	units/Time
-	~		|
-Drain Time = 2
-	~	Time [0, 5]
-	~		|
-FINAL TIME = 10
-	~	Time
-	~		|
-INITIAL TIME = 0
-	~	Time
-	~		|
-SAVEPER = 1
-	~	Time [0,?]
-	~		|
-TIME STEP = 0.125
-	~	Time [0,?]
-	~		|
-"""
-
-# A run fails numerically when the stock passes its threshold: SQRT of a negative number.
-FRAGILE = """{UTF-8}
-Clock = INTEG(1, 0)
-	~	Time
-	~		|
-Accumulated = INTEG(SQRT(Threshold - Clock), 0)
-	~	units
-	~		|
-Threshold = 20
-	~	Time [0, 100]
-	~		|
-FINAL TIME = 10
-	~	Time
-	~		|
-INITIAL TIME = 0
-	~	Time
-	~		|
-SAVEPER = 1
-	~	Time [0,?]
-	~		|
-TIME STEP = 0.25
-	~	Time [0,?]
-	~		|
-"""
-
-
-@pytest.fixture(scope="session")
-def sir():
-    if not SIR.is_file():
-        pytest.skip(f"SIR sample not found under {SUITE} (set FLYWHEEL_TEST_MODELS)")
-    return fw.load(SIR)
+SWITCH = vensim(
+    "Level = INTEG(Inflow, 0) ~ units",
+    "Inflow = IF THEN ELSE(Level > Threshold, 0.5, 1) + PULSE(Pulse Start, 1)"
+    " + Effect(Level / 10) ~ units/Time",
+    "Effect([(0,0)-(2,2)],(0,0),(1,1),(2,1.5)) ~ Dmnl",
+    "Threshold = 5 ~ units [0, 20]",
+    "Pulse Start = 3 ~ Time [0, 10]",
+    "Drain = INTEG(-Drain Rate, 1) ~ units",
+    "Drain Rate = XIDZ(Drain, Drain Time, 0) + INTEGER(Level) * 0 ~ units/Time",
+    "Drain Time = 2 ~ Time [0, 5]",
+    final_time=10, time_step=0.125, time_units="Time", control_limits=True,
+)
 
 
 @pytest.fixture

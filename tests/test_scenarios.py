@@ -13,6 +13,7 @@ import pytest
 import xarray as xr
 
 import flywheel_sd as fw
+from conformance_mdl import vensim
 from flywheel_sd import metrics, scenarios
 from flywheel_sd.errors import ParameterError
 from flywheel_sd.plotting import plot_comparison, plot_metrics
@@ -20,60 +21,19 @@ from flywheel_sd.scenarios import Policy, Scenario
 
 # Logistic growth of "Active Buyers" driven by an ad budget, with the names the built-in
 # metrics look for, so that the comparison machinery can be tested on a closed form.
-SMALL = r"""{UTF-8}
-Active Buyers = INTEG(Buyer Growth, 10)
-	~	Buyer [0,?]
-	~	Buyers on the platform.
-	|
-Buyer Growth = Growth Rate * Active Buyers * (1 - Active Buyers / Market) + Ad Budget / Cost Per Buyer
-	~	Buyer/Month
-	~	Net growth.
-	|
-Growth Rate = 0.2
-	~	1/Month [0, 1]
-	~	Fractional growth rate.
-	|
-Market = 1000
-	~	Buyer [1, 100000]
-	~	Market size.
-	|
-Ad Budget = 0
-	~	USD/Month [0, 1000]
-	~	Advertising.
-	|
-Cost Per Buyer = 10
-	~	USD/Buyer [1, 100]
-	~	Cost per acquired buyer.
-	|
-Deposit Start Time = 10
-	~	Month [0, 40]
-	~	When a policy starts.
-	|
-Deposit End Time = 20
-	~	Month [0, 40]
-	~	When it ends.
-	|
-GMV = Active Buyers * 5
-	~	USD/Month
-	~	Sales.
-	|
-FINAL TIME = 40
-	~	Month
-	~	The final time for the simulation.
-	|
-INITIAL TIME = 0
-	~	Month
-	~	The initial time for the simulation.
-	|
-SAVEPER = 1
-	~	Month [0,?]
-	~	The frequency with which output is stored.
-	|
-TIME STEP = 0.125
-	~	Month [0,?]
-	~	The time step for the simulation.
-	|
-"""
+SMALL = vensim(
+    "Active Buyers = INTEG(Buyer Growth, 10) ~ Buyer [0,?] ~ Buyers on the platform.",
+    "Buyer Growth = Growth Rate * Active Buyers * (1 - Active Buyers / Market)"
+    " + Ad Budget / Cost Per Buyer ~ Buyer/Month ~ Net growth.",
+    "Growth Rate = 0.2 ~ 1/Month [0, 1] ~ Fractional growth rate.",
+    "Market = 1000 ~ Buyer [1, 100000] ~ Market size.",
+    "Ad Budget = 0 ~ USD/Month [0, 1000] ~ Advertising.",
+    "Cost Per Buyer = 10 ~ USD/Buyer [1, 100] ~ Cost per acquired buyer.",
+    "Deposit Start Time = 10 ~ Month [0, 40] ~ When a policy starts.",
+    "Deposit End Time = 20 ~ Month [0, 40] ~ When it ends.",
+    "GMV = Active Buyers * 5 ~ USD/Month ~ Sales.",
+    final_time=40, control_limits=True, control_comments=True,
+)
 
 
 @pytest.fixture

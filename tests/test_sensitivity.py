@@ -6,34 +6,18 @@ import numpy as np
 import pytest
 
 import flywheel_sd as fw
+from conformance_mdl import vensim
 from flywheel_sd import designs
 from flywheel_sd.errors import ParameterError
 
 # Final Stock = A + 2 B (Euler is exact for a constant inflow): with A, B ~ U(0, 1),
 # S1 = ST = (0.2, 0.8), and the elementary effects are 1 and 2.
-ADDITIVE = """{UTF-8}
-Stock = INTEG(A + 2 * B, 0)
-	~	units
-	~		|
-A = 0.5
-	~	units/Time [0, 1]
-	~		|
-B = 0.5
-	~	units/Time [0, 1]
-	~		|
-FINAL TIME = 1
-	~	Time
-	~		|
-INITIAL TIME = 0
-	~	Time
-	~		|
-SAVEPER = 0.25
-	~	Time [0,?]
-	~		|
-TIME STEP = 0.25
-	~	Time [0,?]
-	~		|
-"""
+ADDITIVE = vensim(
+    "Stock = INTEG(A + 2 * B, 0) ~ units",
+    "A = 0.5 ~ units/Time [0, 1]",
+    "B = 0.5 ~ units/Time [0, 1]",
+    final_time=1, time_step=0.25, saveper=0.25, time_units="Time", control_limits=True,
+)
 
 
 def final_stock(ds):

@@ -3,73 +3,24 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
 import flywheel_sd as fw
+from _shared import FRAGILE, SIR, sir_fixture  # noqa: F401  (sir_fixture: the `sir` fixture)
+from conformance_mdl import vensim
 from flywheel_sd import _broadcast, _sweep, designs
 from flywheel_sd.errors import FlywheelError, ParameterError
 
-REPO = Path(__file__).resolve().parent.parent
-SUITE = Path(os.environ.get("FLYWHEEL_TEST_MODELS", REPO.parent / "shared" / "test-models"))
-SIR = SUITE / "samples" / "SIR" / "SIR.mdl"
 SIR_RANGES = {"Contact Infectivity": (0.2, 0.5), "Duration": (3.0, 8.0)}
 
-FRAGILE = """{UTF-8}
-Clock = INTEG(1, 0)
-	~	Time
-	~		|
-Accumulated = INTEG(SQRT(Threshold - Clock), 0)
-	~	units
-	~		|
-Threshold = 20
-	~	Time [0, 100]
-	~		|
-FINAL TIME = 10
-	~	Time
-	~		|
-INITIAL TIME = 0
-	~	Time
-	~		|
-SAVEPER = 1
-	~	Time [0,?]
-	~		|
-TIME STEP = 0.25
-	~	Time [0,?]
-	~		|
-"""
-
-SWITCH = """{UTF-8}
-Level = INTEG(IF THEN ELSE(Level > Threshold, 0.5, 1), 0)
-	~	units
-	~		|
-Threshold = 5
-	~	units [0, 20]
-	~		|
-FINAL TIME = 10
-	~	Time
-	~		|
-INITIAL TIME = 0
-	~	Time
-	~		|
-SAVEPER = 1
-	~	Time [0,?]
-	~		|
-TIME STEP = 0.25
-	~	Time [0,?]
-	~		|
-"""
-
-
-@pytest.fixture(scope="module")
-def sir():
-    if not SIR.is_file():
-        pytest.skip(f"SIR sample not found under {SUITE} (set FLYWHEEL_TEST_MODELS)")
-    return fw.load(SIR)
+SWITCH = vensim(
+    "Level = INTEG(IF THEN ELSE(Level > Threshold, 0.5, 1), 0) ~ units",
+    "Threshold = 5 ~ units [0, 20]",
+    final_time=10, time_step=0.25, time_units="Time", control_limits=True,
+)
 
 
 @pytest.fixture
