@@ -108,28 +108,30 @@ def _fast_binary(self, other, f, reflexive):
 
 
 def _fast_ufunc(self, ufunc, method, inputs, kwargs):
-    """A ufunc of one DataArray (and numbers), or of DataArrays with equal dims and
-    indexes, computed on the data directly; else None."""
+    """A ufunc of DataArrays (and numbers) whose shared indexes are equal, computed on
+    the data broadcast by dimension name; else None."""
     if method != "__call__" or kwargs:
         return None
-    arrays = [x for x in inputs if isinstance(x, xr.DataArray)]
     if any(not isinstance(x, (xr.DataArray, int, float, np.number)) for x in inputs):
         return None
-    first = arrays[0]
-    fi = _plain_indexes(first)
-    if fi is None:
-        return None
-    for other in arrays[1:]:
-        oi = _plain_indexes(other)
-        if oi is None or set(other.dims) != set(first.dims) or oi.keys() != fi.keys():
+    arrays = [x for x in inputs if isinstance(x, xr.DataArray)]
+    indexes, coords = {}, {}
+    for x in arrays:
+        xi = _plain_indexes(x)
+        if xi is None:
             return None
-        if any(fi[k] is not oi[k] and not fi[k].equals(oi[k]) for k in fi):
-            return None
-    data = ufunc(*[x.transpose(*first.dims).data if isinstance(x, xr.DataArray) else x
-                   for x in inputs])
-    if not isinstance(data, np.ndarray) or data.shape != first.shape:
+        for key, index in xi.items():
+            known = indexes.setdefault(key, index)
+            if known is not index and not known.equals(index):
+                return None
+        coords.update(x._coords)
+    variables = xr.core.variable.broadcast_variables(*[x.variable for x in arrays])
+    it = iter(variables)
+    data = ufunc(*[next(it).data if isinstance(x, xr.DataArray) else x for x in inputs])
+    dims = variables[0].dims
+    if not isinstance(data, np.ndarray) or data.shape != variables[0].shape:
         return None
-    return first._replace(first.variable.copy(deep=False, data=data), name=None)
+    return arrays[0]._replace(xr.Variable(dims, data), coords, name=None, indexes=indexes)
 
 
 def install_xarray_hooks() -> None:

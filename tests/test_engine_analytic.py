@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 import flywheel_sd as fw
+from _shared import load_text
 from conformance_mdl import vensim
 from flywheel_sd._integrate import ADAPTIVE_METHODS
 
@@ -292,9 +293,7 @@ def delays_true(t):
 
 @pytest.fixture(scope="module")
 def delay_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("delays") / "delays.mdl"
-    path.write_text(DELAYS)
-    return fw.load(path)
+    return load_text(tmp_path_factory, "delays.mdl", DELAYS)
 
 
 @pytest.mark.parametrize("method", ADAPTIVE_METHODS)
@@ -343,9 +342,7 @@ PULSES = vensim(
 
 @pytest.fixture(scope="module")
 def pulse_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pulses") / "pulses.mdl"
-    path.write_text(PULSES)
-    return fw.load(path)
+    return load_text(tmp_path_factory, "pulses.mdl", PULSES)
 
 
 def test_step_off_the_grid_is_not_smeared(models):
@@ -468,9 +465,7 @@ DRAIN = """<?xml version="1.0" encoding="utf-8"?>
 
 @pytest.fixture(scope="module")
 def drain_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("drain") / "drain.xmile"
-    path.write_text(DRAIN)
-    return fw.load(path)
+    return load_text(tmp_path_factory, "drain.xmile", DRAIN)
 
 
 @pytest.mark.parametrize("method", ["RK45", "DOP853", "LSODA", "BDF"])
