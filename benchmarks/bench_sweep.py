@@ -9,7 +9,9 @@ the SIR sample, and saying so, when ``models/platform_flywheel.mdl`` is absent) 
 * against a process pool of per-run integrations on all cores (the usual way to
   parallelise; also on a sample, scaled), and the process pool of ensemble chunks;
 * against a hand-written NumPy right-hand side of the same model, integrated for all runs
-  at once by the same integrator (the practical floor; written here for SIR).
+  at once by the same integrator (the practical floor): `sir_numpy_floor` below for SIR,
+  ``benchmarks/flywheel_numpy.py`` for the project's model (its Euler is PySD's Euler to
+  round-off and its RK45 takes the ensemble's steps, ``tests/test_numpy_floor.py``).
 
 ``--million`` adds a 1,000,000-run scalar-metric sweep of SIR written to a store, and
 reports its peak resident memory.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import os
 import resource
 import shutil
@@ -116,6 +119,20 @@ def sir_numpy_floor(table, method, t_end=100.0, dt=0.03125, saveper=1.0):
     return sol.y
 
 
+def flywheel_numpy_floor(table, method):
+    """The hand-written flywheel model, all runs at once, with the ensemble's integrator
+    and outputs."""
+    spec = importlib.util.spec_from_file_location("flywheel_numpy",
+                                                  Path(__file__).with_name("flywheel_numpy.py"))
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    params = {name: table[name].to_numpy() for name in table.columns}
+    outputs = FLYWHEEL_SETUP["outputs"]
+    if method == "euler":
+        return floor.euler(params, outputs)
+    return floor.adaptive(params, outputs, method)
+
+
 # -- one model ------------------------------------------------------------------------------
 def bench_model(setup, runs, methods, skip_pool, note=""):
     import flywheel_sd as fw
@@ -152,8 +169,9 @@ def bench_model(setup, runs, methods, skip_pool, note=""):
                                   executor="processes", progress=False, **options)
                 row["pool_ensemble_s"] = t_pens
             if setup is SIR_SETUP:
-                t_floor, _ = timed(sir_numpy_floor, design.table, method)
-                row["floor_s"] = t_floor
+                row["floor_s"], _ = timed(sir_numpy_floor, design.table, method)
+            elif setup is FLYWHEEL_SETUP:
+                row["floor_s"], _ = timed(flywheel_numpy_floor, design.table, method)
             rows.append(row)
             report(row)
     return rows
