@@ -352,7 +352,7 @@ def _finite_values(value: Any) -> np.ndarray:
 def _check_value(name: str, value: Any) -> None:
     if callable(value) and not isinstance(value, (pd.Series, xr.DataArray)):
         return  # a user function replacing an equation: checked when it runs
-    if isinstance(value, (bool, np.bool_)) or isinstance(value, (str, bytes)):
+    if value is None or isinstance(value, (bool, np.bool_, str, bytes)):
         raise ParameterError(f"{name}: expected a number, got {_short(value)}")
     if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, xr.DataArray):
         raise ParameterError(
