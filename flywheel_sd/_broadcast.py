@@ -19,8 +19,13 @@ would broadcast the NumPy array by position. While an ensemble of N runs in a th
 (`active`), hooks on ``DataArray`` arithmetic and ufuncs read a 1-D array of length N as a
 ``RUN`` vector, and hand results that only vary over ``RUN`` back as NumPy arrays. N is
 padded so that no other axis of the model (subscript range, delay order, lookup table) has
-length N. Outside an active ensemble, and in other threads, the hooks do nothing. In
-generated code, ``float``, ``np.interp`` and ``xr.DataArray`` are replaced to the same end.
+length N. In generated code, ``float``, ``np.interp`` and ``xr.DataArray`` are replaced to
+the same end.
+
+The same hooks also skip xarray's index alignment where indexes are equal (it cannot change
+the result, and it is most of the cost of an operation on small arrays): `simulate` turns
+them on for single runs too (``active(None)``). Outside `active`, and in other threads,
+the hooks do nothing.
 """
 
 from __future__ import annotations
@@ -44,16 +49,21 @@ _state = threading.local()
 
 
 @contextlib.contextmanager
-def active(n: int):
-    """Mark this thread as running an ensemble of `n` members (see the module doc)."""
+def active(n: int | None):
+    """Mark this thread as running an ensemble of `n` members (see the module doc).
+
+    ``n=None`` is a single run: only the fast paths of the hooks apply (they skip
+    xarray's index alignment where indexes are equal, which cannot change a result).
+    """
     install_xarray_hooks()
-    previous = getattr(_state, "n", None), getattr(_state, "template", None)
-    _state.n = n
-    _state.template = xr.DataArray(np.zeros(n), dims=[RUN])
+    previous = _state.__dict__.copy()
+    _state.on, _state.n = True, n
+    _state.template = None if n is None else xr.DataArray(np.zeros(n), dims=[RUN])
     try:
         yield
     finally:
-        _state.n, _state.template = previous
+        _state.__dict__.clear()
+        _state.__dict__.update(previous)
 
 
 def as_run_array(x):
@@ -144,7 +154,7 @@ def install_xarray_hooks() -> None:
         binary = xr.DataArray._binary_op
         if not getattr(binary, "_flywheel_hook", False):
             def _binary_op(self, other, f, reflexive=False, _original=binary):
-                if getattr(_state, "n", None) is None:
+                if not getattr(_state, "on", False):
                     return _original(self, other, f, reflexive)
                 other = as_run_array(other)
                 if _FAST["on"]:
@@ -162,7 +172,7 @@ def install_xarray_hooks() -> None:
         ufunc = xr.DataArray.__array_ufunc__
         if not getattr(ufunc, "_flywheel_hook", False):
             def __array_ufunc__(self, ufunc_, method, *inputs, _original=ufunc, **kwargs):
-                if getattr(_state, "n", None) is None:
+                if not getattr(_state, "on", False):
                     return _original(self, ufunc_, method, *inputs, **kwargs)
                 inputs = tuple(as_run_array(x) for x in inputs)
                 if _FAST["on"]:

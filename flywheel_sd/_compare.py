@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -149,7 +149,8 @@ class FlywheelAccessor:
 class CriticalMass:
     """The smallest lever value at which the platform keeps growing after the push.
 
-    ``bracket`` = (highest value seen to decay, lowest value seen to keep growing).
+    ``bracket`` = (the value nearest the threshold seen to decay, the one nearest it seen
+    to keep growing); ``decaying_run`` and ``growing_run`` are the runs at those two values.
     """
 
     lever: str
@@ -157,6 +158,8 @@ class CriticalMass:
     bracket: tuple[float, float]
     runs: int
     criterion: str
+    decaying_run: pd.DataFrame = field(repr=False, compare=False, default=None)
+    growing_run: pd.DataFrame = field(repr=False, compare=False, default=None)
 
 
 def keeps_growing(frame: pd.DataFrame, variable: str, push_end: float) -> bool:
@@ -202,6 +205,7 @@ def critical_mass(lever: str, low: float, high: float, *, scenario: str | Scenar
         return float(model.default_value(name))
 
     runs = 0
+    frames: dict[float, pd.DataFrame] = {}  # the runs at the current bracket's ends
 
     def fate(value: float) -> bool:
         nonlocal runs
@@ -211,6 +215,7 @@ def critical_mass(lever: str, low: float, high: float, *, scenario: str | Scenar
         frame = _run(sc, model, **opts)
         if on_run is not None:
             on_run(sc.name)
+        frames[value] = frame
         return keeps_growing(frame, variable, push_time(value))
 
     grows_low, grows_high = fate(low), fate(high)
@@ -224,9 +229,12 @@ def critical_mass(lever: str, low: float, high: float, *, scenario: str | Scenar
     while abs(grows - decays) > tol and runs < max_runs:
         mid = 0.5 * (decays + grows)
         if fate(mid):
+            frames.pop(grows)
             grows = mid
         else:
+            frames.pop(decays)
             decays = mid
     criterion = (f"{variable} at the end of the run > {variable} when the push ends "
                  f"({push_end if isinstance(push_end, str) else f't={push_end:g}'})")
-    return CriticalMass(lever, 0.5 * (decays + grows), (decays, grows), runs, criterion)
+    return CriticalMass(lever, 0.5 * (decays + grows), (decays, grows), runs, criterion,
+                        frames[decays], frames[grows])

@@ -241,6 +241,10 @@ def test_critical_mass_two_fates(small):
     assert lo < found.threshold < hi and hi - lo <= 0.01
     # Closed form of the push: buyers pass the Allee threshold (200) only if the push
     # lasts long enough; the fates just below and above the bracket differ.
+    pd.testing.assert_frame_equal(found.decaying_run,
+                                  fw.run_scenario(sc, params={"Ad Stop Time": lo}))
+    pd.testing.assert_frame_equal(found.growing_run,
+                                  fw.run_scenario(sc, params={"Ad Stop Time": hi}))
     below = fw.run_scenario(sc, params={"Ad Stop Time": lo - 0.5})
     above = fw.run_scenario(sc, params={"Ad Stop Time": hi + 0.5})
     assert below["Active Buyers"].iloc[-1] < below["Active Buyers"].loc[round(lo)]
