@@ -887,7 +887,7 @@ def _verify_states(model, base_params, names, row, options, variables, times, co
         single_dy = np.empty((len(times), system.size))
         ens_dy = np.empty_like(single_dy)
         single_out = {name: np.empty(len(times)) for name in columns}
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), _broadcast.active(None):  # as simulate evaluates
             for i, t in enumerate(times):
                 single_dy[i] = system.rhs(float(t), single_vector(states[i]))
                 ens_dy[i] = single_vector(derivs[i])
