@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import warnings
 from functools import cached_property
 from pathlib import Path
@@ -124,8 +125,44 @@ def load(path: str | os.PathLike | None = None, *, data_files=None) -> Model:
     ------
     ModelFileError
         The file is missing, of an unknown kind, or PySD cannot translate or import it.
+
+    Notes
+    -----
+    Within one thread, loading an unchanged file again returns the same `Model` (the
+    scenario, compare and command-line layers each ask for the model they need, and PySD's
+    load is the slow part). Any change to the file's content, or to a data file's size or
+    modification time, loads it anew. The memo is per thread because a Model's PySD object
+    serves one run at a time.
     """
-    return Model(DEFAULT_MODEL if path is None else path, data_files=data_files)
+    source = Path(DEFAULT_MODEL if path is None else path).expanduser().resolve()
+    key = _memo_key(source, data_files)
+    if key is None:  # missing or unreadable: let Model raise its usual error
+        return Model(source, data_files=data_files)
+    memo = _loaded.__dict__.setdefault("models", {})
+    model = memo.pop(key, None)
+    if model is None or not model.py_file.is_file():  # new, or its translation was removed
+        model = Model(source, data_files=data_files)
+    memo[key] = model  # most recently used last
+    while len(memo) > _MEMO_SIZE:
+        del memo[next(iter(memo))]
+    return model
+
+
+_loaded = threading.local()
+_MEMO_SIZE = 8
+
+
+def _memo_key(source: Path, data_files) -> tuple | None:
+    """What `load` must see unchanged to reuse a model: the file's content, the data
+    files' sizes and modification times, and the translation cache in use."""
+    try:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()
+        data = _absolute_data_files(data_files)
+        names = [] if data is None else [data] if isinstance(data, str) else sorted(data)
+        stats = tuple((n, os.stat(n).st_size, os.stat(n).st_mtime_ns) for n in names)
+    except OSError:
+        return None
+    return str(source), digest, repr(data), stats, str(cache_dir())
 
 
 def _absolute_data_files(data_files):
