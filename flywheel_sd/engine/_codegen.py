@@ -1,0 +1,399 @@
+"""From the compiler's nodes to the text of the generated module.
+
+Classifies each node (constant, derived constant, INITIAL value, state, time-varying),
+orders each phase topologically, drops what no derivative and no output needs, and writes
+the functions. The runtime helpers (`RUNTIME_SCALAR`, `RUNTIME_VECTOR`) are the only text
+that differs between the scalar backends (Python floats, Numba) and the vector one (NumPy,
+members on the last axis).
+"""
+
+from __future__ import annotations
+
+import re
+from graphlib import CycleError, TopologicalSorter
+
+import numpy as np
+
+from .compiler import N_RESERVED, NotCompilable, Program
+
+_PLACEHOLDER = re.compile("\x02([^\x03]*)\x03")
+
+# Helpers shared by the scalar backends; written so Numba compiles them.
+RUNTIME_SCALAR = '''
+@_jit
+def _clamp(dy, y):
+    return 0.0 if (y <= 0 and dy < 0) else dy
+
+
+@_jit
+def _ite(cond, a, b):
+    return a if cond else b
+
+
+@_jit
+def _and(a, b):
+    return bool(a) and bool(b)
+
+
+@_jit
+def _or(a, b):
+    return bool(a) or bool(b)
+
+
+@_jit
+def _not(a):
+    return not a
+
+
+@_jit
+def _xidz(a, b, x):
+    return x if abs(b) < 1e-6 else a / b
+
+
+@_jit
+def _zidz(a, b):
+    return 0.0 if abs(b) < 1e-6 else a / b
+
+
+@_jit
+def _quantum(a, b):
+    return a if b < 1e-6 else b * np.trunc(a / b)
+
+
+@_jit
+def _step(t, value, tstep, dt, exact):
+    if exact:
+        return value * (t >= tstep)
+    return value * (t + dt / 2 > tstep)
+
+
+@_jit
+def _pulse(t, start, repeat, width, magnitude, end, dt, exact):
+    # PySD's PULSE on the Euler grid; exact edges for the adaptive methods
+    small = 0.0 if exact else 1e-6
+    if np.isnan(width):
+        width = dt if exact else 0.5 * dt
+    out = 1.0 if np.isnan(magnitude) else magnitude / dt
+    if repeat == 0:
+        return out if start - small <= t < start + width else 0.0
+    if start <= t < end:
+        return out if (t - start + small) % repeat < width else 0.0
+    return 0.0
+
+
+@_jit
+def _ramp(t, slope, start, finish):
+    final = min(finish, t)
+    return (t + 1e-6 > start) * slope * (final - start)
+
+
+@_jit
+def _lookup(x, xs, ys, mode):
+    if x > xs[-1]:
+        if mode == 2:
+            return ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1])
+        return ys[-1]
+    if x < xs[0]:
+        if mode == 2:
+            return ys[0] + (ys[1] - ys[0]) / (xs[1] - xs[0]) * (x - xs[0])
+        return ys[0]
+    if mode == 1:
+        return ys[np.searchsorted(xs, x, side="right") - 1]
+    return np.interp(x, xs, ys)
+'''
+
+RUNTIME_VECTOR = '''
+def _clamp(dy, y):
+    return np.where((y <= 0) & (dy < 0), 0.0, dy)
+
+
+def _ite(cond, a, b):
+    return np.where(cond, a, b)
+
+
+_and = np.logical_and
+_or = np.logical_or
+_not = np.logical_not
+
+
+def _xidz(a, b, x):
+    with np.errstate(all="ignore"):
+        return np.where(np.abs(b) < 1e-6, x, a / b)
+
+
+def _zidz(a, b):
+    with np.errstate(all="ignore"):
+        return np.where(np.abs(b) < 1e-6, 0.0, a / b)
+
+
+def _quantum(a, b):
+    with np.errstate(all="ignore"):
+        return np.where(b < 1e-6, a, b * np.trunc(a / b))
+
+
+def _step(t, value, tstep, dt, exact):
+    if exact:
+        return value * (t >= tstep)
+    return value * (t + dt / 2 > tstep)
+
+
+def _pulse(t, start, repeat, width, magnitude, end, dt, exact):
+    small = 0.0 if exact else 1e-6
+    width = np.where(np.isnan(width), dt if exact else 0.5 * dt, width)
+    out = np.where(np.isnan(magnitude), 1.0, magnitude / dt)
+    with np.errstate(all="ignore"):
+        single = np.where((start - small <= t) & (t < start + width), out, 0.0)
+        train = np.where((start <= t) & (t < end)
+                         & (np.mod(t - start + small, repeat) < width), out, 0.0)
+    return np.where(repeat == 0, single, train)
+
+
+def _ramp(t, slope, start, finish):
+    return (t + 1e-6 > start) * slope * (np.minimum(finish, t) - start)
+
+
+def _lookup(x, xs, ys, mode):
+    x = np.asarray(x, dtype=float)
+    if mode == 1:
+        index = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, len(xs) - 1)
+        return np.where(x < xs[0], ys[0], ys[index])
+    out = np.interp(x, xs, ys)
+    if mode == 2:
+        low = ys[0] + (ys[1] - ys[0]) / (xs[1] - xs[0]) * (x - xs[0])
+        high = ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1])
+        out = np.where(x < xs[0], low, np.where(x > xs[-1], high, out))
+    return out
+'''
+
+
+def generate(comp) -> Program:
+    nodes = comp.nodes
+    for deps, message in comp.constant_checks:
+        if not _all_constant(nodes, deps):
+            raise NotCompilable(message)
+    dynamic = _dynamic(nodes)
+    storage = {}
+    derived = []
+    for key, node in nodes.items():
+        if node.kind == "stock":
+            storage[key] = f"y{node.slot}"
+        elif node.kind in ("const", "initial"):
+            storage[key] = f"c[{node.slot}]"
+        elif key in dynamic:
+            storage[key] = f"v{len(storage)}"
+        else:  # an expression of constants: computed once, in setup
+            node.slot = comp.c_slot()
+            storage[key] = f"c[{node.slot}]"
+            derived.append(key)
+
+    def fill(text: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: storage[m.group(1)], text)
+
+    lines = ["# Generated by flywheel_sd.engine from PySD's abstract model. Do not edit.", ""]
+    for index, (xs, ys, _mode) in enumerate(comp.lookups.values()):
+        lines.append(f"LX{index} = np.array({_floats(xs)})")
+        lines.append(f"LY{index} = np.array({_floats(ys)})")
+    stocks = sorted((n for n in nodes.values() if n.kind == "stock"), key=lambda n: n.slot)
+    lines.append(f"N_STATES = {comp.n_states}")
+    lines.append(f"NONNEG = np.array({[n.nonneg for n in stocks]!r}, dtype=np.bool_)")
+
+    # setup: derived constants in dependency order
+    order = _sorted({k: nodes[k].deps & set(derived) for k in derived})
+    lines += ["", "", "@_jit", "def setup(c):"]
+    lines += [f"    {storage[k]} = {fill(nodes[k].expr)}" for k in order] or ["    pass"]
+
+    # init: INITIAL values and the initial state, evaluated at INITIAL TIME
+    lines += _init_function(comp, nodes, storage, fill)
+
+    columns, column_nodes = _columns(comp)
+    flows = {n.key: n for n in stocks}
+    needed_rhs = _closure(nodes, dynamic, set().union(*(n.flow_deps for n in stocks))
+                          if stocks else set())
+    lines += ["", "", "@_jit", "def rhs(t, y, c, dy):"]
+    lines += _prelude(stocks) + _aux_lines(nodes, dynamic, needed_rhs, storage, fill)
+    for key, node in flows.items():
+        lines.append(f"    dy[{node.slot}] = {fill(node.flow)}")
+        if node.nonneg:
+            lines.append(f"    dy[{node.slot}] = _clamp(dy[{node.slot}], y[{node.slot}])")
+    if not stocks:
+        lines.append("    pass")
+
+    needed_out = _closure(nodes, dynamic, set(column_nodes))
+    lines += ["", "", "@_jit", "def record(t, y, c, row):"]
+    lines += _prelude(stocks) + _aux_lines(nodes, dynamic, needed_out, storage, fill)
+    for i, key in enumerate(column_nodes):
+        lines.append(f"    row[{i}] = {storage[key]}")
+    lines.append(f"\n\nN_OUT = {len(columns)}")
+
+    lines += _python_side(comp, nodes, storage, fill)
+    return Program(
+        body="\n".join(lines) + "\n",
+        n_c=comp.n_c, n_states=comp.n_states, c_default=list(comp.c_default),
+        params=_params(comp), columns=columns,
+        column_of=_column_of(comp, columns), state_names=list(comp.state_names),
+        nonneg=[n.nonneg for n in stocks], series=_series(comp),
+        time_equality=comp.time_equality, subscripts=comp.subs,
+    )
+
+
+def _floats(values) -> str:
+    return "[" + ", ".join(repr(float(v)) for v in np.asarray(values, dtype=float)) + "]"
+
+
+def _all_constant(nodes, deps) -> bool:
+    return all(d in nodes and nodes[d].kind == "const" for d in deps)
+
+
+def _dynamic(nodes) -> set:
+    """Nodes whose value changes during a run: states, Time, INITIAL values (known only
+    after init), and everything that reads them."""
+    deps = {k: n.deps for k, n in nodes.items()}
+    dynamic = {k for k, n in nodes.items() if n.kind in ("stock", "initial")}
+    dynamic |= {k for k, d in deps.items() if "time" in d}
+    changed = True
+    while changed:
+        changed = False
+        for key, d in deps.items():
+            if key not in dynamic and nodes[key].kind == "aux" and d & dynamic:
+                dynamic.add(key)
+                changed = True
+    return dynamic
+
+
+def _sorted(graph: dict) -> list:
+    try:
+        return list(TopologicalSorter(graph).static_order())
+    except CycleError as err:
+        names = " -> ".join(str(k) for k in err.args[1][:6])
+        raise NotCompilable(f"a simultaneous equation (algebraic loop): {names}") from err
+
+
+def _closure(nodes, dynamic, roots) -> set:
+    """The time-varying auxiliaries that `roots` need, transitively."""
+    out, todo = set(), [r for r in roots if r in dynamic]
+    while todo:
+        key = todo.pop()
+        if key in out or key not in nodes:
+            continue
+        out.add(key)
+        if nodes[key].kind == "aux":
+            todo.extend(d for d in nodes[key].deps if d in dynamic)
+    return {k for k in out if nodes[k].kind == "aux"}
+
+
+def _prelude(stocks) -> list:
+    return [f"    y{n.slot} = np.maximum(y[{n.slot}], 0.0)" if n.nonneg
+            else f"    y{n.slot} = y[{n.slot}]" for n in stocks]
+
+
+def _aux_lines(nodes, dynamic, needed, storage, fill) -> list:
+    graph = {k: nodes[k].deps & needed for k in needed}
+    return [f"    {storage[k]} = {fill(nodes[k].expr)}" for k in _sorted(graph)]
+
+
+def _init_function(comp, nodes, storage, fill) -> list:
+    """Initial values: every node takes its init-phase expression (ACTIVE INITIAL's initial
+    value, a stock its initial value), so the order follows the init dependencies."""
+    targets = [k for k, n in nodes.items() if n.kind in ("stock", "initial")]
+    graph, todo = {}, list(targets)
+    while todo:
+        key = todo.pop()
+        if key in graph or key not in nodes:
+            continue
+        node = nodes[key]
+        if node.kind == "const" or storage[key].startswith("c[") and node.kind == "aux":
+            graph[key] = set()
+            continue
+        deps = node.init_deps if node.kind in ("stock", "initial") or node.init_expr \
+            else node.deps
+        graph[key] = {d for d in deps if d in nodes}
+        todo.extend(graph[key])
+    local = {}
+    lines = ["", "", "@_jit", "def init(c, y):", "    t = c[1]"]
+    for key in _sorted(graph):
+        node = nodes[key]
+        if node.kind == "const" or (node.kind == "aux" and storage[key].startswith("c[")):
+            continue
+        text = _PLACEHOLDER.sub(lambda m: local.get(m.group(1), storage[m.group(1)]),
+                                node.init_expr or node.expr)
+        name = f"i{len(local)}"
+        local[key] = name
+        lines.append(f"    {name} = {text}")
+        if node.kind == "stock":
+            lines.append(f"    y[{node.slot}] = {name}")
+        elif node.kind == "initial":
+            lines.append(f"    c[{node.slot}] = {name}")
+    return lines
+
+
+def _columns(comp) -> tuple[list, list]:
+    """PySD's default output columns: the control variables, then every other variable in
+    the file's order (lookups excluded); subscripted ones flattened as ``Name[a,b]``."""
+    control, others = [], []
+    for key, element in comp.elements.items():
+        if _is_lookup_element(comp, key):
+            continue
+        keys = [comp.key_of(key, combo) for combo in comp.elements_of(comp.final_dims[key])]
+        entries = [(comp.nodes[k].column, k) for k in keys if k in comp.nodes]
+        (control if key in ("initial_time", "final_time", "time_step", "saveper")
+         else others).extend(entries)
+    control.sort()
+    chosen = control + others
+    return [c for c, _ in chosen], [k for _, k in chosen]
+
+
+def _is_lookup_element(comp, key) -> bool:
+    from ._pysd_compat import is_lookup
+
+    return is_lookup(comp.elements[key])
+
+
+def _column_of(comp, columns) -> dict:
+    out: dict = {}
+    index = {c: i for i, c in enumerate(columns)}
+    for key, element in comp.elements.items():
+        cols = [comp.nodes[k].column for k in
+                (comp.key_of(key, combo) for combo in comp.elements_of(comp.final_dims[key]))
+                if k in comp.nodes]
+        if cols and all(c in index for c in cols):
+            out[element.name] = [index[c] for c in cols]
+    return out
+
+
+def _params(comp) -> dict:
+    """Vensim name -> c slots of its leaf constants (element order), for overrides."""
+    out = {}
+    for key, element in comp.elements.items():
+        keys = [comp.key_of(key, combo) for combo in comp.elements_of(comp.final_dims[key])]
+        nodes = [comp.nodes.get(k) for k in keys]
+        if nodes and all(n is not None and n.kind == "const" for n in nodes):
+            out[element.name] = [n.slot for n in nodes]
+    return out
+
+
+def _series(comp) -> dict:
+    out = {}
+    for key, n in comp.series_req.items():
+        node = comp.nodes.get(key)
+        if node is not None:
+            out[comp.elements[key].name] = (node.slot, n)
+    return out
+
+
+def _python_side(comp, nodes, storage, fill) -> list:
+    """Plain-Python helpers run once per run: breakpoint events and switches, guards."""
+    lines = ["", "", "def events(c):", "    out = []"]
+    for fname, args, deps in comp.events:
+        if _all_constant(nodes, deps - {"time"}):
+            lines.append(f"    out.append(({fname!r}, ({', '.join(fill(a) for a in args)},)))")
+    lines.append("    return out")
+    switches = [fill(text) for text, deps in comp.switches if _all_constant(nodes, deps)]
+    lines += ["", "", "def switches(t, c):", f"    return [{', '.join(switches)}]"]
+    lines += ["", "", "def guards(c):", "    out = []"]
+    for code, deps, message in comp.guards:
+        if not _all_constant(nodes, deps):
+            raise NotCompilable(message + " (delay time not constant)")
+        lines.append(f"    if not ({fill(code)}):")
+        lines.append(f"        out.append({message!r})")
+    lines.append("    return out")
+    return lines

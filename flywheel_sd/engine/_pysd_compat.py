@@ -1,0 +1,122 @@
+"""Every use of PySD's translator internals by the compiler, in one place.
+
+The compiler reads PySD's abstract model (a documented structure) and borrows two private
+helpers from PySD's Python builder: its subscript manager (ranges, copied and sub-ranges,
+mappings) and the merge rule that gives a variable's final subscripts. They are tested
+against the PySD versions ``pyproject.toml`` allows (``tests/test_pysd_compat.py``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+VENSIM_KIND = {
+    "DataStructure": "DATA variables",
+    "GetDataStructure": "GET XLS DATA",
+    "GetLookupsStructure": "GET XLS LOOKUPS",
+    "GetConstantsStructure": "GET XLS CONSTANTS",
+    "DelayFixedStructure": "DELAY FIXED",
+    "SampleIfTrueStructure": "SAMPLE IF TRUE",
+    "AllocateAvailableStructure": "ALLOCATE AVAILABLE",
+    "AllocateByPriorityStructure": "ALLOCATE BY PRIORITY",
+    "SubscriptsReferenceStructure": "a subscript used as a value",
+}
+
+
+def parse(path: Path):
+    """PySD's abstract model of a Vensim or XMILE file (its main section first)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if path.suffix.lower() == ".mdl":
+            from pysd.translators.vensim.vensim_file import VensimFile
+
+            source = VensimFile(path)
+            source.parse()
+        else:
+            from pysd.translators.xmile.xmile_file import XmileFile
+
+            source = XmileFile(path)
+            source.parse()
+        return source.get_abstract_model()
+
+
+def _manager(section):
+    manager = getattr(section, "_flywheel_subscripts", None)
+    if manager is None:
+        from pysd.builders.python.subscripts import SubscriptManager
+
+        manager = SubscriptManager(section.subscripts, Path(section.path).parent)
+        section._flywheel_subscripts = manager
+    return manager
+
+
+def subscript_ranges(section) -> dict[str, list[str]]:
+    """Range name -> its elements (copied and nested sub-ranges resolved)."""
+    return {k: list(v) for k, v in _manager(section).subscripts.items()}
+
+
+def subscript_mappings(section) -> dict[str, list[str]]:
+    """Range name -> the ranges it maps to (Vensim's ``A: a1, a2 -> B``)."""
+    out = {}
+    for name, targets in _manager(section).mapping.items():
+        names = []
+        for target in targets or []:
+            names.append(target if isinstance(target, str) else getattr(target, "name", None)
+                         or str(target))
+        out[name] = names
+    return out
+
+
+def final_dims(section, element) -> list[str]:
+    """The subscript ranges a variable is defined over, merged across its equations."""
+    subs = [component.subscripts[0] for component in element.components]
+    if not any(subs):
+        return []
+    return list(_manager(section).make_merge_list(subs, element.name))
+
+
+def is_control(element) -> bool:
+    return type(element).__name__ == "AbstractControlElement"
+
+
+def is_lookup(element) -> bool:
+    return any(getattr(c, "type", "") == "Lookup" for c in element.components)
+
+
+def ast_kind(ast) -> str:
+    if isinstance(ast, np.ndarray):
+        return "ndarray"
+    return type(ast).__name__
+
+
+def reference_name(ast) -> str:
+    """The name in a bare reference (ELMCOUNT's argument)."""
+    if ast_kind(ast) == "ReferenceStructure":
+        return ast.reference if not ast.subscripts else ast.subscripts.subscripts[0]
+    raise ValueError(f"not a reference: {ast!r}")
+
+
+def bang_subscripts(ast) -> list[str]:
+    """Every ``Range!`` subscript used inside `ast`, in order of appearance."""
+    out = []
+
+    def walk(node):
+        if ast_kind(node) == "SubscriptsReferenceStructure":
+            out.extend(s for s in node.subscripts if s.endswith("!"))
+            return
+        for value in getattr(node, "__dict__", {}).values():
+            if isinstance(value, (list, tuple)):
+                for item in value:
+                    walk(item)
+            elif hasattr(value, "__dict__"):
+                walk(value)
+
+    walk(ast)
+    return out
+
+
+def real_names(section) -> list[str]:
+    return [element.name for element in section.elements]
