@@ -1,0 +1,1 @@
+"""Compiled-model engine: generated flat-code modules and their integration drivers."""
