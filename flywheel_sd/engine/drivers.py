@@ -47,7 +47,7 @@ def driver_source() -> str:
     """Source text of the drivers, to paste into a generated module after its model."""
     text = Path(__file__).read_text(encoding="utf-8")
     start = text.index("\n" + _BEGIN + "\n") + 1
-    end = text.index("\n" + _END + "\n", start) + 1
+    end = text.index("\n" + _END + "\n", start) + len(_END) + 2
     return text[start:end]
 
 

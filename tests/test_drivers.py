@@ -1,0 +1,510 @@
+"""Integration drivers of generated modules (flywheel_sd.engine.drivers / .modules).
+
+Fixed-step drivers are checked bit for bit against PySD's loop; rk45/rk23 against
+scipy.integrate.solve_ivp itself (same rhs calls, nfev, accepted steps, dense output);
+ensembles against their members' single runs; the numba backend against the python one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+from flywheel_sd.engine import modules
+from flywheel_sd.engine.drivers import driver_source
+from flywheel_sd.engine.modules import (
+    NumbaUnavailableError,
+    import_module,
+    load_module,
+    write_module,
+)
+
+HAVE_NUMBA = modules.numba_available()
+needs_numba = pytest.mark.skipif(not HAVE_NUMBA, reason="numba is not installed")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def body(n: int, rhs: str, nonneg=()) -> str:
+    """A model body: n states, `rhs` lines (dy[i] = ...), record writes (t, y...)."""
+    flags = ", ".join("True" if i in nonneg else "False" for i in range(n))
+    return (f"N_STATES = {n}\nN_OUT = {n + 1}\nNONNEG = np.array([{flags}], dtype=np.bool_)\n"
+            "CALLS = []\n\n\n@_jit\ndef rhs(t, y, c, dy):\n"
+            + textwrap.indent(textwrap.dedent(rhs).strip(), "    ") + "\n\n\n"
+            "@_jit\ndef record(t, y, c, row):\n    row[0] = t\n"
+            "    for i in range(y.shape[0]):\n        row[i + 1] = y[i]\n")
+
+
+DECAY = body(1, "dy[0] = -c[0] * y[0]")
+# a pulse switched on at c[2]: a breakpoint there must not be smeared
+LOGISTIC = body(1, "dy[0] = c[0] * y[0] * (1.0 - y[0] / c[1]) + (c[3] if t >= c[2] else 0.0)")
+DRAIN = body(2, "dy[0] = -1.0\ndy[1] = -1.0", nonneg=(0,))
+OSC = body(2, "dy[0] = y[1]\ndy[1] = -c[0] * c[0] * y[0]")
+VDP = body(2, "dy[0] = y[1]\ndy[1] = c[0] * (1.0 - y[0] * y[0]) * y[1] - y[0]"
+              " + (c[1] if t >= c[2] else 0.0)")
+BLOWUP = body(1, "dy[0] = y[0] * y[0]")
+NAN_LATE = body(1, "dy[0] = -y[0] if t < c[0] else math.nan")
+
+PROBLEMS = {  # name: (body, c, y0)
+    "decay": (DECAY, [0.7], [3.0]),
+    "logistic": (LOGISTIC, [0.8, 100.0, 3.7, 5.0], [1.0]),
+    "osc": (OSC, [2.0], [1.0, 0.0]),
+    "vdp": (VDP, [1.0, 0.5, 3.7], [2.0, 0.0]),
+}
+
+
+def build(directory: Path, name: str, text: str, backend: str = "python", logged=False):
+    """Write and import a module; `logged` (python backend) appends each rhs call's
+    (t, *y) to the module's CALLS list."""
+    if logged:
+        name += "_logged"
+        text = text.replace("def rhs(t, y, c, dy):\n",
+                            "def rhs(t, y, c, dy):\n    CALLS.append((t, *[float(v) for v in y]))\n")
+    return load_module(directory / f"{name}_{backend}.py", text, backend)
+
+
+def run_adaptive(mod, c, y0, edges, save_t, rtol, atol, max_step=np.inf, method="rk45"):
+    out = np.full((len(save_t), mod.N_OUT), np.nan)
+    stats = np.zeros(4, np.int64)
+    t_end = getattr(mod, method)(np.asarray(c, float), np.asarray(y0, float),
+                                 np.asarray(edges, float), np.asarray(save_t, float),
+                                 rtol, atol, max_step, out, stats)
+    return out, stats, t_end
+
+
+def scipy_reference(mod, c, y0, edges, save_t, rtol, atol, max_step=np.inf, method="RK45"):
+    """flywheel_sd._integrate's adaptive loop: solve_ivp per segment, evaluated inside."""
+    c = np.asarray(c, float)
+    y = np.asarray(y0, float)
+    save_t = np.asarray(save_t, float)
+    t1 = edges[-1]
+    ys = np.repeat(y[None, :], len(save_t), axis=0)
+    nfev = n_steps = 0
+    ts = []
+    for a, b in itertools.pairwise(edges):
+        if b <= a:
+            continue
+        lo = a + 1e-11 * max(1.0, abs(a))
+        hi = b - 1e-11 * max(1.0, abs(b))
+
+        def fun(t, y, _lo=lo, _hi=hi):
+            dy = np.empty(len(y))
+            mod.rhs(min(max(t, _lo), _hi), y, c, dy)
+            return dy
+
+        sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
+                        max_step=max_step, dense_output=True)
+        assert sol.status == 0, sol.message
+        nfev += sol.nfev
+        n_steps += len(sol.t) - 1
+        ts.extend(sol.t[1:])
+        here = (save_t >= a) & ((save_t < b) | (b >= t1))
+        if here.any():
+            ys[here] = sol.sol(np.clip(save_t[here], a, b)).T
+        y = sol.y[:, -1]
+    ys[save_t >= t1] = y
+    return {"nfev": nfev, "n_steps": n_steps, "ts": np.array(ts), "ys": ys, "y_end": y}
+
+
+# -- module assembly ------------------------------------------------------------------
+def test_driver_source_is_pasted_without_placeholders():
+    src = driver_source()
+    assert src.startswith("# >>> driver source begins\n")
+    assert src.rstrip().endswith("# <<< driver source ends")
+    assert "NotImplementedError" not in src and "_jit = _pjit" not in src
+    for name in ("def euler(", "def rk4(", "def rk45(", "def rk23(", "def euler_members(",
+                 "def rk45_members("):
+        assert name in src
+    compile(src, "<drivers>", "exec")
+
+
+def test_write_module_is_idempotent_and_atomic(tmp_path):
+    path = tmp_path / "m.py"
+    assert write_module(path, DECAY, "python") is True
+    st = path.stat()
+    assert write_module(path, DECAY, "python") is False  # same text: untouched
+    assert path.stat().st_mtime_ns == st.st_mtime_ns
+    assert write_module(path, DECAY + "\n# changed\n", "python") is True
+    # a changed file's mtime moves by at least a second: .pyc and Numba's index see it
+    assert path.stat().st_mtime_ns >= st.st_mtime_ns + 1_000_000_000
+    assert [p.name for p in tmp_path.iterdir() if p.name != "__pycache__"] == ["m.py"]
+    mod = import_module(path)
+    assert mod.__name__ == modules.module_name(path) and sys.modules[mod.__name__] is mod
+    assert import_module(path, "python") is mod  # once per file version
+    with pytest.raises(ValueError, match="backend"):
+        import_module(path, "numba")
+    with pytest.raises(ValueError, match="backend"):
+        write_module(path, DECAY, "fortran")
+
+
+def test_numba_backend_missing_is_a_clear_import_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba now fails
+    with pytest.raises(NumbaUnavailableError, match="backend='python'"):
+        write_module(tmp_path / "m.py", DECAY, "numba")
+    assert issubclass(NumbaUnavailableError, ImportError)
+    assert not (tmp_path / "m.py").exists()
+    write_module(tmp_path / "m.py", DECAY, "python")  # the fallback works
+
+
+# -- fixed step -----------------------------------------------------------------------
+def pysd_loop(mod, c, y0, t0, dt, save, nonneg, rk4=False):
+    """flywheel_sd._integrate's fixed-step loop (NumPy arrays) on the module's rhs."""
+    def f(t, y):
+        dy = np.empty(len(y))
+        mod.rhs(t, y, c, dy)
+        return dy
+
+    y, t, rows = np.array(y0, float), t0, []
+    for k in range(len(save) - 1):
+        if save[k]:
+            rows.append([t, *y])
+        if rk4:
+            h = dt
+            k1 = f(t, y)
+            k2 = f(t + h / 2, y + h / 2 * k1)
+            k3 = f(t + h / 2, y + h / 2 * k2)
+            k4 = f(t + h, y + h * k3)
+            y_next = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        else:
+            y_next = y + f(t, y) * dt
+        y = np.where(nonneg, np.maximum(y_next, 0.0), y_next)
+        t = t + dt
+    if save[-1]:
+        rows.append([t, *y])
+    return np.array(rows)
+
+
+def test_euler_equals_closed_form_of_the_recursion(tmp_path):
+    mod = build(tmp_path, "decay", DECAY)
+    # k*dt = 1/4: every Euler step multiplies by exactly 3/4 (exact for 32 steps)
+    n, y0 = 32, 1024.0
+    save = np.zeros(n + 1, bool)
+    save[::4] = True
+    save[-1] = True
+    out = np.full((save.sum(), 2), np.nan)
+    assert mod.euler(np.array([1.0]), np.array([y0]), 0.0, 0.25, save, out) == 0
+    steps = np.flatnonzero(save)
+    assert list(out[:, 0]) == [0.25 * k for k in steps]
+    assert list(out[:, 1]) == [float(y0 * Fraction(3, 4) ** int(k)) for k in steps]
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_fixed_step_equals_pysd_loop_bit_for_bit(tmp_path, method):
+    mod = build(tmp_path, "vdp", VDP)
+    c, y0 = np.array([1.3, 0.5, 3.7]), np.array([2.0, 0.0])
+    save = np.zeros(201, bool)
+    save[::3] = True
+    out = np.full((save.sum(), 3), np.nan)
+    assert getattr(mod, method)(c, y0, 0.0, 0.05, save, out) == 0
+    ref = pysd_loop(mod, c, y0, 0.0, 0.05, save, mod.NONNEG, rk4=method == "rk4")
+    assert np.array_equal(out, ref)
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_nonneg_stock_clips_at_zero(tmp_path, method):
+    mod = build(tmp_path, "drain", DRAIN)
+    save = np.ones(6, bool)
+    out = np.full((6, 3), np.nan)
+    assert getattr(mod, method)(np.zeros(0), np.array([0.5, 0.5]), 0.0, 0.2, save, out) == 0
+    ref = pysd_loop(mod, np.zeros(0), [0.5, 0.5], 0.0, 0.2, save, mod.NONNEG)
+    assert np.array_equal(out, ref)
+    assert list(out[3:, 1]) == [0.0, 0.0, 0.0]  # 0.5 - 3*0.2 < 0: clipped, stays 0
+    assert out[-1, 2] < -0.4  # the other stock is not in NONNEG
+
+
+@pytest.mark.parametrize("method", ["euler", "rk4"])
+def test_fixed_step_reports_first_nonfinite_step(tmp_path, method):
+    mod = build(tmp_path, "blowup", BLOWUP)
+    save = np.ones(11, bool)
+    out = np.full((11, 2), np.nan)
+    with np.errstate(all="ignore"):  # python backend: NumPy scalars warn on overflow
+        status = getattr(mod, method)(np.zeros(0), np.array([1e100]), 0.0, 1.0, save, out)
+    k = status - 1
+    assert status > 0 and np.isfinite(out[: k + 1]).all() and np.isnan(out[k + 1:]).all()
+    assert out[k, 0] == k  # the step that failed started at t0 + k*dt from a finite state
+
+
+def test_rk4_converges_at_fourth_order(tmp_path):
+    mod = build(tmp_path, "decay", DECAY)
+    errors = []
+    for dt in (0.2, 0.1, 0.05):
+        n = round(2.0 / dt)
+        save = np.zeros(n + 1, bool)
+        save[-1] = True
+        out = np.zeros((1, 2))
+        assert mod.rk4(np.array([0.7]), np.array([3.0]), 0.0, dt, save, out) == 0
+        errors.append(abs(out[0, 1] - 3.0 * math.exp(-0.7 * out[0, 0])))
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all((orders > 3.5) & (orders < 4.5)), orders
+
+
+# -- adaptive: parity with solve_ivp ---------------------------------------------------
+EDGES = {"one segment": [0.0, 10.0], "breakpoint": [0.0, 3.7, 10.0]}
+SAVE = np.concatenate([[-1.0], np.linspace(0.0, 10.0, 41), [3.7, 10.0 + 1e-12, 11.0]])
+SAVE.sort()
+
+
+@pytest.mark.parametrize("method", ["rk45", "rk23"])
+@pytest.mark.parametrize("edges", list(EDGES), ids=list(EDGES))
+@pytest.mark.parametrize("tol", [(1e-3, 1e-6), (1e-6, 1e-9), (1e-10, 1e-12)])
+@pytest.mark.parametrize("problem", ["decay", "logistic"])
+def test_adaptive_repeats_solve_ivp_call_for_call(tmp_path, problem, tol, edges, method):
+    """Scalar problems: SciPy's np.dot sums one term per stage exactly as the driver
+    does, so every rhs call (time and state) is the same to the last bit."""
+    text, c, y0 = PROBLEMS[problem]
+    mod = build(tmp_path, problem, text, logged=True)
+    edges = EDGES[edges]
+    out, stats, t_end = run_adaptive(mod, c, y0, edges, SAVE, *tol, method=method)
+    mine = np.array(mod.CALLS)
+    mod.CALLS.clear()
+    ref = scipy_reference(mod, c, y0, edges, SAVE, *tol, method=method.upper())
+    theirs = np.array(mod.CALLS)
+    assert stats[3] == 0 and t_end == edges[-1]
+    assert stats[0] == ref["nfev"] == len(mine) == len(theirs)
+    assert stats[1] == ref["n_steps"]
+    np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(out[:, 1:], ref["ys"], rtol=1e-12, atol=0)
+    assert np.array_equal(out[:, 0], SAVE)  # recorded at the true save time
+    assert np.array_equal(out[SAVE >= edges[-1], 1:],
+                          np.repeat(ref["y_end"][None], 3, 0))  # end state, exactly
+    assert np.array_equal(out[SAVE < 0, 1:], [y0])
+
+
+@pytest.mark.parametrize("edges", list(EDGES), ids=list(EDGES))
+@pytest.mark.parametrize("rtol", [1e-3, 1e-6])
+@pytest.mark.parametrize("problem", ["osc", "vdp"])
+def test_rk45_systems_take_solve_ivps_steps(tmp_path, problem, rtol, edges):
+    """Two states: np.dot goes through BLAS (FMA, blocked sums), so states differ from
+    the driver's sequential sums in the last bit and the error estimate's cancellation
+    amplifies that; the step decisions (nfev, accepted, rejected) are still SciPy's."""
+    text, c, y0 = PROBLEMS[problem]
+    mod = build(tmp_path, problem, text, logged=True)
+    edges = EDGES[edges]
+    out, stats, _ = run_adaptive(mod, c, y0, edges, SAVE, rtol, rtol * 1e-3)
+    mine = np.array(mod.CALLS)
+    mod.CALLS.clear()
+    ref = scipy_reference(mod, c, y0, edges, SAVE, rtol, rtol * 1e-3)
+    theirs = np.array(mod.CALLS)
+    assert stats[0] == ref["nfev"] and stats[1] == ref["n_steps"] and stats[3] == 0
+    assert len(mine) == len(theirs)
+    np.testing.assert_allclose(mine[:, 0], theirs[:, 0], rtol=1e-9, atol=0)
+    scale = np.abs(ref["ys"]).max(0)
+    assert np.all(np.abs(out[:, 1:] - ref["ys"]) <= 1e-9 * scale)
+
+
+def test_rk45_max_step_matches_solve_ivp(tmp_path):
+    text, c, y0 = PROBLEMS["logistic"]
+    mod = build(tmp_path, "logistic", text)
+    out, stats, _ = run_adaptive(mod, c, y0, EDGES["breakpoint"], SAVE, 1e-6, 1e-9, 0.25)
+    ref = scipy_reference(mod, c, y0, EDGES["breakpoint"], SAVE, 1e-6, 1e-9, 0.25)
+    assert stats[0] == ref["nfev"] and stats[1] == ref["n_steps"] >= 40
+    np.testing.assert_allclose(out[:, 1:], ref["ys"], rtol=1e-12, atol=0)
+
+
+def test_breakpoint_is_not_smeared(tmp_path):
+    """With the switch time as an edge, no rhs call inside [a, b] sees the other side."""
+    text, c, y0 = PROBLEMS["logistic"]
+    mod = build(tmp_path, "logistic", text, logged=True)
+    run_adaptive(mod, c, y0, EDGES["breakpoint"], SAVE, 1e-6, 1e-9)
+    calls = np.array(mod.CALLS)[:, 0]
+    assert calls.min() > 0.0 and calls.max() < 10.0 and not np.any(calls == 3.7)
+
+
+RATIONAL = body(2, """
+dy[0] = y[1] / t
+dy[1] = y[1] * (y[0] + 2.0 * y[1] - 1.0) / (t * (y[0] - 1.0))
+""")
+
+
+@pytest.mark.parametrize("method", ["rk45", "rk23"])
+@pytest.mark.parametrize("rtol", [1e-3, 1e-6])
+def test_adaptive_respects_tolerances(tmp_path, rtol, method):
+    """SciPy's own accuracy test (test_ivp.test_integration): the rational problem on
+    [5, 9], error in tolerance units, rms over the states, below 5 at every save time."""
+    mod = build(tmp_path, "rational", RATIONAL)
+    atol = rtol * 1e-3
+    t = np.linspace(5.0, 9.0, 41)
+    out, stats, _ = run_adaptive(mod, [], [1 / 3, 2 / 9], [5.0, 9.0], t, rtol, atol,
+                                 method=method)
+    y_true = np.stack([t / (t + 10), 10 * t / (t + 10) ** 2], 1)
+    e = (out[:, 1:] - y_true) / (atol + rtol * np.abs(y_true))
+    e = np.sqrt(np.mean(e**2, axis=1))
+    assert stats[3] == 0 and np.all(e < 5), e.max()
+
+
+def test_adaptive_failure_statuses(tmp_path):
+    blow = build(tmp_path, "blowup", BLOWUP)
+    save = np.linspace(0.0, 2.0, 21)
+    with np.errstate(all="ignore"):
+        out, stats, t_end = run_adaptive(blow, [], [1.0], [0.0, 2.0], save, 1e-6, 1e-9)
+
+        def fun(t, y):
+            return y * y
+
+        sol = solve_ivp(fun, (0.0, 2.0), [1.0], rtol=1e-6, atol=1e-9)
+    assert sol.status == -1 and "less than spacing" in sol.message
+    assert stats[3] == 1 and stats[0] == sol.nfev and stats[1] == len(sol.t) - 1
+    assert t_end == sol.t[-1] and 0.99 < t_end < 1.01  # blows up at t = 1
+    done = save < t_end
+    assert np.isfinite(out[done]).all() and np.isnan(out[~done]).all()
+
+    late = build(tmp_path, "nan_late", NAN_LATE)
+    with np.errstate(all="ignore"):
+        _, stats, t_end = run_adaptive(late, [0.5], [1.0], [0.0, 2.0], save, 1e-6, 1e-9)
+        assert stats[3] == 2 and 0.49 < t_end <= 0.5  # NaN derivative: not "step too small"
+        _, stats, t_end = run_adaptive(late, [-1.0], [1.0], [0.0, 2.0], save, 1e-6, 1e-9)
+    assert stats[3] == 2 and stats[0] == 1 and t_end == 0.0  # at once, from f(t0)
+
+
+def test_no_states_and_empty_segments(tmp_path):
+    mod = build(tmp_path, "none", body(0, "pass"))
+    save = np.array([0.0, 1.0, 5.0])
+    out, stats, t_end = run_adaptive(mod, [], [], [0.0, 2.0, 2.0, 5.0], save, 1e-6, 1e-9)
+    # SciPy counts one rhs call and one (constant) step per non-empty segment
+    sol = solve_ivp(lambda t, y: np.zeros(0), (0.0, 2.0), np.zeros(0))
+    assert (sol.nfev, len(sol.t) - 1) == (1, 1)
+    assert list(stats) == [2, 2, 0, 0] and t_end == 5.0
+    assert np.array_equal(out[:, 0], save)
+
+
+# -- ensembles --------------------------------------------------------------------------
+def ensemble_inputs(n=6):
+    rates = np.geomspace(0.01, 50.0, n)  # from smooth to sharply decaying
+    C = rates[:, None].copy()
+    Y0 = np.linspace(1.0, 3.0, n)[:, None].copy()
+    return C, Y0
+
+
+def check_ensembles(mod):
+    C, Y0 = ensemble_inputs()
+    n = len(C)
+    save_t = np.linspace(0.0, 10.0, 21)
+    edges = np.array([0.0, 4.0, 10.0])
+    OUT = np.full((n, 21, 2), np.nan)
+    STATS = np.zeros((n, 4), np.int64)
+    mod.rk45_members(C, Y0, edges, save_t, 1e-6, 1e-9, np.inf, OUT, STATS)
+    for m in range(n):
+        out, stats, _ = run_adaptive(mod, C[m], Y0[m], edges, save_t, 1e-6, 1e-9)
+        assert np.array_equal(OUT[m], out) and np.array_equal(STATS[m], stats)
+    # per-member step control: each member's own nfev, not a shared step for all
+    assert len(set(STATS[:, 0])) == n and (STATS[:, 3] == 0).all()
+    assert STATS[0, 0] < STATS[-1, 0] / 3
+
+    save = np.zeros(101, bool)
+    save[::10] = True
+    for ens, single in (("euler_members", "euler"), ("rk4_members", "rk4")):
+        OUT = np.full((n, 11, 2), np.nan)
+        STATUS = np.full(n, -1, np.int64)
+        with np.errstate(all="ignore"):  # the stiffest member oscillates and grows
+            getattr(mod, ens)(C, Y0, 0.0, 0.1, save, OUT, STATUS)
+            for m in range(n):
+                out = np.full((11, 2), np.nan)
+                status = getattr(mod, single)(C[m], Y0[m], 0.0, 0.1, save, out)
+                assert STATUS[m] == status
+                assert np.array_equal(OUT[m], out, equal_nan=True)
+    return STATS
+
+
+def test_ensembles_python_backend(tmp_path):
+    check_ensembles(build(tmp_path, "decay", DECAY))
+
+
+# -- numba ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def numba_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("numba_models")
+
+
+@needs_numba
+@pytest.mark.slow
+def test_numba_ensembles_and_single_runs(numba_dir):
+    stats = check_ensembles(build(numba_dir, "decay", DECAY, "numba"))
+    py = check_ensembles(build(numba_dir, "decay", DECAY, "python"))
+    assert np.array_equal(stats, py)
+
+
+@needs_numba
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", ["vdp", "logistic"])
+def test_numba_backend_equals_python_backend(numba_dir, problem):
+    text, c, y0 = PROBLEMS[problem]
+    nb, py = build(numba_dir, problem, text, "numba"), build(numba_dir, problem, text)
+    c, y0 = np.array(c, float), np.array(y0, float)
+    save = np.zeros(401, bool)
+    save[::4] = True
+    for method in ("euler", "rk4"):
+        a, b = np.zeros((101, 3)), np.zeros((101, 3))
+        assert getattr(nb, method)(c, y0, 0.0, 0.025, save, a) == 0
+        assert getattr(py, method)(c, y0, 0.0, 0.025, save, b) == 0
+        assert np.array_equal(a, b)
+    for method in ("rk45", "rk23"):
+        a, sa, _ = run_adaptive(nb, c, y0, EDGES["breakpoint"], SAVE, 1e-6, 1e-9,
+                                method=method)
+        b, sb, _ = run_adaptive(py, c, y0, EDGES["breakpoint"], SAVE, 1e-6, 1e-9,
+                                method=method)
+        assert np.array_equal(sa, sb)
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=0)
+
+
+CACHE_PROBE = """
+import json, sys, time
+import numpy as np
+from pathlib import Path
+from flywheel_sd.engine.modules import load_module
+mod = load_module(Path(sys.argv[1]), sys.argv[2], "numba")
+c, y0 = np.array([1.0, 0.5, 3.7]), np.array([2.0, 0.0])
+save, save_t = np.ones(101, bool), np.linspace(0.0, 10.0, 101)
+edges = np.array([0.0, 3.7, 10.0])
+C, Y0 = np.tile(c, (4, 1)), np.tile(y0, (4, 1))
+calls = {
+    "euler": lambda: mod.euler(c, y0, 0.0, 0.1, save, np.zeros((101, 3))),
+    "rk4": lambda: mod.rk4(c, y0, 0.0, 0.1, save, np.zeros((101, 3))),
+    "rk45": lambda: mod.rk45(c, y0, edges, save_t, 1e-6, 1e-9, np.inf, np.zeros((101, 3)),
+                             np.zeros(4, np.int64)),
+    "euler_members": lambda: mod.euler_members(C, Y0, 0.0, 0.1, save,
+                                               np.zeros((4, 101, 3)), np.zeros(4, np.int64)),
+    "rk45_members": lambda: mod.rk45_members(C, Y0, edges, save_t, 1e-6, 1e-9, np.inf,
+                                             np.zeros((4, 101, 3)), np.zeros((4, 4), np.int64)),
+}
+report = {}
+for name, call in calls.items():
+    start = time.perf_counter()
+    call()
+    d = getattr(mod, name)
+    report[name] = dict(seconds=time.perf_counter() - start,
+                        hits=sum(d.stats.cache_hits.values()),
+                        misses=sum(d.stats.cache_misses.values()))
+print(json.dumps(report))
+"""
+
+
+@needs_numba
+@pytest.mark.slow
+def test_numba_disk_cache_serves_a_second_process(tmp_path):
+    path = tmp_path / "vdp_cached.py"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def probe():
+        res = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(path), VDP], env=env,
+                             capture_output=True, text=True, timeout=600, check=True)
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    first = probe()
+    mtime = path.stat().st_mtime_ns
+    second = probe()
+    assert path.stat().st_mtime_ns == mtime  # not rewritten
+    for name in first:
+        assert first[name]["misses"] == 1 and first[name]["hits"] == 0, (name, first)
+        assert second[name]["misses"] == 0 and second[name]["hits"] == 1, (name, second)
+    assert sum(v["seconds"] for v in second.values()) < 0.25 * sum(
+        v["seconds"] for v in first.values())
