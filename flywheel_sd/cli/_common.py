@@ -1,0 +1,220 @@
+"""What the subcommands share: errors, the model and scenario from the options, printing.
+
+Heavy libraries (pandas, NumPy, matplotlib, tqdm) are imported inside the functions that use
+them, so that ``flywheel --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROG = "flywheel"
+
+
+class UsageError(Exception):
+    """Bad command-line usage: exit status 2."""
+
+
+class SweepFailed(Exception):
+    """Every run of a sweep failed: exit status 1."""
+
+
+# -- files named on the command line -------------------------------------------------------
+def check_suffix(path: str | None, allowed: Sequence[str], what: str) -> Path | None:
+    if path is None:
+        return None
+    out = Path(path)
+    if out.suffix.lower() not in allowed:
+        raise UsageError(f"{what} {path!r}: expected a file ending in {', '.join(allowed)}")
+    return out
+
+
+def check_plot(path: str | None) -> Path | None:
+    """`path` as a Path, if matplotlib can write that kind of file."""
+    if path is None:
+        return None
+    from matplotlib.figure import Figure
+
+    allowed = sorted("." + s for s in Figure().canvas.get_supported_filetypes())
+    return check_suffix(path, allowed, "plot file")
+
+
+# -- the model and scenario the options name -----------------------------------------------
+def model_path(args) -> Path | None:
+    """The --model file, resolved (None: the default model)."""
+    if args.model is None:
+        return None
+    path = Path(args.model).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{args.model}: no such model file")
+    return path.resolve()
+
+
+def load_model(args):
+    from .. import load
+
+    return load(model_path(args))
+
+
+def scenario_for(args, name: str | None):
+    """The scenario `name` (a built-in, a user's or a .toml file), moved onto --model."""
+    from .. import scenarios
+    from ..scenarios import Scenario
+
+    model = model_path(args)
+    if name is None:
+        if model is None:
+            return scenarios.get("baseline")
+        return Scenario(name=model.stem, description="the model's own parameters",
+                        model=str(model))
+    if model is None:
+        return scenarios.get(name)
+    if name.endswith(".toml") or Path(name).is_file():
+        sc = scenarios.load_file(name, validate=False)
+    else:
+        files = scenarios._files()  # name -> file, without checking it against its own model
+        if name not in files:
+            scenarios.get(name)  # raises, listing the valid names
+        sc = scenarios.load_file(files[name], validate=False)
+    sc = dataclasses.replace(sc, model=str(model))
+    sc.validate()
+    return sc
+
+
+def simulate_options(args) -> dict[str, Any]:
+    """`simulate`'s keyword arguments from the simulation options and the constant --set's."""
+    from .. import METHODS
+
+    options: dict[str, Any] = {}
+    if args.method is not None:
+        canonical = {m.lower(): m for m in METHODS}
+        if args.method.lower() not in canonical:
+            raise UsageError(f"unknown method {args.method!r}; valid: {', '.join(METHODS)}")
+        options["method"] = canonical[args.method.lower()]
+    for key in ("rtol", "atol", "final_time", "range_check"):
+        if getattr(args, key, None) is not None:
+            options[key] = getattr(args, key)
+    constants = {k: v for k, v in getattr(args, "set", None) or () if not _is_policy(v)}
+    if constants:  # checked by simulate, which honours --range-check
+        options["params"] = constants
+    return options
+
+
+def _is_policy(value) -> bool:
+    from ..scenarios import Policy
+
+    return isinstance(value, Policy)
+
+
+def with_policies(args, sc):
+    """`sc` plus the time-bound --set overrides (policies live in the scenario, so that
+    their switch times become breakpoints and their windows are shaded on plots)."""
+    policies = {k: v for k, v in getattr(args, "set", None) or () if _is_policy(v)}
+    if not policies:
+        return sc
+    return dataclasses.replace(sc, params={**sc.params, **policies}, source=None)
+
+
+def progress_bar(args, total: int | None, desc: str):
+    from tqdm.auto import tqdm
+
+    # disable=None: quiet when stderr is not a terminal.
+    return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, leave=False,
+                disable=True if args.quiet or args.json else None)
+
+
+def units_of(model) -> dict[str, str]:
+    """Vensim name -> units ("" where the model gives none)."""
+    doc = model.doc
+    units = zip(doc["Real Name"], doc["Units"], strict=True)
+    return {real: (u if isinstance(u, str) else "") for real, u in units}
+
+
+# -- printing ------------------------------------------------------------------------------
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf -> null, NumPy scalars -> Python, tuples -> lists."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_clean(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(_clean(value))
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(_clean(obj), indent=2))
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.4g}" if abs(value) < 1e15 else f"{value:.4g}"
+    return str(value)
+
+
+def print_table(frame, title: str | None = None, wrap: bool = True) -> None:
+    """A DataFrame as text; wide tables wrap at the terminal's width unless `wrap` is off."""
+    if title:
+        print(title)
+    if frame.empty:
+        print("  (none)")
+        return
+    width = shutil.get_terminal_size((120, 24)).columns if wrap else None
+    frame = frame.copy()
+    for column in frame.columns:  # words read better left-aligned (numbers stay right)
+        values = frame[column]
+        if values.dtype == object and values.map(type).eq(str).all() and \
+                values.str.contains(r"[A-Za-z]").any():
+            size = max(frame[column].str.len().max(), len(str(column)))
+            frame[column] = frame[column].str.ljust(size)
+    print(frame.to_string(float_format=fmt, line_width=width, na_rep="-"))
+
+
+def print_record(record: dict, title: str | None = None) -> None:
+    if title:
+        print(title)
+    width = max(len(str(k)) for k in record)
+    for key, value in record.items():
+        print(f"  {str(key).ljust(width)}  {fmt(value)}")
+
+
+def print_wrote(paths: Sequence[Path]) -> None:
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def records(frame) -> list[dict]:
+    return frame.reset_index().to_dict(orient="records")
+
+
+def sentence(text: str, limit: int | None = None) -> str:
+    """The first informative sentence of a comment, cut to `limit` characters."""
+    sentences = [s.strip().rstrip(".") for s in " ".join(text.split()).split(". ")]
+    sentences = [s for s in sentences if s]
+    while len(sentences) > 1 and (sentences[0].lower().startswith("stock")
+                                  and len(sentences[0]) < 16):
+        sentences.pop(0)  # "Stock." or "Stock, 0-1." says less than what follows
+    first = sentences[0] if sentences else ""
+    return first if limit is None or len(first) <= limit else first[: limit - 3] + "..."
