@@ -33,11 +33,18 @@ from ._system import (
     save_times,
     time_switch_breakpoints,
 )
-from .errors import FlywheelError, MethodError, SolverError, UnsupportedElementError
+from .errors import (
+    FlywheelError,
+    MethodError,
+    PySDPathWarning,
+    SolverError,
+    UnsupportedElementError,
+)
 
 ADAPTIVE_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "BDF", "Radau")
 FIXED_METHODS = ("euler", "rk4")
 METHODS = ADAPTIVE_METHODS + FIXED_METHODS
+ENGINES = ("auto", "compiled", "pysd")
 DEFAULT_RTOL = 1e-6
 DEFAULT_ATOL = 1e-6
 
@@ -65,6 +72,7 @@ def simulate(
     return_columns: Sequence[str] | str | None = None,
     breakpoints: Iterable[float] | None = None,
     range_check: str = "error",
+    engine: str = "auto",
 ) -> pd.DataFrame:
     """Simulate `model` and return a frame shaped like PySD's ``Model.run()``.
 
@@ -94,6 +102,11 @@ def simulate(
         Extra times at which an adaptive method restarts (policy switch times).
     range_check : {"error", "warn", "off"}
         What to do with a parameter outside its documented range.
+    engine : {"auto", "compiled", "pysd"}
+        ``"auto"`` runs the model compiled to flat array code (`flywheel_sd.engine`) and
+        falls back to PySD's own objects, with a one-line `PySDPathWarning` naming the
+        construct, where the compiler does not cover the model. ``"compiled"`` raises
+        `UnsupportedElementError` instead of falling back; ``"pysd"`` skips the compiler.
 
     Returns
     -------
@@ -114,6 +127,15 @@ def simulate(
     if max_step is not None and not (max_step > 0):
         raise MethodError(f"max_step must be positive, not {max_step!r}")
     params = model.check_params(params, range_check)
+    if engine not in ENGINES:
+        raise MethodError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if engine != "pysd":
+        frame = _compiled_run(model, params, engine, method=method, rtol=rtol, atol=atol,
+                              max_step=max_step, final_time=final_time, time_step=time_step,
+                              saveper=saveper, return_timestamps=return_timestamps,
+                              return_columns=return_columns, breakpoints=breakpoints)
+        if frame is not None:
+            return frame
 
     run = _Run(model, params, final_time, time_step, saveper, return_timestamps,
                return_columns)
@@ -129,8 +151,57 @@ def simulate(
     finally:
         run.close()
     frame.attrs.update(stats)
-    frame.attrs.update(model=str(model.path), model_sha256=model.sha256)
+    frame.attrs.update(model=str(model.path), model_sha256=model.sha256, engine="pysd")
     return frame
+
+
+def _compiled_run(model: Model, params: dict, engine: str, *, method, rtol, atol, max_step,
+                  final_time, time_step, saveper, return_timestamps, return_columns,
+                  breakpoints) -> pd.DataFrame | None:
+    """The run on the compiled engine, or None (after a one-line notice) where the
+    compiler does not cover the model or these options."""
+    from .engine import NotCompilable, run
+
+    try:
+        cm = model.compiled(params)
+        backend = run.choose_backend(cm, None)
+        mod = cm.module(backend)
+        c = cm.constants(params, dict(final_time=final_time, time_step=time_step,
+                                      saveper=saveper))
+        if method in FIXED_METHODS:
+            times, out, stats = run.fixed_step(cm, mod, c, method, return_timestamps)
+        else:
+            extra = [float(t) for t in breakpoints or ()]
+            if any(not math.isfinite(t) for t in extra):
+                raise MethodError(f"breakpoints must be finite, got {extra}")
+            for value in params.values():
+                if isinstance(value, pd.Series):
+                    extra += [float(t) for t in value.index]
+            times, out, stats = run.adaptive(cm, mod, c, method, rtol, atol, max_step,
+                                             extra, return_timestamps)
+        frame = run.to_frame(cm, model, times, out, return_columns)
+    except NotCompilable as reason:
+        if engine == "compiled":
+            raise UnsupportedElementError(
+                f"{model.path.name}: the compiled engine does not cover this run "
+                f"({reason})") from None
+        _notice(model, str(reason))
+        return None
+    frame.attrs.update(stats)
+    frame.attrs.update(model=str(model.path), model_sha256=model.sha256,
+                       engine=f"compiled ({backend})")
+    return frame
+
+
+_NOTICED: set = set()
+
+
+def _notice(model: Model, reason: str) -> None:
+    key = (str(model.path), reason)
+    if key not in _NOTICED:
+        _NOTICED.add(key)
+        warnings.warn(f"{model.path.name}: {reason}: running on the PySD path",
+                      PySDPathWarning, stacklevel=4)
 
 
 def _breakpoints(run: _Run, params: dict, extra: Iterable[float] | None) -> list[float]:

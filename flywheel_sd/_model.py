@@ -217,6 +217,16 @@ class Model:
     def sha256(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
+    # -- the compiled form -------------------------------------------------------------
+    def compiled(self, params: dict | None = None):
+        """The model compiled to flat array code, in the variant `params` need (constants
+        given as time series). Raises `flywheel_sd.engine.NotCompilable` with the reason
+        where the compiler does not cover the model."""
+        from .engine import compiled
+        from .engine.compiled import series_signature
+
+        return compiled(self, series_signature(params or {}))
+
     # -- the PySD object --------------------------------------------------------------
     def pysd_model(self, fresh: bool = False):
         """The underlying ``pysd`` model, reloaded if a previous run modified it."""

@@ -50,3 +50,9 @@ def unknown_name_message(kind: str, name: str, valid: Iterable[str]) -> str:
     if len(valid) <= 20:
         return f"unknown {kind} {name!r}; valid: {', '.join(valid)}"
     return f"unknown {kind} {name!r} ({len(valid)} valid names; none is close)"
+
+
+class PySDPathWarning(UserWarning):
+    """A model (or a run's options) uses something the compiled engine does not cover: it
+    runs on PySD's own path instead, slower but with the same numbers. Shown once per
+    model and reason."""

@@ -97,9 +97,21 @@ def _lookup(x, xs, ys, mode):
         if mode == 2:
             return ys[0] + (ys[1] - ys[0]) / (xs[1] - xs[0]) * (x - xs[0])
         return ys[0]
-    if mode == 1:
-        return ys[np.searchsorted(xs, x, side="right") - 1]
-    return np.interp(x, xs, ys)
+    # x is inside [xs[0], xs[-1]]: find j with xs[j] <= x < xs[j + 1]
+    j = 0
+    n = xs.shape[0]
+    while j < n - 1 and xs[j + 1] <= x:
+        j += 1
+    if mode == 1 or j == n - 1 or xs[j] == x:
+        return ys[j]
+    # numpy.interp's arithmetic, so results equal PySD's to the last bit
+    slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+    out = slope * (x - xs[j]) + ys[j]
+    if out != out:
+        out = slope * (x - xs[j + 1]) + ys[j + 1]
+        if out != out and ys[j] == ys[j + 1]:
+            out = ys[j]
+    return out
 '''
 
 RUNTIME_VECTOR = '''
@@ -220,7 +232,8 @@ def generate(comp) -> Program:
 
     needed_out = _closure(nodes, dynamic, set(column_nodes))
     lines += ["", "", "@_jit", "def record(t, y, c, row):"]
-    lines += _prelude(stocks) + _aux_lines(nodes, dynamic, needed_out, storage, fill)
+    aux = _aux_lines(nodes, dynamic, needed_out, storage, fill)
+    lines += _prelude(stocks) + aux
     for i, key in enumerate(column_nodes):
         lines.append(f"    row[{i}] = {storage[key]}")
     lines.append(f"\n\nN_OUT = {len(columns)}")
@@ -230,6 +243,7 @@ def generate(comp) -> Program:
         body="\n".join(lines) + "\n",
         n_c=comp.n_c, n_states=comp.n_states, c_default=list(comp.c_default),
         params=_params(comp), columns=columns,
+        eval_order=_evaluation_order(nodes, column_nodes, dynamic),
         column_of=_column_of(comp, columns), state_names=list(comp.state_names),
         nonneg=[n.nonneg for n in stocks], series=_series(comp),
         time_equality=comp.time_equality, subscripts=comp.subs,
@@ -289,6 +303,15 @@ def _prelude(stocks) -> list:
 def _aux_lines(nodes, dynamic, needed, storage, fill) -> list:
     graph = {k: nodes[k].deps & needed for k in needed}
     return [f"    {storage[k]} = {fill(nodes[k].expr)}" for k in _sorted(graph)]
+
+
+def _evaluation_order(nodes, column_nodes, dynamic) -> list:
+    """Output columns in the order their values are computed (states and constants first),
+    so the first non-finite one in this order is a root cause."""
+    needed = _closure(nodes, dynamic, set(column_nodes))
+    order = _sorted({k: nodes[k].deps & needed for k in needed})
+    rank = {k: i for i, k in enumerate(order)}
+    return sorted(range(len(column_nodes)), key=lambda i: rank.get(column_nodes[i], -1))
 
 
 def _init_function(comp, nodes, storage, fill) -> list:

@@ -120,3 +120,30 @@ def bang_subscripts(ast) -> list[str]:
 
 def real_names(section) -> list[str]:
     return [element.name for element in section.elements]
+
+
+def time_grid(t0: float, t1: float, dt: float, saveper: float,
+              return_timestamps=None) -> tuple[int, np.ndarray, np.ndarray]:
+    """PySD's fixed-step clock: the number of steps, which step times it records (a bool
+    per step time, the final one included) and the recorded times as its output index
+    shows them (rounded as ``Time.round()`` does). Walked on PySD's own `Time` object, so
+    the grid cannot drift from ``run()``."""
+    from pysd.py_backend.components import Time
+
+    time = Time()
+    time.set_control_vars(initial_time=t0, final_time=t1, time_step=dt, saveper=saveper)
+    time.add_return_timestamps(return_timestamps)
+    save, index = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # return times off the grid: PySD drops them too
+        while True:
+            inside = time.in_bounds()
+            if time.in_return():
+                save.append(True)
+                index.append(float(time.round()))
+            else:
+                save.append(False)
+            if not inside:
+                break
+            time.update(time() + dt)
+    return len(save) - 1, np.array(save, dtype=bool), np.array(index, dtype=float)

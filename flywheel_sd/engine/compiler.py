@@ -68,6 +68,7 @@ class Program:
     c_default: list            # float per c slot (NaN for computed ones)
     params: dict               # Vensim name -> c slots of its elements (leaf constants)
     columns: list              # output columns, in PySD's default order
+    eval_order: list           # column indices in the order record() computes them
     column_of: dict            # Vensim name -> output column indices
     state_names: list          # per state slot, the variable it belongs to
     nonneg: list

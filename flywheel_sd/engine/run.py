@@ -1,0 +1,319 @@
+"""Single runs on the compiled engine: fixed-step loops in the generated module, and the
+adaptive methods (the generated RK45/RK23, or ``solve_ivp`` on the compiled RHS).
+
+Backends: ``"numba"`` (the generated code compiled; the default once its on-disk cache
+exists), ``"python"`` (the same code as plain Python: identical numbers, no compile wait).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import MethodError, NonFiniteError, SolverError, UnsupportedElementError
+from . import _pysd_compat as compat
+from .compiled import CompiledModel
+from .modules import numba_available
+
+GENERATED_ADAPTIVE = {"RK45": "rk45", "RK23": "rk23"}
+STATUS_MESSAGES = {1: "the step size fell below the spacing of floating-point numbers",
+                   2: "a state or derivative became non-finite"}
+
+
+def choose_backend(cm: CompiledModel, backend: str | None, runs: int = 1) -> str:
+    """"numba" when it is cached on disk or worth compiling (many runs); else "python"
+    (a one-off run: its ~0.1 s beats a compile of seconds), warming Numba in the
+    background for next time. FLYWHEEL_SD_JIT=off|eager overrides."""
+    if backend in ("python", "numba"):
+        return backend
+    setting = os.environ.get("FLYWHEEL_SD_JIT", "auto")
+    if setting == "off" or not numba_available():
+        return "python"
+    if setting == "eager" or runs > 1 or cm.numba_is_warm():
+        return "numba"
+    cm.warm_in_background()
+    return "python"
+
+
+@lru_cache(maxsize=64)
+def _grid(t0, t1, dt, saveper, timestamps):
+    return compat.time_grid(t0, t1, dt, saveper, list(timestamps) if timestamps else None)
+
+
+def grid(c: np.ndarray, return_timestamps=None):
+    """Steps, save mask and saved times for the run's control variables in c."""
+    dt, t0, t1, saveper = (float(v) for v in c[:4])
+    for name, value in (("TIME STEP", dt), ("SAVEPER", saveper)):
+        if not (math.isfinite(value) and value > 0):
+            raise MethodError(f"{name} must be a positive number, not {value:g}")
+    if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
+        raise MethodError(f"FINAL TIME ({t1:g}) must be a number after INITIAL TIME "
+                          f"({t0:g})")
+    if (t1 - t0) / dt > 5e7:
+        raise MethodError(f"{(t1 - t0) / dt:.3g} steps of TIME STEP {dt:g}: too many; "
+                          "use a larger time step")
+    stamps = None
+    if return_timestamps is not None:
+        stamps = tuple(float(t) for t in np.atleast_1d(return_timestamps))
+    return _grid(t0, t1, dt, saveper, stamps)
+
+
+def initial_state(mod, c: np.ndarray, program) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        mod.setup(c)
+        problems = mod.guards(c)
+        if problems:
+            from .compiler import NotCompilable
+
+            raise NotCompilable(problems[0])
+        y0 = np.zeros(program.n_states)
+        mod.init(c, y0)
+    return y0
+
+
+def fixed_step(cm: CompiledModel, mod, c, method, return_timestamps):
+    """Euler (PySD's loop, bit for bit) or RK4 at TIME STEP; returns (times, out, stats)."""
+    program = cm.program
+    n_steps, save, times = grid(c, return_timestamps)
+    y0 = initial_state(mod, c, program)
+    out = np.full((len(times), len(program.columns)), np.nan)
+    driver = mod.euler if method == "euler" else mod.rk4
+    with np.errstate(all="ignore"):
+        status = driver(c, y0, float(c[1]), float(c[0]), save, out)
+    if status:
+        k = status - 1
+        raise nonfinite(cm, mod, c, float(c[1]) + k * float(c[0]), out, y0)
+    check_finite(cm, out, times)
+    stats = dict(method=method, nfev=n_steps * (1 if method == "euler" else 4),
+                 n_steps=n_steps, status=0, message="fixed step completed",
+                 time_step=float(c[0]), rtol=None, atol=None, breakpoints=[])
+    return times, out, stats
+
+
+def check_finite(cm, out, times) -> None:
+    bad = ~np.isfinite(out)
+    if bad.any():
+        row = int(np.argmax(bad.any(axis=1)))
+        raise NonFiniteError(_nonfinite_message(cm, out[row], times[row]))
+
+
+def _nonfinite_message(cm, row, t) -> str:
+    program = cm.program
+    culprit = next((program.columns[i] for i in program.eval_order
+                    if not math.isfinite(row[i])), None)
+    where = f"variable {culprit!r}" if culprit else "a state derivative"
+    return (f"{where} became non-finite at time {t:g}; check its equation and inputs "
+            "(division by zero, overflow), or try method='BDF' / a smaller max_step")
+
+
+def nonfinite(cm, mod, c, t, out, y0) -> NonFiniteError:
+    """Name the root non-finite variable near time t, replaying Euler to that step."""
+    n_steps, _, _ = grid(c)
+    k = int(round((t - float(c[1])) / float(c[0])))
+    save = np.zeros(k + 1, dtype=bool)
+    save[-1] = True
+    row = np.full((1, len(cm.program.columns)), np.nan)
+    with np.errstate(all="ignore"):
+        mod.euler(c, y0, float(c[1]), float(c[0]), save, row)
+    return NonFiniteError(_nonfinite_message(cm, row[0], t))
+
+
+def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_breaks,
+             return_timestamps):
+    """An adaptive run, piecewise between breakpoints, evaluated from inside each piece;
+    exact STEP/PULSE edges (c[4] = 1)."""
+    program = cm.program
+    if program.time_equality:
+        raise UnsupportedElementError(
+            f"{program.time_equality!r} tests Time for equality, an event at one instant "
+            f"that only a fixed time step sees; {method!r} cannot integrate it; "
+            "use method='euler'")
+    c = c.copy()
+    c[4] = 1.0
+    _, save, times = grid(c, return_timestamps)
+    save_t = _save_times(c, save)
+    y0 = initial_state(mod, c, program)
+    t0, t1 = float(c[1]), float(c[2])
+    breaks = breakpoints(mod, c, t0, t1, extra_breaks)
+    edges = np.array([t0, *breaks, t1], dtype=float)
+    out = np.full((len(save_t), len(program.columns)), np.nan)
+    max_step = math.inf if max_step is None else float(max_step)
+    if method in GENERATED_ADAPTIVE:
+        stats_arr = np.zeros(8, dtype=np.int64)
+        with np.errstate(all="ignore"):
+            getattr(mod, GENERATED_ADAPTIVE[method])(c, y0, edges, save_t, rtol, atol,
+                                                     max_step, out, stats_arr)
+        status = int(stats_arr[3])
+        nfev, n_steps = int(stats_arr[0]), int(stats_arr[1])
+        if status:
+            raise _failure(cm, method, status, out, save_t, t1)
+        njev = nlu = 0
+    else:
+        nfev, njev, nlu, n_steps = _solve_ivp(mod, c, y0, edges, save_t, method, rtol,
+                                              atol, max_step, out)
+    check_finite(cm, out, times)
+    stats = dict(method=method, nfev=nfev, njev=njev, nlu=nlu, n_steps=n_steps, status=0,
+                 message="integration completed", rtol=rtol, atol=atol,
+                 breakpoints=[float(b) for b in breaks])
+    return times, out, stats
+
+
+def _save_times(c, save) -> np.ndarray:
+    """The unrounded times of the saved steps (t accumulated as the clock does)."""
+    t, dt, out = float(c[1]), float(c[0]), []
+    for k, s in enumerate(save):
+        if s:
+            out.append(t)
+        t = t + dt
+    return np.array(out, dtype=float)
+
+
+def _failure(cm, method, status, out, save_t, t1) -> SolverError:
+    done = np.isfinite(out).all(axis=1)
+    reached = float(save_t[done][-1]) if done.any() else float(save_t[0])
+    if status == 2:
+        row = int(np.argmax(~done)) if (~done).any() else len(out) - 1
+        return NonFiniteError(_nonfinite_message(cm, out[max(row - 1, 0)] * np.nan, reached))
+    return SolverError(f"{method} stopped after t={reached:g} of {t1:g}: "
+                       f"{STATUS_MESSAGES.get(status, 'failed')}; try method='BDF' or "
+                       "'LSODA' (stiff models), looser rtol/atol, or method='euler'")
+
+
+def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out):
+    from scipy.integrate import solve_ivp
+
+    n = len(y0)
+    y = y0.copy()
+    nfev = njev = nlu = n_steps = 0
+    t1 = edges[-1]
+    saved_y = np.repeat(y[None, :], len(save_t), axis=0)
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b <= a:
+            continue
+        lo = a + 1e-11 * max(1.0, abs(a))
+        hi = b - 1e-11 * max(1.0, abs(b))
+
+        def fun(t, yy, _lo=lo, _hi=hi):
+            dy = np.empty(n)
+            mod.rhs(min(max(t, _lo), _hi), yy, c, dy)
+            return dy
+
+        try:
+            with np.errstate(all="ignore"):
+                sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
+                                dense_output=True,
+                                **({"max_step": max_step} if math.isfinite(max_step) else {}))
+        except Exception as err:  # a failure inside SciPy's linear algebra, say
+            raise SolverError(f"{method} failed between t={a:g} and t={b:g} ({err}); try "
+                              "method='BDF' or 'LSODA', or a smaller max_step") from err
+        nfev += int(sol.nfev)
+        njev += int(getattr(sol, "njev", 0) or 0)
+        nlu += int(getattr(sol, "nlu", 0) or 0)
+        n_steps += len(sol.t) - 1
+        if sol.status != 0:
+            raise SolverError(f"{method} stopped at t={sol.t[-1]:g} of {t1:g}: {sol.message};"
+                              " try method='BDF' or 'LSODA' (stiff models), looser "
+                              "rtol/atol, or method='euler'")
+        here = (save_t >= a) & ((save_t < b) | (b >= t1))
+        if here.any():
+            saved_y[here] = sol.sol(np.clip(save_t[here], a, b)).T
+        y = sol.y[:, -1]
+    saved_y[save_t >= t1] = y
+    with np.errstate(all="ignore"):
+        for i, (t, yy) in enumerate(zip(save_t, saved_y)):
+            mod.record(t, yy, c, out[i])
+    return nfev, njev, nlu, n_steps
+
+
+def breakpoints(mod, c, t0, t1, extra) -> list[float]:
+    """STEP/PULSE/RAMP times with constant arguments, the switch times of Time comparisons
+    with constants, time-series knots and the caller's `extra` times, inside (t0, t1)."""
+    times = set(float(t) for t in extra or ())
+    with np.errstate(all="ignore"):
+        times.update(_event_times(mod.events(c), float(c[0]), t1))
+        times.update(_switch_times(mod, c, t0, t1))
+    return sorted(t for t in times if t0 < t < t1 and math.isfinite(t))
+
+
+def _event_times(events, dt, t1) -> set:
+    out: set = set()
+    for kind, args in events:
+        a = [float(v) for v in args]
+        if kind == "step":
+            out.add(a[1])
+        elif kind in ("ramp", "Xramp"):
+            out.update(a[1:3])
+        elif kind in ("pulse", "Xpulse"):
+            width = a[1] if kind == "pulse" else dt
+            out.update((a[0], a[0] + width))
+        else:  # trains: every edge until the end
+            start, repeat = a[0], a[1]
+            width = a[2] if kind == "pulse_train" else dt
+            end = min(a[3], t1) if kind == "pulse_train" else t1
+            k = 0
+            while repeat > 0 and start + k * repeat <= end and k <= 100_000:
+                out.update((start + k * repeat, start + k * repeat + width))
+                k += 1
+    return out
+
+
+def _switch_times(mod, c, t0, t1) -> set:
+    """Locate by bisection every change of the model's Time comparisons on a TIME STEP
+    grid (a switch that comes and goes within one step is not seen, as under Euler)."""
+    def values(t):
+        return np.array([float(v) for v in mod.switches(t, c)], dtype=float)
+
+    first = values(t0)
+    if first.size == 0:
+        return set()
+    dt = float(c[0])
+    grid_t = np.linspace(t0, t1, max(2, int(math.ceil((t1 - t0) / dt - 1e-9)) + 1))
+    table = np.array([values(t) for t in grid_t])
+    out = set()
+    for j in range(table.shape[1]):
+        for i in np.nonzero(np.diff(table[:, j]) != 0)[0]:
+            lo, hi, vlo = grid_t[i], grid_t[i + 1], table[i, j]
+            for _ in range(60):
+                mid = 0.5 * (lo + hi)
+                if values(mid)[j] == vlo:
+                    lo = mid
+                else:
+                    hi = mid
+            out.add(float(hi))
+    return out
+
+
+def to_frame(cm: CompiledModel, model, times, out, return_columns):
+    """A frame shaped like PySD's ``run()``: indexed by time, one column per variable."""
+    import pandas as pd
+
+    program = cm.program
+    if return_columns is None:
+        index = slice(None)
+        columns = program.columns
+    else:
+        index = _column_indices(program, model, return_columns)
+        columns = [program.columns[i] for i in index]
+    frame = pd.DataFrame(out[:, index], index=pd.Index(times, name="time"), columns=columns)
+    return frame
+
+
+def _column_indices(program, model, return_columns) -> list[int]:
+    from .compiler import NotCompilable
+
+    if isinstance(return_columns, str):
+        return_columns = [return_columns]
+    position = {c: i for i, c in enumerate(program.columns)}
+    out = []
+    for name in return_columns:
+        if name in position:
+            out.append(position[name])
+            continue
+        real = model.real_name(name)
+        if real not in program.column_of:
+            raise NotCompilable(f"{real!r} is not a recorded variable")
+        out.extend(program.column_of[real])
+    return out
