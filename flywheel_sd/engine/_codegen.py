@@ -237,6 +237,7 @@ def generate(comp) -> Program:
     for i, key in enumerate(column_nodes):
         lines.append(f"    row[{i}] = {storage[key]}")
     lines.append(f"\n\nN_OUT = {len(columns)}")
+    lines.append(f"N_C = {comp.n_c}")
 
     lines += _python_side(comp, nodes, storage, fill)
     return Program(

@@ -144,8 +144,8 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
     if method in GENERATED_ADAPTIVE:
         stats_arr = np.zeros(8, dtype=np.int64)
         with np.errstate(all="ignore"):
-            getattr(mod, GENERATED_ADAPTIVE[method])(c, y0, edges, save_t, rtol, atol,
-                                                     max_step, out, stats_arr)
+            getattr(mod, GENERATED_ADAPTIVE[method])(c, y0, edges, save_t, float(rtol),
+                                                     float(atol), max_step, out, stats_arr)
         status = int(stats_arr[3])
         nfev, n_steps = int(stats_arr[0]), int(stats_arr[1])
         if status:
