@@ -198,9 +198,13 @@ def test_euler_equals_closed_form_of_the_recursion(tmp_path):
     assert list(out[:, 1]) == [float(y0 * Fraction(3, 4) ** int(k)) for k in steps]
 
 
+FORCED = body(2, "dy[0] = y[1]\ndy[1] = -y[0] - c[0] * y[1] + math.sin(c[1] * t)")
+
+
 @pytest.mark.parametrize("method", ["euler", "rk4"])
-def test_fixed_step_equals_pysd_loop_bit_for_bit(tmp_path, method):
-    mod = build(tmp_path, "vdp", VDP)
+@pytest.mark.parametrize("problem", ["vdp", "forced"])
+def test_fixed_step_equals_pysd_loop_bit_for_bit(tmp_path, method, problem):
+    mod = build(tmp_path, problem, VDP if problem == "vdp" else FORCED)
     c, y0 = np.array([1.3, 0.5, 3.7]), np.array([2.0, 0.0])
     save = np.zeros(201, bool)
     save[::3] = True
