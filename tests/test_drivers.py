@@ -381,6 +381,29 @@ def test_no_states_and_empty_segments(tmp_path):
     assert np.array_equal(out[:, 0], save)
 
 
+def check_bad_shapes(mod):
+    """Numba does no bounds checks: a driver refuses arrays that do not fit the model."""
+    c, y0, save = np.array([0.7]), np.array([3.0]), np.ones(5, bool)
+    out = np.zeros((4, 2))  # one row short
+    assert mod.euler(c, y0, 0.0, 0.1, save, out) == -1 and not out.any()
+    assert mod.rk4(c, np.zeros(2), 0.0, 0.1, save, np.zeros((5, 2))) == -1
+    assert mod.euler(c, y0, 0.0, 0.1, save, np.zeros((5, 1))) == -1  # N_OUT columns
+    stats = np.zeros(4, np.int64)
+    t = mod.rk45(c, y0, np.array([0.0, 1.0]), np.linspace(0, 1, 5), 1e-6, 1e-9, np.inf, out,
+                 stats)
+    assert stats[3] == 3 and t == 0.0 and not out.any()
+    C, Y0 = np.ones((3, 1)), np.ones((3, 1))
+    STATUS = np.full(3, 7, np.int64)
+    assert mod.euler_members(C, Y0, 0.0, 0.1, save, np.zeros((2, 5, 2)), STATUS) == -1
+    assert (STATUS == 7).all()
+    assert mod.rk45_members(C, Y0, np.array([0.0, 1.0]), np.linspace(0, 1, 5), 1e-6, 1e-9,
+                            np.inf, np.zeros((3, 5, 2)), np.zeros((2, 4), np.int64)) == -1
+
+
+def test_shapes_that_do_not_fit_are_refused(tmp_path):
+    check_bad_shapes(build(tmp_path, "decay", DECAY))
+
+
 # -- ensembles --------------------------------------------------------------------------
 def ensemble_inputs(n=6):
     rates = np.geomspace(0.01, 50.0, n)  # from smooth to sharply decaying
@@ -396,7 +419,7 @@ def check_ensembles(mod):
     edges = np.array([0.0, 4.0, 10.0])
     OUT = np.full((n, 21, 2), np.nan)
     STATS = np.zeros((n, 4), np.int64)
-    mod.rk45_members(C, Y0, edges, save_t, 1e-6, 1e-9, np.inf, OUT, STATS)
+    assert mod.rk45_members(C, Y0, edges, save_t, 1e-6, 1e-9, np.inf, OUT, STATS) == 0
     for m in range(n):
         out, stats, _ = run_adaptive(mod, C[m], Y0[m], edges, save_t, 1e-6, 1e-9)
         assert np.array_equal(OUT[m], out) and np.array_equal(STATS[m], stats)
@@ -410,7 +433,7 @@ def check_ensembles(mod):
         OUT = np.full((n, 11, 2), np.nan)
         STATUS = np.full(n, -1, np.int64)
         with np.errstate(all="ignore"):  # the stiffest member oscillates and grows
-            getattr(mod, ens)(C, Y0, 0.0, 0.1, save, OUT, STATUS)
+            assert getattr(mod, ens)(C, Y0, 0.0, 0.1, save, OUT, STATUS) == 0
             for m in range(n):
                 out = np.full((11, 2), np.nan)
                 status = getattr(mod, single)(C[m], Y0[m], 0.0, 0.1, save, out)
@@ -432,7 +455,9 @@ def numba_dir(tmp_path_factory):
 @needs_numba
 @pytest.mark.slow
 def test_numba_ensembles_and_single_runs(numba_dir):
-    stats = check_ensembles(build(numba_dir, "decay", DECAY, "numba"))
+    nb = build(numba_dir, "decay", DECAY, "numba")
+    stats = check_ensembles(nb)
+    check_bad_shapes(nb)
     py = check_ensembles(build(numba_dir, "decay", DECAY, "python"))
     assert np.array_equal(stats, py)
 

@@ -28,6 +28,8 @@ import numpy as np
 # the real ones, and they are not part of driver_source().
 _jit = _pjit = lambda f: f
 prange = range
+N_STATES = 0
+N_OUT = 0
 NONNEG = np.zeros(0, dtype=np.bool_)
 
 
@@ -58,6 +60,9 @@ def driver_source() -> str:
 OK = 0
 TOO_SMALL_STEP = 1  # SciPy: "Required step size is less than spacing between numbers."
 NONFINITE = 2  # a state or derivative became NaN or infinite
+BAD_ARGS = 3  # array shapes do not fit the model (nothing was integrated)
+# Shapes are checked once per call: Numba does no bounds checks, so a short `out` would
+# be written past its end.
 
 # Dormand-Prince 5(4), as scipy.integrate.RK45 (same expressions, hence same doubles).
 _RK45_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0])
@@ -127,12 +132,29 @@ def _all_finite(x):
 
 
 @_jit
+def _fits(y0, out, n_rows):
+    return (y0.shape[0] == N_STATES and NONNEG.shape[0] == N_STATES
+            and out.shape[0] >= n_rows and out.shape[1] >= N_OUT)
+
+
+@_jit
+def _fixed_fits(y0, save, out):
+    n_rows = 0
+    for k in range(save.shape[0]):
+        if save[k]:
+            n_rows += 1
+    return save.shape[0] >= 1 and _fits(y0, out, n_rows)
+
+
+@_jit
 def euler(c, y0, t0, dt, save, out):
     """PySD's fixed-step Euler loop: record, derivative, step, clip NONNEG stocks.
 
     ``save`` (bool, n_steps + 1) marks the step times to record into successive rows of
     ``out``.  Returns 0, or k + 1 when step k (from a finite state) produced a
-    non-finite state; rows after that are left unwritten."""
+    non-finite state; rows after that are left unwritten.  -1: shapes do not fit."""
+    if not _fixed_fits(y0, save, out):
+        return -1
     n = y0.shape[0]
     y = y0.copy()
     dy = np.empty(n)
@@ -163,6 +185,8 @@ def euler(c, y0, t0, dt, save, out):
 def rk4(c, y0, t0, dt, save, out):
     """Classical RK4 on Euler's schedule (Vensim's RK4 Fixed), NONNEG clip after each
     step.  Same arguments and status as :func:`euler`."""
+    if not _fixed_fits(y0, save, out):
+        return -1
     n = y0.shape[0]
     y = y0.copy()
     k1 = np.empty(n)
@@ -288,6 +312,11 @@ def _rk_adaptive(c, y0, edges, save_t, rtol, atol, max_step, out, stats,
     rtol = _pymax(rtol, 100 * _EPS)  # validate_tol (SciPy warns; the caller may)
     for q in range(stats.shape[0]):
         stats[q] = 0
+    if stats.shape[0] < 4 or edges.shape[0] < 1:
+        return math.nan
+    if not _fits(y0, out, n_save):
+        stats[3] = BAD_ARGS
+        return edges[0]
     y = y0.copy()
     y_new = np.empty(n)
     yt = np.empty(n)
@@ -441,28 +470,46 @@ def rk23(c, y0, edges, save_t, rtol, atol, max_step, out, stats):
                         _RK23_A, _RK23_B, _RK23_C, _RK23_E, _RK23_P, 2)
 
 
+@_jit
+def _n_members(C, Y0, OUT, STATUS):
+    # mismatched leading dimensions: run no member (the ensemble driver returns -1)
+    n = C.shape[0]
+    if Y0.shape[0] != n or OUT.shape[0] != n or STATUS.shape[0] != n:
+        return 0
+    return n
+
+
 @_pjit
 def euler_members(C, Y0, t0, dt, save, OUT, STATUS):
-    """Each member m: STATUS[m] = euler(C[m], Y0[m], t0, dt, save, OUT[m])."""
-    for m in prange(C.shape[0]):
+    """Each member m: STATUS[m] = euler(C[m], Y0[m], t0, dt, save, OUT[m]), in parallel.
+    Returns 0, or -1 (nothing run) if C, Y0, OUT, STATUS differ in length."""
+    n = _n_members(C, Y0, OUT, STATUS)
+    for m in prange(n):
         STATUS[m] = euler(C[m], Y0[m], t0, dt, save, OUT[m])
+    return 0 if n == C.shape[0] else -1
 
 
 @_pjit
 def rk4_members(C, Y0, t0, dt, save, OUT, STATUS):
-    for m in prange(C.shape[0]):
+    n = _n_members(C, Y0, OUT, STATUS)
+    for m in prange(n):
         STATUS[m] = rk4(C[m], Y0[m], t0, dt, save, OUT[m])
+    return 0 if n == C.shape[0] else -1
 
 
 @_pjit
 def rk45_members(C, Y0, edges, save_t, rtol, atol, max_step, OUT, STATS):
     """Each member its own rk45 run, with its own step-size control; STATS (n, >= 4)."""
-    for m in prange(C.shape[0]):
+    n = _n_members(C, Y0, OUT, STATS)
+    for m in prange(n):
         rk45(C[m], Y0[m], edges, save_t, rtol, atol, max_step, OUT[m], STATS[m])
+    return 0 if n == C.shape[0] else -1
 
 
 @_pjit
 def rk23_members(C, Y0, edges, save_t, rtol, atol, max_step, OUT, STATS):
-    for m in prange(C.shape[0]):
+    n = _n_members(C, Y0, OUT, STATS)
+    for m in prange(n):
         rk23(C[m], Y0[m], edges, save_t, rtol, atol, max_step, OUT[m], STATS[m])
+    return 0 if n == C.shape[0] else -1
 # <<< driver source ends
