@@ -961,6 +961,10 @@ def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndar
     run and ``stats["fallback"]`` says why.
     """
     values = np.asarray(values, dtype=float).reshape(len(values), len(names))
+    if vectorize and len(values):
+        result = compiled_chunk(model, base_params, names, values, options, variables, times)
+        if result is not None:
+            return result
     columns = column_names(model, variables)
     args = (model, base_params, names, values, options, variables, times, columns)
     if not vectorize or len(values) == 0:
@@ -1005,6 +1009,55 @@ def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndar
                                           f"{mismatch}")
             return fallback
     return result
+
+
+#: Below this many runs in a process, a model whose Numba code is not cached yet runs on
+#: the plain-Python backend: compiling takes seconds, such a chunk less.
+NUMBA_MIN_RUNS = 200
+
+
+def compiled_chunk(model: Model, base_params: dict, names: list[str], values: np.ndarray,
+                   options: RunOptions, variables: list[str],
+                   times: np.ndarray) -> ChunkResult | None:
+    """The chunk on the compiled engine, each member with its own integration (so each
+    equals its single run); None where the compiler does not cover the model or options."""
+    from .engine import NotCompilable
+    from .engine import run as single
+    from .engine.ensemble import run_members
+
+    try:
+        cm = model.compiled(base_params)
+        backend = single.choose_backend(
+            cm, None, runs=len(values) if len(values) >= NUMBA_MIN_RUNS else 1)
+        mod = cm.module(backend)
+        params = model.check_params(base_params, "off")
+        program = cm.program
+        columns, index = [], []
+        for real in variables:
+            cols = program.column_of.get(real)
+            if cols is None:
+                raise NotCompilable(f"{real!r} is not a recorded variable")
+            index += cols
+            columns += [program.columns[i] for i in cols]
+        ts = options.return_timestamps
+        control = dict(final_time=options.final_time, time_step=options.time_step,
+                       saveper=options.saveper)
+        t, out, ok, errors, stats = run_members(
+            cm, mod, params, names, values, method=options.method, rtol=options.rtol,
+            atol=options.atol, max_step=options.max_step, control=control,
+            return_timestamps=list(ts) if isinstance(ts, tuple) else ts,
+            breakpoints=list(options.breakpoints), columns=index)
+    except NotCompilable as reason:
+        from ._integrate import _notice
+
+        _notice(model, str(reason))
+        return None
+    if len(t) != len(times) or not np.allclose(t, times, rtol=0, atol=1e-9):
+        raise RuntimeError("the compiled engine saved other times than the sweep expects")
+    status = np.where(ok, STATUS_OK, STATUS_FAILED).astype(np.int8)
+    data = {c: np.ascontiguousarray(out[:, :, j]) for j, c in enumerate(columns)}
+    stats["engine"] = f"compiled ({backend})"
+    return ChunkResult(times, data, status, errors, stats)
 
 
 def _ensemble_chunk(model, base_params, names, values, options, variables, times,

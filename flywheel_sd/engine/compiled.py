@@ -127,8 +127,9 @@ def _shape_error(name):
 
 def _body(program: Program) -> str:
     from ._codegen import RUNTIME_SCALAR
+    from .ensemble import MEMBERS_SOURCE
 
-    return RUNTIME_SCALAR + program.body
+    return RUNTIME_SCALAR + program.body + MEMBERS_SOURCE
 
 
 def series_signature(params: dict) -> dict:

@@ -1,0 +1,157 @@
+"""Many runs of a compiled model: each member integrated alone, on all cores.
+
+Every member runs the same driver as a single run (`drivers.euler`, `drivers.rk45`, ...)
+with its own constants and, for the adaptive methods, its own step-size control, so a
+member equals its single run by construction and one kinked member never forces small
+steps on the others. The members loop is compiled with Numba's ``prange`` (threads) or,
+without Numba, is a plain loop. Only the requested output columns are kept.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+
+import numpy as np
+
+from .compiler import NotCompilable
+
+# Pasted into every generated module after the drivers (see compiled._body).
+MEMBERS_SOURCE = '''
+
+@_pjit
+def init_members(C, Y0, STATUS):
+    for m in prange(C.shape[0]):
+        setup(C[m])
+        init(C[m], Y0[m])
+
+
+@_pjit
+def fixed_members(C, Y0, t0, dt, save, n_saved, sel, OUT, STATUS, rk4_method):
+    """OUT[m] (n_saved, len(sel)) holds the selected columns of member m's run."""
+    for m in prange(C.shape[0]):
+        scratch = np.empty((n_saved, N_OUT))
+        scratch[:] = np.nan
+        if rk4_method:
+            STATUS[m] = rk4(C[m], Y0[m], t0, dt, save, scratch)
+        else:
+            STATUS[m] = euler(C[m], Y0[m], t0, dt, save, scratch)
+        for i in range(n_saved):
+            for j in range(sel.shape[0]):
+                OUT[m, i, j] = scratch[i, sel[j]]
+
+
+@_pjit
+def adaptive_members(C, Y0, edges, save_t, rtol, atol, max_step, sel, OUT, STATS, rk23_method):
+    for m in prange(C.shape[0]):
+        scratch = np.empty((save_t.shape[0], N_OUT))
+        scratch[:] = np.nan
+        if rk23_method:
+            rk23(C[m], Y0[m], edges, save_t, rtol, atol, max_step, scratch, STATS[m])
+        else:
+            rk45(C[m], Y0[m], edges, save_t, rtol, atol, max_step, scratch, STATS[m])
+        for i in range(save_t.shape[0]):
+            for j in range(sel.shape[0]):
+                OUT[m, i, j] = scratch[i, sel[j]]
+'''
+
+
+def constants_matrix(cm, base_params: dict, names: list[str], values: np.ndarray,
+                     control: dict) -> np.ndarray:
+    """One row of constants per member: the base parameters, then the design's values."""
+    c0 = cm.constants(base_params, control)
+    C = np.repeat(c0[None, :], len(values), axis=0)
+    for j, name in enumerate(names):
+        slots = cm.program.params.get(name)
+        if slots is None:
+            raise NotCompilable(f"{name!r} is not a constant of the model")
+        C[:, slots] = values[:, j:j + 1]
+    return C
+
+
+def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray, *,
+                method: str, rtol: float, atol: float, max_step: float | None,
+                control: dict, return_timestamps, breakpoints, columns: list[int]):
+    """Integrate every member; returns (times, OUT (n, n_times, n_columns), ok mask,
+    errors {member: reason}, stats)."""
+    from . import run as single
+
+    program = cm.program
+    values = np.asarray(values, dtype=float).reshape(len(values), len(names))
+    n = len(values)
+    C = constants_matrix(cm, base_params, names, values, control)
+    sel = np.asarray(columns, dtype=np.int64)
+    n_steps, save, times = single.grid(C[0], return_timestamps)
+    Y0 = np.zeros((n, program.n_states))
+    status = np.zeros(n, dtype=np.int64)
+    OUT = np.full((n, len(times), len(sel)), np.nan)
+    with np.errstate(all="ignore"):
+        mod.init_members(C, Y0, status)
+        guarded = _slots(mod.guards)
+        for m in (range(n) if guarded and _varies(C, guarded) else range(min(n, 1))):
+            if mod.guards(C[m]):
+                raise NotCompilable(mod.guards(C[m])[0])
+        if method in ("euler", "rk4"):
+            mod.fixed_members(C, Y0, float(C[0, 1]), float(C[0, 0]), save, len(times), sel,
+                              OUT, status, method == "rk4")
+            nfev = n * n_steps * (1 if method == "euler" else 4)
+            failed = status != 0
+            reason = {int(m): "a variable became non-finite at time "
+                      f"{float(C[0, 1]) + (int(status[m]) - 1) * float(C[0, 0]):g}"
+                      for m in np.flatnonzero(failed)}
+        else:
+            if program.time_equality:
+                raise NotCompilable(f"{program.time_equality} tests Time for equality")
+            C[:, 4] = 1.0  # exact STEP/PULSE edges, as a single adaptive run
+            stats = np.zeros((n, 8), dtype=np.int64)
+            save_t = single._save_times(C[0], save)
+            for idx, edges in _edge_groups(mod, C, breakpoints):
+                out = OUT[idx]
+                mod.adaptive_members(C[idx], Y0[idx], edges, save_t, float(rtol),
+                                     float(atol), math.inf if max_step is None
+                                     else float(max_step), sel, out, stats[idx],
+                                     method == "RK23")
+                OUT[idx] = out
+            nfev = int(stats[:, 0].sum())
+            failed = stats[:, 3] != 0
+            reason = {int(m): single.STATUS_MESSAGES.get(int(stats[m, 3]), "failed")
+                      for m in np.flatnonzero(failed)}
+    bad_values = ~np.isfinite(OUT).all(axis=(1, 2)) & ~failed
+    for m in np.flatnonzero(bad_values):
+        reason[int(m)] = "a recorded variable is not finite"
+    ok = ~(failed | bad_values)
+    return times, OUT, ok, reason, {"mode": "compiled", "nfev": nfev}
+
+
+_SLOT = re.compile(r"c\[(\d+)\]")
+
+
+def _slots(function) -> list[int]:
+    """The constants (c slots) a generated plain-Python function reads."""
+    return sorted({int(k) for k in _SLOT.findall(inspect.getsource(function))})
+
+
+def _varies(C: np.ndarray, slots: list[int]) -> bool:
+    return bool(slots) and not np.all(C[:, slots] == C[0, slots])
+
+
+def _edge_groups(mod, C: np.ndarray, extra):
+    """Members grouped by their breakpoints (STEP/PULSE times, Time comparisons), which
+    depend on constants that a design may vary: each member gets exactly the breakpoints
+    its single run would, so it equals that run."""
+    from . import run as single
+
+    t0, t1 = float(C[0, 1]), float(C[0, 2])
+    slots = sorted(set(_slots(mod.events)) | set(_slots(mod.switches)))
+    if not _varies(C, slots):
+        groups = {(): np.arange(len(C))}
+    else:
+        keys = [tuple(C[m, slots]) for m in range(len(C))]
+        groups = {}
+        for m, key in enumerate(keys):
+            groups.setdefault(key, []).append(m)
+    for members in groups.values():
+        members = np.asarray(members)
+        breaks = single.breakpoints(mod, C[members[0]], t0, t1, extra)
+        yield members, np.array([t0, *breaks, t1], dtype=float)
