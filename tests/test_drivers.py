@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -140,7 +141,8 @@ def test_write_module_is_idempotent_and_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name != "__pycache__"] == ["m.py"]
     mod = import_module(path)
     assert mod.__name__ == modules.module_name(path) and sys.modules[mod.__name__] is mod
-    assert import_module(path, "python") is mod  # once per file version
+    assert import_module(path, "python") is mod  # once per file content
+    assert mod.__name__ != modules.module_name(tmp_path / "other.py", b"other text")
     with pytest.raises(ValueError, match="backend"):
         import_module(path, "numba")
     with pytest.raises(ValueError, match="backend"):
@@ -523,17 +525,24 @@ def test_numba_disk_cache_serves_a_second_process(tmp_path):
     path = tmp_path / "vdp_cached.py"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
-    def probe():
+    def probe(path):
         res = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(path), VDP], env=env,
                              capture_output=True, text=True, timeout=600, check=True)
         return json.loads(res.stdout.strip().splitlines()[-1])
 
-    first = probe()
+    first = probe(path)
     mtime = path.stat().st_mtime_ns
-    second = probe()
+    second = probe(path)
     assert path.stat().st_mtime_ns == mtime  # not rewritten
+    # moved with its __pycache__ (copytree keeps mtimes): Numba's cached code re-imports
+    # its module by name, which a path-derived name would break (ModuleNotFoundError)
+    moved = tmp_path / "moved" / path.name
+    shutil.copytree(path.parent / "__pycache__", moved.parent / "__pycache__")
+    shutil.copy2(path, moved)
+    third = probe(moved)
     for name in first:
         assert first[name]["misses"] == 1 and first[name]["hits"] == 0, (name, first)
-        assert second[name]["misses"] == 0 and second[name]["hits"] == 1, (name, second)
+        for later in (second, third):
+            assert later[name]["misses"] == 0 and later[name]["hits"] == 1, (name, later)
     assert sum(v["seconds"] for v in second.values()) < 0.25 * sum(
         v["seconds"] for v in first.values())

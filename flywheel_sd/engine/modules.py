@@ -138,44 +138,51 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def module_name(path: Path) -> str:
-    """A stable, unique module name for a generated file (from its resolved path)."""
-    resolved = str(Path(path).resolve())
-    digest = hashlib.sha256(resolved.encode("utf-8")).hexdigest()[:16]
+def module_name(path: Path, data: bytes | None = None) -> str:
+    """The module name of a generated file: its stem and a hash of its content.
+
+    Numba's cached code records the module name and re-imports it by that name when a
+    later process loads the cache (numba.core.environment._rebuild_env), so the name
+    must be the same in every process and registered in sys.modules before the first
+    call.  A content hash, unlike a path hash, also survives moving the file together
+    with its __pycache__ (copytree keeps mtimes, so Numba's index still matches)."""
+    if data is None:
+        data = Path(path).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()[:20]
     stem = "".join(ch if ch.isalnum() else "_" for ch in Path(path).stem)
     return f"_flywheel_gen_{stem}_{digest}"
 
 
-def file_backend(path: Path) -> str:
+def file_backend(path: Path, data: bytes | None = None) -> str:
     """The backend a generated file was written for (from its first line)."""
-    with open(path, encoding="utf-8") as f:
-        first = f.readline().strip()
+    if data is None:
+        data = Path(path).read_bytes()
+    first = data.split(b"\n", 1)[0].decode("utf-8", "replace").strip()
     if not first.startswith(_TAG):
         raise ValueError(f"{path} is not a flywheel_sd generated module")
     return first[len(_TAG):]
 
 
 def import_module(path: Path, backend: str | None = None) -> ModuleType:
-    """Import a generated module by path (once per process and file version).
+    """Import a generated module by path (once per process and file content).
 
     ``backend``, if given, must match the one the file was written for."""
     path = Path(path)
-    found = file_backend(path)
+    data = path.read_bytes()
+    found = file_backend(path, data)
     if backend is not None and backend != found:
         raise ValueError(f"{path.name} was generated for backend {found!r}, not {backend!r}")
     _check_backend(found)
-    name = module_name(path)
-    mtime = path.stat().st_mtime_ns
+    name = module_name(path, data)
     mod = sys.modules.get(name)
-    if mod is not None and getattr(mod, "__flywheel_mtime__", None) == mtime:
+    if mod is not None:  # same name, same content
         return mod
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
     mod = importlib.util.module_from_spec(spec)
-    mod.__flywheel_mtime__ = mtime
-    # Registered before executing it, as a normal import is: pickling, Numba's parallel
-    # gufunc builder and multiprocessing find the module's globals by name.
+    # Registered before it runs, as a normal import is: Numba's cache loader re-imports
+    # the module by this name, and pickling finds the module's functions by it.
     sys.modules[name] = mod
     try:
         spec.loader.exec_module(mod)
