@@ -71,7 +71,9 @@ def build(directory: Path, name: str, text: str, backend: str = "python", logged
         name += "_logged"
         text = text.replace("def rhs(t, y, c, dy):\n",
                             "def rhs(t, y, c, dy):\n    CALLS.append((t, *[float(v) for v in y]))\n")
-    return load_module(directory / f"{name}_{backend}.py", text, backend)
+    mod = load_module(directory / f"{name}_{backend}.py", text, backend)
+    mod.CALLS.clear()  # same text, same module (named by content): start a fresh log
+    return mod
 
 
 def run_adaptive(mod, c, y0, edges, save_t, rtol, atol, max_step=np.inf, method="rk45"):
