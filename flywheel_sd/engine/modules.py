@@ -12,6 +12,15 @@ Backends:
 
 Under the python backend the drivers work on NumPy float64 scalars, which warn on
 overflow; callers run them under ``np.errstate(all="ignore")``.
+
+Use::
+
+    mod = load_module(folder / "model_numba.py", body, "numba")  # write once + import
+    status = mod.euler(c, y0, t0, dt, save, out)        # see engine.drivers for all
+    t_end = mod.rk45(c, y0, edges, save_t, rtol, atol, max_step, out, stats)
+
+Arrays passed to the drivers should be C-contiguous float64 (int64 stats, bool save):
+another layout is another Numba specialisation, compiled (and cached) separately.
 """
 
 from __future__ import annotations
@@ -105,6 +114,7 @@ def write_module(path: Path, body: str, backend: str) -> bool:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o644)  # mkstemp makes it 0600; a module is for reading
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
