@@ -548,3 +548,17 @@ def test_numba_disk_cache_serves_a_second_process(tmp_path):
             assert later[name]["misses"] == 0 and later[name]["hits"] == 1, (name, later)
     assert sum(v["seconds"] for v in second.values()) < 0.25 * sum(
         v["seconds"] for v in first.values())
+
+
+@needs_numba
+@pytest.mark.slow
+def test_numba_division_by_zero_is_ieee(numba_dir):
+    """error_model="numpy": 1/0 in compiled code is inf (a non-finite status), never a
+    ZeroDivisionError raised out of a compiled loop; the python backend agrees."""
+    text = body(1, "dy[0] = 1.0 / (y[0] - c[0])")
+    save = np.ones(3, bool)
+    for backend in ("numba", "python"):
+        mod = build(numba_dir, "divzero", text, backend)
+        out = np.full((3, 2), np.nan)
+        with np.errstate(all="ignore"):
+            assert mod.euler(np.array([1.0]), np.array([1.0]), 0.0, 0.1, save, out) == 1
