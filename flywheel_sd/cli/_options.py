@@ -61,15 +61,15 @@ def setting(text: str) -> tuple[str, Any]:
     if not sep or not name or not value.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
     value, at, window = value.partition("@")
-    number_ = _setting_number(text, value)
+    amount = _setting_number(text, value)
     if not at:
-        return name, number_
+        return name, amount
     start, colon, end = window.partition(":")
     from ..errors import ParameterError
     from ..scenarios import Policy
 
     try:
-        policy = Policy(number_, _setting_number(text, start),
+        policy = Policy(amount, _setting_number(text, start),
                         _setting_number(text, end) if colon and end.strip() else math.inf)
     except ParameterError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
