@@ -22,7 +22,6 @@ import pandas as pd
 from pysd.py_backend.output import ModelOutput
 from scipy.integrate import solve_ivp
 
-from . import _broadcast
 from ._model import Model, _first_line, load
 from ._system import (
     ARITHMETIC_ERRORS,
@@ -140,13 +139,11 @@ def simulate(
     run = _Run(model, params, final_time, time_step, saveper, return_timestamps,
                return_columns)
     try:
-        # the hooks' fast paths halve the cost of a subscripted model's evaluation
-        with _broadcast.active(None):
-            if method in FIXED_METHODS:
-                stats = run.fixed_step(method)
-            else:
-                stats = run.adaptive(method, rtol, atol, max_step,
-                                     _breakpoints(run, params, breakpoints))
+        if method in FIXED_METHODS:
+            stats = run.fixed_step(method)
+        else:
+            stats = run.adaptive(method, rtol, atol, max_step,
+                                 _breakpoints(run, params, breakpoints))
         frame = run.collect()
     finally:
         run.close()
@@ -172,8 +169,9 @@ def _compiled_run(model: Model, params: dict, engine: str, *, method, rtol, atol
             times, out, stats = run.fixed_step(cm, mod, c, method, return_timestamps)
         else:
             extra = [float(t) for t in breakpoints or ()]
-            if any(not math.isfinite(t) for t in extra):
-                raise MethodError(f"breakpoints must be finite, got {extra}")
+            for t in extra:
+                if not math.isfinite(t):
+                    raise MethodError(f"breakpoint {t!r} is not finite")
             for value in params.values():
                 if isinstance(value, pd.Series):
                     extra += [float(t) for t in value.index]

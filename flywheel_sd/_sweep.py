@@ -69,7 +69,7 @@ def sweep(model_or_scenario: Any, design: Any, *, outputs: Sequence[str] | str |
           metrics: Any = None, executor: str = "ensemble", scheduler: Any = None,
           store: str | os.PathLike | None = None, chunk_size: int | None = None,
           progress: bool = True, method: str = "RK45", resume: bool = True,
-          workers: int | None = None, vectorize: bool = True, verify: int = 3,
+          workers: int | None = None, vectorize: bool = True,
           callback: Callable[[int, int, int], None] | None = None,
           **simulate_options: Any) -> xr.Dataset:
     """Run every parameter set of `design` and collect the results.
@@ -111,11 +111,9 @@ def sweep(model_or_scenario: Any, design: Any, *, outputs: Sequence[str] | str |
     workers : int, optional
         Processes for ``"processes"`` and a local Dask cluster.
     vectorize : bool
-        Integrate each chunk as one ensemble (True, default) or run by run.
-    verify : int
-        Members per chunk checked against single runs (default 3: the first, the last and
-        one at random): exactly, at every saved state, and one of them also run again
-        whole with `simulate`; 0 skips the check (not recommended).
+        Run each chunk on the compiled engine (True, default: every member integrated alone
+        with its own step control, so each equals its single run) or run by run through
+        `simulate`.
     callback : callable, optional
         ``callback(chunk_index, runs_done, runs_total)`` after each chunk is stored.
     **simulate_options
@@ -146,7 +144,7 @@ def sweep(model_or_scenario: Any, design: Any, *, outputs: Sequence[str] | str |
     """
     plan = _plan(model_or_scenario, design, outputs=outputs, metrics=metrics,
                  executor=executor, scheduler=scheduler, store=store, chunk_size=chunk_size,
-                 method=method, workers=workers, vectorize=vectorize, verify=verify,
+                 method=method, workers=workers, vectorize=vectorize,
                  simulate_options=simulate_options)
     writer = _open_store(plan, resume) if store is not None else _MemoryWriter(plan)
     todo = [k for k in range(plan.n_chunks) if k not in writer.done]
@@ -174,7 +172,6 @@ class _Plan:
     workers: int
     chunk_size: int
     vectorize: bool
-    verify: int
     store: Path | None = None
     seed: int = 0
 
@@ -202,7 +199,7 @@ class _Plan:
 
 
 def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk_size,
-          method, workers, vectorize, verify, simulate_options) -> _Plan:
+          method, workers, vectorize, simulate_options) -> _Plan:
     if executor not in EXECUTORS:
         raise ParameterError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     unknown = [k for k in simulate_options if k not in SIMULATE_OPTIONS]
@@ -219,8 +216,6 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
     if max_step is not None and not max_step > 0:
         raise MethodError(f"max_step must be positive, not {max_step!r}")
     range_check = simulate_options.get("range_check", "error")
-    if not isinstance(verify, int) or verify < 0:
-        raise ParameterError(f"verify must be a non-negative int, not {verify!r}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ParameterError(f"workers must be a positive int, not {workers!r}")
     if scheduler is not None:
@@ -283,7 +278,7 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
                  range_check=range_check, outputs=out_vars, output_columns=output_columns,
                  metrics=metric_list, variables=variables, times=times, executor=executor,
                  scheduler=scheduler, workers=n_workers, chunk_size=chunk,
-                 vectorize=vectorize, verify=verify,
+                 vectorize=vectorize,
                  store=Path(store).expanduser().resolve() if store is not None else None,
                  seed=design.seed or 0)
 
@@ -451,7 +446,6 @@ class _Task:
     output_columns: list[str]
     metrics: list[tuple[str, Any]]
     vectorize: bool
-    verify: int
     seed: int
 
 
@@ -482,11 +476,8 @@ def compute_chunk(task: _Task) -> _ChunkOut:
     model = _worker_model(task.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # every chunk: exact checks of `verify` members, and one of them (the random one)
-        # run again whole with simulate()
         result = run_chunk(model, task.base, task.names, task.values, task.options,
-                           task.variables, task.times, vectorize=task.vectorize,
-                           verify=task.verify, rerun=1, seed=[task.seed, task.index])
+                           task.variables, task.times, vectorize=task.vectorize)
         values = _evaluate_metrics(result, task)
     stats = dict(result.stats)
     messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
@@ -552,7 +543,7 @@ class _Runner:
                      names=plan.design.names, values=plan.design.values[a:b],
                      options=plan.options, variables=plan.variables, times=plan.times,
                      output_columns=plan.output_columns, metrics=plan.metrics,
-                     vectorize=self.vectorize, verify=plan.verify, seed=plan.seed)
+                     vectorize=self.vectorize, seed=plan.seed)
 
     def handle(self, out: _ChunkOut) -> None:
         stats = out.stats

@@ -13,6 +13,10 @@ REPO = Path(__file__).resolve().parent.parent
 _CACHE = Path(tempfile.mkdtemp(prefix="flywheel-test-cache-"))
 os.environ["FLYWHEEL_SD_CACHE"] = str(_CACHE)
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The compiled engine runs on its plain-Python backend (the same numbers as Numba) unless a
+# test asks for Numba: no JIT compiles or background warm-ups for the suite's many small
+# models on CI's two cores. Tests of the Numba backend set FLYWHEEL_SD_JIT=eager.
+os.environ.setdefault("FLYWHEEL_SD_JIT", "off")
 
 
 def pytest_sessionfinish(session, exitstatus):

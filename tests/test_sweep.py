@@ -11,7 +11,7 @@ import xarray as xr
 import flywheel_sd as fw
 from _shared import FRAGILE, SIR, sir_fixture  # noqa: F401  (sir_fixture: the `sir` fixture)
 from conformance_mdl import vensim
-from flywheel_sd import _broadcast, _sweep, designs
+from flywheel_sd import _sweep, designs
 from flywheel_sd.errors import FlywheelError, ParameterError
 
 SIR_RANGES = {"Contact Infectivity": (0.2, 0.5), "Duration": (3.0, 8.0)}
@@ -168,19 +168,22 @@ def test_bad_designs_fail_before_any_run():
         designs.sobol(SIR_RANGES, 100)
 
 
-def test_fallback_is_announced_once_and_numbers_stay_right(write_mdl, monkeypatch):
-    model = fw.load(write_mdl(SWITCH, "switch.mdl"))
-    monkeypatch.delitem(_broadcast._FUNCTIONS, "if_then_else")
-    table = {"Threshold": [1.0, 3.0, 6.0, 9.0, 12.0, 15.0]}
+def test_fallback_is_announced_once_and_numbers_stay_right(write_mdl):
+    """A model the compiler refuses (DELAY FIXED): every chunk runs per run on PySD, with
+    one notice for the whole sweep, and the same numbers as single runs."""
+    model = fw.load(write_mdl(vensim(
+        "Out = DELAY FIXED(In, 2, 0) ~ units", "In = 1 + Gain * Time ~ units",
+        "Gain = 1 ~ units/Time [0, 5]", final_time=5, time_step=0.5, time_units="Time",
+        control_limits=True), "fixed.mdl"))
+    table = {"Gain": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]}
     with pytest.warns(fw.EnsembleFallbackWarning, match="falls back to per-run") as caught:
-        ds = fw.sweep(model, table, outputs=["Level"], method="euler", chunk_size=2,
+        ds = fw.sweep(model, table, outputs=["Out"], method="euler", chunk_size=2,
                       progress=False)
     assert len([w for w in caught if issubclass(w.category, fw.EnsembleFallbackWarning)]) == 1
-    assert ds.attrs["fallback"] and ds.attrs["per_run_chunks"] == 3
-    for j, threshold in enumerate(table["Threshold"]):
-        frame = fw.simulate(model, {"Threshold": threshold}, method="euler",
-                            return_columns=["Level"])
-        np.testing.assert_allclose(ds["Level"][j].values, frame["Level"].values, rtol=1e-12)
+    assert "DELAY FIXED" in ds.attrs["fallback"] and ds.attrs["per_run_chunks"] == 3
+    for j, gain in enumerate(table["Gain"]):
+        frame = fw.simulate(model, {"Gain": gain}, method="euler", return_columns=["Out"])
+        np.testing.assert_array_equal(ds["Out"][j].values, frame["Out"].values)
 
 
 class _Scenario:

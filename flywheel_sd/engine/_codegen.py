@@ -361,7 +361,6 @@ def _columns(comp) -> tuple[list, list]:
         entries = [(comp.nodes[k].column, k) for k in keys if k in comp.nodes]
         (control if key in ("initial_time", "final_time", "time_step", "saveper")
          else others).extend(entries)
-    control.sort()
     chosen = control + others
     return [c for c, _ in chosen], [k for _, k in chosen]
 

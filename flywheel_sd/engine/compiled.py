@@ -59,7 +59,8 @@ class CompiledModel:
     def warm_in_background(self) -> None:
         """Compile the Numba module in a detached process, once, so that later runs find
         the on-disk cache; this process meanwhile runs on the Python backend."""
-        if not modules.numba_available() or os.environ.get("FLYWHEEL_SD_JIT") == "off":
+        if (not modules.numba_available() or os.environ.get("FLYWHEEL_SD_JIT") == "off"
+                or os.name != "posix"):
             return
         marker = self.folder / f"{self.stem}_numba.warming"
         try:
@@ -68,10 +69,12 @@ class CompiledModel:
             return  # another process is warming it, or has tried
         os.close(fd)
         modules.write_module(self.path("numba"), _body(self.program), "numba")
-        subprocess.Popen(
-            [sys.executable, "-m", "flywheel_sd.engine.warm", str(self.path("numba"))],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        # through a shell that backgrounds it and exits: the warmer outlives this process
+        # and is never a child to wait for
+        subprocess.run(
+            ["sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh", sys.executable, "-m",
+             "flywheel_sd.engine.warm", str(self.path("numba"))],
+            check=False, timeout=10,
         )
 
     # -- constants --------------------------------------------------------------------
@@ -80,6 +83,7 @@ class CompiledModel:
         validated), then the control variables in `control` (final_time, ...)."""
         p = self.program
         c = np.array(p.c_default, dtype=float)
+        c[4] = 0.0  # PySD's time functions on the fixed-step grid; adaptive runs set 1
         for name, value in params.items():
             self.set_param(c, name, value)
         for key, slot in (("time_step", 0), ("initial_time", 1), ("final_time", 2),

@@ -97,9 +97,6 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
                               OUT, status, method == "rk4")
             nfev = n * n_steps * (1 if method == "euler" else 4)
             failed = status != 0
-            reason = {int(m): "a variable became non-finite at time "
-                      f"{float(C[0, 1]) + (int(status[m]) - 1) * float(C[0, 0]):g}"
-                      for m in np.flatnonzero(failed)}
         else:
             if program.time_equality:
                 raise NotCompilable(f"{program.time_equality} tests Time for equality")
@@ -107,21 +104,27 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
             stats = np.zeros((n, 8), dtype=np.int64)
             save_t = single._save_times(C[0], save)
             for idx, edges in _edge_groups(mod, C, breakpoints):
-                out = OUT[idx]
+                out, st = OUT[idx], stats[idx]  # copies (fancy indexing): written back
                 mod.adaptive_members(C[idx], Y0[idx], edges, save_t, float(rtol),
                                      float(atol), math.inf if max_step is None
-                                     else float(max_step), sel, out, stats[idx],
-                                     method == "RK23")
-                OUT[idx] = out
+                                     else float(max_step), sel, out, st, method == "RK23")
+                OUT[idx], stats[idx] = out, st
             nfev = int(stats[:, 0].sum())
             failed = stats[:, 3] != 0
-            reason = {int(m): single.STATUS_MESSAGES.get(int(stats[m, 3]), "failed")
-                      for m in np.flatnonzero(failed)}
-    bad_values = ~np.isfinite(OUT).all(axis=(1, 2)) & ~failed
-    for m in np.flatnonzero(bad_values):
-        reason[int(m)] = "a recorded variable is not finite"
-    ok = ~(failed | bad_values)
-    return times, OUT, ok, reason, {"mode": "compiled", "nfev": nfev}
+    OUT[failed] = np.nan  # a failed run has no results, not a partial one
+    reason = {}
+    for i, m in enumerate(np.flatnonzero(failed)):
+        if i < DIAGNOSED:
+            reason[int(m)] = str(single.diagnose(cm, C[m], method, return_timestamps, rtol,
+                                                 atol, max_step, breakpoints or ()))
+        else:
+            reason[int(m)] = "a state or derivative became non-finite, or the step size " \
+                             "collapsed (run it alone with simulate() for details)"
+    return times, OUT, ~failed, reason, {"mode": "compiled", "nfev": nfev}
+
+
+#: Failed members per chunk whose error is diagnosed in full (a replay on plain Python).
+DIAGNOSED = 20
 
 
 _SLOT = re.compile(r"c\[(\d+)\]")

@@ -83,20 +83,19 @@ def fixed_step(cm: CompiledModel, mod, c, method, return_timestamps):
     with np.errstate(all="ignore"):
         status = fixed_driver(mod, method)(c, y0, float(c[1]), float(c[0]), save, out)
     if status:
-        k = status - 1
-        raise nonfinite(cm, mod, c, float(c[1]) + k * float(c[0]), out, y0)
-    check_finite(cm, out, times)
+        raise diagnose(cm, c, method, return_timestamps, None, None, None, ())
     stats = dict(method=method, nfev=n_steps * (1 if method == "euler" else 4),
                  n_steps=n_steps, status=0, message="fixed step completed",
                  time_step=float(c[0]), rtol=None, atol=None, breakpoints=[])
     return times, out, stats
 
 
-def fixed_driver(mod, method: str):
+def fixed_driver(mod, method: str, rhs=None):
     """The module's compiled loop, or under plain Python a loop over whole vectors (the
     same IEEE operations element by element, so the same numbers, 10x sooner)."""
-    if hasattr(mod.euler, "py_func"):  # a Numba dispatcher
+    if rhs is None and hasattr(mod.euler, "py_func"):  # a Numba dispatcher
         return mod.euler if method == "euler" else mod.rk4
+    rhs = rhs or mod.rhs
 
     def loop(c, y0, t0, dt, save, out):
         y, t, row = y0.copy(), t0, 0
@@ -107,10 +106,10 @@ def fixed_driver(mod, method: str):
                 mod.record(t, y, c, out[row])
                 row += 1
             if method == "euler":
-                mod.rhs(t, y, c, dy)
+                rhs(t, y, c, dy)
                 y_new = y + dy * dt
             else:
-                y_new = _rk4_step(mod, c, t, y, dt)
+                y_new = _rk4_step(rhs, c, t, y, dt)
             y_new[nonneg] = np.maximum(y_new[nonneg], 0.0)
             if not np.isfinite(y_new).all():
                 return k + 1
@@ -122,45 +121,69 @@ def fixed_driver(mod, method: str):
     return loop
 
 
-def _rk4_step(mod, c, t, y, h):
+def _rk4_step(rhs, c, t, y, h):
     k1, k2, k3, k4 = (np.empty_like(y) for _ in range(4))
-    mod.rhs(t, y, c, k1)
-    mod.rhs(t + h / 2, y + h / 2 * k1, c, k2)
-    mod.rhs(t + h / 2, y + h / 2 * k2, c, k3)
-    mod.rhs(t + h, y + h * k3, c, k4)
+    rhs(t, y, c, k1)
+    rhs(t + h / 2, y + h / 2 * k1, c, k2)
+    rhs(t + h / 2, y + h / 2 * k2, c, k3)
+    rhs(t + h, y + h * k3, c, k4)
     return y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-def check_finite(cm, out, times) -> None:
-    bad = ~np.isfinite(out)
-    if bad.any():
-        row = int(np.argmax(bad.any(axis=1)))
-        raise NonFiniteError(_nonfinite_message(cm, out[row], times[row]))
-
-
-def _nonfinite_message(cm, row, t) -> str:
+def _nonfinite_message(cm, row, t, dy=None) -> str:
     program = cm.program
     culprit = next((program.columns[i] for i in program.eval_order
                     if not math.isfinite(row[i])), None)
     where = f"variable {culprit!r}" if culprit else "a state derivative"
+    if culprit is None and dy is not None and not np.isfinite(dy).all():
+        state = program.state_names[int(np.argmax(~np.isfinite(dy)))]
+        where = f"the rate of change of {state!r}"
     return (f"{where} became non-finite at time {t:g}; check its equation and inputs "
             "(division by zero, overflow), or try method='BDF' / a smaller max_step")
 
 
-def nonfinite(cm, mod, c, t, out, y0) -> NonFiniteError:
-    """Name the root non-finite variable near time t, replaying Euler to that step."""
-    n_steps, _, _ = grid(c)
-    k = int(round((t - float(c[1])) / float(c[0])))
-    save = np.zeros(k + 1, dtype=bool)
-    save[-1] = True
-    row = np.full((1, len(cm.program.columns)), np.nan)
-    with np.errstate(all="ignore"):
-        fixed_driver(mod, "euler")(c, y0, float(c[1]), float(c[0]), save, row)
-    return NonFiniteError(_nonfinite_message(cm, row[0], t))
+def checked_rhs(cm, mod):
+    """The RHS that stops at the first non-finite derivative, naming the root variable
+    (the first non-finite output in evaluation order at that state)."""
+    row = np.empty(len(cm.program.columns))
+
+    def rhs(t, y, c, dy):
+        mod.rhs(t, y, c, dy)
+        if not np.isfinite(dy).all():
+            mod.record(t, y, c, row)
+            raise NonFiniteError(_nonfinite_message(cm, row, t, dy))
+
+    return rhs
+
+
+def diagnose(cm, c, method, return_timestamps, rtol, atol, max_step, extra) -> Exception:
+    """A failed run, replayed on the plain-Python backend with a checking RHS, for the
+    one-line error that says where and what (the error path only: speed is no concern)."""
+    mod = cm.module("python")
+    rhs = checked_rhs(cm, mod)
+    try:
+        with np.errstate(all="ignore"):
+            if method in ("euler", "rk4"):
+                _, save, times = grid(c, return_timestamps)
+                y0 = initial_state(mod, c, cm.program)
+                out = np.full((len(times), len(cm.program.columns)), np.nan)
+                status = fixed_driver(mod, method, rhs)(c, y0, float(c[1]), float(c[0]),
+                                                        save, out)
+                if status:
+                    t = float(c[1]) + (status - 1) * float(c[0])
+                    return NonFiniteError(
+                        f"a state became non-finite at time {t:g} (overflow); check the "
+                        "model's growth rates, or try a smaller TIME STEP")
+            else:
+                adaptive(cm, mod, c, method, rtol, atol, max_step, extra, return_timestamps,
+                         rhs=rhs)
+    except (NonFiniteError, SolverError) as err:
+        return err
+    return SolverError(f"{method} failed; try method='BDF' or 'LSODA', or method='euler'")
 
 
 def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_breaks,
-             return_timestamps):
+             return_timestamps, rhs=None):
     """An adaptive run, piecewise between breakpoints, evaluated from inside each piece;
     exact STEP/PULSE edges (c[4] = 1)."""
     program = cm.program
@@ -179,7 +202,7 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
     edges = np.array([t0, *breaks, t1], dtype=float)
     out = np.full((len(save_t), len(program.columns)), np.nan)
     max_step = math.inf if max_step is None else float(max_step)
-    if method in GENERATED_ADAPTIVE:
+    if method in GENERATED_ADAPTIVE and rhs is None:
         stats_arr = np.zeros(8, dtype=np.int64)
         with np.errstate(all="ignore"):
             getattr(mod, GENERATED_ADAPTIVE[method])(c, y0, edges, save_t, float(rtol),
@@ -187,12 +210,13 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
         status = int(stats_arr[3])
         nfev, n_steps = int(stats_arr[0]), int(stats_arr[1])
         if status:
-            raise _failure(cm, method, status, out, save_t, t1)
+            raise diagnose(cm, c, method, return_timestamps, rtol, atol, max_step,
+                           extra_breaks)
         njev = nlu = 0
     else:
         nfev, njev, nlu, n_steps = _solve_ivp(mod, c, y0, edges, save_t, method, rtol,
-                                              atol, max_step, out)
-    check_finite(cm, out, times)
+                                              atol, max_step, out,
+                                              rhs or checked_rhs(cm, mod))
     stats = dict(method=method, nfev=nfev, njev=njev, nlu=nlu, n_steps=n_steps, status=0,
                  message="integration completed", rtol=rtol, atol=atol,
                  breakpoints=[float(b) for b in breaks])
@@ -209,18 +233,7 @@ def _save_times(c, save) -> np.ndarray:
     return np.array(out, dtype=float)
 
 
-def _failure(cm, method, status, out, save_t, t1) -> SolverError:
-    done = np.isfinite(out).all(axis=1)
-    reached = float(save_t[done][-1]) if done.any() else float(save_t[0])
-    if status == 2:
-        row = int(np.argmax(~done)) if (~done).any() else len(out) - 1
-        return NonFiniteError(_nonfinite_message(cm, out[max(row - 1, 0)] * np.nan, reached))
-    return SolverError(f"{method} stopped after t={reached:g} of {t1:g}: "
-                       f"{STATUS_MESSAGES.get(status, 'failed')}; try method='BDF' or "
-                       "'LSODA' (stiff models), looser rtol/atol, or method='euler'")
-
-
-def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out):
+def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs):
     from scipy.integrate import solve_ivp
 
     n = len(y0)
@@ -236,7 +249,7 @@ def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out):
 
         def fun(t, yy, _lo=lo, _hi=hi):
             dy = np.empty(n)
-            mod.rhs(min(max(t, _lo), _hi), yy, c, dy)
+            rhs(min(max(t, _lo), _hi), yy, c, dy)
             return dy
 
         try:
@@ -244,6 +257,8 @@ def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out):
                 sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
                                 dense_output=True,
                                 **({"max_step": max_step} if math.isfinite(max_step) else {}))
+        except NonFiniteError:
+            raise
         except Exception as err:  # a failure inside SciPy's linear algebra, say
             raise SolverError(f"{method} failed between t={a:g} and t={b:g} ({err}); try "
                               "method='BDF' or 'LSODA', or a smaller max_step") from err
