@@ -35,7 +35,12 @@ _LAZY: dict[str, str | None] = {
     "sweep": "._sweep",
 }
 
-__all__ = ["FlywheelError", "__version__", *_LAZY]
+__all__ = [
+    "METHODS", "CriticalMass", "EnsembleFallbackWarning", "FlywheelError", "Model",
+    "RangeWarning", "__version__", "compare", "critical_mass", "designs", "fan_chart", "load",
+    "metrics", "run_scenario", "scenarios", "sensitivity", "simulate", "sweep",
+    "tornado_chart",
+]
 
 
 def __getattr__(name: str):
