@@ -14,7 +14,7 @@ from graphlib import CycleError, TopologicalSorter
 
 import numpy as np
 
-from .compiler import N_RESERVED, NotCompilable, Program
+from .compiler import NotCompilable, Program
 
 _PLACEHOLDER = re.compile("\x02([^\x03]*)\x03")
 
@@ -354,7 +354,7 @@ def _columns(comp) -> tuple[list, list]:
     """PySD's default output columns: the control variables, then every other variable in
     the file's order (lookups excluded); subscripted ones flattened as ``Name[a,b]``."""
     control, others = [], []
-    for key, element in comp.elements.items():
+    for key in comp.elements:
         if _is_lookup_element(comp, key):
             continue
         keys = [comp.key_of(key, combo) for combo in comp.elements_of(comp.final_dims[key])]

@@ -70,6 +70,27 @@ def subscript_mappings(section) -> dict[str, list[str]]:
     return out
 
 
+def subscript_numbers(section) -> dict[str, tuple]:
+    """A subscript range or element used as a value (``x[dim] = dim``), as PySD's
+    ``subscript2num`` gives it: clean name -> (range, positions of its elements in their
+    main range, 1-based) for a range, (None, [position]) for an element."""
+    manager = _manager(section)
+    out: dict = {}
+    for main, subranges in manager.subranges.items():
+        elements = list(manager.subscripts[main])
+        out[_clean(main)] = (main, [float(i) for i in range(1, len(elements) + 1)])
+        for i, element in enumerate(elements, start=1):
+            out[_clean(element)] = (None, [float(i)])
+        for sub in subranges:
+            out[_clean(sub)] = (sub, [float(elements.index(e) + 1)
+                                      for e in manager.subscripts[sub]])
+    return out
+
+
+def _clean(name: str) -> str:
+    return name.replace(" ", "_").lower()
+
+
 def final_dims(section, element) -> list[str]:
     """The subscript ranges a variable is defined over, merged across its equations."""
     subs = [component.subscripts[0] for component in element.components]

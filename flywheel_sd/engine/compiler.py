@@ -93,14 +93,18 @@ class Compiler:
 
     def __init__(self, section, series: dict | None = None):
         self.section = section
-        self.subs = compat.subscript_ranges(section)          # range -> elements
-        self.mapping = compat.subscript_mappings(section)     # range -> [mapped ranges]
         self.elements = {}
         self.final_dims = {}
         for element in section.elements:
             key = clean(element.name)
             self.elements[key] = element
             self.final_dims[key] = compat.final_dims(section, element)
+        # read after the merges: merging partial definitions may add ranges ("Dims1")
+        self.subs = compat.subscript_ranges(section)          # range -> elements
+        self.mapping = compat.subscript_mappings(section)     # range -> [mapped ranges]
+        self.range_of = {clean(r): r for r in self.subs}      # clean name -> range
+        # a subscript range or element used as a value: its position(s) in its main range
+        self.numbers = compat.subscript_numbers(section)
         self.series_req = {clean(k): v for k, v in (series or {}).items()}
         self.nodes: dict[str, Node] = {}
         self.lookups: dict[str, tuple] = {}   # key -> (xs, ys, mode)
@@ -140,13 +144,25 @@ class Compiler:
 
     # -- compile ----------------------------------------------------------------------
     def compile(self) -> Program:
-        for key, element in self.elements.items():
-            self._current = element.name
-            if compat.is_control(element):
-                self._control(key, element)
-                continue
-            for component in element.components:
-                self._component(key, element, component)
+        # lookups first (a call may come before the definition), then the literal
+        # constants (a SMOOTH N/DELAY N order reads their values), then the rest
+        def rank(component):
+            if component.type == "Lookup" or compat.ast_kind(component.ast) in (
+                    "LookupsStructure", "GetLookupsStructure"):
+                return 0
+            return 1 if _is_number(component.ast) or compat.ast_kind(component.ast) in (
+                "ndarray", "GetConstantsStructure") else 2
+
+        for phase in (0, 1, 2):
+            for key, element in self.elements.items():
+                self._current = element.name
+                if compat.is_control(element):
+                    if phase == 1:
+                        self._control(key, element)
+                    continue
+                for component in element.components:
+                    if rank(component) == phase:
+                        self._component(key, element, component)
         self._check_complete()
         return self._generate()
 
@@ -155,8 +171,15 @@ class Compiler:
         if slot is None:
             raise NotCompilable(f"control variable {element.name!r}")
         ast = element.components[0].ast
-        if not isinstance(ast, (int, float, np.integer, np.floating)):
-            raise NotCompilable(f"{element.name} given by an expression")
+        if key == "saveper" and compat.ast_kind(ast) == "ReferenceStructure" \
+                and ast.reference == "time_step" and not ast.subscripts:
+            # SAVEPER = TIME STEP: a NaN default, which CompiledModel.constants() sets to
+            # the run's TIME STEP (an overridden TIME STEP included, as PySD does)
+            self.nodes[key] = Node(key, element.name, "const", value=math.nan, slot=slot)
+            return
+        if not _is_number(ast):
+            raise NotCompilable(f"{element.name} given by an expression (a control "
+                                "variable that may change during the run)")
         self.c_default[slot] = float(ast)
         self.nodes[key] = Node(key, element.name, "const", value=float(ast), slot=slot)
 
@@ -198,7 +221,8 @@ class Compiler:
                     "GetConstantsStructure"):
             raise NotCompilable(f"{column} uses {compat.VENSIM_KIND.get(kind, kind)}")
         if _is_number(ast) or kind == "ndarray":
-            value = float(np.asarray(ast).reshape(-1)[self._flat_index(key, ctx)]) \
+            value = float(np.asarray(ast).reshape(-1)[
+                self._flat_index(component.subscripts[0], ctx)]) \
                 if kind == "ndarray" else float(ast)
             name = clean(self._current)
             if name in self.series_req:
@@ -229,12 +253,13 @@ class Compiler:
         node.expr, node.deps = self.expr(ast, ctx)
         node.init_expr, node.init_deps = self.expr(ast, ctx, phase="init")
 
-    def _flat_index(self, key, ctx) -> int:
-        name = key.split("[")[0]
-        dims = self.final_dims[name]
+    def _flat_index(self, subs, ctx) -> int:
+        """The position of the element `ctx` selects in an array literal defined over
+        the component's subscripts `subs` (single elements take no axis)."""
         index = 0
-        for d in dims:
-            index = index * len(self.subs[d]) + self.subs[d].index(ctx[d])
+        for s in subs:
+            if s in self.subs:
+                index = index * len(self.subs[s]) + self.subs[s].index(ctx[s])
         return index
 
     def _check_complete(self):
@@ -320,11 +345,22 @@ class Compiler:
             deps.add(name)
             return f"c[{CONTROL[name]}]"
         if name not in self.elements:
+            if name in self.numbers:
+                return self._subscript_number(name, ctx)
             raise NotCompilable(f"{self._current}: unknown reference {name!r}")
         combo = self._resolve(name, getattr(ast.subscripts, "subscripts", None), ctx)
         key = self.key_of(name, combo)
         deps.add(key)
         return ref(key)  # placeholder, replaced by the node's storage at generation
+
+    def _subscript_number(self, name, ctx) -> str:
+        """A subscript range used as a value (its element's position in the main range),
+        or a subscript element (its position)."""
+        rng, values = self.numbers[name]
+        if rng is None:
+            return _literal(values[0])
+        element = self._resolve_one(rng, rng, ctx, rng)
+        return _literal(values[self.subs[rng].index(element)])
 
     def _resolve(self, name, ref_subs, ctx) -> tuple:
         dims = self.final_dims[name]
@@ -379,6 +415,9 @@ class Compiler:
             return self._reduction(fname, args[0], ctx, deps)
         if fname == "elmcount":
             rng = compat.reference_name(args[0])
+            rng = self.range_of.get(rng, rng)
+            if rng not in self.subs:
+                raise NotCompilable(f"{self._current}: ELMCOUNT of {rng!r}")
             return _literal(len(self.subs[rng]))
         local: set = set()
         a = [self._e(x, ctx, local) for x in args]
@@ -476,14 +515,47 @@ class Compiler:
         self.nodes[key] = node
         return key
 
-    def _order(self, ast_order, what) -> int:
-        if not _is_number(ast_order):
-            raise NotCompilable(f"{self._current}: {what} with an order given by an "
-                                "expression")
-        order = float(ast_order)
+    def _order(self, ast_order, what, ctx) -> int:
+        """The order of a SMOOTH N/DELAY N: a number, or an expression of the file's
+        constants, which PySD evaluates once at initialisation. The layout is fixed here
+        with the file's values; a run that changes the order (an overridden constant)
+        is refused by a guard and goes to the PySD path."""
+        if _is_number(ast_order):
+            order = float(ast_order)
+        else:
+            order = self._static(ast_order, ctx, what)
+            code, code_deps = self.expr(ast_order, ctx, phase="init")
+            shown = what if what != "SMOOTH" else "SMOOTH N"
+            self.guards.append((f"({code}) == {order!r}", code_deps,
+                                f"{self._current}: {shown} order differs from the file's"))
         if order != int(order) or order < 1:
             raise NotCompilable(f"{self._current}: {what} of order {order:g}")
         return int(order)
+
+    def _static(self, ast, ctx, what) -> float:
+        """The value of an expression of literal constants, from the file's values."""
+        if _is_number(ast):
+            return float(ast)
+        kind = compat.ast_kind(ast)
+        if kind == "ReferenceStructure" and ast.reference in self.elements:
+            combo = self._resolve(ast.reference, getattr(ast.subscripts, "subscripts", None),
+                                  ctx)
+            node = self.nodes.get(self.key_of(ast.reference, combo))
+            if node is not None and node.kind == "const" and node.slot >= N_RESERVED:
+                return node.value
+        elif kind == "ArithmeticStructure":
+            values = [self._static(a, ctx, what) for a in ast.arguments]
+            if len(values) == 1 and ast.operators[0] == "negative":
+                return -values[0]
+            if len(values) > 1:
+                out = values[0]
+                for op, v in zip(ast.operators, values[1:]):
+                    out = {"+": out + v, "-": out - v, "*": out * v,
+                           "/": out / v if v else math.nan}.get(op, math.nan)
+                if not math.isnan(out):
+                    return out
+        raise NotCompilable(f"{self._current}: {what} with an order that is not a "
+                            "constant of the file")
 
     def _stages(self, label, order, init, init_deps, flow_of):
         keys = [f"_{label}{next(self.hidden)}" for _ in range(order)]
@@ -495,7 +567,7 @@ class Compiler:
         return keys
 
     def _e_SmoothStructure(self, ast, ctx, deps, label="smooth"):
-        order = self._order(ast.order, "SMOOTH")
+        order = self._order(ast.order, "SMOOTH", ctx)
         x, xd = self.expr(ast.input, ctx)
         tau, td = self.expr(ast.smooth_time, ctx)
         init, idep = self.expr(ast.initial, ctx, phase="init")
@@ -515,7 +587,7 @@ class Compiler:
         return self._e_SmoothStructure(ast, ctx, deps)
 
     def _e_DelayStructure(self, ast, ctx, deps, what="DELAY"):
-        order = self._order(ast.order, what)
+        order = self._order(ast.order, what, ctx)
         x, xd = self.expr(ast.input, ctx)
         tau, td = self.expr(ast.delay_time, ctx)
         init, idep = self.expr(ast.initial, ctx, phase="init")
@@ -536,7 +608,7 @@ class Compiler:
         return f"({ref(keys[-1])} / ({tau}))"
 
     def _e_DelayNStructure(self, ast, ctx, deps):
-        tau, td = self.expr(ast.delay_time, ctx)
+        _tau, td = self.expr(ast.delay_time, ctx)
         self.constant_checks.append(
             (td, f"{self._current} uses DELAY N with a time-varying delay time"))
         return self._e_DelayStructure(ast, ctx, deps, "DELAY N")
