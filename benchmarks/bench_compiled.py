@@ -68,9 +68,25 @@ def interleaved(funcs: dict, repeats: int, warmup: int = 1) -> dict[str, list[fl
     for _ in range(repeats):
         for name, func in funcs.items():
             started = time.perf_counter()
-            func()
-            times[name].append(time.perf_counter() - started)
+            result = func()
+            elapsed = time.perf_counter() - started
+            times[name].append(result if getattr(func, "median_of_calls", False) else elapsed)
     return times
+
+
+def warm(func, calls: int = 5):
+    """`func` as one untimed call, then `calls` timed ones; returns their median seconds
+    (the caller times the whole and reads this instead: see `interleaved`)."""
+    def run():
+        func()
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            func()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+    run.median_of_calls = True
+    return run
 
 
 def med(values) -> float:
@@ -129,8 +145,8 @@ def compilable_variant(path: Path, folder: Path) -> tuple[Path, str | None]:
     except NotCompilable as err:
         reason = str(err)
     text = path.read_text(encoding="utf-8", errors="replace")
-    step = re.search(r"^\s*TIME STEP\s*=\s*([0-9.eE+-]+)", text, re.M)
-    saveper = re.compile(r"^(\s*SAVEPER\s*=\s*)TIME STEP", re.M)
+    step = re.search(r"^\s*TIME STEP\s*=\s*([0-9.eE+-]+)", text, re.MULTILINE)
+    saveper = re.compile(r"^(\s*SAVEPER\s*=\s*)TIME STEP", re.MULTILINE)
     if "SAVEPER given by an expression" not in reason or not step or \
             not saveper.search(text):
         return path, reason
@@ -200,7 +216,7 @@ def bench_runs(path: Path, args, folder: Path) -> dict:
     k = Contenders(path, compiled_path)
     out = {"model": path.name, "refused": refused, "variant": compiled_path
            if compiled_path != path else None}
-    times, out_array, stats = k.euler()
+    _, out_array, stats = k.euler()
     out["shape"] = out_array.shape
     out["steps"] = stats["n_steps"]
     out["simlin_shape"] = k.simlin_frame().shape
@@ -215,8 +231,10 @@ def bench_runs(path: Path, args, folder: Path) -> dict:
     out["r_simlin_frame"] = pair_ratio(t, "simlin_frame", "simulate")
     out["r_rk45"] = pair_ratio(t, "rk45", "euler")
 
-    tp = interleaved({"pysd": k.pysd_run, "euler": k.euler, "simulate": k.simulate_euler},
-                     args.pysd_repeats, warmup=0)
+    # after each PySD run (seconds of xarray work that evict every cache), the compiled run
+    # is warmed again by one untimed call and timed as the median of five, as above
+    tp = interleaved({"pysd": k.pysd_run, "euler": warm(k.euler),
+                      "simulate": warm(k.simulate_euler)}, args.pysd_repeats, warmup=0)
     out["t"]["pysd"] = med(tp["pysd"])
     out["r_pysd"] = pair_ratio(tp, "pysd", "euler")
     out["r_pysd_frame"] = pair_ratio(tp, "pysd", "simulate")
@@ -270,13 +288,16 @@ def bench_processes(path: Path, compiled_path: Path, cache: str, args,
     # warm the cache: translation, program, Numba (eagerly, in this child)
     child(FIRST_COMPILE_CODE % str(compiled_path), dict(env, FLYWHEEL_SD_JIT="eager"))
     wall(cli, env)
-    imports, cli_walls, bares = [], [], []
+    off = dict(env, FLYWHEEL_SD_JIT="off")
+    imports, import_walls, cli_walls, cli_off, bares = [], [], [], [], []
     for _ in range(args.process_repeats):
         imports.append(child(IMPORT_CODE, env)["import"])
+        import_walls.append(wall([sys.executable, "-c", "import flywheel_sd"], env))
         cli_walls.append(wall(cli, env))
+        cli_off.append(wall(cli, off))
         bares.append(wall(bare, env))
-    return {"import": med(imports), "cli": med(cli_walls), "python": med(bares),
-            "cli_argv": "flywheel run " + " ".join(cli_args)}
+    return {"import": med(imports), "import_wall": med(import_walls), "cli": med(cli_walls), "cli_off": med(cli_off),
+            "python": med(bares), "cli_argv": "flywheel run " + " ".join(cli_args)}
 
 
 def bench_first_compile(path: Path) -> dict:
@@ -316,15 +337,32 @@ def report(r: dict, p: dict | None, fc: dict | None, args) -> None:
           f"({verdict(r['r_rk45'], GOALS['rk45'], False)})")
     if p:
         print(f"  4. import flywheel_sd (in-process, fresh interpreter): {p['import']:.3f} s "
-              f"({verdict(p['import'], GOALS['import'], False)})")
+              f"({verdict(p['import'], GOALS['import'], False)}); whole process "
+              f"`python -c 'import flywheel_sd'` {p['import_wall']:.3f} s")
+        if r["refused"]:
+            print("     (the CLI runs the file itself: on the PySD path)")
         print(f"     {p['cli_argv']} (whole process, cached): {p['cli']:.2f} s "
-              f"({verdict(p['cli'], GOALS['cli'], False)}); a bare `python -c pass` "
-              f"{p['python']:.3f} s; medians of {args.process_repeats}")
+              f"({verdict(p['cli'], GOALS['cli'], False)}); with FLYWHEEL_SD_JIT=off "
+              f"(plain-Python backend, no Numba import) {p['cli_off']:.2f} s; a bare "
+              f"`python -c pass` {p['python']:.3f} s; medians of {args.process_repeats}")
     if fc:
         print("  5. Numba first compile (fresh FLYWHEEL_SD_CACHE) vs a second process "
               "(cache warm), FLYWHEEL_SD_JIT=eager:")
         for key in fc["cold"]:
             print(f"     {key:<28} {fc['cold'][key]:8.3f} s   then {fc['warm'][key]:8.3f} s")
+
+
+def revision() -> str:
+    """The checkout measured: commit, and whether flywheel_sd/ has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
+                                "flywheel_sd"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return f"commit {head}" + (" + uncommitted changes in flywheel_sd/" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; Python "
           f"{sys.version.split()[0]}, numba {numba.__version__}, pysd {pysd.__version__}, "
           f"pysimlin {simlin.__version__}, numpy {np.__version__}; "
-          f"{time.strftime('%Y-%m-%d %H:%M')}")
+          f"{time.strftime('%Y-%m-%d %H:%M')}; {revision()}")
     with tempfile.TemporaryDirectory(prefix="bench-compiled-") as cache:
         os.environ["FLYWHEEL_SD_CACHE"] = cache
         os.environ["FLYWHEEL_SD_JIT"] = "eager"
