@@ -85,7 +85,6 @@ def sir_numpy_floor(table, method, t_end=100.0, dt=0.03125, saveper=1.0):
     """Hand-written SIR, all runs at once, with the integrator the ensemble uses."""
     from scipy.integrate import solve_ivp
 
-    from flywheel_sd import _ensemble
 
     n = len(table)
     c = table["Contact Infectivity"].to_numpy()
@@ -112,10 +111,7 @@ def sir_numpy_floor(table, method, t_end=100.0, dt=0.03125, saveper=1.0):
             if (k + 1) % every == 0:
                 out.append(y.copy())
         return np.array(out)
-    _ensemble._install_dispatch()
-    with _ensemble._member_norms(n, 3):
-        sol = solve_ivp(f, (0.0, t_end), y0, method=_ensemble._member_solver(method, n, 3),
-                        rtol=1e-6, atol=1e-6, t_eval=save)
+    sol = solve_ivp(f, (0.0, t_end), y0, method=method, rtol=1e-6, atol=1e-6, t_eval=save)
     return sol.y
 
 
@@ -154,7 +150,7 @@ def bench_model(setup, runs, methods, skip_pool, note=""):
                               progress=False, **options)
             assert int((ds["status"] == 1).sum()) == n, "runs failed in the benchmark"
             t_bare, _ = timed(fw.sweep, model, design, outputs=outputs, method=method,
-                              progress=False, verify=0, **options)
+                              progress=False, **options)
             row = {"model": name, "runs": n, "method": method, "ensemble_s": t_ens,
                    "unverified_s": t_bare, "loop_s": per_run * n,
                    "chunks": ds.attrs["ensemble_chunks"], "fallback": ds.attrs["fallback"]}

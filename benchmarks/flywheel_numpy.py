@@ -15,7 +15,7 @@ not swept stay scalars (subscripted ones (2, 1)) and broadcast.
 Time functions follow the engine: under Euler PySD's own STEP (on from ``t + dt/2 > t0``)
 and PULSE (on from ``start - 1e-6``); under the adaptive methods the exact ones of
 ``flywheel_sd._system.exact_time_functions`` (STEP on from ``t >= t0``), integrated piecewise
-between the model's STEP/PULSE times as ``_ensemble._adaptive`` does. Initial values always
+between the model's STEP/PULSE times, each piece evaluated from inside. Initial values always
 use PySD's functions, since the engine initialises the model before switching them.
 """
 
@@ -617,21 +617,16 @@ def euler(params: Mapping, outputs: Sequence[str]) -> tuple[np.ndarray, dict[str
 
 def adaptive(params: Mapping, outputs: Sequence[str], method: str = "RK45",
              rtol: float = 1e-6, atol: float = 1e-6) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """All members as one system, integrated as the ensemble does: SciPy's explicit RK
-    (`method` "RK45", "RK23" or "DOP853") with the ensemble's member-wise error norm,
-    piecewise between the STEP/PULSE times, each segment evaluated from inside. Returns the
-    saved times and (N, T) arrays per column."""
+    """All members as one system in lock-step: SciPy's explicit RK (`method` "RK45",
+    "RK23" or "DOP853", its own RMS norm over all members' states), piecewise between the
+    STEP/PULSE times, each segment evaluated from inside. Returns the saved times and
+    (N, T) arrays per column."""
     from scipy.integrate import solve_ivp
 
-    from flywheel_sd import _ensemble
-
     model = FlywheelNumpy(params, exact_time=True)
-    n = model.n
     times = _report_times()
     save = np.array(times)
     edges = [INITIAL_TIME, *model.breakpoints(), FINAL_TIME]
-    _ensemble._install_dispatch()
-    solver = _ensemble._member_solver(method, n, S)
     y = model.y0()
     saved: dict[float, np.ndarray] = {}
     with np.errstate(all="ignore"):
@@ -642,9 +637,8 @@ def adaptive(params: Mapping, outputs: Sequence[str], method: str = "RK45",
                 return model.rhs(min(t, _inside), yy)
 
             here = [float(t) for t in save[(save >= a) & (save <= b)] if t not in saved]
-            with _ensemble._member_norms(n, S):
-                sol = solve_ivp(fun, (a, b), y, method=solver, rtol=rtol, atol=atol,
-                                t_eval=sorted(set(here) | {b}))
+            sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
+                            t_eval=sorted(set(here) | {b}))
             if sol.status != 0:
                 raise RuntimeError(f"{method} stopped at t={sol.t[-1]:g}: {sol.message}")
             saved.update({float(t): col for t, col in zip(sol.t, sol.y.T) if float(t) in here})

@@ -87,14 +87,3 @@ def test_euler_is_pysd_euler_at_every_saved_time(floor, flywheel_model):
         assert set(got) == set(ref.columns)
         for column in ref.columns:
             _assert_close(got[column][j], ref[column].to_numpy(), f"member {j}: {column}")
-
-
-def test_rk45_takes_the_ensemble_sweeps_steps(floor, flywheel_model):
-    table = {name: [member[name] for member in MEMBERS] for name in SWEPT}
-    ds = fw.sweep(flywheel_model, fw.designs.from_table(table), outputs=OUTPUTS,
-                  method="RK45", progress=False, verify=0)
-    times, got = floor.adaptive({name: np.array(values) for name, values in table.items()},
-                                OUTPUTS, "RK45")
-    np.testing.assert_array_equal(times, ds["time"].values)
-    for column, values in got.items():
-        _assert_close(values, ds[column].values, column)
