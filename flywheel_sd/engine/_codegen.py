@@ -180,10 +180,10 @@ def _lookup(x, xs, ys, mode):
 
 def generate(comp) -> Program:
     nodes = comp.nodes
-    for deps, message in comp.constant_checks:
-        if not _all_constant(nodes, deps):
-            raise NotCompilable(message)
     dynamic = _dynamic(nodes)
+    for deps, message in comp.constant_checks:  # constant in time (derived ones too)
+        if not all(d in nodes and d not in dynamic for d in deps):
+            raise NotCompilable(message)
     storage = {}
     derived = []
     for key, node in nodes.items():
@@ -412,9 +412,11 @@ def _python_side(comp, nodes, storage, fill) -> list:
     lines.append("    return out")
     switches = [fill(text) for text, deps in comp.switches if _all_constant(nodes, deps)]
     lines += ["", "", "def switches(t, c):", f"    return [{', '.join(switches)}]"]
-    lines += ["", "", "def guards(c):", "    out = []"]
+    lines += ["", "", "def guards(c):", "    t = c[1]", "    out = []"]
     for code, deps, message in comp.guards:
-        if not _all_constant(nodes, deps):
+        # evaluated after setup, at INITIAL TIME (as PySD initialises its objects)
+        if not all(d in nodes and nodes[d].kind != "initial" and storage[d].startswith("c[")
+                   for d in deps - {"time"}):
             raise NotCompilable(message + " (delay time not constant)")
         lines.append(f"    if not ({fill(code)}):")
         lines.append(f"        out.append({message!r})")

@@ -139,6 +139,25 @@ def bang_subscripts(ast) -> list[str]:
     return out
 
 
+def has_computed_order(ast) -> bool:
+    """Whether `ast` holds a SMOOTH N or DELAY N whose order is not a number."""
+    found = []
+
+    def walk(node):
+        if ast_kind(node) in ("SmoothNStructure", "DelayNStructure") and not isinstance(
+                node.order, (int, float, np.integer, np.floating)):
+            found.append(node)
+        for value in getattr(node, "__dict__", {}).values():
+            if isinstance(value, (list, tuple)):
+                for item in value:
+                    walk(item)
+            elif hasattr(value, "__dict__"):
+                walk(value)
+
+    walk(ast)
+    return bool(found)
+
+
 def real_names(section) -> list[str]:
     return [element.name for element in section.elements]
 

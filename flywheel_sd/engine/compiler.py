@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +76,9 @@ class Program:
     series: dict               # Vensim name -> (c slot of its knots, number of knots)
     time_equality: str | None  # a variable that tests Time = x (adaptive methods refuse it)
     subscripts: dict
+
+
+_PLACEHOLDER = re.compile("\x02([^\x03]*)\x03")
 
 
 def ref(key: str) -> str:
@@ -150,10 +154,14 @@ class Compiler:
             if component.type == "Lookup" or compat.ast_kind(component.ast) in (
                     "LookupsStructure", "GetLookupsStructure"):
                 return 0
-            return 1 if _is_number(component.ast) or compat.ast_kind(component.ast) in (
-                "ndarray", "GetConstantsStructure") else 2
+            if _is_number(component.ast) or compat.ast_kind(component.ast) in (
+                    "ndarray", "GetConstantsStructure"):
+                return 1
+            # last: a SMOOTH N/DELAY N whose order is an expression (of variables that
+            # must be defined by then: the order is evaluated at INITIAL TIME now)
+            return 3 if compat.has_computed_order(component.ast) else 2
 
-        for phase in (0, 1, 2):
+        for phase in (0, 1, 2, 3):
             for key, element in self.elements.items():
                 self._current = element.name
                 if compat.is_control(element):
@@ -302,10 +310,17 @@ class Compiler:
             if ops[0] == ":NOT:":
                 return f"_not({args[0]})"
             raise NotCompilable(f"{self._current}: unary operator {ops[0]}")
-        text = f"({args[0]})"
-        for op, arg in zip(ops, args[1:]):
-            text += f" {_OPS[op]} ({arg})"
-        return text
+        # PySD writes a chain as Python text (``a - b + c``, ``30**-30**-x``), so Python's
+        # precedence applies to it: a negative number before ``^`` is the operand of a
+        # unary minus that binds looser than ``**`` (-2^2 is -4, as in PySD). Leave such a
+        # literal bare; every other operand keeps its own parentheses.
+        pieces = [a if (_is_number(raw) and float(raw) < 0 and i < len(ops)
+                        and ops[i] == "^") else f"({a})"
+                  for i, (a, raw) in enumerate(zip(args, ast.arguments))]
+        text = pieces[0]
+        for op, piece in zip(ops, pieces[1:]):
+            text += f" {_OPS[op]} {piece}"
+        return f"({text})"
 
     def _e_LogicStructure(self, ast, ctx, deps):
         local: set = set()
@@ -524,13 +539,34 @@ class Compiler:
             order = float(ast_order)
         else:
             order = self._static(ast_order, ctx, what)
-            code, code_deps = self.expr(ast_order, ctx, phase="init")
+            code, code_deps = self._inline_init(*self.expr(ast_order, ctx, phase="init"))
             shown = what if what != "SMOOTH" else "SMOOTH N"
             self.guards.append((f"({code}) == {order!r}", code_deps,
                                 f"{self._current}: {shown} order differs from the file's"))
         if order != int(order) or order < 1:
             raise NotCompilable(f"{self._current}: {what} of order {order:g}")
         return int(order)
+
+    def _inline_init(self, text, deps) -> tuple[str, set]:
+        """`text` (an init-phase expression) with the auxiliaries it reads replaced by
+        their own init-phase expressions, down to constants and Time."""
+        out_deps: set = set()
+
+        def expand(match):
+            key = match.group(1)
+            node = self.nodes.get(key)
+            if node is None or node.kind in ("stock", "initial"):
+                raise NotCompilable(f"{self._current}: an order that depends on {key}")
+            if node.kind == "const":
+                out_deps.add(key)
+                return match.group(0)
+            inner, inner_deps = (node.init_expr, node.init_deps) if node.init_expr \
+                else (node.expr, node.deps)
+            out_deps.update(inner_deps & {"time"})
+            return "(" + _PLACEHOLDER.sub(expand, inner) + ")"
+
+        out_deps.update(d for d in deps if d == "time" or d in CONTROL)
+        return _PLACEHOLDER.sub(expand, text), out_deps
 
     def _static(self, ast, ctx, what) -> float:
         """The value of an expression of literal constants, from the file's values."""
@@ -554,8 +590,43 @@ class Compiler:
                            "/": out / v if v else math.nan}.get(op, math.nan)
                 if not math.isnan(out):
                     return out
-        raise NotCompilable(f"{self._current}: {what} with an order that is not a "
-                            "constant of the file")
+        return self._evaluate_init(ast, ctx, what)
+
+    def _evaluate_init(self, ast, ctx, what) -> float:
+        """An expression at INITIAL TIME (e.g. ``2 + STEP(1, 10)``, or a variable defined
+        so), evaluated now with the file's values and the runtime helpers."""
+        text, deps = self.expr(ast, ctx, phase="init")
+        return self._run_init(text, deps, what, {})
+
+    def _run_init(self, text, deps, what, memo) -> float:
+        from ._codegen import RUNTIME_SCALAR
+
+        values = {}
+        for dep in deps:
+            if dep == "time" or dep in CONTROL:
+                continue
+            if dep not in memo:
+                node = self.nodes.get(dep)
+                if node is None:
+                    raise NotCompilable(f"{self._current}: {what} with an order that "
+                                        "depends on a variable not known at compile time")
+                if node.kind == "const":
+                    memo[dep] = float(node.value)
+                else:
+                    use_init = node.kind in ("stock", "initial") or node.init_expr
+                    memo[dep] = self._run_init(
+                        node.init_expr if use_init else node.expr,
+                        node.init_deps if use_init else node.deps, what, memo)
+            values[dep] = repr(memo[dep])
+        c = list(self.c_default[:N_RESERVED])
+        if math.isnan(c[3]):
+            c[3] = c[0]
+        namespace: dict = {"np": np, "math": math, "_jit": lambda f: f}
+        exec(RUNTIME_SCALAR, namespace)  # noqa: S102 -- our own helper text
+        namespace.update(c=np.array(c, dtype=float), t=np.float64(c[1]))
+        code = _PLACEHOLDER.sub(lambda m: f"np.float64({values[m.group(1)]})", text)
+        with np.errstate(all="ignore"):
+            return float(eval(code, namespace))  # generated from the AST
 
     def _stages(self, label, order, init, init_deps, flow_of):
         keys = [f"_{label}{next(self.hidden)}" for _ in range(order)]
