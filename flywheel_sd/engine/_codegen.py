@@ -89,6 +89,13 @@ def _ramp(t, slope, start, finish):
 
 @_jit
 def _lookup(x, xs, ys, mode):
+    # mode: 0 interpolate, 1 hold backward, 2 extrapolate, 3 look forward (data),
+    # 4 raw (data: NaN off the knots)
+    if mode == 4:
+        for k in range(xs.shape[0]):
+            if xs[k] == x:
+                return ys[k]
+        return np.nan
     if x > xs[-1]:
         if mode == 2:
             return ys[-1] + (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) * (x - xs[-1])
@@ -104,6 +111,8 @@ def _lookup(x, xs, ys, mode):
         j += 1
     if mode == 1 or j == n - 1 or xs[j] == x:
         return ys[j]
+    if mode == 3:
+        return ys[j + 1]
     # numpy.interp's arithmetic, so results equal PySD's to the last bit
     slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
     out = slope * (x - xs[j]) + ys[j]
@@ -180,6 +189,11 @@ def _lookup(x, xs, ys, mode):
 
 def generate(comp) -> Program:
     nodes = comp.nodes
+    for key, node in nodes.items():
+        for dep in node.deps | node.init_deps | node.flow_deps:
+            if dep != "time" and dep not in nodes:
+                raise NotCompilable(f"{node.column or key} reads {dep}, which no equation "
+                                    "defines")
     dynamic = _dynamic(nodes)
     for deps, message in comp.constant_checks:  # constant in time (derived ones too)
         if not all(d in nodes and d not in dynamic for d in deps):

@@ -158,6 +158,55 @@ def has_computed_order(ast) -> bool:
     return bool(found)
 
 
+_EXTERNAL_KEYS = {"GetConstantsStructure": "__external__",
+                  "GetLookupsStructure": "__lookup__", "GetDataStructure": "__data__",
+                  "DataStructure": "__data__"}
+
+
+_OBJECT_PREFIX = {"GetConstantsStructure": "_ext_constant_",
+                  "GetLookupsStructure": "_ext_lookup_", "GetDataStructure": "_ext_data_",
+                  "DataStructure": "_data_"}
+
+
+def external_values(pysd_model, name: str, kind: str, combo: tuple):
+    """What PySD reads for element `combo` of the variable `name` defined by GET XLS/
+    DIRECT CONSTANTS, LOOKUPS or DATA or by a DATA variable (from the model's data
+    files): ``(None, value, None)`` for a constant, ``(xs, ys, interp)`` for a lookup or a
+    data series (interp: PySD's interpolation keyword). Read through PySD's own External
+    and TabData objects of the loaded model, so values match its run() exactly."""
+    import xarray as xr
+
+    py_name = pysd_model.namespace[name]
+    # PySD's builder names the objects so (an element mixing GET XLS CONSTANTS and DATA
+    # has one of each)
+    obj = getattr(pysd_model.components, _OBJECT_PREFIX[kind] + py_name)
+    if getattr(obj, "data", None) is None and hasattr(obj, "initialize"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj.initialize()
+    data = obj.data
+    if data is None:
+        raise ValueError(f"{name}: PySD has no data for it (data_files not given?)")
+    axis = {"__external__": None, "__lookup__": "lookup_dim", "__data__": "time"}[
+        _EXTERNAL_KEYS[kind]]
+    if isinstance(data, xr.DataArray):
+        dims = [d for d in data.dims if d != axis]
+        if len(dims) != len(combo):
+            raise ValueError(f"{name}: {len(dims)} dimensions in PySD's data, "
+                             f"{len(combo)} subscripts")
+        if dims:
+            data = data.sel({d: e for d, e in zip(dims, combo)})
+        if axis is None:
+            return None, float(data), None
+        xs = np.asarray(data[axis].values, dtype=float)
+        ys = np.asarray(data.values, dtype=float).reshape(-1)
+    else:
+        if axis is None:
+            return None, float(data), None
+        raise ValueError(f"{name}: PySD's data is not a series")
+    return xs, ys, getattr(obj, "interp", "interpolate")
+
+
 def real_names(section) -> list[str]:
     return [element.name for element in section.elements]
 

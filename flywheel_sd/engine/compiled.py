@@ -22,7 +22,7 @@ import numpy as np
 from . import modules
 from .compiler import NotCompilable, Program
 
-COMPILER_VERSION = "3"
+COMPILER_VERSION = "4"
 _MEMO: dict = {}
 _LOCK = threading.Lock()
 
@@ -194,7 +194,7 @@ def _compile(model, series: dict, refused: Path) -> Program:
         abstract = compat.parse(source)
         if len(abstract.sections) > 1:
             raise NotCompilable("macros")
-        return Compiler(abstract.sections[0], series).compile()
+        return Compiler(abstract.sections[0], series, model.pysd_model).compile()
     except NotCompilable as err:
         if not series:  # a refused variant may still compile without its time series
             _write_atomic(refused, str(err).encode("utf-8"))

@@ -95,8 +95,11 @@ class Compiler:
     """One pass over an abstract section. `series` maps Vensim names of constants that are
     overridden by a time series to their number of knots (a variant of the program)."""
 
-    def __init__(self, section, series: dict | None = None):
+    def __init__(self, section, series: dict | None = None, pysd_model=None):
         self.section = section
+        # a callable giving the loaded PySD model, to read GET XLS/DIRECT and DATA values
+        self._pysd_model_of = pysd_model
+        self._pysd_model = None
         self.elements = {}
         self.final_dims = {}
         for element in section.elements:
@@ -222,12 +225,13 @@ class Compiler:
         kind = compat.ast_kind(ast)
         if key in self.nodes:
             raise NotCompilable(f"{column} defined twice")
+        if kind in ("DataStructure", "GetDataStructure", "GetLookupsStructure",
+                    "GetConstantsStructure"):
+            self._external(key, column, kind, ctx)
+            return
         if component.type == "Lookup" or kind == "LookupsStructure":
             self.lookups[key] = self._table(ast)
             return
-        if kind in ("DataStructure", "GetDataStructure", "GetLookupsStructure",
-                    "GetConstantsStructure"):
-            raise NotCompilable(f"{column} uses {compat.VENSIM_KIND.get(kind, kind)}")
         if _is_number(ast) or kind == "ndarray":
             value = float(np.asarray(ast).reshape(-1)[
                 self._flat_index(component.subscripts[0], ctx)]) \
@@ -261,6 +265,42 @@ class Compiler:
         node.expr, node.deps = self.expr(ast, ctx)
         node.init_expr, node.init_deps = self.expr(ast, ctx, phase="init")
 
+    def _external(self, key, column, kind, ctx):
+        """GET XLS/DIRECT CONSTANTS, LOOKUPS, DATA and DATA variables: the values PySD
+        reads, embedded in the program (a constant, a lookup table, a series of Time)."""
+        what = compat.VENSIM_KIND.get(kind, kind)
+        if self._pysd_model_of is None:
+            raise NotCompilable(f"{column} uses {what} (no PySD model to read it from)")
+        if self._pysd_model is None:
+            self._pysd_model = self._pysd_model_of()
+        name = self._current
+        combo = tuple(ctx[d] for d in self.final_dims[clean(name)])
+        try:
+            xs, ys, interp = compat.external_values(self._pysd_model, name, kind, combo)
+        except Exception as err:  # noqa: BLE001 -- any reading problem: PySD path
+            raise NotCompilable(f"{column} uses {what} that the compiler could not read "
+                                f"({type(err).__name__}: {err})") from None
+        if xs is None:  # a constant
+            self.nodes[key] = Node(key, column, "const", value=ys, slot=self.c_slot(ys))
+            return
+        order = np.argsort(xs, kind="stable")
+        if len(xs) == 0 or (np.diff(xs[order]) == 0).any():
+            raise NotCompilable(f"{column} uses {what} with repeated or no knots")
+        if kind == "GetLookupsStructure":
+            self.lookups[key] = (xs[order], ys[order], 0)
+            return
+        mode = _DATA_MODES.get(str(interp).replace(" ", "_"))
+        if mode is None:
+            raise NotCompilable(f"{column} uses {what} with interpolation {interp!r}")
+        table = f"_data{next(self.hidden)}"
+        self.lookups[table] = (xs[order], ys[order], mode)
+        node = Node(key, column, "aux", deps={"time"}, init_deps={"time"})
+        node.expr = node.init_expr = self._lookup_call(table, "t")
+        self.nodes[key] = node
+        # every knot is a kink or a jump of the series: a breakpoint of the adaptive methods
+        for x in xs[order]:
+            self.events.append(("step", ["0.0", _literal(x)], {"time"}))
+
     def _flat_index(self, subs, ctx) -> int:
         """The position of the element `ctx` selects in an array literal defined over
         the component's subscripts `subs` (single elements take no axis)."""
@@ -271,13 +311,21 @@ class Compiler:
         return index
 
     def _check_complete(self):
+        """Elements no equation defines: PySD's value of a variable with several
+        equations (or read by GET XLS/DIRECT) starts as NaN over the merged subscripts, so
+        they are NaN; a single equation's value keeps its own subscripts (no column)."""
         for key, dims in self.final_dims.items():
             element = self.elements[key]
             if compat.is_control(element) or compat.is_lookup(element):
                 continue
+            filled = len(element.components) > 1 or any(
+                compat.ast_kind(c.ast) in _EXTERNAL for c in element.components)
             for combo in self.elements_of(dims):
-                if self.key_of(key, combo) not in self.nodes:
-                    raise NotCompilable(f"{element.name}[{','.join(combo)}] is not defined")
+                node_key = self.key_of(key, combo)
+                if node_key not in self.nodes and filled:
+                    self.nodes[node_key] = Node(node_key, self.key_of(element.name, combo),
+                                                "const", value=math.nan,
+                                                slot=self.c_slot(math.nan))
 
     # -- expressions ------------------------------------------------------------------
     def expr(self, ast, ctx, phase="run") -> tuple[str, set]:
@@ -752,6 +800,9 @@ def _literal(value) -> str:
 _OPS = {"^": "**", "*": "*", "/": "/", "+": "+", "-": "-", "=": "==", "<>": "!=",
         ">=": ">=", ">": ">", "<=": "<=", "<": "<"}
 _LOGIC = {":AND:": "_and", ":OR:": "_or"}
+_EXTERNAL = ("DataStructure", "GetDataStructure", "GetLookupsStructure",
+             "GetConstantsStructure")
+_DATA_MODES = {"interpolate": 0, "hold_backward": 1, "look_forward": 3, "raw": 4}
 _NUMPY = {
     "abs": "np.abs({0})", "power": "np.power({0}, {1})", "min": "np.minimum({0}, {1})",
     "max": "np.maximum({0}, {1})", "exp": "np.exp({0})", "sin": "np.sin({0})",
