@@ -22,7 +22,7 @@ import numpy as np
 from . import modules
 from .compiler import NotCompilable, Program
 
-COMPILER_VERSION = "4"
+COMPILER_VERSION = "5"
 _MEMO: dict = {}
 _LOCK = threading.Lock()
 
@@ -192,9 +192,8 @@ def _compile(model, series: dict, refused: Path) -> Program:
         raise NotCompilable("a PySD-translated .py has no abstract model to compile")
     try:
         abstract = compat.parse(source)
-        if len(abstract.sections) > 1:
-            raise NotCompilable("macros")
-        return Compiler(abstract.sections[0], series, model.pysd_model).compile()
+        return Compiler(abstract.sections[0], series, model.pysd_model,
+                        macros=abstract.sections[1:]).compile()
     except NotCompilable as err:
         if not series:  # a refused variant may still compile without its time series
             _write_atomic(refused, str(err).encode("utf-8"))

@@ -95,8 +95,13 @@ class Compiler:
     """One pass over an abstract section. `series` maps Vensim names of constants that are
     overridden by a time series to their number of knots (a variant of the program)."""
 
-    def __init__(self, section, series: dict | None = None, pysd_model=None):
+    def __init__(self, section, series: dict | None = None, pysd_model=None,
+                 macros=()):
         self.section = section
+        # macros are inlined at each call: one copy of their variables per call site
+        self.macros = {m.name: m for m in macros}
+        self._scopes: list[dict] = []      # inside a macro: its names -> node keys
+        self._macro_calls: dict = {}       # (call, context) -> the copy's output key
         # a callable giving the loaded PySD model, to read GET XLS/DIRECT and DATA values
         self._pysd_model_of = pysd_model
         self._pysd_model = None
@@ -407,6 +412,13 @@ class Compiler:
         if name in CONTROL:
             deps.add(name)
             return f"c[{CONTROL[name]}]"
+        if self._scopes and name in self._scopes[-1]:
+            if getattr(ast.subscripts, "subscripts", None):
+                raise NotCompilable(f"{self._current}: a subscripted reference inside a "
+                                    "macro")
+            key = self._scopes[-1][name]
+            deps.add(key)
+            return ref(key)
         if name not in self.elements:
             if name in self.numbers:
                 return self._subscript_number(name, ctx)
@@ -467,6 +479,8 @@ class Compiler:
     def _e_CallStructure(self, ast, ctx, deps):
         fname = ast.function.reference
         args = ast.arguments
+        if fname in self.macros:
+            return self._macro_call(ast, fname, args, ctx, deps)
         if fname in self.elements:  # a lookup call
             combo = self._resolve(fname, getattr(ast.function.subscripts, "subscripts", None),
                                   ctx)
@@ -510,6 +524,53 @@ class Compiler:
                 self.events.append((fname, a, local))
             return self._time_function(fname, a)
         raise NotCompilable(f"{self._current} uses {fname.upper().replace('_', ' ')}")
+
+    def _macro_call(self, ast, fname, args, ctx, deps):
+        """Inline a macro: its parameters become hidden auxiliaries holding the call's
+        arguments, its variables hidden nodes of their own (stocks included), and the call
+        reads the variable named like the macro. The run and the init phase of the caller
+        share one copy."""
+        memo = (id(ast), tuple(sorted(ctx.items())))
+        if memo in self._macro_calls:
+            out = self._macro_calls[memo]
+            deps.add(out)
+            return ref(out)
+        section = self.macros[fname]
+        if section.returns:
+            raise NotCompilable(f"{self._current}: macro {fname} with several outputs")
+        if section.subscripts or any(c.subscripts[0] or c.subscripts[1]
+                                     for e in section.elements for c in e.components):
+            raise NotCompilable(f"{self._current}: a macro with subscripts ({fname})")
+        if len(args) != len(section.params):
+            raise NotCompilable(f"{self._current}: macro {fname} called with "
+                                f"{len(args)} arguments")
+        prefix = f"_{fname}{next(self.hidden)}."
+        scope = {}
+        for param, arg in zip(section.params, args):
+            key = prefix + clean(param)
+            node = Node(key, None, "aux")
+            node.expr, node.deps = self.expr(arg, ctx)
+            node.init_expr, node.init_deps = self.expr(arg, ctx, phase="init")
+            self.nodes[key] = node
+            scope[clean(param)] = key
+        for element in section.elements:
+            scope[clean(element.name)] = prefix + clean(element.name)
+        out = prefix + clean(fname)
+        if out not in scope.values():
+            raise NotCompilable(f"{self._current}: macro {fname} has no variable {fname}")
+        self._macro_calls[memo] = out
+        caller, self._scopes = self._current, self._scopes + [scope]
+        try:
+            for element in section.elements:
+                self._current = f"{caller} (macro {fname}: {element.name})"
+                if compat.is_lookup(element):
+                    raise NotCompilable(f"{self._current}: a lookup inside a macro")
+                for component in element.components:
+                    self._define(scope[clean(element.name)], None, component, {})
+        finally:
+            self._current, self._scopes = caller, self._scopes[:-1]
+        deps.add(out)
+        return ref(out)
 
     @staticmethod
     def _time_function(fname, a):
