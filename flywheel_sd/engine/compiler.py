@@ -479,6 +479,8 @@ class Compiler:
     def _e_CallStructure(self, ast, ctx, deps):
         fname = ast.function.reference
         args = ast.arguments
+        if fname in _REFUSED_CALLS:  # before the arguments, which they read as arrays
+            raise NotCompilable(f"{self._current} uses {_REFUSED_CALLS[fname]}")
         if fname in self.macros:
             return self._macro_call(ast, fname, args, ctx, deps)
         if fname in self.elements:  # a lookup call
@@ -863,6 +865,10 @@ _OPS = {"^": "**", "*": "*", "/": "/", "+": "+", "-": "-", "=": "==", "<>": "!="
 _LOGIC = {":AND:": "_and", ":OR:": "_or"}
 _EXTERNAL = ("DataStructure", "GetDataStructure", "GetLookupsStructure",
              "GetConstantsStructure")
+_REFUSED_CALLS = {name: name.upper().replace("_", " ") for name in (
+    "vector_select", "vector_sort_order", "vector_rank", "vector_reorder", "invert_matrix",
+    "get_time_value", "random_uniform", "random_normal", "random_poisson",
+    "random_exponential", "random_0_1")}
 _DATA_MODES = {"interpolate": 0, "hold_backward": 1, "look_forward": 3, "raw": 4}
 _NUMPY = {
     "abs": "np.abs({0})", "power": "np.power({0}, {1})", "min": "np.minimum({0}, {1})",
