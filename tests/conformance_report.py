@@ -24,6 +24,29 @@ def _cell(outcome: dict | None, result: dict) -> str:
     return status
 
 
+def _engine(result: dict) -> tuple[str, str]:
+    """The engine column: "compiled" (its Euler run equals PySD's run()), "PySD path"
+    with the compiler's reason, or what went wrong on the compiled engine."""
+    outcome = result.get("compiled")
+    if outcome is None:
+        return "-", ""
+    status = outcome["status"]
+    if status == "equal":
+        return "compiled", ""
+    if status == "refused":
+        return "PySD path", _construct(outcome["summary"])
+    return f"compiled {status}".upper() if status == "mismatch" else "compiled error", \
+        outcome["summary"][:90]
+
+
+def _construct(summary: str) -> str:
+    """The construct a refusal names (one of `COMPILER_REFUSALS`, without the variable),
+    so that the reasons can be counted; else the reason itself."""
+    from conformance_suite import COMPILER_REFUSALS
+
+    return next((c for c in COMPILER_REFUSALS if c in summary), summary)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if not RESULTS:
         return
@@ -33,8 +56,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     write = terminalreporter.write_line
     terminalreporter.section("SDXorg test-models conformance (rtol 0.05)")
     width = max(len(k) for k in RESULTS)
-    write(f"{'model':<{width}}  {'PySD run()':<10}  {'euler':<10}  {'adaptive':<10}  note")
+    write(f"{'model':<{width}}  {'PySD run()':<10}  {'euler':<10}  {'adaptive':<10}  "
+          f"{'engine':<10}  note")
     counts = {key: Counter() for key, _ in METHODS}
+    engines: Counter = Counter()
+    reasons: Counter = Counter()
     for case_id in sorted(RESULTS):
         result = RESULTS[case_id]
         if "load" in result:
@@ -49,11 +75,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                     note = f"{key}: {outcome['summary'][:90]}"
         for (key, _), cell in zip(METHODS, cells):
             counts[key][cell] += 1
-        write(f"{case_id:<{width}}  {cells[0]:<10}  {cells[1]:<10}  {cells[2]:<10}  {note}")
+        engine, reason = _engine(result)
+        engines[engine] += 1
+        if reason:
+            reasons[reason] += 1
+            note = f"{engine} ({reason[:70]})" + (f"; {note}" if note else "")
+        write(f"{case_id:<{width}}  {cells[0]:<10}  {cells[1]:<10}  {cells[2]:<10}  "
+              f"{engine:<10}  {note}")
     write("")
     for key, label in METHODS:
         shown = ", ".join(f"{n} {status}" for status, n in sorted(counts[key].items()))
         write(f"{label:<16} {shown}")
+    write(f"{'engine':<16} " + ", ".join(f"{n} {e}" for e, n in sorted(engines.items()))
+          + " (compiled: Euler equals PySD's run() on every variable; PySD path: the "
+          "compiler refuses it, for the reason in the note)")
+    for reason, n in reasons.most_common():
+        write(f"  {n:>3}  {reason}")
 
     cpu = sum(r.get("cpu", 0) for r in RESULTS.values())
     slowest = sorted(RESULTS.items(), key=lambda kv: -kv[1].get("cpu", 0))[:5]

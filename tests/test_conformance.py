@@ -6,7 +6,11 @@ rtol 0.05 (PySD's criterion |x - canonical| <= 1e-5 + 0.05 |x|) on the columns b
 
 * ``test_pysd_run``: PySD's own ``run()``, the reference of what is achievable; the models
   PySD itself fails are listed in ``conformance_suite.CASE_TABLE`` with the reason (xfail);
-* ``test_euler``: ``simulate(method="euler")`` passes every model PySD's run() passes;
+* ``test_euler``: ``simulate(method="euler")`` passes every model PySD's run() passes
+  (``simulate``'s engine is "auto": the compiled engine where it covers the model);
+* ``test_compiled``: ``simulate(method="euler", engine="compiled")`` equals PySD's own
+  ``run()`` on every variable at every saved time (1e-12 relative), or refuses the model
+  naming a construct listed in ``conformance_suite.COMPILER_REFUSED`` (a new refusal fails);
 * ``test_adaptive``: ``simulate()`` (RK45) passes every model whose states are continuous,
   and refuses the rest with `UnsupportedElementError` (DELAY FIXED, SAMPLE IF TRUE, DELAY N
   with a varying delay time, a test of Time for equality, FINAL TIME/TIME STEP/SAVEPER
@@ -97,6 +101,25 @@ def test_euler(case, results):
         assert cs.PYSD_FAILS in options, result["pysd"]["summary"]
         pytest.xfail(f"PySD fails too: {options[cs.PYSD_FAILS]}")
     assert result["euler"]["status"] == "pass", result["euler"]["summary"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_compiled(case, results):
+    """The compiled engine's Euler run equals PySD's run() on every variable at every
+    saved time (1e-12 relative), or the model is listed in COMPILER_REFUSED and refused
+    naming that construct (one of COMPILER_REFUSALS): it then runs on the PySD path."""
+    result = _result(case, results)
+    outcome = result["compiled"]
+    expected = cs.COMPILER_REFUSED.get(case.id)
+    if outcome["status"] == "refused":
+        assert any(c in outcome["summary"] for c in cs.COMPILER_REFUSALS), \
+            f"refused for a reason not in COMPILER_REFUSALS: {outcome['summary']}"
+        assert expected is not None, f"refused, not in COMPILER_REFUSED: {outcome['summary']}"
+        assert expected in outcome["summary"], outcome["summary"]
+        return
+    assert expected is None, \
+        f"compiles now ({outcome['status']}): remove it from COMPILER_REFUSED"
+    assert outcome["status"] == "equal", outcome["summary"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
