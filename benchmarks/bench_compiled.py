@@ -30,9 +30,9 @@ speed affects both sides alike. Whole-process figures are wall-clock seconds of 
 processes started with ``subprocess`` (medians).
 
 A model the compiler does not cover runs on the PySD path; the benchmark then says why and,
-for figures 1-3 and 5, times a variant of the file written to a temporary folder with the
-construct the compiler refuses replaced by its value (today: ``SAVEPER = TIME STEP``,
-SIR's), so the engine's speed is still measured; the variant is named in the output.
+where the refused construct is ``SAVEPER = TIME STEP`` (refused before COMPILER_VERSION 2),
+times a variant of the file written to a temporary folder with SAVEPER given as a number
+for figures 1-3 and 5; the variant is named in the output.
 """
 
 from __future__ import annotations
