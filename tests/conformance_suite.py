@@ -385,10 +385,6 @@ COMPILER_REFUSED: dict[str, str] = {
     "tests/delays": "DELAY N with a time-varying delay time",
     "tests/control_vars": "given by an expression",
     "tests/dynamic_final_time": "given by an expression",
-    # PySD lowers the order of a DELAY3 whose delay time is below 3 TIME STEPs
-    "tests/arguments": "DELAY order above delay time / TIME STEP",
-    # ACTIVE INITIAL through a SMOOTH: the compiler's initial-value graph has a cycle
-    "tests/active_initial_circular": "a simultaneous equation (algebraic loop)",
 }
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from . import modules
 from .compiler import NotCompilable, Program
 
-COMPILER_VERSION = "6"
+COMPILER_VERSION = "7"
 _MEMO: dict = {}
 _LOCK = threading.Lock()
 
@@ -37,6 +37,7 @@ class CompiledModel:
         self.stem = stem
         self.dims = dims          # Vensim name -> subscript ranges (for DataArray values)
         self._modules: dict = {}
+        self.single_runs = 0  # one-off runs in this process (see run.choose_backend)
 
     # -- generated modules ------------------------------------------------------------
     def path(self, backend: str) -> Path:
@@ -76,6 +77,14 @@ class CompiledModel:
              "flywheel_sd.engine.warm", str(self.path("numba"))],
             check=False, timeout=10,
         )
+
+    def control_values(self) -> list[float]:
+        """TIME STEP, INITIAL TIME, FINAL TIME and SAVEPER as the file sets them (after
+        setup, so a SAVEPER given as TIME STEP is resolved)."""
+        c = self.constants({}, {})
+        with np.errstate(all="ignore"):
+            self.module("python").setup(c)
+        return [float(v) for v in c[:4]]
 
     # -- constants --------------------------------------------------------------------
     def constants(self, params: dict, control: dict) -> np.ndarray:

@@ -498,6 +498,8 @@ class Compiler:
             if rng not in self.subs:
                 raise NotCompilable(f"{self._current}: ELMCOUNT of {rng!r}")
             return _literal(len(self.subs[rng]))
+        if fname == "active_initial":  # only the branch of the phase is read
+            return self._e(args[1] if self._phase == "init" else args[0], ctx, deps)
         local: set = set()
         a = [self._e(x, ctx, local) for x in args]
         deps.update(local)
@@ -517,8 +519,6 @@ class Compiler:
             return f"(({a[0]}) - _quantum({a[0]}, {a[1]}))"
         if fname == "log":
             return f"(np.log({a[0]})/np.log({a[1]}))"
-        if fname == "active_initial":
-            return a[1] if self._phase == "init" else a[0]
         if fname in ("step", "pulse", "pulse_train", "ramp", "Xramp", "Xpulse",
                      "Xpulse_train"):
             deps.add("time")
@@ -774,10 +774,18 @@ class Compiler:
         tau, td = self.expr(ast.delay_time, ctx)
         init, idep = self.expr(ast.initial, ctx, phase="init")
         tau0, t0d = self.expr(ast.delay_time, ctx, phase="init")
-        # PySD reduces the order when order * TIME STEP > delay time at initialisation;
-        # the layout is fixed here, so such a run goes to the PySD path instead.
-        self.guards.append((f"not ({order} * c[0] > ({tau0}))", t0d,
-                            f"{self._current}: DELAY order above delay time / TIME STEP"))
+        # PySD lowers the order while order * TIME STEP > delay time at initialisation (the
+        # smallest over a subscripted delay's elements). The layout is fixed here: for a
+        # scalar delay, with the file's values; a run that would choose another order (or
+        # a subscripted delay that needs lowering) goes to the PySD path.
+        lowered = self._lowered_order(order, tau0, t0d, what) if not ctx else order
+        message = f"{self._current}: DELAY order above delay time / TIME STEP"
+        if lowered == order:
+            self.guards.append((f"not ({order} * c[0] > ({tau0}))", t0d, message))
+        else:
+            check = f"({lowered} * c[0] <= ({tau0})) and ({lowered + 1} * c[0] > ({tau0}))"
+            self.guards.append((check, t0d, message + " (lowered otherwise than in the file)"))
+            order = lowered
 
         def flow_of(i, keys):
             out_i = f"({ref(keys[i])} / ({tau}))"
@@ -788,6 +796,18 @@ class Compiler:
         keys = self._stages("delay", order, f"({init}) * ({tau0})", idep | t0d, flow_of)
         deps.update(td | {keys[-1]})
         return f"({ref(keys[-1])} / ({tau}))"
+
+    def _lowered_order(self, order, tau0, t0d, what) -> int:
+        """The order PySD uses for a delay time `tau0` at the file's TIME STEP."""
+        try:
+            tau = self._run_init(tau0, t0d, what, {})
+        except NotCompilable:
+            return order
+        dt = self.c_default[0]
+        lowered = order
+        while lowered * dt > tau:
+            lowered -= 1
+        return lowered if lowered >= 1 else order
 
     def _e_DelayNStructure(self, ast, ctx, deps):
         _tau, td = self.expr(ast.delay_time, ctx)
