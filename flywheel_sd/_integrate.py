@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pysd.py_backend.output import ModelOutput
-from scipy.integrate import solve_ivp
 
 from ._model import Model, _first_line, load
 from ._system import (
@@ -327,6 +326,8 @@ class _Run:
 
             def fun(t, y, _lo=lo, _hi=hi):
                 return system.rhs(min(max(t, _lo), _hi), y)
+
+            from scipy.integrate import solve_ivp  # here: importing it costs 0.3 s
 
             try:
                 with np.errstate(all="ignore"):

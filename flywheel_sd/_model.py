@@ -292,13 +292,20 @@ class Model:
 
     def time_settings(self) -> dict[str, float]:
         """INITIAL TIME, FINAL TIME, TIME STEP and SAVEPER as the model file sets them."""
+        keys = ("initial_time", "final_time", "time_step", "saveper")
+        try:  # from the compiled program: no PySD initialisation
+            from .engine import NotCompilable
+
+            c = self.compiled().control_values()
+            return dict(zip(keys, (c[1], c[2], c[0], c[3])))
+        except NotCompilable:
+            pass
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = self.pysd_model()
             model.initialize()  # the control variables read the model's Time object
         time = model.time
-        return {key: float(getattr(time, key)())
-                for key in ("initial_time", "final_time", "time_step", "saveper")}
+        return {key: float(getattr(time, key)()) for key in keys}
 
     def default_value(self, name: str) -> Any:
         """A constant's value as the model file sets it."""

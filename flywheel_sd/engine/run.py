@@ -23,17 +23,26 @@ STATUS_MESSAGES = {1: "the step size fell below the spacing of floating-point nu
                    2: "a state or derivative became non-finite"}
 
 
+#: Single runs of a model in one process before auto mode loads its Numba code: loading
+#: it from the disk cache costs about a second (Numba imports SciPy's BLAS), a plain-Python
+#: run of the default model 0.1-0.2 s, a Numba run a millisecond.
+NUMBA_AFTER_RUNS = 5
+
+
 def choose_backend(cm: CompiledModel, backend: str | None, runs: int = 1) -> str:
-    """"numba" when it is cached on disk or worth compiling (many runs); else "python"
-    (a one-off run: its ~0.1 s beats a compile of seconds), warming Numba in the
-    background for next time. FLYWHEEL_SD_JIT=off|eager overrides."""
+    """"numba" for many runs, or once this process has made a few single runs of the model
+    (or has its Numba code loaded already); "python" for a one-off run, while Numba's cache
+    is warmed in the background for later. FLYWHEEL_SD_JIT=off|eager overrides."""
     if backend in ("python", "numba"):
         return backend
     setting = os.environ.get("FLYWHEEL_SD_JIT", "auto")
     if setting == "off" or not numba_available():
         return "python"
-    if setting == "eager" or runs > 1 or cm.numba_is_warm():
+    if setting == "eager" or runs > 1 or "numba" in cm._modules:
         return "numba"
+    cm.single_runs += 1
+    if cm.numba_is_warm():
+        return "numba" if cm.single_runs > NUMBA_AFTER_RUNS else "python"
     cm.warm_in_background()
     return "python"
 
@@ -224,13 +233,11 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
 
 
 def _save_times(c, save) -> np.ndarray:
-    """The unrounded times of the saved steps (t accumulated as the clock does)."""
-    t, dt, out = float(c[1]), float(c[0]), []
-    for k, s in enumerate(save):
-        if s:
-            out.append(t)
-        t = t + dt
-    return np.array(out, dtype=float)
+    """The unrounded times of the saved steps (t accumulated as the clock does: cumsum adds
+    in order, so each time is bit for bit the clock's)."""
+    steps = np.full(len(save), float(c[0]))
+    steps[0] = float(c[1])
+    return np.cumsum(steps)[np.asarray(save, dtype=bool)]
 
 
 def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs):
