@@ -96,11 +96,30 @@ def column_names(model: Model, variables: list[str]) -> list[str]:
 
 
 def expected_times(model: Model, options: RunOptions) -> np.ndarray:
-    """The output times of every run (SAVEPER grid or `return_timestamps`)."""
-    pm = model._checkout()
+    """The output times of every run (SAVEPER grid or `return_timestamps`), as the clock
+    reaches them (t0 + dt + dt ...)."""
+    from .engine import NotCompilable
+    from .engine import run as single
+
     ts = options.return_timestamps
-    pm._set_control_vars(list(ts) if isinstance(ts, tuple) else ts, options.final_time,
-                         options.time_step, options.saveper)
+    ts = list(ts) if isinstance(ts, tuple) else ts
+    control = {"final_time": options.final_time, "time_step": options.time_step,
+               "saveper": options.saveper}
+    try:
+        cm = model.compiled()
+        c = cm.constants({}, control)
+        c[:4] = [v if control.get(k) is None else float(control[k])
+                 for k, v in zip(("time_step", "initial_time", "final_time", "saveper"),
+                                 cm.control_values())]
+        _, save, _ = single.grid(c, ts)
+        return single._save_times(c, save)
+    except NotCompilable:
+        pass
+    pm = model._checkout()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm.initialize()  # control variables given by expressions read the model's clock
+    pm._set_control_vars(ts, options.final_time, options.time_step, options.saveper)
     time = copy.deepcopy(pm.time)
     time.reset()
     return np.asarray(save_times(time), dtype=float)

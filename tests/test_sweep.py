@@ -246,3 +246,19 @@ def test_dask_local_cluster_with_two_workers(sir, design, tmp_path):
     assert workers_used == 2
     np.testing.assert_allclose(ds["Infectious"].values, local["Infectious"].values, rtol=1e-5)
     np.testing.assert_allclose(ds["peak"].values, local["peak"].values, rtol=1e-5)
+
+
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_a_model_whose_saveper_is_time_step_sweeps_from_its_path(write_mdl, vectorize):
+    """SAVEPER = TIME STEP (an expression, as in the SIR sample): the docstring's example
+    ``fw.sweep("SIR.mdl", design)`` once crashed reading the control variables."""
+    path = write_mdl(vensim("Stock = INTEG(-Rate * Stock, 1) ~ units",
+                            "Rate = 1 ~ 1/Time [0.1, 2]", final_time=2, time_step=0.25,
+                            saveper="TIME STEP", time_units="Time", control_limits=True),
+                     "every_step.mdl")
+    ds = fw.sweep(str(path), {"Rate": [0.5, 1.5]}, outputs=["Stock"], method="euler",
+                  progress=False, vectorize=vectorize)
+    np.testing.assert_allclose(ds["time"].values, np.arange(0, 2.01, 0.25))
+    for j, rate in enumerate([0.5, 1.5]):
+        np.testing.assert_allclose(ds["Stock"][j].values, (1 - 0.25 * rate) ** np.arange(9),
+                                   rtol=1e-12)
