@@ -175,6 +175,12 @@ def _ramp(t, slope, start, finish):
 
 def _lookup(x, xs, ys, mode):
     x = np.asarray(x, dtype=float)
+    if mode == 4:  # raw data: NaN off the knots
+        index = np.clip(np.searchsorted(xs, x), 0, len(xs) - 1)
+        return np.where(xs[index] == x, ys[index], np.nan)
+    if mode == 3:  # look forward
+        index = np.clip(np.searchsorted(xs, x, side="left"), 0, len(xs) - 1)
+        return np.where(x > xs[-1], ys[-1], ys[index])
     if mode == 1:
         index = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, len(xs) - 1)
         return np.where(x < xs[0], ys[0], ys[index])
@@ -262,7 +268,28 @@ def generate(comp) -> Program:
         column_of=_column_of(comp, columns), state_names=list(comp.state_names),
         nonneg=[n.nonneg for n in stocks], series=_series(comp),
         time_equality=comp.time_equality, subscripts=comp.subs,
+        state_deps=_state_dependencies(nodes, stocks),
     )
+
+
+def _state_dependencies(nodes, stocks) -> list[list[int]]:
+    """For each state, the states its derivative reads (through auxiliaries): the sparsity
+    pattern of the Jacobian, for the implicit solvers."""
+    out = []
+    for stock in stocks:
+        seen, todo, states = set(), list(stock.flow_deps), set()
+        while todo:
+            key = todo.pop()
+            if key in seen or key not in nodes:
+                continue
+            seen.add(key)
+            node = nodes[key]
+            if node.kind == "stock":
+                states.add(node.slot)
+            elif node.kind == "aux":
+                todo.extend(node.deps)
+        out.append(sorted(states))
+    return out
 
 
 def _floats(values) -> str:
