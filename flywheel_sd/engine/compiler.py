@@ -76,6 +76,7 @@ class Program:
     series: dict               # Vensim name -> (c slot of its knots, number of knots)
     time_equality: str | None  # a variable that tests Time = x (adaptive methods refuse it)
     subscripts: dict
+    state_deps: list = field(default_factory=list)  # Jacobian sparsity, by state
 
 
 _PLACEHOLDER = re.compile("\x02([^\x03]*)\x03")
@@ -102,6 +103,7 @@ class Compiler:
         self.macros = {m.name: m for m in macros}
         self._scopes: list[dict] = []      # inside a macro: its names -> node keys
         self._macro_calls: dict = {}       # (call, context) -> the copy's output key
+        self._stateful: dict = {}          # (structure, context) -> (text, deps)
         # a callable giving the loaded PySD model, to read GET XLS/DIRECT and DATA values
         self._pysd_model_of = pysd_model
         self._pysd_model = None
@@ -349,7 +351,18 @@ class Compiler:
         handler = getattr(self, f"_e_{kind}", None)
         if handler is None:
             raise NotCompilable(f"{self._current} uses {compat.VENSIM_KIND.get(kind, kind)}")
-        return handler(ast, ctx, deps)
+        if kind not in _STATEFUL:
+            return handler(ast, ctx, deps)
+        # A stateful structure is built once per place (its run and init phases, which
+        # both compile the equation, share its stocks), as PySD builds one object.
+        scope = tuple(sorted(self._scopes[-1].items())) if self._scopes else ()
+        memo = (id(ast), tuple(sorted(ctx.items())), scope)
+        if memo not in self._stateful:
+            own: set = set()
+            self._stateful[memo] = (handler(ast, ctx, own), own)
+        text, own = self._stateful[memo]
+        deps.update(own)
+        return text
 
     def _e_ndarray(self, ast, ctx, deps):
         raise NotCompilable(f"{self._current}: an array literal inside an expression")
@@ -889,6 +902,8 @@ _REFUSED_CALLS = {name: name.upper().replace("_", " ") for name in (
     "vector_select", "vector_sort_order", "vector_rank", "vector_reorder", "invert_matrix",
     "get_time_value", "random_uniform", "random_normal", "random_poisson",
     "random_exponential", "random_0_1")}
+_STATEFUL = ("SmoothStructure", "SmoothNStructure", "DelayStructure", "DelayNStructure",
+             "TrendStructure", "ForecastStructure", "InitialStructure", "IntegStructure")
 _DATA_MODES = {"interpolate": 0, "hold_backward": 1, "look_forward": 3, "raw": 4}
 _NUMPY = {
     "abs": "np.abs({0})", "power": "np.power({0}, {1})", "min": "np.minimum({0}, {1})",

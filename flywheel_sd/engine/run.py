@@ -222,11 +222,15 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
             raise diagnose(cm, c, method, return_timestamps, rtol, atol, max_step,
                            extra_breaks)
         njev = nlu = 0
+        rhs_calls = nfev
     else:
-        nfev, njev, nlu, n_steps = _solve_ivp(mod, c, y0, edges, save_t, method, rtol,
+        nfev, njev, nlu, n_steps, rhs_calls = _solve_ivp(mod, c, y0, edges, save_t, method,
+                                                         rtol,
                                               atol, max_step, out,
-                                              rhs or checked_rhs(cm, mod))
-    stats = dict(method=method, nfev=nfev, njev=njev, nlu=nlu, n_steps=n_steps, status=0,
+                                              rhs or checked_rhs(cm, mod),
+                                              jacobian_sparsity(program, method))
+    stats = dict(method=method, nfev=nfev, rhs_calls=rhs_calls, njev=njev, nlu=nlu,
+                 n_steps=n_steps, status=0,
                  message="integration completed", rtol=rtol, atol=atol,
                  breakpoints=[float(b) for b in breaks])
     return times, out, stats
@@ -240,12 +244,30 @@ def _save_times(c, save) -> np.ndarray:
     return np.cumsum(steps)[np.asarray(save, dtype=bool)]
 
 
-def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs):
+def jacobian_sparsity(program, method: str):
+    """The Jacobian's sparsity pattern from the model's dependency graph, for BDF and
+    Radau: their finite-difference Jacobian then perturbs groups of independent states
+    together (a chain of n stocks costs 2 evaluations, not n). None for other methods."""
+    if method not in ("BDF", "Radau") or not program.state_deps:
+        return None
+    from scipy.sparse import lil_matrix
+
+    n = program.n_states
+    pattern = lil_matrix((n, n), dtype=bool)
+    for i, deps in enumerate(program.state_deps):
+        for j in deps:
+            pattern[i, j] = True
+    return pattern.tocsr()
+
+
+def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs,
+               sparsity=None):
     from scipy.integrate import solve_ivp
 
     n = len(y0)
     y = y0.copy()
     nfev = njev = nlu = n_steps = 0
+    calls = [0]  # every RHS evaluation, the finite-difference Jacobian's included
     t1 = edges[-1]
     saved_y = np.repeat(y[None, :], len(save_t), axis=0)
     for a, b in zip(edges[:-1], edges[1:]):
@@ -255,15 +277,18 @@ def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs
         hi = b - 1e-11 * max(1.0, abs(b))
 
         def fun(t, yy, _lo=lo, _hi=hi):
+            calls[0] += 1
             dy = np.empty(n)
             rhs(min(max(t, _lo), _hi), yy, c, dy)
             return dy
 
         try:
             with np.errstate(all="ignore"):
+                options = {"max_step": max_step} if math.isfinite(max_step) else {}
+                if sparsity is not None:
+                    options["jac_sparsity"] = sparsity
                 sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
-                                dense_output=True,
-                                **({"max_step": max_step} if math.isfinite(max_step) else {}))
+                                dense_output=True, **options)
         except NonFiniteError:
             raise
         except Exception as err:  # a failure inside SciPy's linear algebra, say
@@ -285,7 +310,7 @@ def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs
     with np.errstate(all="ignore"):
         for i, (t, yy) in enumerate(zip(save_t, saved_y)):
             mod.record(t, yy, c, out[i])
-    return nfev, njev, nlu, n_steps
+    return nfev, njev, nlu, n_steps, calls[0]
 
 
 def breakpoints(mod, c, t0, t1, extra) -> list[float]:
