@@ -22,7 +22,7 @@ import numpy as np
 from . import modules
 from .compiler import NotCompilable, Program
 
-COMPILER_VERSION = "8"
+COMPILER_VERSION = "9"
 _MEMO: dict = {}
 _LOCK = threading.Lock()
 

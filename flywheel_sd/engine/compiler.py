@@ -82,6 +82,16 @@ class Program:
 _PLACEHOLDER = re.compile("\x02([^\x03]*)\x03")
 
 
+#: Tables up to this many points get a function of their own with the points as literals
+#: (an if-chain the compiler can inline: the default model's Euler run 2.3x sooner than
+#: with one generic `_lookup`); longer ones, and data modes, use `_lookup`.
+SPECIALIZED_POINTS = 32
+
+
+def specialized_lookup(xs, mode) -> bool:
+    return mode in (0, 1, 2) and 2 <= len(xs) <= SPECIALIZED_POINTS
+
+
 def ref(key: str) -> str:
     """A placeholder for a node's storage (c[k], a state or a local), filled in by the
     generator once every node is classified."""
@@ -644,7 +654,10 @@ class Compiler:
 
     def _lookup_call(self, key, x):
         index = list(self.lookups).index(key)
-        return f"_lookup({x}, LX{index}, LY{index}, {self.lookups[key][2]})"
+        xs, _, mode = self.lookups[key]
+        if specialized_lookup(xs, mode):  # a function of its own, constants inlined
+            return f"_lk{index}({x})"
+        return f"_lookup({x}, LX{index}, LY{index}, {mode})"
 
     # -- stateful structures ----------------------------------------------------------
     def _hidden_stock(self, label, flow, flow_deps, init, init_deps) -> str:
