@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pickle
 
 import numpy as np
@@ -184,3 +186,20 @@ def test_the_package_ships_the_default_model():
     for wanted in ("models/platform_flywheel.mdl", "models/platform_flywheel.loops.toml"):
         assert wanted in shipped
         assert (package / wanted).read_bytes() == (root / wanted).read_bytes()
+
+
+def test_a_new_compiler_version_clears_the_old_ones_files(tmp_path, monkeypatch):
+    """Generated files of another compiler version are removed when the current one
+    compiles the model, so a cache folder does not grow with every release."""
+    compiled_module = importlib.import_module("flywheel_sd.engine.compiled")
+    path = tmp_path / "decay.mdl"
+    path.write_text(DECAY)
+    model = fw.load(path)
+    folder = model.py_file.parent
+    stale = [folder / "compiled_v0_base.pkl", folder / "compiled_v0_base_python.py"]
+    for p in stale:
+        p.write_text("old")
+    monkeypatch.setattr(compiled_module, "_MEMO", {})
+    fw.simulate(model)
+    assert not any(p.exists() for p in stale)
+    assert any(folder.glob(f"compiled_v{compiled_module.COMPILER_VERSION}_base*.py"))

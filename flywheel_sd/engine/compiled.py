@@ -179,6 +179,7 @@ def compiled(model, series: dict | None = None) -> CompiledModel:
             raise NotCompilable(refused.read_text(encoding="utf-8").strip())
         program = _read_program(pickled)
         if program is None:
+            _remove_other_versions(folder)
             program = _compile(model, series, refused)
             _write_atomic(pickled, pickle.dumps(program))
     except NotCompilable as err:
@@ -212,6 +213,21 @@ def _compile(model, series: dict, refused: Path) -> Program:
         message = f"the compiler could not read it ({type(err).__name__}: {err})"
         _write_atomic(refused, message.encode("utf-8"))
         raise NotCompilable(message) from err
+
+
+def _remove_other_versions(folder: Path) -> None:
+    """Drop what an older (or newer) compiler version left in the model's cache folder:
+    programs, generated modules, refusals and their Numba caches."""
+    mine = f"compiled_v{COMPILER_VERSION}_"
+    for place in (folder, folder / "__pycache__"):
+        if not place.is_dir():
+            continue
+        for path in place.glob("compiled_v*"):
+            if not path.name.startswith(mine):
+                try:
+                    path.unlink()
+                except OSError:
+                    pass  # in use elsewhere, or read-only: harmless, only space
 
 
 def _read_program(path: Path) -> Program | None:
