@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import importlib
-
 import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
+from conformance_mdl import vensim
 
 import flywheel_sd as fw
-from conformance_mdl import vensim
 from flywheel_sd import _model
 
 DECAY = vensim("Stock = INTEG(-k * Stock, 100)", "k = 0.3", final_time=10)
