@@ -12,6 +12,7 @@ is evaluated from inside, so a switch at a breakpoint is never smeared.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -162,8 +163,8 @@ def _compiled_run(model: Model, params: dict, engine: str, *, method, rtol, atol
         cm = model.compiled(params)
         backend = run.choose_backend(cm, None)
         mod = cm.module(backend)
-        c = cm.constants(params, dict(final_time=final_time, time_step=time_step,
-                                      saveper=saveper))
+        c = cm.constants(params, {"final_time": final_time, "time_step": time_step,
+                                  "saveper": saveper})
         if method in FIXED_METHODS:
             times, out, stats = run.fixed_step(cm, mod, c, method, return_timestamps)
         else:
@@ -290,9 +291,9 @@ class _Run:
             if time.in_return():
                 self._record(t, y, at_state=True)
         nfev = steps * (1 if method == "euler" else 4)
-        return dict(method=method, nfev=nfev, n_steps=steps, status=0,
-                    message="fixed step completed", time_step=float(time.time_step()),
-                    rtol=None, atol=None, breakpoints=[])
+        return {"method": method, "nfev": nfev, "n_steps": steps, "status": 0,
+                "message": "fixed step completed", "time_step": float(time.time_step()),
+                "rtol": None, "atol": None, "breakpoints": []}
 
     # -- adaptive ---------------------------------------------------------------------
     def adaptive(self, method, rtol, atol, max_step, breakpoints) -> dict:
@@ -313,10 +314,10 @@ class _Run:
         save = np.array(save_times(self.pysd.time))
         edges = [self.t0, *breakpoints, self.t1]
         y = system.get_state()
-        stats = dict(method=method, nfev=0, njev=0, nlu=0, n_steps=0, status=0,
-                     message="", rtol=rtol, atol=atol, breakpoints=list(breakpoints))
+        stats = {"method": method, "nfev": 0, "njev": 0, "nlu": 0, "n_steps": 0, "status": 0,
+                 "message": "", "rtol": rtol, "atol": atol, "breakpoints": list(breakpoints)}
         saved_y = np.repeat(y[None, :], len(save), axis=0)  # t0 and before
-        for a, b in zip(edges[:-1], edges[1:]):
+        for a, b in itertools.pairwise(edges):
             if b <= a:
                 continue
             # Evaluate the segment from inside: a switch at either end takes the value it

@@ -7,6 +7,7 @@ exists), ``"python"`` (the same code as plain Python: identical numbers, no comp
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from functools import lru_cache
@@ -93,9 +94,9 @@ def fixed_step(cm: CompiledModel, mod, c, method, return_timestamps):
         status = fixed_driver(mod, method)(c, y0, float(c[1]), float(c[0]), save, out)
     if status:
         raise diagnose(cm, c, method, return_timestamps, None, None, None, ())
-    stats = dict(method=method, nfev=n_steps * (1 if method == "euler" else 4),
-                 n_steps=n_steps, status=0, message="fixed step completed",
-                 time_step=float(c[0]), rtol=None, atol=None, breakpoints=[])
+    stats = {"method": method, "nfev": n_steps * (1 if method == "euler" else 4),
+             "n_steps": n_steps, "status": 0, "message": "fixed step completed",
+             "time_step": float(c[0]), "rtol": None, "atol": None, "breakpoints": []}
     return times, out, stats
 
 
@@ -229,10 +230,10 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
                                               atol, max_step, out,
                                               rhs or checked_rhs(cm, mod),
                                               jacobian_sparsity(program, method))
-    stats = dict(method=method, nfev=nfev, rhs_calls=rhs_calls, njev=njev, nlu=nlu,
-                 n_steps=n_steps, status=0,
-                 message="integration completed", rtol=rtol, atol=atol,
-                 breakpoints=[float(b) for b in breaks])
+    stats = {"method": method, "nfev": nfev, "rhs_calls": rhs_calls, "njev": njev, "nlu": nlu,
+             "n_steps": n_steps, "status": 0,
+             "message": "integration completed", "rtol": rtol, "atol": atol,
+             "breakpoints": [float(b) for b in breaks]}
     return times, out, stats
 
 
@@ -270,7 +271,7 @@ def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs
     calls = [0]  # every RHS evaluation, the finite-difference Jacobian's included
     t1 = edges[-1]
     saved_y = np.repeat(y[None, :], len(save_t), axis=0)
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         if b <= a:
             continue
         lo = a + 1e-11 * max(1.0, abs(a))
@@ -316,7 +317,7 @@ def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs
 def breakpoints(mod, c, t0, t1, extra) -> list[float]:
     """STEP/PULSE/RAMP times with constant arguments, the switch times of Time comparisons
     with constants, time-series knots and the caller's `extra` times, inside (t0, t1)."""
-    times = set(float(t) for t in extra or ())
+    times = {float(t) for t in extra or ()}
     with np.errstate(all="ignore"):
         times.update(_event_times(mod.events(c), float(c[0]), t1))
         times.update(_switch_times(mod, c, t0, t1))
@@ -355,7 +356,7 @@ def _switch_times(mod, c, t0, t1) -> set:
     if first.size == 0:
         return set()
     dt = float(c[0])
-    grid_t = np.linspace(t0, t1, max(2, int(math.ceil((t1 - t0) / dt - 1e-9)) + 1))
+    grid_t = np.linspace(t0, t1, max(2, math.ceil((t1 - t0) / dt - 1e-9) + 1))
     table = np.array([values(t) for t in grid_t])
     out = set()
     for j in range(table.shape[1]):

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     marker = path.with_suffix(".warming")
     try:
         warm(path)
-    except Exception as err:  # remembered, so no process retries a failing warm-up
+    except Exception as err:  # noqa: BLE001 - any failure: remembered, never retried
         marker.write_text(f"failed: {type(err).__name__}: {err}\n", encoding="utf-8")
         return 1
     marker.unlink(missing_ok=True)
