@@ -228,14 +228,16 @@ def compiled_chunk(model: Model, base_params: dict, names: list[str], values: np
             cm, mod, params, names, values, method=options.method, rtol=options.rtol,
             atol=options.atol, max_step=options.max_step, control=control,
             return_timestamps=list(ts) if isinstance(ts, tuple) else ts,
-            breakpoints=list(options.breakpoints), columns=index)
+            breakpoints=list(options.breakpoints), columns=index,
+            lockstep=backend == "python" and not cm.program.series)
     except NotCompilable as reason:
         return f"the compiled engine does not cover it ({reason})"
     if len(t) != len(times) or not np.allclose(t, times, rtol=0, atol=1e-9):
         raise RuntimeError("the compiled engine saved other times than the sweep expects")
     status = np.where(ok, STATUS_OK, STATUS_FAILED).astype(np.int8)
     data = {c: np.ascontiguousarray(out[:, :, j]) for j, c in enumerate(columns)}
-    stats["engine"] = f"compiled ({backend})"
+    stats["engine"] = "compiled (numpy lock-step)" if stats.get("lockstep") \
+        else f"compiled ({backend})"
     return ChunkResult(times, data, status, errors, stats)
 
 

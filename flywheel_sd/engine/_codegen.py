@@ -155,12 +155,13 @@ def _quantum(a, b):
 
 
 def _step(t, value, tstep, dt, exact):
-    if exact:
+    if np.ravel(exact)[0]:  # c[4] is one row of equal flags
         return value * (t >= tstep)
     return value * (t + dt / 2 > tstep)
 
 
 def _pulse(t, start, repeat, width, magnitude, end, dt, exact):
+    exact = np.ravel(exact)[0]
     small = 0.0 if exact else 1e-6
     width = np.where(np.isnan(width), dt if exact else 0.5 * dt, width)
     out = np.where(np.isnan(magnitude), 1.0, magnitude / dt)
@@ -173,6 +174,15 @@ def _pulse(t, start, repeat, width, magnitude, end, dt, exact):
 
 def _ramp(t, slope, start, finish):
     return (t + 1e-6 > start) * slope * (np.minimum(finish, t) - start)
+
+
+def _vector_lookups(namespace):
+    """The per-table scalar lookups (``_lk3``) as calls of the vector `_lookup`."""
+    for name in [n for n in namespace if n.startswith("_lk") and n[3:].isdigit()]:
+        i = name[3:]
+        xs, ys, mode = namespace["LX" + i], namespace["LY" + i], namespace["LM" + i]
+        namespace[name] = (lambda xs, ys, mode: lambda x: _lookup(x, xs, ys, mode))(
+            xs, ys, mode)
 
 
 def _lookup(x, xs, ys, mode):
@@ -228,6 +238,7 @@ def generate(comp) -> Program:
         if specialized_lookup(xs, mode):
             lines += _lookup_function(index, xs, ys, mode)
         lines.append(f"LX{index} = np.array({_floats(xs)})")
+        lines.append(f"LM{index} = {mode}")
         lines.append(f"LY{index} = np.array({_floats(ys)})")
     stocks = sorted((n for n in nodes.values() if n.kind == "stock"), key=lambda n: n.slot)
     lines.append(f"N_STATES = {comp.n_states}")

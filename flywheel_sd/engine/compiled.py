@@ -22,7 +22,7 @@ import numpy as np
 from . import modules
 from .compiler import NotCompilable, Program
 
-COMPILER_VERSION = "9"
+COMPILER_VERSION = "10"
 _MEMO: dict = {}
 _LOCK = threading.Lock()
 
@@ -44,9 +44,16 @@ class CompiledModel:
         return self.folder / f"{self.stem}_{backend}.py"
 
     def module(self, backend: str):
-        """The generated module for `backend` ("python" or "numba"), written once."""
+        """The generated module for `backend`, written once: "python" or "numba" (scalar
+        code), or "numpy" (the same code over rows of members, for lock-step ensembles)."""
         mod = self._modules.get(backend)
-        if mod is None:
+        if mod is None and backend == "numpy":
+            from ._codegen import RUNTIME_VECTOR
+
+            body = RUNTIME_VECTOR + self.program.body + "\n\n_vector_lookups(globals())\n"
+            mod = modules.load_module(self.path(backend), body, "python")
+            self._modules[backend] = mod
+        elif mod is None:
             mod = modules.load_module(self.path(backend), _body(self.program), backend)
             self._modules[backend] = mod
         return mod

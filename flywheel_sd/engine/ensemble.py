@@ -72,9 +72,11 @@ def constants_matrix(cm, base_params: dict, names: list[str], values: np.ndarray
 
 def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray, *,
                 method: str, rtol: float, atol: float, max_step: float | None,
-                control: dict, return_timestamps, breakpoints, columns: list[int]):
+                control: dict, return_timestamps, breakpoints, columns: list[int],
+                lockstep: bool = False):
     """Integrate every member; returns (times, OUT (n, n_times, n_columns), ok mask,
-    errors {member: reason}, stats)."""
+    errors {member: reason}, stats). With `lockstep`, fixed-step methods run all members
+    at once as rows of NumPy arrays (`_lockstep`), for the plain-Python backend."""
     from . import run as single
 
     program = cm.program
@@ -92,7 +94,10 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
         for m in (range(n) if guarded and _varies(C, guarded) else range(min(n, 1))):
             if mod.guards(C[m]):
                 raise NotCompilable(mod.guards(C[m])[0])
-        if method in ("euler", "rk4"):
+        if method in ("euler", "rk4") and lockstep:
+            failed = _lockstep(cm, C, method, save, sel, OUT)
+            nfev = n * n_steps * (1 if method == "euler" else 4)
+        elif method in ("euler", "rk4"):
             mod.fixed_members(C, Y0, float(C[0, 1]), float(C[0, 0]), save, len(times), sel,
                               OUT, status, method == "rk4")
             nfev = n * n_steps * (1 if method == "euler" else 4)
@@ -120,11 +125,47 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
         else:
             reason[int(m)] = "a state or derivative became non-finite, or the step size " \
                              "collapsed (run it alone with simulate() for details)"
-    return times, OUT, ~failed, reason, {"mode": "compiled", "nfev": nfev}
+    lock = lockstep and method in ("euler", "rk4")
+    return times, OUT, ~failed, reason, {"mode": "compiled", "nfev": nfev, "lockstep": lock}
 
 
 #: Failed members per chunk whose error is diagnosed in full (a replay on plain Python).
 DIAGNOSED = 20
+
+
+def _lockstep(cm, C, method, save, sel, OUT) -> np.ndarray:
+    """Euler or RK4 of every member at once: the generated code over arrays whose last
+    axis is the member (the "numpy" module). Each element follows the same IEEE
+    operations as its member's scalar run, so members equal single runs; no operation
+    mixes members. Returns the mask of failed (non-finite) members."""
+    from . import run as single
+
+    mod = cm.module("numpy")
+    CT = np.ascontiguousarray(C.T)
+    y = np.zeros((cm.program.n_states, C.shape[0]))
+    mod.setup(CT)
+    mod.init(CT, y)
+    nonneg = np.asarray(mod.NONNEG, dtype=bool)
+    dy = np.empty_like(y)
+    row = np.empty((mod.N_OUT, C.shape[0]))
+    failed = np.zeros(C.shape[0], dtype=bool)
+    t, dt, r = float(C[0, 1]), float(C[0, 0]), 0
+    for k in range(len(save)):
+        if save[k]:
+            mod.record(t, y, CT, row)
+            OUT[:, r, :] = row[sel].T
+            r += 1
+        if k == len(save) - 1:
+            break
+        if method == "euler":
+            mod.rhs(t, y, CT, dy)
+            y = y + dy * dt
+        else:
+            y = single._rk4_step(mod.rhs, CT, t, y, dt)
+        y[nonneg] = np.maximum(y[nonneg], 0.0)
+        failed |= ~np.isfinite(y).all(axis=0)
+        t = t + dt
+    return failed
 
 
 _SLOT = re.compile(r"c\[(\d+)\]")
