@@ -1,26 +1,36 @@
-"""Benchmark: parameter sweeps, ensemble integration against the alternatives.
+"""Benchmark: parameter sweeps on the compiled engine, against the alternatives.
 
-Prints ratios measured side by side in one run, for the project's model (falling back to
-the SIR sample, and saying so, when ``models/platform_flywheel.mdl`` is absent) at 1,000 and
-10,000 runs:
+Prints issue #10's sweep figures, each a ratio of two timings measured side by side in this
+one run (warm-up first, then the two sides interleaved, medians of the repetitions), for the
+project's model (``models/platform_flywheel.mdl``) and the SIR sample
+(``$FLYWHEEL_TEST_MODELS/samples/SIR/SIR.mdl``, read in place):
 
-* the ensemble sweep (``flywheel_sd.sweep``, default settings, verification included)
-  against looping PySD's ``run()`` (measured on a sample of runs and scaled);
-* against a process pool of per-run integrations on all cores (the usual way to
-  parallelise; also on a sample, scaled), and the process pool of ensemble chunks;
-* against a hand-written NumPy right-hand side of the same model, integrated for all runs
-  at once by the same integrator (the practical floor): `sir_numpy_floor` below for SIR,
-  ``benchmarks/flywheel_numpy.py`` for the project's model (its Euler is PySD's Euler to
-  round-off and its RK45 takes the ensemble's steps, ``tests/test_numpy_floor.py``).
+1. a 10,000-run Euler sweep keeping metrics only, against the hand-written NumPy floor on
+   the same design rows (``benchmarks/flywheel_numpy.py`` for the project's model, whose
+   Euler run is PySD's Euler bit for bit, ``tests/test_numpy_floor.py``; `sir_floor` below
+   for SIR), the floor's series reduced by the same metric functions -- goal <= 0.5x;
+2. the 10,000-run RK45 sweep (rtol = atol = 1e-6, the default) against the Euler one --
+   goal <= 2x;
+3. the same at 1,000 runs, and the sweep against looping PySD's own ``run()``
+   (``simulate(engine="pysd", method="euler")`` on a few rows, scaled: a run of the
+   project's model takes PySD about 20 s);
+4. with ``--million``, a 1,000,000-run metrics-only sweep (the sweep's default method,
+   RK45) written to a Zarr store in a temporary folder, in a fresh process so that its
+   peak resident memory is its own -- goals: under 15 minutes, under 1 GB. It runs the
+   project's model when the 10,000-run rate measured here says it fits in 15 minutes, else
+   SIR (and prints the project model's extrapolation).
 
-``--million`` adds a 1,000,000-run scalar-metric sweep of SIR written to a store, and
-reports its peak resident memory.
+The first use of a model's compiled members in a process loads (or, with an empty Numba
+cache, compiles) them; that cost is measured in the warm-up, printed, and kept out of the
+ratios. ``--cold-cache`` points ``FLYWHEEL_SD_CACHE`` at an empty temporary folder, so the
+warm-up measures translation and Numba's first compile from nothing.
 
 Usage::
 
-    python benchmarks/bench_sweep.py                 # project model if present, and SIR
-    python benchmarks/bench_sweep.py --model sir --runs 1000 10000
-    python benchmarks/bench_sweep.py --model sir --million
+    python benchmarks/bench_sweep.py                       # both models, 1,000 and 10,000
+    python benchmarks/bench_sweep.py --models sir --repeats 5
+    python benchmarks/bench_sweep.py --million             # adds the 1,000,000-run sweep
+    python benchmarks/bench_sweep.py --models none --million --million-model sir
 """
 
 from __future__ import annotations
@@ -28,11 +38,15 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import json
 import os
 import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -44,14 +58,48 @@ SUITE = Path(os.environ.get("FLYWHEEL_TEST_MODELS", REPO.parent / "shared" / "te
 SIR = SUITE / "samples" / "SIR" / "SIR.mdl"
 FLYWHEEL = REPO / "models" / "platform_flywheel.mdl"
 
-SIR_SETUP = {"path": SIR, "params": {"Contact Infectivity": (0.2, 0.5), "Duration": (3.0, 8.0)},
-             "outputs": ["Infectious", "Susceptible", "Recovered"], "options": {"saveper": 1.0},
-             "loop_sample": 40, "pool_sample": 200}
-FLYWHEEL_SETUP = {"path": FLYWHEEL,
-                  "params": {"Take Rate": (0.05, 0.3), "Seller Deposit": (0.0, 3000.0),
-                             "Ad Budget": (0.0, 2e6)},
-                  "outputs": ["Active Buyers", "Active Sellers", "Platform Cash", "GMV"],
-                  "options": {}, "loop_sample": 20, "pool_sample": 8}
+WARMUP_RUNS = 200  # the sweep's Numba threshold: the warm-up runs on the compiled members
+MILLION_LIMIT_S = 15 * 60
+MILLION_LIMIT_MB = 1024
+
+
+def _peak_infectious(ds):
+    return ds["Infectious"].max("time")
+
+
+def _final_recovered(ds):
+    return ds["Recovered"].isel(time=-1)
+
+
+SETUPS = {
+    "flywheel": {
+        "path": FLYWHEEL,
+        "params": {"Take Rate": (0.05, 0.3), "Seller Deposit": (0.0, 3000.0),
+                   "Ad Budget": (0.0, 2e6)},
+        "metrics": ["cumulative_gmv", "final_active_buyers"],
+        "series": ["GMV", "Active Buyers"],  # what the metrics read
+        "options": {}, "pysd_runs": 3},
+    "sir": {
+        "path": SIR,
+        "params": {"Contact Infectivity": (0.2, 0.5), "Duration": (3.0, 8.0)},
+        "metrics": {"peak_infectious": _peak_infectious, "final_recovered": _final_recovered},
+        "series": ["Infectious", "Recovered"],
+        "options": {"saveper": 1.0}, "pysd_runs": 20},
+}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb(field: str = "VmRSS") -> float:
+    """/proc/self/status's VmRSS (now) or VmHWM (the peak of this process image; unlike
+    ru_maxrss, which Linux carries over from the parent across fork and exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def timed(func, *args, **kwargs):
@@ -61,192 +109,351 @@ def timed(func, *args, **kwargs):
     return time.perf_counter() - start, out
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def median(xs) -> float:
+    return statistics.median(xs)
 
 
-# -- the alternatives -----------------------------------------------------------------------
-def pysd_loop(model, table, outputs, options, sample):
-    """Seconds per run of PySD's own run(), on the first `sample` rows."""
-    import pysd
-
-    pm = pysd.load(str(model.py_file))
-    rows = table.iloc[:sample]
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for _, row in rows.iterrows():
-            pm.run(params={k: float(v) for k, v in row.items()}, return_columns=outputs,
-                   **options)
-    return (time.perf_counter() - start) / len(rows)
+def spread(xs) -> str:
+    return f"{median(xs):.3f} s (min {min(xs):.3f}, max {max(xs):.3f}, n={len(xs)})"
 
 
-def sir_numpy_floor(table, method, t_end=100.0, dt=0.03125, saveper=1.0):
-    """Hand-written SIR, all runs at once, with the integrator the ensemble uses."""
-    from scipy.integrate import solve_ivp
+# -- the floors -----------------------------------------------------------------------------
+_FLOOR = None
 
 
-    n = len(table)
+def flywheel_floor_module():
+    global _FLOOR
+    if _FLOOR is None:
+        spec = importlib.util.spec_from_file_location(
+            "flywheel_numpy", Path(__file__).with_name("flywheel_numpy.py"))
+        _FLOOR = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_FLOOR)
+    return _FLOOR
+
+
+def sir_floor(table, t_end=100.0, dt=0.03125, saveper=1.0):
+    """Hand-written SIR, Euler at TIME STEP for all rows at once: (saved times, {series:
+    (N, T)})."""
     c = table["Contact Infectivity"].to_numpy()
     d = table["Duration"].to_numpy()
     pop = 1000.0
-
-    def f(t, y):
-        y = y.reshape(n, 3)
-        s, i = y[:, 0], y[:, 1]
-        infect = s * i / pop * c
-        recover = i / d
-        out = np.empty_like(y)
-        out[:, 0] = -infect
-        out[:, 1] = infect - recover
-        out[:, 2] = recover
-        return out.ravel()
-
-    y0 = np.tile([pop, 5.0, 0.0], n)
-    save = np.arange(0.0, t_end + 1e-9, saveper)
-    if method == "euler":
-        y, out, every = y0.copy(), [y0.copy()], round(saveper / dt)
-        for k in range(round(t_end / dt)):
-            y = y + dt * f(k * dt, y)
-            if (k + 1) % every == 0:
-                out.append(y.copy())
-        return np.array(out)
-    sol = solve_ivp(f, (0.0, t_end), y0, method=method, rtol=1e-6, atol=1e-6, t_eval=save)
-    return sol.y
+    s, i, r = np.full(len(c), pop), np.full(len(c), 5.0), np.zeros(len(c))
+    every = round(saveper / dt)
+    inf, rec = [i.copy()], [r.copy()]
+    for k in range(round(t_end / dt)):
+        succumbing = s * i / pop * c
+        recovering = i / d
+        s, i, r = s - dt * succumbing, i + dt * (succumbing - recovering), r + dt * recovering
+        if (k + 1) % every == 0:
+            inf.append(i.copy())
+            rec.append(r.copy())
+    times = np.arange(len(inf)) * saveper
+    return times, {"Infectious": np.stack(inf, axis=1), "Recovered": np.stack(rec, axis=1)}
 
 
-def flywheel_numpy_floor(table, method):
-    """The hand-written flywheel model, all runs at once, with the ensemble's integrator
-    and outputs."""
-    spec = importlib.util.spec_from_file_location("flywheel_numpy",
-                                                  Path(__file__).with_name("flywheel_numpy.py"))
-    floor = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(floor)
-    params = {name: table[name].to_numpy() for name in table.columns}
-    outputs = FLYWHEEL_SETUP["outputs"]
-    if method == "euler":
-        return floor.euler(params, outputs)
-    return floor.adaptive(params, outputs, method)
+def floor_metrics(key, table, metrics):
+    """The floor's Euler run of every row, reduced by the sweep's own metric functions."""
+    import xarray as xr
+
+    from flywheel_sd import metrics as registry
+
+    if key == "flywheel":
+        floor = flywheel_floor_module()
+        params = {name: table[name].to_numpy() for name in table.columns}
+        times, series = floor.euler(params, SETUPS[key]["series"])
+    else:
+        times, series = sir_floor(table)
+    ds = xr.Dataset({name: (("run", "time"), a) for name, a in series.items()},
+                    coords={"run": np.arange(len(table)), "time": times})
+    items = metrics.items() if isinstance(metrics, dict) else [(m, m) for m in metrics]
+    return {name: np.asarray((registry.get(f) if isinstance(f, str) else f)(ds).values)
+            for name, f in items}
 
 
 # -- one model ------------------------------------------------------------------------------
-def bench_model(setup, runs, methods, skip_pool, note=""):
+def run_sweep(fw, model, design, setup, method, **extra):
+    ds = fw.sweep(model, design, metrics=setup["metrics"], method=method, progress=False,
+                  **setup["options"], **extra)
+    n = len(design.table)
+    ok = int((ds["status"] == 1).sum())
+    if ok != n:
+        raise RuntimeError(f"{n - ok} runs failed in the benchmark: {ds.attrs}")
+    if ds.attrs.get("fallback"):
+        raise RuntimeError(f"the sweep fell back to per-run integration: "
+                           f"{ds.attrs['fallback']}")
+    return ds
+
+
+def pysd_loop(fw, model, table, setup):
+    """Seconds per run of PySD's own run() (Euler), on the first rows of the design."""
+    k = setup["pysd_runs"]
+    times = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _, row in table.iloc[:k].iterrows():
+            t, _ = timed(fw.simulate, model, {n: float(v) for n, v in row.items()},
+                         engine="pysd", method="euler", return_columns=setup["series"],
+                         **setup["options"])
+            times.append(t)
+    return times
+
+
+def bench_model(key, runs, repeats, skip_pysd):
     import flywheel_sd as fw
 
-    model = fw.load(setup["path"])
-    outputs, options = setup["outputs"], setup["options"]
+    setup = SETUPS[key]
+    if not setup["path"].is_file():
+        print(f"\n{setup['path']} is not there: skipping {key}")
+        return None
+    t_load, model = timed(fw.load, setup["path"])
+    cm = model.compiled({})
+    warm_before = cm.numba_is_warm()
     name = setup["path"].name
-    print(f"\n=== {name}{note}: {len(model.stocks)} stocks, parameters "
-          f"{', '.join(setup['params'])} ===")
+    print(f"\n=== {name}: {len(model.stocks)} stocks; design: LHS (seed 42) over "
+          f"{', '.join(setup['params'])}; metrics {', '.join(list(setup['metrics']))} only "
+          f"===", flush=True)
+    print(f"load {t_load:.2f} s; Numba cache of this model warm before the run: "
+          f"{'yes' if warm_before else 'no'}")
     big = fw.designs.lhs(setup["params"], max(runs), seed=42)
-    per_run = pysd_loop(model, big.table, outputs, options, setup["loop_sample"])
-    print(f"PySD run() loop: {per_run * 1e3:.1f} ms per run "
-          f"(mean of {setup['loop_sample']} runs; Euler at TIME STEP)")
-    rows = []
+    table = big.table
+
+    # warm-up: the first sweep per method loads/compiles the members (excluded from ratios)
+    warm = fw.designs.from_table(table.iloc[:WARMUP_RUNS])
+    warmup = {}
+    for method in ("euler", "RK45"):
+        first, _ = timed(run_sweep, fw, model, warm, setup, method)
+        second, _ = timed(run_sweep, fw, model, warm, setup, method)
+        warmup[method] = (first, second)
+        print(f"warm-up {method:>5}: first {WARMUP_RUNS}-run sweep {first:6.2f} s, second "
+              f"{second:.2f} s -> first use of the compiled members {first - second:.2f} s",
+              flush=True)
+    timed(floor_metrics, key, table.iloc[:WARMUP_RUNS], setup["metrics"])
+
+    per_run = None
+    if not skip_pysd:
+        loop = pysd_loop(fw, model, table, setup)
+        per_run = median(loop)
+        print(f"PySD run() (simulate engine='pysd', Euler): {per_run:.3f} s per run (median "
+              f"of {len(loop)}: {', '.join(f'{t:.2f}' for t in loop)})", flush=True)
+
+    results = {"model": name, "key": key, "warmup": warmup, "pysd_per_run": per_run,
+               "sizes": {}}
     for n in runs:
-        design = fw.designs.from_table(big.table.iloc[:n])
-        for method in methods:
-            t_ens, ds = timed(fw.sweep, model, design, outputs=outputs, method=method,
-                              progress=False, **options)
-            assert int((ds["status"] == 1).sum()) == n, "runs failed in the benchmark"
-            t_bare, _ = timed(fw.sweep, model, design, outputs=outputs, method=method,
-                              progress=False, **options)
-            row = {"model": name, "runs": n, "method": method, "ensemble_s": t_ens,
-                   "unverified_s": t_bare, "loop_s": per_run * n,
-                   "chunks": ds.attrs["ensemble_chunks"], "fallback": ds.attrs["fallback"]}
-            if not skip_pool:
-                k = min(setup["pool_sample"], n)
-                sample = fw.designs.from_table(big.table.iloc[:k])
-                t_pool, _ = timed(fw.sweep, model, sample, outputs=outputs, method=method,
-                                  executor="processes", vectorize=False, progress=False,
-                                  **options)
-                row["pool_s"] = t_pool * n / k
-                t_pens, _ = timed(fw.sweep, model, design, outputs=outputs, method=method,
-                                  executor="processes", progress=False, **options)
-                row["pool_ensemble_s"] = t_pens
-            if setup is SIR_SETUP:
-                row["floor_s"], _ = timed(sir_numpy_floor, design.table, method)
-            elif setup is FLYWHEEL_SETUP:
-                row["floor_s"], _ = timed(flywheel_numpy_floor, design.table, method)
-            rows.append(row)
-            report(row)
-    return rows
+        design = fw.designs.from_table(table.iloc[:n])
+        reps = repeats if n >= 5000 else max(repeats, 5)
+        t = {"euler": [], "RK45": [], "floor": []}
+        check = None
+        for _ in range(reps):  # interleaved: sweep Euler, floor, sweep RK45
+            dt, ds_e = timed(run_sweep, fw, model, design, setup, "euler")
+            t["euler"].append(dt)
+            dt, fm = timed(floor_metrics, key, design.table, setup["metrics"])
+            t["floor"].append(dt)
+            dt, ds_r = timed(run_sweep, fw, model, design, setup, "RK45")
+            t["RK45"].append(dt)
+            if check is None:
+                check = {m: float(np.max(np.abs(ds_e[m].values - fm[m])
+                                         / np.maximum(np.abs(fm[m]), 1e-300)))
+                         for m in fm}
+                nfev = {"euler": int(ds_e.attrs["nfev"]), "RK45": int(ds_r.attrs["nfev"])}
+        row = {"runs": n, "reps": reps, **t, "check": check, "nfev": nfev}
+        results["sizes"][n] = row
+        e, r, f = median(t["euler"]), median(t["RK45"]), median(t["floor"])
+        pair_floor = median([a / b for a, b in zip(t["euler"], t["floor"])])
+        pair_rk = median([a / b for a, b in zip(t["RK45"], t["euler"])])
+        print(f"\n{n:,} runs ({reps} interleaved repetitions, medians):")
+        print(f"  sweep Euler      {spread(t['euler'])}  {n / e:8,.0f} runs/s  "
+              f"({nfev['euler'] / n:,.0f} RHS evaluations per run)")
+        print(f"  sweep RK45       {spread(t['RK45'])}  {n / r:8,.0f} runs/s  "
+              f"({nfev['RK45'] / n:,.0f} RHS evaluations per run)")
+        print(f"  NumPy floor Euler {spread(t['floor'])}  {n / f:8,.0f} runs/s")
+        print(f"  sweep Euler / floor  = {e / f:.2f}x (median of pairwise ratios "
+              f"{pair_floor:.2f}x); metrics agree to {max(check.values()):.1e} relative")
+        print(f"  sweep RK45 / Euler   = {r / e:.2f}x (median of pairwise ratios "
+              f"{pair_rk:.2f}x)")
+        if per_run is not None:
+            print(f"  PySD loop scaled to {n:,} runs: {per_run * n:,.0f} s -> sweep Euler is "
+                  f"{per_run * n / e:,.0f}x faster, RK45 {per_run * n / r:,.0f}x")
+        sys.stdout.flush()
+    return results
 
 
-def report(row):
-    parts = [(f"{row['runs']:>6} runs {row['method']:>5}: ensemble sweep "
-              f"{row['ensemble_s']:8.2f} s | vs PySD loop "
-              f"{row['loop_s'] / row['ensemble_s']:7.0f}x ({row['loop_s']:.0f} s scaled)"),
-             (f"without verification (verify=0) {row['unverified_s']:.2f} s: "
-              f"{row['loop_s'] / row['unverified_s']:.0f}x the loop")]
-    if "pool_s" in row:
-        parts.append(f"vs process pool (per run, all cores) "
-                     f"{row['pool_s'] / row['ensemble_s']:5.1f}x ({row['pool_s']:.1f} s scaled)")
-        parts.append(f"process pool of ensemble chunks {row['pool_ensemble_s']:.2f} s")
-    if "floor_s" in row:
-        parts.append(f"hand-written NumPy floor {row['floor_s']:.3f} s -> ensemble is "
-                     f"{row['ensemble_s'] / row['floor_s']:.1f}x the floor "
-                     f"({row['unverified_s'] / row['floor_s']:.1f}x without verification)")
-    if row["fallback"]:
-        parts.append(f"FELL BACK: {row['fallback']}")
-    print("\n    ".join(parts))
+def summary(all_results):
+    print("\n=== summary (goals of issue #10) ===")
+    header = f"{'model':<22} {'figure':<44} {'value':>12} {'goal':>8}  verdict"
+    print(header)
+    print("-" * len(header))
+    for res in all_results:
+        if res is None:
+            continue
+        for n, row in res["sizes"].items():
+            e, r, f = median(row["euler"]), median(row["RK45"]), median(row["floor"])
+            lines = [(f"{n:,}-run Euler sweep / NumPy floor", f"{e / f:.2f}x", "<= 0.5x",
+                      e / f <= 0.5 if n >= 10000 else None),
+                     (f"{n:,}-run RK45 sweep / Euler sweep", f"{r / e:.2f}x", "<= 2x",
+                      r / e <= 2 if n >= 10000 else None),
+                     (f"{n:,}-run Euler sweep, runs/s", f"{n / e:,.0f}", "", None),
+                     (f"{n:,}-run RK45 sweep, runs/s", f"{n / r:,.0f}", "", None)]
+            if res["pysd_per_run"]:
+                lines.append((f"{n:,}-run PySD loop (scaled) / Euler sweep",
+                              f"{res['pysd_per_run'] * n / e:,.0f}x", "", None))
+            for figure, value, goal, met in lines:
+                verdict = "" if met is None else ("met" if met else "MISSED")
+                print(f"{res['model']:<22} {figure:<44} {value:>12} {goal:>8}  {verdict}")
+    sys.stdout.flush()
 
 
 # -- the million-run sweep ------------------------------------------------------------------
-def million(n=1_000_000, chunk=20_000):
+def million_child(key: str, n: int, method: str) -> None:
+    """In a fresh process: the metrics-only sweep to a Zarr store; prints one JSON line."""
     import flywheel_sd as fw
 
-    model = fw.load(SIR)
-    design = fw.designs.sobol(SIR_SETUP["params"], 1 << 20, seed=1) if n == 1 << 20 else \
-        fw.designs.lhs(SIR_SETUP["params"], n, seed=1)
-    metrics = {"peak_infectious": lambda ds: ds["Infectious"].max("time"),
-               "final_recovered": lambda ds: ds["Recovered"].isel(time=-1)}
-    store = Path(tempfile.mkdtemp(prefix="flywheel-million-")) / "sweep"
-    rss = []
+    setup = SETUPS[key]
+    model = fw.load(setup["path"])
+    t_design, design = timed(fw.designs.lhs, setup["params"], n, seed=1)
+    root = Path(tempfile.mkdtemp(prefix="flywheel-million-"))
+    store = root / "million.zarr"
+    samples, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            samples.append(current_rss_mb())
+            stop.wait(0.25)
+
+    chunks = []
+    start = time.perf_counter()
 
     def watch(index, done, total):
-        rss.append(peak_rss_mb())
-        if index % 10 == 0:
-            print(f"  chunk {index:3d}: {done:>9,} runs done, peak RSS {rss[-1]:.0f} MB",
-                  flush=True)
+        chunks.append((time.perf_counter() - start, done, current_rss_mb()))
+        if index % 10 == 0 or done == total:
+            print(f"  chunk {index:3d}: {done:>9,} runs in {chunks[-1][0]:6.1f} s, RSS "
+                  f"{chunks[-1][2]:.0f} MB", flush=True)
 
-    print(f"\n=== {n:,}-run scalar-metric sweep of SIR (metrics only, store {store}) ===")
-    base = peak_rss_mb()
-    t, ds = timed(fw.sweep, model, design, metrics=metrics, saveper=1.0, store=store,
-                  chunk_size=chunk, callback=watch, progress=False)
-    peak = np.asarray(ds["peak_infectious"].values)
-    print(f"{n:,} runs in {t:.0f} s ({n / t:,.0f} runs/s); peak RSS {peak_rss_mb():.0f} MB "
-          f"(before the sweep {base:.0f} MB; after chunk 1 {rss[0]:.0f} MB, after the last "
-          f"{rss[-1]:.0f} MB); {int((ds['status'] == 1).sum()):,} ok; peak infectious "
-          f"median {np.median(peak):.1f}; store {du(store):.0f} MB")
-    shutil.rmtree(store.parent, ignore_errors=True)
+    base = current_rss_mb()
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    try:
+        start = time.perf_counter()
+        ds = fw.sweep(model, design, metrics=setup["metrics"], method=method, store=store,
+                      progress=False, callback=watch, **setup["options"])
+        wall = time.perf_counter() - start
+        ok = int((ds["status"] == 1).sum())
+        first = list(setup["metrics"])[0]
+        med = float(np.nanmedian(np.asarray(ds[first].values)))
+    finally:
+        stop.set()
+        watcher.join()
+    size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 2**20
+    shutil.rmtree(root, ignore_errors=True)
+    print("RESULT " + json.dumps({
+        "model": setup["path"].name, "runs": n, "method": method, "wall_s": wall,
+        "design_s": t_design, "ok": ok, "chunk_size": int(ds.attrs["chunk_size"]),
+        "rss_before_mb": base, "rss_after_first_chunk_mb": chunks[0][2] if chunks else None,
+        "first_chunk_s": chunks[0][0] if chunks else None,
+        "rss_sampled_max_mb": max(samples) if samples else None,
+        "ru_maxrss_mb": peak_rss_mb(), "hwm_mb": current_rss_mb("VmHWM"), "store_mb": size, "median_" + first: med}), flush=True)
 
 
-def du(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+def million(key: str, n: int, method: str) -> dict:
+    print(f"\n=== {n:,}-run metrics-only sweep of {SETUPS[key]['path'].name} ({method}) to a "
+          f"Zarr store, in a fresh process ===", flush=True)
+    proc = subprocess.Popen([sys.executable, __file__, "--million-child", key, str(n), method],
+                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    result = None
+    for line in proc.stdout:
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT "):])
+        else:
+            print(line, end="", flush=True)
+    if proc.wait() != 0 or result is None:
+        raise RuntimeError(f"the million-run child failed (exit {proc.returncode})")
+    r = result
+    print(f"{r['runs']:,} runs in {r['wall_s']:.0f} s ({r['runs'] / r['wall_s']:,.0f} runs/s; "
+          f"design {r['design_s']:.1f} s before it); {r['ok']:,} ok; chunks of "
+          f"{r['chunk_size']:,}, the first in {r['first_chunk_s']:.1f} s")
+    print(f"resident memory: {r['rss_before_mb']:.0f} MB before the sweep, "
+          f"{r['rss_after_first_chunk_mb']:.0f} MB after the first chunk, sampled maximum "
+          f"{r['rss_sampled_max_mb']:.0f} MB, peak of the process (VmHWM) "
+          f"{r['hwm_mb']:.0f} MB (ru_maxrss {r['ru_maxrss_mb']:.0f} MB, which counts the "
+          f"parent's peak before exec); store {r['store_mb']:.0f} MB")
+    t_ok, m_ok = r["wall_s"] < MILLION_LIMIT_S, r["hwm_mb"] < MILLION_LIMIT_MB
+    print(f"goals: under 15 minutes {'met' if t_ok else 'MISSED'}; under 1 GB "
+          f"{'met' if m_ok else 'MISSED'}", flush=True)
+    return r
+
+
+def engine_state() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
+                                "flywheel_sd"], capture_output=True, text=True).stdout
+        return head + (" (with uncommitted changes in flywheel_sd/)" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["auto", "flywheel", "sir"], default="auto")
+    parser.add_argument("--models", nargs="+", default=["flywheel", "sir"],
+                        choices=["flywheel", "sir", "none"])
     parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--methods", nargs="+", default=["euler", "RK45"])
-    parser.add_argument("--skip-pool", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved repetitions at >= 5,000 runs (at least 5 below)")
+    parser.add_argument("--skip-pysd", action="store_true")
     parser.add_argument("--million", action="store_true")
     parser.add_argument("--million-runs", type=int, default=1_000_000)
+    parser.add_argument("--million-model", choices=["auto", "flywheel", "sir"],
+                        default="auto")
+    parser.add_argument("--million-method", default="RK45")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="translate and compile into an empty FLYWHEEL_SD_CACHE")
+    parser.add_argument("--million-child", nargs=3, metavar=("MODEL", "RUNS", "METHOD"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("FLYWHEEL_SD_JIT", "eager")
+    if args.million_child:
+        key, n, method = args.million_child
+        million_child(key, int(n), method)
+        return 0
+    cold = None
+    if args.cold_cache:
+        cold = tempfile.mkdtemp(prefix="flywheel-cache-")
+        os.environ["FLYWHEEL_SD_CACHE"] = cold
+    import numba
+    import pysd
+
     print(f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; python "
-          f"{sys.version.split()[0]}")
-    if args.model in ("auto", "flywheel"):
-        if FLYWHEEL.is_file():
-            bench_model(FLYWHEEL_SETUP, args.runs, args.methods, args.skip_pool)
-        else:
-            print(f"\n{FLYWHEEL} is not there yet: benchmarking the SIR sample instead")
-    if args.model in ("auto", "sir") or not FLYWHEEL.is_file():
-        bench_model(SIR_SETUP, args.runs, args.methods, args.skip_pool)
+          f"{sys.version.split()[0]}; numba {numba.__version__} "
+          f"({numba.config.NUMBA_NUM_THREADS} threads); numpy {np.__version__}; pysd "
+          f"{pysd.__version__}; commit {engine_state()}; FLYWHEEL_SD_JIT="
+          f"{os.environ['FLYWHEEL_SD_JIT']}" + (f"; empty cache {cold}" if cold else ""),
+          flush=True)
+    start = time.perf_counter()
+    results = [bench_model(k, sorted(args.runs), args.repeats, args.skip_pysd)
+               for k in args.models if k != "none"]
+    if results:
+        summary(results)
     if args.million:
-        million(args.million_runs)
+        key = args.million_model
+        fly = next((r for r in results if r and r["key"] == "flywheel"), None)
+        if fly and max(fly["sizes"]) >= 1000:
+            n = max(fly["sizes"])
+            rate = n / median(fly["sizes"][n][args.million_method if args.million_method
+                                              in ("euler", "RK45") else "RK45"])
+            eta = args.million_runs / rate
+            print(f"\nplatform_flywheel.mdl at the {n:,}-run {args.million_method} rate "
+                  f"({rate:,.0f} runs/s): {args.million_runs:,} runs would take "
+                  f"{eta / 60:.1f} min", flush=True)
+            if key == "auto":
+                key = "flywheel" if eta < 0.9 * MILLION_LIMIT_S else "sir"
+        elif key == "auto":
+            key = "flywheel"
+        million(key, args.million_runs, args.million_method)
+    print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s; load average now "
+          f"{os.getloadavg()[0]:.1f}")
+    if cold:
+        shutil.rmtree(cold, ignore_errors=True)
     return 0
 
 
