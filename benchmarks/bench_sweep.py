@@ -337,7 +337,7 @@ def million_child(key: str, n: int, method: str) -> None:
                       progress=False, callback=watch, **setup["options"])
         wall = time.perf_counter() - start
         ok = int((ds["status"] == 1).sum())
-        first = list(setup["metrics"])[0]
+        first = next(iter(setup["metrics"]))
         med = float(np.nanmedian(np.asarray(ds[first].values)))
     finally:
         stop.set()
@@ -386,7 +386,8 @@ def engine_state() -> str:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                "flywheel_sd"], capture_output=True, text=True).stdout
+                                "flywheel_sd"], capture_output=True, text=True,
+                               check=False).stdout
         return head + (" (with uncommitted changes in flywheel_sd/)" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
