@@ -19,20 +19,20 @@ _LAZY: dict[str, str | None] = {
     "metrics": None,
     "scenarios": None,
     "designs": None,
-    "CriticalMass": "._compare",
-    "compare": "._compare",
-    "critical_mass": "._compare",
-    "run_scenario": "._compare",
-    "METHODS": "._integrate",
-    "simulate": "._integrate",
-    "Model": "._model",
-    "RangeWarning": "._model",
-    "load": "._model",
-    "EnsembleFallbackWarning": "._ensemble",
-    "fan_chart": "._sensitivity",
-    "sensitivity": "._sensitivity",
-    "tornado_chart": "._sensitivity",
-    "sweep": "._sweep",
+    "CriticalMass": ".scenarios.compare",
+    "compare": ".scenarios.compare",
+    "critical_mass": ".scenarios.compare",
+    "run_scenario": ".scenarios.compare",
+    "METHODS": ".engine.simulate",
+    "simulate": ".engine.simulate",
+    "Model": ".engine.model",
+    "RangeWarning": ".engine.model",
+    "load": ".engine.model",
+    "EnsembleFallbackWarning": ".sweeps.chunk",
+    "fan_chart": ".sweeps.sensitivity",
+    "sensitivity": ".sweeps.sensitivity",
+    "tornado_chart": ".sweeps.sensitivity",
+    "sweep": ".sweeps.sweep",
 }
 
 __all__ = [
@@ -63,17 +63,17 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from . import designs as designs
     from . import metrics as metrics
     from . import scenarios as scenarios
-    from ._compare import CriticalMass as CriticalMass
-    from ._compare import compare as compare
-    from ._compare import critical_mass as critical_mass
-    from ._compare import run_scenario as run_scenario
-    from ._ensemble import EnsembleFallbackWarning as EnsembleFallbackWarning
-    from ._integrate import METHODS as METHODS
-    from ._integrate import simulate as simulate
-    from ._model import Model as Model
-    from ._model import RangeWarning as RangeWarning
-    from ._model import load as load
-    from ._sensitivity import fan_chart as fan_chart
-    from ._sensitivity import sensitivity as sensitivity
-    from ._sensitivity import tornado_chart as tornado_chart
-    from ._sweep import sweep as sweep
+    from .engine.model import Model as Model
+    from .engine.model import RangeWarning as RangeWarning
+    from .engine.model import load as load
+    from .engine.simulate import METHODS as METHODS
+    from .engine.simulate import simulate as simulate
+    from .scenarios.compare import CriticalMass as CriticalMass
+    from .scenarios.compare import compare as compare
+    from .scenarios.compare import critical_mass as critical_mass
+    from .scenarios.compare import run_scenario as run_scenario
+    from .sweeps.chunk import EnsembleFallbackWarning as EnsembleFallbackWarning
+    from .sweeps.sensitivity import fan_chart as fan_chart
+    from .sweeps.sensitivity import sensitivity as sensitivity
+    from .sweeps.sensitivity import tornado_chart as tornado_chart
+    from .sweeps.sweep import sweep as sweep

@@ -175,7 +175,7 @@ def _jsonable(value):
 
 # -- parameters and ranges ------------------------------------------------------------------
 def _load_model(model):
-    from ._model import Model, load
+    from .engine.model import Model, load
 
     if isinstance(model, Model):
         return model

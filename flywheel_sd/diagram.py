@@ -229,7 +229,7 @@ def _draw_dependency_graph(model_path: Path, plt):
     """Fallback: stocks and their direct drivers on a circle, from PySD's dependencies."""
     from matplotlib.patches import FancyArrowPatch
 
-    from ._model import load
+    from .engine.model import load
 
     model = load(model_path)
     pysd_model = model.pysd_model()

@@ -86,7 +86,7 @@ def run_adaptive(mod, c, y0, edges, save_t, rtol, atol, max_step=np.inf, method=
 
 
 def scipy_reference(mod, c, y0, edges, save_t, rtol, atol, max_step=np.inf, method="RK45"):
-    """flywheel_sd._integrate's adaptive loop: solve_ivp per segment, evaluated inside."""
+    """flywheel_sd.engine.simulate's adaptive loop: solve_ivp per segment, evaluated inside."""
     c = np.asarray(c, float)
     y = np.asarray(y0, float)
     save_t = np.asarray(save_t, float)
@@ -162,7 +162,7 @@ def test_numba_backend_missing_is_a_clear_import_error(tmp_path, monkeypatch):
 
 # -- fixed step -----------------------------------------------------------------------
 def pysd_loop(mod, c, y0, t0, dt, save, nonneg, rk4=False):
-    """flywheel_sd._integrate's fixed-step loop (NumPy arrays) on the module's rhs."""
+    """flywheel_sd.engine.simulate's fixed-step loop (NumPy arrays) on the module's rhs."""
     def f(t, y):
         dy = np.empty(len(y))
         mod.rhs(t, y, c, dy)

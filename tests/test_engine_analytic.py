@@ -20,11 +20,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-import flywheel_sd as fw
 from _shared import load_text
 from conformance_mdl import vensim
-from flywheel_sd._integrate import ADAPTIVE_METHODS
+
+import flywheel_sd as fw
+from flywheel_sd.engine.simulate import ADAPTIVE_METHODS
 
 TOL = 1e-9
 ROUND_OFF = 1e-12
@@ -144,7 +144,7 @@ def test_subscripted_stock_keeps_its_order(models, method):
 
 def test_subscripted_stock_state_vector_is_flattened_in_xarray_order(models):
     """The flat vector follows each xarray's C order, and goes back into the same shape."""
-    from flywheel_sd._integrate import _Run
+    from flywheel_sd.engine.simulate import _Run
 
     run = _Run(models["subscripted"], {}, None, None, None, None, None)
     try:
@@ -319,7 +319,7 @@ def test_smooth_delay_trend_euler_is_pysd_run(delay_model):
 def test_delay_rhs_is_pure(delay_model):
     """Evaluating the right-hand side twice at the same (t, y) gives the same answer (PySD's
     DelayN.ddt() shifts its delay-time pipeline as a side effect)."""
-    from flywheel_sd._integrate import _Run
+    from flywheel_sd.engine.simulate import _Run
 
     run = _Run(delay_model, {}, None, None, None, None, None)
     try:
@@ -508,7 +508,7 @@ def test_stiff_cascade_jacobian_uses_the_dependency_graph(tmp_path, monkeypatch,
     dependency graph: a finite-difference Jacobian of the bidiagonal cascade then costs 2
     evaluations of the right-hand side instead of 12. Same accuracy, fewer evaluations
     than the PySD path (counted call by call: SciPy's nfev leaves the Jacobian's out)."""
-    from flywheel_sd import _system
+    from flywheel_sd.engine import pysd_path as _system
 
     path = tmp_path / "cascade.mdl"
     path.write_text(CASCADE)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import flywheel_sd as fw
 from _shared import FRAGILE, sir_fixture  # noqa: F401  (sir_fixture: the `sir` fixture)
 from conformance_mdl import vensim
-from flywheel_sd._ensemble import RunOptions, expected_times, run_chunk
+
+import flywheel_sd as fw
+from flywheel_sd.sweeps.chunk import RunOptions, expected_times, run_chunk
 
 # Subscripts, a SMOOTH of a subscripted variable, a lookup called with a subscripted
 # argument, IF THEN ELSE on a SUM over the range, ZIDZ.

@@ -8,7 +8,7 @@ import pytest
 from conformance_mdl import vensim
 
 import flywheel_sd as fw
-from flywheel_sd import _model
+from flywheel_sd.engine import model as _model
 
 DECAY = vensim("Stock = INTEG(-k * Stock, 100)", "k = 0.3", final_time=10)
 

@@ -5,15 +5,16 @@ The seed-case behaviour of the flywheel model is tested in test_seed_cases.py.
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conformance_mdl import vensim
 
 import flywheel_sd as fw
-from conformance_mdl import vensim
 from flywheel_sd import metrics, scenarios
 from flywheel_sd.errors import ParameterError
 from flywheel_sd.plotting import plot_comparison, plot_metrics
@@ -144,8 +145,9 @@ def test_malformed_files(small, tmp_path, body, expected):
 def test_nothing_runs_half_configured(small, tmp_path, monkeypatch):
     """A bad second scenario stops compare before the first one runs."""
     calls = []
-    real = fw._compare.simulate
-    monkeypatch.setattr(fw._compare, "simulate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    compare_module = importlib.import_module("flywheel_sd.scenarios.compare")
+    real = compare_module.simulate
+    monkeypatch.setattr(compare_module, "simulate", lambda *a, **k: calls.append(1) or real(*a, **k))
     good = Scenario("good", model=str(small))
     with pytest.raises(ParameterError):
         fw.compare([good, _write(tmp_path, small, '[params]\n"Nope" = 1\n')])

@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-
-import flywheel_sd as fw
 from _shared import FRAGILE, SIR, sir_fixture  # noqa: F401  (sir_fixture: the `sir` fixture)
 from conformance_mdl import vensim
-from flywheel_sd import _sweep, designs
+
+import flywheel_sd as fw
+from flywheel_sd import designs
 from flywheel_sd.errors import FlywheelError, ParameterError
+from flywheel_sd.sweeps import sweep as _sweep
 
 SIR_RANGES = {"Contact Infectivity": (0.2, 0.5), "Duration": (3.0, 8.0)}
 

@@ -199,7 +199,7 @@ def cmd_diagram(args) -> int:
     except ImportError as err:
         raise UsageError("this installation cannot draw diagrams "
                          f"(flywheel_sd.diagram: {err})") from None
-    from .._model import DEFAULT_MODEL
+    from ..engine.model import DEFAULT_MODEL
 
     model = model_path(args) or DEFAULT_MODEL
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from ._files import save_comparison_plot, write_netcdf
 
 def cmd_run(args) -> int:
     from .. import run_scenario
-    from .._compare import frames_to_dataset
+    from ..scenarios.compare import frames_to_dataset
 
     out = check_suffix(args.out, (".csv", ".nc"), "output file")
     plot = check_plot(args.plot)

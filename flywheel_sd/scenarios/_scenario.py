@@ -20,7 +20,7 @@ import pandas as pd
 import tomli_w
 import xarray as xr
 
-from .._model import Model, load
+from ..engine.model import Model, load
 from ..errors import FlywheelError, ParameterError
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .designs import _seed_int
-from .errors import ParameterError
+from ..designs import _seed_int
+from ..errors import ParameterError
 
 __all__ = ["fan_chart", "sensitivity", "tornado_chart"]
 
@@ -42,7 +42,7 @@ def _metric_values(result: xr.Dataset, metric: str | Callable) -> tuple[str, np.
         name = metric
     else:
         if isinstance(metric, str):
-            from . import metrics as registry
+            from .. import metrics as registry
 
             func: Callable = registry.get(metric)
             name = metric
@@ -204,7 +204,7 @@ def fan_chart(result: xr.Dataset, variable: str, path: str | os.PathLike | None 
     """
     if variable not in result.data_vars or "time" not in result[variable].dims:
         series = [v for v in result.data_vars if "time" in result[v].dims]
-        from .errors import unknown_name_message
+        from ..errors import unknown_name_message
 
         raise ParameterError(unknown_name_message("output with a time series", variable,
                                                   series))

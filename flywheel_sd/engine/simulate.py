@@ -22,8 +22,15 @@ import numpy as np
 import pandas as pd
 from pysd.py_backend.output import ModelOutput
 
-from ._model import Model, _first_line, load
-from ._system import (
+from ..errors import (
+    FlywheelError,
+    MethodError,
+    PySDPathWarning,
+    SolverError,
+    UnsupportedElementError,
+)
+from .model import Model, _first_line, load
+from .pysd_path import (
     ARITHMETIC_ERRORS,
     OdeSystem,
     data_breakpoints,
@@ -31,13 +38,6 @@ from ._system import (
     model_breakpoints,
     save_times,
     time_switch_breakpoints,
-)
-from .errors import (
-    FlywheelError,
-    MethodError,
-    PySDPathWarning,
-    SolverError,
-    UnsupportedElementError,
 )
 
 ADAPTIVE_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "BDF", "Radau")
@@ -157,7 +157,7 @@ def _compiled_run(model: Model, params: dict, engine: str, *, method, rtol, atol
                   breakpoints) -> pd.DataFrame | None:
     """The run on the compiled engine, or None (after a one-line notice) where the
     compiler does not cover the model or these options."""
-    from .engine import NotCompilable, run
+    from . import NotCompilable, run
 
     try:
         cm = model.compiled(params)

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import metrics as metrics_mod
-from . import scenarios
-from ._integrate import simulate
-from .errors import ParameterError
-from .scenarios import Scenario
+from .. import metrics as metrics_mod
+from .. import scenarios
+from ..engine.simulate import simulate
+from ..errors import ParameterError
+from . import Scenario
 
 
 def _resolve(scenario: str | Scenario):

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ._integrate import DEFAULT_ATOL, DEFAULT_RTOL, simulate
-from ._model import Model, _first_line
-from ._system import save_times
-from .errors import SolverError
+from ..engine.model import Model, _first_line
+from ..engine.pysd_path import save_times
+from ..engine.simulate import DEFAULT_ATOL, DEFAULT_RTOL, simulate
+from ..errors import SolverError
 
 
 class EnsembleFallbackWarning(UserWarning):
@@ -98,8 +98,8 @@ def column_names(model: Model, variables: list[str]) -> list[str]:
 def expected_times(model: Model, options: RunOptions) -> np.ndarray:
     """The output times of every run (SAVEPER grid or `return_timestamps`), as the clock
     reaches them (t0 + dt + dt ...)."""
-    from .engine import NotCompilable
-    from .engine import run as single
+    from ..engine import NotCompilable
+    from ..engine import run as single
 
     ts = options.return_timestamps
     ts = list(ts) if isinstance(ts, tuple) else ts
@@ -203,9 +203,9 @@ def compiled_chunk(model: Model, base_params: dict, names: list[str], values: np
     """The chunk on the compiled engine, each member with its own integration (so each
     equals its single run); where the compiler does not cover the model or options, the
     reason (a string)."""
-    from .engine import NotCompilable
-    from .engine import run as single
-    from .engine.ensemble import run_members
+    from ..engine import NotCompilable
+    from ..engine import run as single
+    from ..engine.ensemble import run_members
 
     try:
         cm = model.compiled(base_params)

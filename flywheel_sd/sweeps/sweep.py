@@ -2,7 +2,7 @@
 
 Data flow: resolve the model (and a scenario's parameters as the base) -> check the design
 against the model -> split its runs into chunks -> integrate each chunk (as an ensemble,
-`flywheel_sd._ensemble.run_chunk`) in this process, a process pool or on Dask workers ->
+`flywheel_sd.sweeps.chunk.run_chunk`) in this process, a process pool or on Dask workers ->
 reduce to the requested outputs and metrics in the worker -> write each finished chunk to
 the store -> assemble the Dataset (dims ``run`` and ``time``; the sampled parameters as
 coordinates on ``run``; provenance in ``attrs``).
@@ -33,8 +33,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import designs as designs_mod
-from ._ensemble import (
+from .. import designs as designs_mod
+from ..engine.model import Model, load
+from ..engine.simulate import DEFAULT_ATOL, DEFAULT_RTOL, check_method
+from ..errors import FlywheelError, MethodError, ParameterError, unknown_name_message
+from .chunk import (
     STATUS_OK,
     ChunkResult,
     RunOptions,
@@ -43,9 +46,6 @@ from ._ensemble import (
     fallback_notice,
     run_chunk,
 )
-from ._integrate import DEFAULT_ATOL, DEFAULT_RTOL, check_method
-from ._model import Model, load
-from .errors import FlywheelError, MethodError, ParameterError, unknown_name_message
 
 EXECUTORS = ("ensemble", "processes", "dask")
 SIMULATE_OPTIONS = ("rtol", "atol", "max_step", "final_time", "time_step", "saveper",
@@ -303,7 +303,7 @@ def _resolve_target(target, range_check: str):
                 path.suffix.lower() != ".toml":
             return load(path), {}, [], None
         try:
-            from . import scenarios
+            from .. import scenarios
         except ImportError as err:  # pragma: no cover - scenarios are part of the package
             raise ParameterError(f"{target!r} is not a model file") from err
         target = scenarios.get(target if path.suffix.lower() != ".toml" else path)
@@ -336,7 +336,7 @@ def _resolve_outputs(model: Model, outputs, default_stocks: bool) -> list[str]:
 def _resolve_metrics(metrics) -> list[tuple[str, Any]]:
     if metrics is None:
         return []
-    from . import metrics as registry
+    from .. import metrics as registry
 
     items: list[tuple[str, Any]]
     if isinstance(metrics, Mapping):
@@ -365,7 +365,7 @@ def _resolve_metrics(metrics) -> list[tuple[str, Any]]:
 
 def _metric_function(m) -> Callable[[xr.Dataset], Any]:
     if isinstance(m, str):
-        from . import metrics as registry
+        from .. import metrics as registry
 
         return registry.get(m)
     return m
@@ -687,7 +687,7 @@ def _progress_bar(total: int, initial: int, progress: bool):
 __all__ = ["EXECUTORS", "SweepError", "compute_chunk", "sweep"]
 
 # below _Plan and _ChunkOut, which the writers name
-from ._sweep_store import (
+from .store import (
     _describe_params,
     _MemoryWriter,
     _open_store,

@@ -24,10 +24,10 @@ import pandas as pd
 import pysd
 import xarray as xr
 
-from .errors import ModelFileError, ParameterError, unknown_name_message
+from ..errors import ModelFileError, ParameterError, unknown_name_message
 
 # flywheel_sd/models links to the top-level models/ in a checkout and is a copy in a wheel.
-DEFAULT_MODEL = Path(__file__).parent / "models" / "platform_flywheel.mdl"
+DEFAULT_MODEL = Path(__file__).parent.parent / "models" / "platform_flywheel.mdl"
 _TRANSLATABLE = {".mdl": pysd.read_vensim, ".xmile": pysd.read_xmile, ".stmx": pysd.read_xmile}
 _ROOT_LINE = "_root = Path(__file__).parent"
 _CACHE_FORMAT = b"2"  # bump when the post-processing of translations changes
@@ -222,8 +222,8 @@ class Model:
         """The model compiled to flat array code, in the variant `params` need (constants
         given as time series). Raises `flywheel_sd.engine.NotCompilable` with the reason
         where the compiler does not cover the model."""
-        from .engine import compiled
-        from .engine.compiled import series_signature
+        from . import compiled
+        from .compiled import series_signature
 
         return compiled(self, series_signature(params or {}))
 
@@ -294,7 +294,7 @@ class Model:
         """INITIAL TIME, FINAL TIME, TIME STEP and SAVEPER as the model file sets them."""
         keys = ("initial_time", "final_time", "time_step", "saveper")
         try:  # from the compiled program: no PySD initialisation
-            from .engine import NotCompilable
+            from . import NotCompilable
 
             c = self.compiled().control_values()
             return dict(zip(keys, (c[1], c[2], c[0], c[3])))

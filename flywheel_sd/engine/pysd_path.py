@@ -25,7 +25,7 @@ from pysd.py_backend import statefuls
 from pysd.py_backend.data import Data
 from pysd.py_backend.model import Macro
 
-from .errors import NonFiniteError, UnsupportedElementError
+from ..errors import NonFiniteError, UnsupportedElementError
 
 DISCRETE = (statefuls.DelayFixed, statefuls.SampleIfTrue)
 ARITHMETIC_ERRORS = (ZeroDivisionError, OverflowError, FloatingPointError)

@@ -2,7 +2,7 @@
 
 `_MemoryWriter` collects finished chunks and assembles the Dataset; `_StoreWriter` writes
 each finished chunk to ``data.zarr`` and a marker under ``chunks/``, and on resume reads
-which chunks are done (see `flywheel_sd._sweep` for the layout of a store).
+which chunks are done (see `flywheel_sd.sweeps.sweep` for the layout of a store).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ._ensemble import (
+from ..errors import ParameterError
+from .chunk import (
     STATUS_FAILED,
     STATUS_OK,
 )
-from .errors import ParameterError
 
 if TYPE_CHECKING:
-    from ._sweep import _ChunkOut, _Plan
+    from .sweep import _ChunkOut, _Plan
 
 STATUS_MEANINGS = "not_run ok failed"
 
@@ -81,7 +81,7 @@ def _error_array(n: int, errors: Mapping[int, str]) -> np.ndarray:
 def _decorate(ds: xr.Dataset, plan: _Plan, summary: dict) -> None:
     import pysd
 
-    from . import __version__
+    from .. import __version__
 
     ds["status"].attrs.update(flag_values=[0, STATUS_OK, STATUS_FAILED],
                               flag_meanings=STATUS_MEANINGS)
