@@ -14,7 +14,7 @@ from graphlib import CycleError, TopologicalSorter
 
 import numpy as np
 
-from .compiler import NotCompilable, Program, specialized_lookup
+from ._ir import NotCompilable, Program, specialized_lookup
 
 _PLACEHOLDER = re.compile("\x02([^\x03]*)\x03")
 

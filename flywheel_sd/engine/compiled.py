@@ -147,9 +147,8 @@ def _shape_error(name):
 
 def _body(program: Program) -> str:
     from ._codegen import RUNTIME_SCALAR
-    from .ensemble import MEMBERS_SOURCE
 
-    return RUNTIME_SCALAR + program.body + MEMBERS_SOURCE
+    return RUNTIME_SCALAR + program.body
 
 
 def series_signature(params: dict) -> dict:

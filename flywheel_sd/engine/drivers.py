@@ -41,6 +41,14 @@ def record(t, y, c, row):
     raise NotImplementedError("record is defined by the generated model module")
 
 
+def setup(c):
+    raise NotImplementedError("setup is defined by the generated model module")
+
+
+def init(c, y):
+    raise NotImplementedError("init is defined by the generated model module")
+
+
 _BEGIN = "# >>> driver source begins"
 _END = "# <<< driver source ends"
 
@@ -512,4 +520,42 @@ def rk23_members(C, Y0, edges, save_t, rtol, atol, max_step, OUT, STATS):
     for m in prange(n):
         rk23(C[m], Y0[m], edges, save_t, rtol, atol, max_step, OUT[m], STATS[m])
     return 0 if n == C.shape[0] else -1
+
+
+# Members keeping only the selected output columns (flywheel_sd.engine.ensemble).
+@_pjit
+def init_members(C, Y0, STATUS):
+    for m in prange(C.shape[0]):
+        setup(C[m])
+        init(C[m], Y0[m])
+
+
+@_pjit
+def fixed_members(C, Y0, t0, dt, save, n_saved, sel, OUT, STATUS, rk4_method):
+    """OUT[m] (n_saved, len(sel)) holds the selected columns of member m's run."""
+    for m in prange(C.shape[0]):
+        scratch = np.empty((n_saved, N_OUT))
+        scratch[:] = np.nan
+        if rk4_method:
+            STATUS[m] = rk4(C[m], Y0[m], t0, dt, save, scratch)
+        else:
+            STATUS[m] = euler(C[m], Y0[m], t0, dt, save, scratch)
+        for i in range(n_saved):
+            for j in range(sel.shape[0]):
+                OUT[m, i, j] = scratch[i, sel[j]]
+
+
+@_pjit
+def adaptive_members(C, Y0, edges, save_t, rtol, atol, max_step, sel, OUT, STATS, rk23_method):
+    for m in prange(C.shape[0]):
+        scratch = np.empty((save_t.shape[0], N_OUT))
+        scratch[:] = np.nan
+        if rk23_method:
+            rk23(C[m], Y0[m], edges, save_t, rtol, atol, max_step, scratch, STATS[m])
+        else:
+            rk45(C[m], Y0[m], edges, save_t, rtol, atol, max_step, scratch, STATS[m])
+        for i in range(save_t.shape[0]):
+            for j in range(sel.shape[0]):
+                OUT[m, i, j] = scratch[i, sel[j]]
+
 # <<< driver source ends

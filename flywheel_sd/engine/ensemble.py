@@ -17,45 +17,6 @@ import numpy as np
 
 from .compiler import NotCompilable
 
-# Pasted into every generated module after the drivers (see compiled._body).
-MEMBERS_SOURCE = '''
-
-@_pjit
-def init_members(C, Y0, STATUS):
-    for m in prange(C.shape[0]):
-        setup(C[m])
-        init(C[m], Y0[m])
-
-
-@_pjit
-def fixed_members(C, Y0, t0, dt, save, n_saved, sel, OUT, STATUS, rk4_method):
-    """OUT[m] (n_saved, len(sel)) holds the selected columns of member m's run."""
-    for m in prange(C.shape[0]):
-        scratch = np.empty((n_saved, N_OUT))
-        scratch[:] = np.nan
-        if rk4_method:
-            STATUS[m] = rk4(C[m], Y0[m], t0, dt, save, scratch)
-        else:
-            STATUS[m] = euler(C[m], Y0[m], t0, dt, save, scratch)
-        for i in range(n_saved):
-            for j in range(sel.shape[0]):
-                OUT[m, i, j] = scratch[i, sel[j]]
-
-
-@_pjit
-def adaptive_members(C, Y0, edges, save_t, rtol, atol, max_step, sel, OUT, STATS, rk23_method):
-    for m in prange(C.shape[0]):
-        scratch = np.empty((save_t.shape[0], N_OUT))
-        scratch[:] = np.nan
-        if rk23_method:
-            rk23(C[m], Y0[m], edges, save_t, rtol, atol, max_step, scratch, STATS[m])
-        else:
-            rk45(C[m], Y0[m], edges, save_t, rtol, atol, max_step, scratch, STATS[m])
-        for i in range(save_t.shape[0]):
-            for j in range(sel.shape[0]):
-                OUT[m, i, j] = scratch[i, sel[j]]
-'''
-
 
 def constants_matrix(cm, base_params: dict, names: list[str], values: np.ndarray,
                      control: dict) -> np.ndarray:

@@ -11,13 +11,16 @@ import itertools
 import math
 import os
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import MethodError, NonFiniteError, SolverError, UnsupportedElementError
 from . import _pysd_compat as compat
-from .compiled import CompiledModel
 from .modules import numba_available
+
+if TYPE_CHECKING:
+    from .compiled import CompiledModel
 
 GENERATED_ADAPTIVE = {"RK45": "rk45", "RK23": "rk23"}
 STATUS_MESSAGES = {1: "the step size fell below the spacing of floating-point numbers",
