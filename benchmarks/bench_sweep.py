@@ -209,7 +209,8 @@ def bench_model(key, runs, repeats, skip_pysd):
     cm = model.compiled({})
     warm_before = cm.numba_is_warm()
     name = setup["path"].name
-    print(f"\n=== {name}: {len(model.stocks)} stocks; design: LHS (seed 42) over "
+    print(f"\n=== {name}: {len(model.stocks)} stocks ({cm.program.n_states} state elements, "
+          f"{len(cm.program.columns)} variables); design: LHS (seed 42) over "
           f"{', '.join(setup['params'])}; metrics {', '.join(list(setup['metrics']))} only "
           f"===", flush=True)
     print(f"load {t_load:.2f} s; Numba cache of this model warm before the run: "
