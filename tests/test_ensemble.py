@@ -205,3 +205,31 @@ def test_flywheel_members_equal_single_runs(flywheel_model, method):
                  "Low Quality Seller Share"]
     _assert_members_equal_single_runs(flywheel_model, FLYWHEEL_PARAMS, values,
                                       RunOptions(method=method), variables)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lockstep_wins", [True, False])
+def test_numba_or_lockstep_chosen_by_timing_gives_the_same_runs(model_of, monkeypatch,
+                                                                 lockstep_wins):
+    """Large fixed-step chunks time NumPy lock-step against the Numba loop once and take
+    the faster; either way each member equals its single run."""
+    pytest.importorskip("numba")
+    from flywheel_sd.sweeps import chunk
+
+    monkeypatch.setenv("FLYWHEEL_SD_JIT", "eager")
+    monkeypatch.setattr(chunk, "PROBE_MIN_RUNS", 20)
+    monkeypatch.setattr(chunk, "_PROBE", (4, 8))
+    model = model_of(DECAY, "decay.mdl")
+    cm = model.compiled()
+    cm.strategy.clear()
+    values = np.linspace(0.01, 10, 24)[:, None]
+    options = RunOptions(method="euler")
+    times = expected_times(model, options)
+    result = run_chunk(model, {}, ["Rate"], values, options, ["Stock"], times)
+    assert ("euler", 24) in cm.strategy  # the probe ran and decided
+    cm.strategy[("euler", 24)] = lockstep_wins  # now force each way
+    result = run_chunk(model, {}, ["Rate"], values, options, ["Stock"], times)
+    assert result.stats["lockstep"] is lockstep_wins
+    for j, (rate,) in enumerate(values):
+        frame = fw.simulate(model, {"Rate": float(rate)}, method="euler")
+        np.testing.assert_allclose(result.columns["Stock"][j], frame["Stock"], rtol=1e-13)

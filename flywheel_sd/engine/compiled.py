@@ -38,6 +38,7 @@ class CompiledModel:
         self.dims = dims          # Vensim name -> subscript ranges (for DataArray values)
         self._modules: dict = {}
         self.single_runs = 0  # one-off runs in this process (see run.choose_backend)
+        self.strategy: dict = {}  # (method, runs) -> NumPy lock-step beats Numba?
 
     # -- generated modules ------------------------------------------------------------
     def path(self, backend: str) -> Path:

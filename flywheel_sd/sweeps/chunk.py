@@ -224,12 +224,16 @@ def compiled_chunk(model: Model, base_params: dict, names: list[str], values: np
         ts = options.return_timestamps
         control = {"final_time": options.final_time, "time_step": options.time_step,
                    "saveper": options.saveper}
-        t, out, ok, errors, stats = run_members(
-            cm, mod, params, names, values, method=options.method, rtol=options.rtol,
-            atol=options.atol, max_step=options.max_step, control=control,
-            return_timestamps=list(ts) if isinstance(ts, tuple) else ts,
-            breakpoints=list(options.breakpoints), columns=index,
-            lockstep=backend == "python" and not cm.program.series)
+        settings = {"method": options.method, "rtol": options.rtol, "atol": options.atol,
+                    "max_step": options.max_step, "control": control,
+                    "return_timestamps": list(ts) if isinstance(ts, tuple) else ts,
+                    "breakpoints": list(options.breakpoints), "columns": index}
+        lockstep = backend == "python" and not cm.program.series
+        if backend == "numba" and options.method in ("euler", "rk4") \
+                and not cm.program.series and len(values) >= PROBE_MIN_RUNS:
+            lockstep = _lockstep_is_faster(cm, mod, params, names, values, settings)
+        t, out, ok, errors, stats = run_members(cm, mod, params, names, values,
+                                                lockstep=lockstep, **settings)
     except NotCompilable as reason:
         return f"the compiled engine does not cover it ({reason})"
     if len(t) != len(times) or not np.allclose(t, times, rtol=0, atol=1e-9):
@@ -239,6 +243,38 @@ def compiled_chunk(model: Model, base_params: dict, names: list[str], values: np
     stats["engine"] = "compiled (numpy lock-step)" if stats.get("lockstep") \
         else f"compiled ({backend})"
     return ChunkResult(times, data, status, errors, stats)
+
+
+#: Chunks of at least this many fixed-step runs choose between Numba (a compiled loop over
+#: members, on the cores) and NumPy lock-step (all members as rows of arrays) by timing
+#: both once per process, model and method: which wins depends on the model's size.
+PROBE_MIN_RUNS = 2000
+_PROBE = (32, 128)
+
+
+def _lockstep_is_faster(cm, mod, params, names, values, settings) -> bool:
+    """Time lock-step at two sizes (a fixed cost per step plus a cost per member) and the
+    Numba loop at one (a cost per member), and compare them at this chunk's size."""
+    from time import perf_counter
+
+    from ..engine.ensemble import run_members
+
+    key = (settings["method"], len(values))
+    if key not in cm.strategy:
+        def timed(rows, lockstep):
+            start = perf_counter()
+            run_members(cm, mod, params, names, values[:rows], lockstep=lockstep,
+                        **settings)
+            return perf_counter() - start
+
+        timed(2, False)  # compile (or load) the Numba loop before timing it
+        small, large = (timed(rows, True) for rows in _PROBE)
+        per_member = max(large - small, 0.0) / (_PROBE[1] - _PROBE[0])
+        fixed = max(small - per_member * _PROBE[0], 0.0)
+        numba_per_member = timed(_PROBE[1], False) / _PROBE[1]
+        n = len(values)
+        cm.strategy[key] = fixed + per_member * n < numba_per_member * n
+    return cm.strategy[key]
 
 
 def fallback_notice(reason: str) -> None:
