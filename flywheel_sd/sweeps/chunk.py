@@ -10,6 +10,7 @@ through `simulate` on the PySD path, with one notice (`EnsembleFallbackWarning`)
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -246,34 +247,54 @@ def compiled_chunk(model: Model, base_params: dict, names: list[str], values: np
 
 
 #: Chunks of at least this many fixed-step runs choose between Numba (a compiled loop over
-#: members, on the cores) and NumPy lock-step (all members as rows of arrays) by timing
-#: both once per process, model and method: which wins depends on the model's size.
+#: members, on the cores) and NumPy lock-step (all members as rows of arrays) from a quick
+#: timing, once per process, model and chunk size: which wins depends on the model.
 PROBE_MIN_RUNS = 2000
-_PROBE = (32, 128)
+_PROBE = (256, 4096)
 
 
 def _lockstep_is_faster(cm, mod, params, names, values, settings) -> bool:
-    """Time lock-step at two sizes (a fixed cost per step plus a cost per member) and the
-    Numba loop at one (a cost per member), and compare them at this chunk's size."""
+    """Estimate both at this chunk's size, each as a fixed cost plus a cost per member
+    timed at two sizes: lock-step as one vectorised RHS per step, the Numba loop as whole
+    runs (after compiling it)."""
     from time import perf_counter
 
-    from ..engine.ensemble import run_members
+    from ..engine import run as single
+    from ..engine.ensemble import constants_matrix, run_members
 
-    key = (settings["method"], len(values))
-    if key not in cm.strategy:
-        def timed(rows, lockstep):
-            start = perf_counter()
-            run_members(cm, mod, params, names, values[:rows], lockstep=lockstep,
-                        **settings)
-            return perf_counter() - start
-
-        timed(2, False)  # compile (or load) the Numba loop before timing it
-        small, large = (timed(rows, True) for rows in _PROBE)
-        per_member = max(large - small, 0.0) / (_PROBE[1] - _PROBE[0])
-        fixed = max(small - per_member * _PROBE[0], 0.0)
-        numba_per_member = timed(_PROBE[1], False) / _PROBE[1]
-        n = len(values)
-        cm.strategy[key] = fixed + per_member * n < numba_per_member * n
+    n = len(values)
+    key = (settings["method"], n)
+    if key in cm.strategy:
+        return cm.strategy[key]
+    run_members(cm, mod, params, names, values[:2], lockstep=False, **settings)  # compile
+    numba = []
+    for rows in (32, 256):
+        start = perf_counter()
+        run_members(cm, mod, params, names, values[:rows], lockstep=False, **settings)
+        numba.append(perf_counter() - start)
+    numba_total = numba[0] + max(numba[1] - numba[0], 0.0) / 224 * (n - 32)
+    vector = cm.module("numpy")
+    c = constants_matrix(cm, params, names, values[:1], settings["control"])[0]
+    steps, _, _ = single.grid(c, settings["return_timestamps"])
+    evaluations = steps * (1 if settings["method"] == "euler" else 4)
+    costs = []
+    with np.errstate(all="ignore"):
+        for width in _PROBE:
+            CT = np.repeat(c[:, None], width, axis=1)
+            y = np.zeros((cm.program.n_states, width))
+            vector.setup(CT)
+            vector.init(CT, y)
+            dy = np.empty_like(y)
+            best = math.inf
+            for _ in range(3):
+                start = perf_counter()
+                vector.rhs(float(c[1]), y, CT, dy)
+                best = min(best, perf_counter() - start)
+            costs.append(best)
+    per_member = max(costs[1] - costs[0], 0.0) / (_PROBE[1] - _PROBE[0])
+    fixed = max(costs[0] - per_member * _PROBE[0], 0.0)
+    lockstep_total = evaluations * (fixed + per_member * n)
+    cm.strategy[key] = lockstep_total < numba_total
     return cm.strategy[key]
 
 
