@@ -229,6 +229,13 @@ def bench_model(key, runs, repeats, skip_pysd):
               f"{second:.2f} s -> first use of the compiled members {first - second:.2f} s",
               flush=True)
     timed(floor_metrics, key, table.iloc[:WARMUP_RUNS], setup["metrics"])
+    collect = []
+    for _ in range(3):
+        dt, _ = timed(gc.collect)
+        collect.append(dt)
+    print(f"a full gc.collect() here takes {median(collect):.3f} s (the sweep runs one after "
+          f"every chunk of >= 1,000 runs: flywheel_sd/sweeps/sweep.py compute_chunk)",
+          flush=True)
 
     per_run = None
     if not skip_pysd:
