@@ -125,3 +125,44 @@ def test_time_grid_equals_pysd_run_index(tmp_path, t0, t1, dt, saveper, stamps):
     assert save.sum() == len(times)
     assert len(save) == n_steps + 1
     assert n_steps == pytest.approx((t1 - t0) / dt, abs=1)
+
+
+# -- the PySD path's private names ----------------------------------------------------------
+@pytest.fixture
+def loaded(tmp_path):
+    """A loaded, initialised PySD model of SUBSCRIPTED (via flywheel_sd's loader)."""
+    import flywheel_sd as fw
+
+    path = tmp_path / "subscripted.mdl"
+    path.write_text(SUBSCRIPTED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PySD warns about the partly defined `Partial`
+        pm = fw.load(path).pysd_model(fresh=True)
+        pm.initialize()
+    return pm
+
+
+def test_runtime_accessors_reach_the_installed_pysd(loaded):
+    elements = compat.dynamic_elements(loaded)
+    assert len(elements) == 1 and np.asarray(elements[0].state).shape == (3,)
+    deps = compat.dependencies(loaded)
+    assert "demand" in deps["total"]
+    namespace = compat.components_namespace(loaded)
+    assert callable(namespace["total"]) and namespace["total"]() == 6
+    assert compat.subscript_dict(loaded)["Region"] == ["north", "south", "east"]
+
+
+def test_state_and_clock_setters_change_what_the_model_reads(loaded):
+    element = compat.dynamic_elements(loaded)[0]
+    new = element.state * 0 + 7.0
+    compat.set_state(element, new)
+    assert np.all(np.asarray(element.state) == 7.0)
+    compat.set_clock(loaded.time, 4.5)
+    assert compat.clock(loaded.time) == 4.5 and loaded.time() == 4.5
+
+
+def test_configure_run_and_control_vars_as_run_does(loaded):
+    compat.configure_run(loaded, {}, ["Total"], None, 3, 0.5, 1)
+    assert loaded.time.final_time() == 3 and loaded.time.time_step() == 0.5
+    compat.set_control_vars(loaded, None, 6, 0.25, 2)
+    assert loaded.time.final_time() == 6 and loaded.time.saveper() == 2

@@ -236,3 +236,57 @@ def time_grid(t0: float, t1: float, dt: float, saveper: float,
                 break
             time.update(time() + dt)
     return len(save) - 1, np.array(save, dtype=bool), np.array(index, dtype=float)
+
+
+# -- the PySD path: private names of PySD's runtime objects ---------------------------------
+# The PySD path (pysd_path.py, simulate.py's `_Run`) drives a loaded PySD model directly.
+# These are the private attributes it needs, each behind one function, so a PySD release
+# that renames one breaks here, and `tests/test_pysd_compat.py` says which.
+
+def dynamic_elements(container) -> list:
+    """The stateful elements a PySD model (or macro) integrates."""
+    return list(container._dynamicstateful_elements)
+
+
+def dependencies(pysd_model) -> dict:
+    """Python name -> the names it depends on (PySD's dependency table)."""
+    return pysd_model._dependencies
+
+
+def set_state(element, value) -> None:
+    """Write a stateful element's state without PySD's checks (the hot path)."""
+    element._state = value
+
+
+def components_namespace(pysd_model) -> dict:
+    """The translated module's namespace (its component functions, by Python name)."""
+    return vars(pysd_model.components._components)
+
+
+def clock(time) -> float:
+    """The value a PySD `Time` object holds."""
+    return time._time
+
+
+def set_clock(time, value) -> None:
+    """Set a PySD `Time` object's value, which may be an array (vectorised evaluation)."""
+    time._time = value
+
+
+def configure_run(pysd_model, params, return_columns, return_timestamps, final_time,
+                  time_step, saveper) -> None:
+    """Configure a PySD model exactly as ``Model.run()`` does before its loop."""
+    pysd_model._stepper_mode = False
+    pysd_model._config_simulation(params or None, return_columns, return_timestamps,
+                                  "original", final_time, time_step, saveper,
+                                  cache_output=True, progress=False)
+
+
+def set_control_vars(pysd_model, return_timestamps, final_time, time_step, saveper) -> None:
+    """Apply a run's control-variable overrides to a PySD model."""
+    pysd_model._set_control_vars(return_timestamps, final_time, time_step, saveper)
+
+
+def subscript_dict(pysd_model) -> dict:
+    """Subscript range -> its elements, as the loaded PySD model holds them."""
+    return pysd_model._subscript_dict

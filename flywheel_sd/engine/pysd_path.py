@@ -26,6 +26,7 @@ from pysd.py_backend.data import Data
 from pysd.py_backend.model import Macro
 
 from ..errors import NonFiniteError, UnsupportedElementError
+from . import _pysd_compat as compat
 
 DISCRETE = (statefuls.DelayFixed, statefuls.SampleIfTrue)
 ARITHMETIC_ERRORS = (ZeroDivisionError, OverflowError, FloatingPointError)
@@ -56,7 +57,7 @@ def _copy(value):
 def _dynamic_elements(container) -> list:
     """All DynamicStateful elements, with macros expanded into their own elements."""
     out = []
-    for element in container._dynamicstateful_elements:
+    for element in compat.dynamic_elements(container):
         if isinstance(element, Macro):
             out.extend(_dynamic_elements(element))
         else:
@@ -109,7 +110,7 @@ class OdeSystem:
     def element_name(self, element) -> str:
         """The Vensim name of the variable a Stateful element belongs to."""
         py = element.py_name
-        for name, deps in self.model._dependencies.items():
+        for name, deps in compat.dependencies(self.model).items():
             if isinstance(deps, dict) and py in deps and name in self._real_names:
                 return self._real_names[name]
         return py
@@ -153,13 +154,14 @@ class OdeSystem:
             y = np.where(self.nonnegative, np.maximum(y, 0.0), y)
         values = y.tolist()
         for element, index in self._scalar:
-            element._state = values[index]
+            compat.set_state(element, values[index])
         for slot in self._arrays:
             data = y[slot.start:slot.stop].reshape(slot.shape).copy()
             if slot.dims is not None:
-                slot.element._state = self._templates[id(slot)].copy(deep=False, data=data)
+                compat.set_state(slot.element,
+                                 self._templates[id(slot)].copy(deep=False, data=data))
             else:
-                slot.element._state = data
+                compat.set_state(slot.element, data)
         self.model.clean_caches()
 
     def derivatives(self, commit_delays: bool = False) -> np.ndarray:
@@ -232,7 +234,7 @@ class OdeSystem:
     def first_nonfinite(self) -> str | None:
         """Evaluate every variable at the current state and return the root non-finite one."""
         components = self.model.components
-        deps = self.model._dependencies
+        deps = compat.dependencies(self.model)
         bad = {}
         with np.errstate(all="ignore"):
             for py in self._real_names:
@@ -272,7 +274,7 @@ def model_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
         tree = ast.parse(Path(pysd_model.py_model_file).read_text())
     except (OSError, SyntaxError):
         return []
-    namespace = vars(pysd_model.components._components)
+    namespace = compat.components_namespace(pysd_model)
     times: set[float] = set()
 
     def value(node) -> np.ndarray | None:
@@ -355,7 +357,7 @@ def time_switch_breakpoints(pysd_model, t0: float, t1: float, dt: float) -> list
         return []
     if not (dt > 0 and t1 > t0):
         return []
-    namespace = vars(pysd_model.components._components)
+    namespace = compat.components_namespace(pysd_model)
     cache_type = getattr(pysd_model, "cache_type", {})
 
     def allowed(name: str) -> bool:
@@ -387,14 +389,14 @@ def time_switch_breakpoints(pysd_model, t0: float, t1: float, dt: float) -> list
     if not nodes:
         return []
     time = pysd_model.time
-    saved_time = time._time
+    saved_time = compat.clock(time)
     grid = np.linspace(t0, t1, max(2, int(math.ceil((t1 - t0) / dt - 1e-9)) + 1))
     times: set[float] = set()
     try:
         for code, boolean in nodes:
             times.update(_switches(code, boolean, namespace, time, grid))
     finally:
-        time._time = saved_time
+        compat.set_clock(time, saved_time)
     return sorted(t for t in times if t0 < t < t1 and math.isfinite(t))
 
 
@@ -402,7 +404,7 @@ def _evaluate(code, namespace, time, ts: np.ndarray) -> np.ndarray | None:
     """The expression at each of the times `ts`, one row per time (None if it fails)."""
     with np.errstate(all="ignore"):
         try:  # vectorised: time() returns the whole array
-            time._time = ts
+            compat.set_clock(time, ts)
             out = eval(code, namespace)
             arr = np.asarray(out, dtype=float)
             if arr.shape == ts.shape:
@@ -412,7 +414,7 @@ def _evaluate(code, namespace, time, ts: np.ndarray) -> np.ndarray | None:
         rows = []
         for t in ts:
             try:
-                time._time = float(t)
+                compat.set_clock(time, float(t))
                 out = eval(code, namespace)
                 rows.append(np.ravel(np.asarray(
                     out.values if isinstance(out, xr.DataArray) else out, dtype=float)))
@@ -481,7 +483,7 @@ def data_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
     """The time knots of the model's DATA variables (piecewise constant under HOLD
     BACKWARD / LOOK FORWARD, kinked under INTERPOLATE)."""
     times: set[float] = set()
-    for value in vars(pysd_model.components._components).values():
+    for value in compat.components_namespace(pysd_model).values():
         if isinstance(value, Data) and getattr(value, "data", None) is not None:
             try:
                 times.update(np.asarray(value.data["time"].values, dtype=float).tolist())

@@ -29,6 +29,7 @@ from ..errors import (
     SolverError,
     UnsupportedElementError,
 )
+from . import _pysd_compat as compat
 from .model import Model, _first_line, load
 from .pysd_path import (
     ARITHMETIC_ERRORS,
@@ -224,16 +225,14 @@ class _Run:
         self.model = model
         pm = model._checkout()
         self.pysd = pm
-        pm._stepper_mode = False
         if isinstance(return_columns, str) and return_columns != "step":
             return_columns = [return_columns]
         try:
             with warnings.catch_warnings():
                 # PySD warns when a constant is replaced by a time series: that is the point.
                 warnings.filterwarnings("ignore", message="Replacing .*")
-                pm._config_simulation(params or None, return_columns, return_timestamps,
-                                      "original", final_time, time_step, saveper,
-                                      cache_output=True, progress=False)
+                compat.configure_run(pm, params, return_columns, return_timestamps,
+                                     final_time, time_step, saveper)
         except FlywheelError:
             raise
         except (KeyError, NameError, ValueError, TypeError) as err:
@@ -365,14 +364,14 @@ class _Run:
         return stats
 
     def _patch(self, functions: dict) -> None:
-        namespace = vars(self.pysd.components._components)
+        namespace = compat.components_namespace(self.pysd)
         for name, func in functions.items():
             if name in namespace:
                 self._patched[name] = namespace[name]
                 namespace[name] = func
 
     def close(self) -> None:
-        namespace = vars(self.pysd.components._components)
+        namespace = compat.components_namespace(self.pysd)
         namespace.update(self._patched)
         self._patched = {}
 

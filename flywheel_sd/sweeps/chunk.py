@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import _pysd_compat as compat
 from ..engine.model import Model, _first_line
 from ..engine.pysd_path import save_times
 from ..engine.simulate import DEFAULT_ATOL, DEFAULT_RTOL, simulate
@@ -71,7 +72,7 @@ STATUS_OK, STATUS_FAILED = 1, 2
 def _variable_dims(pm, func) -> tuple[tuple[str, ...], list[list[str]]]:
     subs = getattr(func, "subscripts", None)
     if subs:
-        sd = pm._subscript_dict
+        sd = compat.subscript_dict(pm)
         return tuple(subs), [list(map(str, sd[d])) for d in subs]
     return (), []
 
@@ -120,7 +121,7 @@ def expected_times(model: Model, options: RunOptions) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pm.initialize()  # control variables given by expressions read the model's clock
-    pm._set_control_vars(ts, options.final_time, options.time_step, options.saveper)
+    compat.set_control_vars(pm, ts, options.final_time, options.time_step, options.saveper)
     time = copy.deepcopy(pm.time)
     time.reset()
     return np.asarray(save_times(time), dtype=float)
