@@ -8,6 +8,8 @@ test fails if members shared a step size.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 from _shared import FRAGILE, sir_fixture  # noqa: F401  (sir_fixture: the `sir` fixture)
@@ -233,3 +235,47 @@ def test_numba_or_lockstep_chosen_by_timing_gives_the_same_runs(model_of, monkey
     for j, (rate,) in enumerate(values):
         frame = fw.simulate(model, {"Rate": float(rate)}, method="euler")
         np.testing.assert_allclose(result.columns["Stock"][j], frame["Stock"], rtol=1e-13)
+
+
+@pytest.mark.slow
+def test_background_warm_up_fills_numba_s_cache_for_later_processes(model_of):
+    """`python -m flywheel_sd.engine.warm` compiles a model's single-run and members
+    drivers into Numba's on-disk cache: a later process then loads them without compiling
+    (cache hits, no misses)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    model = model_of(DECAY, "decay.mdl")
+    cm = model.compiled()
+    from flywheel_sd.engine import modules
+
+    path = cm.path("numba")
+    modules.write_module(path, importlib.import_module("flywheel_sd.engine.compiled")
+                         ._body(cm.program), "numba")
+    assert not cm.numba_is_warm()
+    subprocess.run([sys.executable, "-m", "flywheel_sd.engine.warm", str(path)], check=True,
+                   timeout=600)
+    assert cm.numba_is_warm()
+    # a later process runs what sweeps and single runs run, and counts compiles
+    check = (
+        "import sys, numpy as np, flywheel_sd as fw\n"
+        "from flywheel_sd.engine import run\n"
+        "from flywheel_sd.engine.ensemble import run_members\n"
+        f"model = fw.load({str(model.path)!r}); cm = model.compiled()\n"
+        "mod = cm.module('numba'); c = cm.constants({}, {})\n"
+        "run.fixed_step(cm, mod, c, 'euler', None)\n"
+        "run.adaptive(cm, mod, c, 'RK45', 1e-6, 1e-6, None, [], None)\n"
+        "for method in ('euler', 'RK45'):\n"
+        "    run_members(cm, mod, {}, ['Rate'], np.array([[0.5], [1.0], [2.0]]),\n"
+        "                method=method, rtol=1e-6, atol=1e-6, max_step=None, control={},\n"
+        "                return_timestamps=None, breakpoints=[], columns=[4])\n"
+        "names = ['euler', 'rk45', 'fixed_members', 'adaptive_members', 'init_members']\n"
+        "counts = {n: (sum(getattr(mod, n).stats.cache_hits.values()),\n"
+        "              sum(getattr(mod, n).stats.cache_misses.values())) for n in names}\n"
+        "print(counts)\n"
+        "sys.exit(any(miss or not hit for hit, miss in counts.values()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
