@@ -3,8 +3,11 @@
 Every member runs the same driver as a single run (`drivers.euler`, `drivers.rk45`, ...)
 with its own constants and, for the adaptive methods, its own step-size control, so a
 member equals its single run by construction and one kinked member never forces small
-steps on the others. The members loop is compiled with Numba's ``prange`` (threads) or,
-without Numba, is a plain loop. Only the requested output columns are kept.
+steps on the others. The members loop is compiled with Numba's ``prange`` (threads).
+Fixed-step methods can instead run every member at once as rows of NumPy arrays
+("lock-step": the same code over arrays, no operation mixing members), which is what runs
+without Numba and what small models prefer (`flywheel_sd.sweeps.chunk` times both). Only
+the requested output columns are kept.
 """
 
 from __future__ import annotations
@@ -49,13 +52,19 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
     Y0 = np.zeros((n, program.n_states))
     status = np.zeros(n, dtype=np.int64)
     OUT = np.full((n, len(times), len(sel)), np.nan)
+    lockstep = lockstep and method in ("euler", "rk4")
     with np.errstate(all="ignore"):
-        mod.init_members(C, Y0, status)
+        if lockstep:  # derived constants for every member at once; states in _lockstep
+            CT = np.ascontiguousarray(C.T)
+            cm.module("numpy").setup(CT)
+            C = np.ascontiguousarray(CT.T)
+        else:
+            mod.init_members(C, Y0, status)
         guarded = _slots(mod.guards)
         for m in (range(n) if guarded and _varies(C, guarded) else range(min(n, 1))):
             if mod.guards(C[m]):
                 raise NotCompilable(mod.guards(C[m])[0])
-        if method in ("euler", "rk4") and lockstep:
+        if lockstep:
             failed = _lockstep(cm, C, method, save, sel, OUT)
             nfev = n * n_steps * (1 if method == "euler" else 4)
         elif method in ("euler", "rk4"):
@@ -68,7 +77,7 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
                 raise NotCompilable(f"{program.time_equality} tests Time for equality")
             C[:, 4] = 1.0  # exact STEP/PULSE edges, as a single adaptive run
             stats = np.zeros((n, 8), dtype=np.int64)
-            save_t = single._save_times(C[0], save)
+            save_t = single.clock_times(C[0], save)
             for idx, edges in _edge_groups(mod, C, breakpoints):
                 out, st = OUT[idx], stats[idx]  # copies (fancy indexing): written back
                 mod.adaptive_members(C[idx], Y0[idx], edges, save_t, float(rtol),
@@ -86,8 +95,8 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
         else:
             reason[int(m)] = "a state or derivative became non-finite, or the step size " \
                              "collapsed (run it alone with simulate() for details)"
-    lock = lockstep and method in ("euler", "rk4")
-    return times, OUT, ~failed, reason, {"mode": "compiled", "nfev": nfev, "lockstep": lock}
+    return times, OUT, ~failed, reason, {"mode": "compiled", "nfev": nfev,
+                                         "lockstep": lockstep}
 
 
 #: Failed members per chunk whose error is diagnosed in full (a replay on plain Python).

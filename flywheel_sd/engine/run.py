@@ -1,8 +1,10 @@
 """Single runs on the compiled engine: fixed-step loops in the generated module, and the
 adaptive methods (the generated RK45/RK23, or ``solve_ivp`` on the compiled RHS).
 
-Backends: ``"numba"`` (the generated code compiled; the default once its on-disk cache
-exists), ``"python"`` (the same code as plain Python: identical numbers, no compile wait).
+Backends: ``"numba"`` (the generated code compiled) and ``"python"`` (the same code as
+plain Python: identical numbers, no compile wait); `choose_backend` picks one per run.
+A failed run is replayed on plain Python with a checking right-hand side (`diagnose`), for
+an error that names the variable and the time.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ if TYPE_CHECKING:
     from .compiled import CompiledModel
 
 GENERATED_ADAPTIVE = {"RK45": "rk45", "RK23": "rk23"}
-STATUS_MESSAGES = {1: "the step size fell below the spacing of floating-point numbers",
-                   2: "a state or derivative became non-finite"}
 
 
 #: Single runs of a model in one process before auto mode loads its Numba code: loading
@@ -208,7 +208,7 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
     c = c.copy()
     c[4] = 1.0
     _, save, times = grid(c, return_timestamps)
-    save_t = _save_times(c, save)
+    save_t = clock_times(c, save)
     y0 = initial_state(mod, c, program)
     t0, t1 = float(c[1]), float(c[2])
     breaks = breakpoints(mod, c, t0, t1, extra_breaks)
@@ -228,11 +228,9 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
         njev = nlu = 0
         rhs_calls = nfev
     else:
-        nfev, njev, nlu, n_steps, rhs_calls = _solve_ivp(mod, c, y0, edges, save_t, method,
-                                                         rtol,
-                                              atol, max_step, out,
-                                              rhs or checked_rhs(cm, mod),
-                                              jacobian_sparsity(program, method))
+        nfev, njev, nlu, n_steps, rhs_calls = _solve_ivp(
+            mod, c, y0, edges, save_t, method, rtol, atol, max_step, out,
+            rhs or checked_rhs(cm, mod), jacobian_sparsity(program, method))
     stats = {"method": method, "nfev": nfev, "rhs_calls": rhs_calls, "njev": njev, "nlu": nlu,
              "n_steps": n_steps, "status": 0,
              "message": "integration completed", "rtol": rtol, "atol": atol,
@@ -240,7 +238,7 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
     return times, out, stats
 
 
-def _save_times(c, save) -> np.ndarray:
+def clock_times(c, save) -> np.ndarray:
     """The unrounded times of the saved steps (t accumulated as the clock does: cumsum adds
     in order, so each time is bit for bit the clock's)."""
     steps = np.full(len(save), float(c[0]))

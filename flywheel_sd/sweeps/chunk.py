@@ -114,7 +114,7 @@ def expected_times(model: Model, options: RunOptions) -> np.ndarray:
                  for k, v in zip(("time_step", "initial_time", "final_time", "saveper"),
                                  cm.control_values())]
         _, save, _ = single.grid(c, ts)
-        return single._save_times(c, save)
+        return single.clock_times(c, save)
     except NotCompilable:
         pass
     pm = model._checkout()
