@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import MethodError, NonFiniteError, SolverError, UnsupportedElementError
+from ..errors import (
+    FlywheelError,
+    MethodError,
+    NonFiniteError,
+    SolverError,
+    UnsupportedElementError,
+)
 from . import _pysd_compat as compat
 from .modules import numba_available
 
@@ -264,14 +270,39 @@ def jacobian_sparsity(program, method: str):
 
 def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs,
                sparsity=None):
-    from scipy.integrate import solve_ivp
-
+    """solve_ivp on the compiled RHS, piecewise; the outputs recorded at the save times."""
     n = len(y0)
-    y = y0.copy()
-    nfev = njev = nlu = n_steps = 0
-    calls = [0]  # every RHS evaluation, the finite-difference Jacobian's included
+
+    def evaluate(t, y):
+        dy = np.empty(n)
+        rhs(t, y, c, dy)
+        return dy
+
+    saved_y, counts = piecewise_solve_ivp(evaluate, y0, edges, save_t, method, rtol, atol,
+                                          max_step, sparsity)
+    with np.errstate(all="ignore"):
+        for i, (t, yy) in enumerate(zip(save_t, saved_y)):
+            mod.record(t, yy, c, out[i])
+    return counts["nfev"], counts["njev"], counts["nlu"], counts["n_steps"], counts["calls"]
+
+
+def piecewise_solve_ivp(evaluate, y0, edges, save_t, method, rtol, atol, max_step=None,
+                        sparsity=None) -> tuple[np.ndarray, dict]:
+    """``scipy.integrate.solve_ivp`` from breakpoint to breakpoint (`edges`), each piece
+    evaluated from inside (a switch at an edge takes its value within the piece, whatever
+    round-off does to time at the edge). Returns the states at `save_t` (dense output; the
+    end state itself at and after the last edge) and the counts: nfev, njev, nlu, n_steps
+    and calls (every evaluation, the finite-difference Jacobian's included). Used by the
+    compiled engine and the PySD path alike."""
+    from scipy.integrate import solve_ivp  # here: importing it costs 0.3 s
+
+    y = np.asarray(y0, dtype=float).copy()
+    counts = {"nfev": 0, "njev": 0, "nlu": 0, "n_steps": 0, "calls": 0}
     t1 = edges[-1]
-    saved_y = np.repeat(y[None, :], len(save_t), axis=0)
+    saved_y = np.repeat(y[None, :], len(save_t), axis=0)  # t0 and before
+    options = {"max_step": max_step} if max_step and math.isfinite(max_step) else {}
+    if sparsity is not None:
+        options["jac_sparsity"] = sparsity
     for a, b in itertools.pairwise(edges):
         if b <= a:
             continue
@@ -279,40 +310,34 @@ def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs
         hi = b - 1e-11 * max(1.0, abs(b))
 
         def fun(t, yy, _lo=lo, _hi=hi):
-            calls[0] += 1
-            dy = np.empty(n)
-            rhs(min(max(t, _lo), _hi), yy, c, dy)
-            return dy
+            counts["calls"] += 1
+            return evaluate(min(max(t, _lo), _hi), yy)
 
         try:
             with np.errstate(all="ignore"):
-                options = {"max_step": max_step} if math.isfinite(max_step) else {}
-                if sparsity is not None:
-                    options["jac_sparsity"] = sparsity
                 sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
                                 dense_output=True, **options)
-        except NonFiniteError:
+        except FlywheelError:
             raise
         except Exception as err:  # a failure inside SciPy's linear algebra, say
-            raise SolverError(f"{method} failed between t={a:g} and t={b:g} ({err}); try "
-                              "method='BDF' or 'LSODA', or a smaller max_step") from err
-        nfev += int(sol.nfev)
-        njev += int(getattr(sol, "njev", 0) or 0)
-        nlu += int(getattr(sol, "nlu", 0) or 0)
-        n_steps += len(sol.t) - 1
+            text = str(err).strip().splitlines()
+            detail = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+            raise SolverError(f"{method} failed between t={a:g} and t={b:g} ({detail}); "
+                              "try method='BDF' or 'LSODA', or a smaller max_step") from err
+        for key in ("nfev", "njev", "nlu"):
+            counts[key] += int(getattr(sol, key, 0) or 0)
+        counts["n_steps"] += len(sol.t) - 1
         if sol.status != 0:
             raise SolverError(f"{method} stopped at t={sol.t[-1]:g} of {t1:g}: {sol.message};"
                               " try method='BDF' or 'LSODA' (stiff models), looser "
                               "rtol/atol, or method='euler'")
+        # save times in [a, b); the last piece also takes times a round-off past t1
         here = (save_t >= a) & ((save_t < b) | (b >= t1))
         if here.any():
             saved_y[here] = sol.sol(np.clip(save_t[here], a, b)).T
         y = sol.y[:, -1]
-    saved_y[save_t >= t1] = y
-    with np.errstate(all="ignore"):
-        for i, (t, yy) in enumerate(zip(save_t, saved_y)):
-            mod.record(t, yy, c, out[i])
-    return nfev, njev, nlu, n_steps, calls[0]
+    saved_y[save_t >= t1] = y  # the end state exactly, not an interpolant
+    return saved_y, counts
 
 
 def breakpoints(mod, c, t0, t1, extra) -> list[float]:

@@ -12,7 +12,6 @@ is evaluated from inside, so a switch at a breakpoint is never smeared.
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -40,6 +39,7 @@ from .pysd_path import (
     save_times,
     time_switch_breakpoints,
 )
+from .run import piecewise_solve_ivp
 
 ADAPTIVE_METHODS = ("RK45", "RK23", "DOP853", "LSODA", "BDF", "Radau")
 FIXED_METHODS = ("euler", "rk4")
@@ -315,48 +315,10 @@ class _Run:
         y = system.get_state()
         stats = {"method": method, "nfev": 0, "njev": 0, "nlu": 0, "n_steps": 0, "status": 0,
                  "message": "", "rtol": rtol, "atol": atol, "breakpoints": list(breakpoints)}
-        saved_y = np.repeat(y[None, :], len(save), axis=0)  # t0 and before
-        for a, b in itertools.pairwise(edges):
-            if b <= a:
-                continue
-            # Evaluate the segment from inside: a switch at either end takes the value it
-            # has within [a, b], whatever round-off does to time arithmetic at the edge.
-            lo = a + 1e-11 * max(1.0, abs(a))
-            hi = b - 1e-11 * max(1.0, abs(b))
-
-            def fun(t, y, _lo=lo, _hi=hi):
-                return system.rhs(min(max(t, _lo), _hi), y)
-
-            from scipy.integrate import solve_ivp  # here: importing it costs 0.3 s
-
-            try:
-                with np.errstate(all="ignore"):
-                    sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
-                                    dense_output=True,
-                                    **({"max_step": max_step} if max_step else {}))
-            except FlywheelError:
-                raise
-            except Exception as err:  # a failure inside SciPy's linear algebra, say
-                raise SolverError(
-                    f"{method} failed between t={a:g} and t={b:g} "
-                    f"({_first_line(err)}); try method='BDF' or 'LSODA', "
-                    "or a smaller max_step"
-                ) from err
-            for key in ("nfev", "njev", "nlu"):
-                stats[key] += int(getattr(sol, key, 0) or 0)
-            stats["n_steps"] += len(sol.t) - 1
-            if sol.status != 0:
-                raise SolverError(
-                    f"{method} stopped at t={sol.t[-1]:g} of {self.t1:g}: {sol.message}; "
-                    "try method='BDF' or 'LSODA' (stiff models), looser rtol/atol, "
-                    "or method='euler'"
-                )
-            # Save times in [a, b); the last segment also takes times a round-off past t1.
-            here = (save >= a) & ((save < b) | (b >= self.t1))
-            if here.any():
-                saved_y[here] = sol.sol(np.clip(save[here], a, b)).T
-            y = sol.y[:, -1]
-        saved_y[save >= self.t1] = y  # the end state exactly, not an interpolant
+        saved_y, counts = piecewise_solve_ivp(system.rhs, y, edges, save, method, rtol, atol,
+                                              max_step)
+        for key in ("nfev", "njev", "nlu", "n_steps"):
+            stats[key] = counts[key]
         stats["message"] = "integration completed"
         with np.errstate(all="ignore"):
             for t, y_t in zip(save, saved_y):
