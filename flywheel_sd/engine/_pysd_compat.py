@@ -120,42 +120,26 @@ def reference_name(ast) -> str:
     raise ValueError(f"not a reference: {ast!r}")
 
 
+def _nodes(ast):
+    """Every node of an abstract syntax tree, depth first."""
+    yield ast
+    for value in getattr(ast, "__dict__", {}).values():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if hasattr(item, "__dict__"):
+                yield from _nodes(item)
+
+
 def bang_subscripts(ast) -> list[str]:
     """Every ``Range!`` subscript used inside `ast`, in order of appearance."""
-    out = []
-
-    def walk(node):
-        if ast_kind(node) == "SubscriptsReferenceStructure":
-            out.extend(s for s in node.subscripts if s.endswith("!"))
-            return
-        for value in getattr(node, "__dict__", {}).values():
-            if isinstance(value, (list, tuple)):
-                for item in value:
-                    walk(item)
-            elif hasattr(value, "__dict__"):
-                walk(value)
-
-    walk(ast)
-    return out
+    return [s for node in _nodes(ast) if ast_kind(node) == "SubscriptsReferenceStructure"
+            for s in node.subscripts if s.endswith("!")]
 
 
 def has_computed_order(ast) -> bool:
     """Whether `ast` holds a SMOOTH N or DELAY N whose order is not a number."""
-    found = []
-
-    def walk(node):
-        if ast_kind(node) in ("SmoothNStructure", "DelayNStructure") and not isinstance(
-                node.order, (int, float, np.integer, np.floating)):
-            found.append(node)
-        for value in getattr(node, "__dict__", {}).values():
-            if isinstance(value, (list, tuple)):
-                for item in value:
-                    walk(item)
-            elif hasattr(value, "__dict__"):
-                walk(value)
-
-    walk(ast)
-    return bool(found)
+    return any(ast_kind(node) in ("SmoothNStructure", "DelayNStructure")
+               and not isinstance(node.order, (int, float, np.integer, np.floating))
+               for node in _nodes(ast))
 
 
 _EXTERNAL_KEYS = {"GetConstantsStructure": "__external__",
