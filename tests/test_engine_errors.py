@@ -286,3 +286,46 @@ def test_time_varying_delay_n_is_refused_by_adaptive_methods(write_mdl):
         fw.simulate(model)
     one_line(err, "'out'", "method='euler'")
     fw.simulate(model, method="euler")  # and euler runs it
+
+
+# -- control values no run can use: refused before any work, on both engines ---------------
+BAD_CONTROL = [
+    ({"time_step": 0}, "TIME STEP must be a positive number"),
+    ({"time_step": -0.1}, "TIME STEP must be a positive number"),
+    ({"time_step": float("inf")}, "TIME STEP must be a positive number"),
+    ({"saveper": 0}, "SAVEPER must be a positive number"),
+    ({"final_time": -1}, "FINAL TIME (-1) must be a number after INITIAL TIME (0)"),
+    ({"final_time": 0}, "FINAL TIME (0) must be a number after INITIAL TIME (0)"),
+    ({"final_time": float("nan")}, "FINAL TIME (nan) must be a number after INITIAL TIME"),
+]
+
+
+@pytest.fixture
+def no_pysd_loop(monkeypatch):
+    """Make reaching PySD's loop an error: a TIME STEP of 0 there would never end."""
+    from flywheel_sd.engine import simulate as simulate_module
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the run started: the control values were not checked")
+
+    monkeypatch.setattr(simulate_module, "_Run", reached)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "pysd"])
+@pytest.mark.parametrize(("options", "message"), BAD_CONTROL,
+                         ids=[next(iter(o)) + "=" + str(next(iter(o.values())))
+                              for o, _ in BAD_CONTROL])
+def test_unusable_control_values_are_refused_before_the_run(levers, no_pysd_loop, engine,
+                                                            options, message):
+    with pytest.raises(MethodError) as err:
+        fw.simulate(levers, method="euler", engine=engine, **options)
+    one_line(err, message)
+
+
+@pytest.mark.parametrize("engine", ["compiled", "pysd"])
+def test_a_model_file_with_a_zero_time_step_is_refused(tmp_path, no_pysd_loop, engine):
+    path = tmp_path / "zero_step.mdl"
+    path.write_text(vensim("Stock = INTEG(1, 0)", time_step=0))
+    with pytest.raises(MethodError) as err:
+        fw.simulate(fw.load(path), method="euler", engine=engine)
+    one_line(err, "TIME STEP must be a positive number")

@@ -62,18 +62,31 @@ def _grid(t0, t1, dt, saveper, timestamps):
     return compat.time_grid(t0, t1, dt, saveper, list(timestamps) if timestamps else None)
 
 
+#: More fixed steps than this is a mistake (a TIME STEP far too small), not a run.
+MAX_STEPS = 5e7
+
+
+def check_control(time_step: float, initial_time: float, final_time: float,
+                  saveper: float) -> None:
+    """Raise `MethodError` (one line, before any work) for control values no run can use:
+    a TIME STEP or SAVEPER that is not a positive number (0 would loop forever), a FINAL
+    TIME that is not after INITIAL TIME (a run of nothing), or too many steps."""
+    for name, value in (("TIME STEP", time_step), ("SAVEPER", saveper)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise MethodError(f"{name} must be a positive number, not {value!r}")
+    if not (math.isfinite(initial_time) and math.isfinite(final_time)) \
+            or final_time <= initial_time:
+        raise MethodError(f"FINAL TIME ({final_time:g}) must be a number after INITIAL TIME "
+                          f"({initial_time:g})")
+    if (final_time - initial_time) / time_step > MAX_STEPS:
+        raise MethodError(f"{(final_time - initial_time) / time_step:.3g} steps of TIME STEP "
+                          f"{time_step:g}: too many; use a larger time step")
+
+
 def grid(c: np.ndarray, return_timestamps=None):
     """Steps, save mask and saved times for the run's control variables in c."""
     dt, t0, t1, saveper = (float(v) for v in c[:4])
-    for name, value in (("TIME STEP", dt), ("SAVEPER", saveper)):
-        if not (math.isfinite(value) and value > 0):
-            raise MethodError(f"{name} must be a positive number, not {value:g}")
-    if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
-        raise MethodError(f"FINAL TIME ({t1:g}) must be a number after INITIAL TIME "
-                          f"({t0:g})")
-    if (t1 - t0) / dt > 5e7:
-        raise MethodError(f"{(t1 - t0) / dt:.3g} steps of TIME STEP {dt:g}: too many; "
-                          "use a larger time step")
+    check_control(dt, t0, t1, saveper)
     stamps = None
     if return_timestamps is not None:
         stamps = tuple(float(t) for t in np.atleast_1d(return_timestamps))

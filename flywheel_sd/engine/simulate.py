@@ -137,6 +137,7 @@ def simulate(
         if frame is not None:
             return frame
 
+    _check_control(model, final_time, time_step, saveper)
     run = _Run(model, params, final_time, time_step, saveper, return_timestamps,
                return_columns)
     try:
@@ -151,6 +152,23 @@ def simulate(
     frame.attrs.update(stats)
     frame.attrs.update(model=str(model.path), model_sha256=model.sha256, engine="pysd")
     return frame
+
+
+def _check_control(model: Model, final_time, time_step, saveper) -> None:
+    """The PySD path's check of the control values, before PySD's loop (which would never
+    end with a TIME STEP of 0); the compiled engine makes the same check in `run.grid`."""
+    from .run import check_control
+
+    for name, value in (("final_time", final_time), ("time_step", time_step),
+                        ("saveper", saveper)):
+        if value is not None and not isinstance(value, (int, float)):
+            raise MethodError(f"{name} must be a number, not {value!r}")
+    settings = model.time_settings()
+    time_step = settings["time_step"] if time_step is None else float(time_step)
+    saveper = settings["saveper"] if saveper is None else float(saveper)
+    check_control(time_step, settings["initial_time"],
+                  settings["final_time"] if final_time is None else float(final_time),
+                  saveper)
 
 
 def _compiled_run(model: Model, params: dict, engine: str, *, method, rtol, atol, max_step,
