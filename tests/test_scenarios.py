@@ -253,3 +253,50 @@ def test_critical_mass_two_fates(small):
     assert above["Active Buyers"].iloc[-1] > above["Active Buyers"].loc[math.ceil(hi)]
     with pytest.raises(ParameterError, match="no critical mass"):
         fw.critical_mass("Ad Stop Time", 0.5, 2, scenario=sc)
+
+
+# -- a folder of the user's scenario files ------------------------------------------------
+@pytest.fixture
+def user_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    monkeypatch.setenv("FLYWHEEL_SD_SCENARIOS", str(folder))
+
+    def write(stem: str, text: str):
+        (folder / f"{stem}.toml").write_text(text)
+        return folder / f"{stem}.toml"
+
+    return write
+
+
+def test_one_broken_user_scenario_is_listed_and_hides_nothing(user_folder):
+    user_folder("bad", 'name = "mine"\ndescription = 42\n')
+    user_folder("good", 'name = "good"\ndescription = "A good one"\n')
+    listed = scenarios.describe()
+    assert listed["good"] == "A good one" and "baseline" in listed
+    assert listed["mine"].startswith("BROKEN: ") and "bad.toml" in listed["mine"]
+    assert "'description' must be a string" in listed["mine"]
+
+
+def test_an_event_with_a_word_for_a_time_names_the_file(user_folder):
+    path = user_folder("evt", 'name = "evt"\n[[events]]\nlabel = "a"\nstart = "soon"\n')
+    with pytest.raises(ParameterError) as err:
+        scenarios.get("evt")
+    assert str(path) in str(err.value) and "'events'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_user_scenario_cannot_silently_replace_a_built_in(user_folder):
+    builtin = scenarios.get("baseline").description
+    path = user_folder("shadow", 'name = "baseline"\ndescription = "mine"\n')
+    assert scenarios.get("baseline").description == builtin
+    assert "replaces_builtin = true" in scenarios.broken()["shadow"]
+    path.write_text('name = "baseline"\ndescription = "mine"\nreplaces_builtin = true\n')
+    assert scenarios.get("baseline").description == "mine"
+
+
+def test_a_missing_scenario_folder_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLYWHEEL_SD_SCENARIOS", str(tmp_path / "nowhere"))
+    with pytest.raises(ParameterError) as err:
+        scenarios.list()
+    assert "FLYWHEEL_SD_SCENARIOS" in str(err.value) and "nowhere" in str(err.value)

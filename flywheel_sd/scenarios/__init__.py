@@ -14,23 +14,52 @@ from pathlib import Path
 from ..errors import ParameterError, unknown_name_message
 from ._scenario import Policy, Scenario, from_dict, read_toml
 
-__all__ = ["Policy", "Scenario", "list", "get", "load_file", "describe"]
+__all__ = ["Policy", "Scenario", "broken", "describe", "get", "list", "load_file"]
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 
 
 def _folders() -> builtins.list[Path]:
     extra = [Path(p) for p in os.environ.get("FLYWHEEL_SD_SCENARIOS", "").split(os.pathsep) if p]
+    for folder in extra:
+        if not folder.is_dir():
+            raise ParameterError(f"FLYWHEEL_SD_SCENARIOS names {str(folder)!r}, which is not a "
+                                 "folder; set it to folders of scenario files (separated by "
+                                 f"{os.pathsep!r}) or unset it")
     return [BUILTIN_DIR, *extra]
 
 
-def _files() -> dict[str, Path]:
-    """Scenario name -> file; a user's file overrides a built-in of the same name."""
-    out = {}
+def _catalogue() -> tuple[dict[str, Path], dict[str, str]]:
+    """Scenario name -> file, and name -> error for files that cannot be read (listed as
+    broken, so one bad file never hides the others). A user's scenario may take a
+    built-in's name only with ``replaces_builtin = true``."""
+    files: dict[str, Path] = {}
+    broken: dict[str, str] = {}
+    builtin: dict[str, Path] = {}
     for folder in _folders():
         for path in sorted(folder.glob("*.toml")):
-            out[read_toml(path).get("name", path.stem)] = path
-    return out
+            try:
+                data = read_toml(path)
+                name = data.get("name", path.stem)
+                if not isinstance(name, str):
+                    raise ParameterError(f"{path}: 'name' must be a string, not {name!r}")
+                if folder == BUILTIN_DIR:
+                    builtin[name] = path
+                elif name in builtin and data.get("replaces_builtin") is not True:
+                    raise ParameterError(
+                        f"{path}: the name {name!r} is a built-in scenario's "
+                        f"({builtin[name].name}); rename it, or add "
+                        "'replaces_builtin = true' to replace the built-in")
+            except ParameterError as err:
+                broken[path.stem] = str(err)
+                continue
+            files[name] = path
+    return files, broken
+
+
+def _files() -> dict[str, Path]:
+    """Scenario name -> file (readable ones)."""
+    return _catalogue()[0]
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - the public API name
@@ -38,12 +67,24 @@ def list() -> builtins.list[str]:  # noqa: A001 - the public API name
     return builtins.list(_files())
 
 
+def broken() -> dict[str, str]:
+    """Scenario files that cannot be read: file stem -> the one-line error."""
+    return _catalogue()[1]
+
+
 def describe() -> dict[str, str]:
-    """Scenario name -> the first line of its description."""
+    """Scenario name -> the first line of its description (a broken file: its error)."""
+    files, errors = _catalogue()
     out = {}
-    for name, path in _files().items():
-        text = read_toml(path).get("description", "").strip()
+    for name, path in files.items():
+        try:
+            text = from_dict(read_toml(path), source=str(path)).description.strip()
+        except ParameterError as err:
+            out[name] = f"BROKEN: {err}"
+            continue
         out[name] = text.splitlines()[0] if text else ""
+    for stem, message in errors.items():
+        out[stem] = f"BROKEN: {message}"
     return out
 
 
@@ -86,7 +127,9 @@ def get(name: str | Scenario | Path) -> Scenario:
     text = str(name)
     if text.endswith(".toml") or isinstance(name, Path):
         return load_file(text)
-    files = _files()
+    files, errors = _catalogue()
+    if text in errors and text not in files:
+        raise ParameterError(errors[text])
     if text not in files:
         raise ParameterError(unknown_name_message("scenario", text, files))
     return load_file(files[text])

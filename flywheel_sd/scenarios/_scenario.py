@@ -208,16 +208,27 @@ def _param_from_toml(where: str, key: str, value: Any) -> Any:
                          f"{{time, value}}, got keys {sorted(keys)}")
 
 
+#: The keys a scenario file may hold. `replaces_builtin = true` lets a user's scenario take
+#: the name of a built-in one (otherwise that is an error, not a silent replacement).
+TOP_LEVEL_KEYS = ("name", "description", "model", "params", "extends", "events",
+                  "replaces_builtin")
+
+
 def from_dict(data: Mapping, source: str | None = None, base: Scenario | None = None
               ) -> Scenario:
     """Build a scenario from parsed TOML (`base`: the scenario it extends)."""
     where = source or "scenario"
-    unknown = set(data) - {"name", "description", "model", "params", "extends", "events"}
+    unknown = set(data) - set(TOP_LEVEL_KEYS)
     if unknown:
         raise ParameterError(f"{where}: unknown top-level key(s) {sorted(unknown)}; "
-                             "expected name, description, model, params, extends, events")
+                             f"expected {', '.join(TOP_LEVEL_KEYS)}")
     if "name" not in data or not isinstance(data["name"], str):
         raise ParameterError(f"{where}: 'name' (a string) is required")
+    for key in ("description", "model", "extends"):
+        if key in data and not isinstance(data[key], str):
+            raise ParameterError(f"{where}: {key!r} must be a string, not {data[key]!r}")
+    if "replaces_builtin" in data and not isinstance(data["replaces_builtin"], bool):
+        raise ParameterError(f"{where}: 'replaces_builtin' must be true or false")
     raw = data.get("params", {})
     if not isinstance(raw, dict):
         raise ParameterError(f"{where}: [params] must be a table")
@@ -236,7 +247,15 @@ def _event(where: str, event: Any) -> tuple[str, float, float]:
     if not isinstance(event, dict) or set(event) - {"label", "start", "end"} or "start" not in event:
         raise ParameterError(f"{where}: 'events': each needs start (and label, end), "
                              f"got {event!r}")
-    start, end = float(event["start"]), float(event.get("end", math.inf))
+    try:
+        start, end = float(event["start"]), float(event.get("end", math.inf))
+    except (TypeError, ValueError):
+        raise ParameterError(f"{where}: 'events': {event.get('label', '')!r}: start and end "
+                             f"must be numbers, got {event.get('start')!r} and "
+                             f"{event.get('end', 'none')!r}") from None
+    if not math.isfinite(start) or math.isnan(end):
+        raise ParameterError(f"{where}: 'events': {event.get('label', '')!r}: start must be "
+                             "a finite number")
     if end <= start:
         raise ParameterError(f"{where}: 'events': {event.get('label', '')!r} ends "
                              f"(t={end:g}) before it starts (t={start:g})")
