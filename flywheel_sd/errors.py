@@ -56,3 +56,13 @@ class PySDPathWarning(UserWarning):
     """A model (or a run's options) uses something the compiled engine does not cover: it
     runs on PySD's own path instead, slower but with the same numbers. Shown once per
     model and reason."""
+
+
+class CacheWarning(UserWarning):
+    """The translation cache was damaged (the entry is rebuilt) or cannot be written (a
+    temporary folder serves this process instead). One line, naming the cache path."""
+
+
+class WideIntervalWarning(UserWarning):
+    """Sensitivity indices whose confidence interval is wider than the index itself: too
+    few runs to tell their size. One line, naming the parameters; raise ``n``."""

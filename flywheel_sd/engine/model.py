@@ -7,6 +7,7 @@ translated there once. A second `load` of an unchanged file imports the cached `
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import math
 import os
@@ -24,67 +25,168 @@ import pandas as pd
 import pysd
 import xarray as xr
 
-from ..errors import ModelFileError, ParameterError, unknown_name_message
+from ..errors import CacheWarning, ModelFileError, ParameterError, unknown_name_message
 
 # flywheel_sd/models links to the top-level models/ in a checkout and is a copy in a wheel.
 DEFAULT_MODEL = Path(__file__).parent.parent / "models" / "platform_flywheel.mdl"
 _TRANSLATABLE = {".mdl": pysd.read_vensim, ".xmile": pysd.read_xmile, ".stmx": pysd.read_xmile}
 _ROOT_LINE = "_root = Path(__file__).parent"
-_CACHE_FORMAT = b"2"  # bump when the post-processing of translations changes
+_CACHE_FORMAT = b"3"  # bump when the post-processing of translations changes (3: marker)
 _MACRO_FILE = re.compile(r"_root\.joinpath\((\"[^\"]*\.py\")\)")
 
 
 def cache_dir() -> Path:
-    """Where translations are kept: $FLYWHEEL_SD_CACHE, else the user's cache folder."""
+    """Where translations are kept: $FLYWHEEL_SD_CACHE, else the user's cache folder.
+
+    If that folder cannot be written, a temporary folder serves the rest of the process
+    (with a `CacheWarning` saying so)."""
+    configured = _configured_cache_dir()
+    return _fallback.get(str(configured), configured)
+
+
+def _configured_cache_dir() -> Path:
     if os.environ.get("FLYWHEEL_SD_CACHE"):
         return Path(os.environ["FLYWHEEL_SD_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "flywheel_sd"
 
 
+_fallback: dict[str, Path] = {}  # configured cache that cannot be written -> temp folder
+_fallback_lock = threading.Lock()
+_MARKER = "translation.sha256"  # written last: "<sha256>  <file>" per translated file
+
+
+def _fall_back(configured: Path, err: OSError) -> Path:
+    """Use (once per process) a temporary cache instead of `configured`, which cannot be
+    written."""
+    with _fallback_lock:
+        if str(configured) in _fallback:
+            return _fallback[str(configured)]
+        tmp = Path(tempfile.mkdtemp(prefix="flywheel_sd-cache-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        _fallback[str(configured)] = tmp
+    warnings.warn(CacheWarning(
+        f"the translation cache {configured} cannot be written ({_first_line(err)}); "
+        f"using {tmp} for this process; set FLYWHEEL_SD_CACHE to a writable folder"
+    ), stacklevel=5)
+    return tmp
+
+
+def _entry_problem(folder: Path, py_name: str) -> str | None:
+    """What is wrong with the cache entry `folder` (None when it is complete and intact):
+    its marker must list `py_name` and every file it lists must match its checksum."""
+    try:
+        lines = (folder / _MARKER).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return "it has no completed-marker"
+    except (OSError, UnicodeDecodeError) as err:
+        return f"its marker cannot be read: {_first_line(err)}"
+    listed = dict(reversed(line.split("  ", 1)) for line in lines if "  " in line)
+    if py_name not in listed:
+        return f"its marker does not list {py_name}"
+    for name, digest in listed.items():
+        try:
+            actual = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+        except OSError:
+            return f"{name} is missing or unreadable"
+        if actual != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def _discard(folder: Path) -> None:
+    """Move a damaged entry aside (atomic, so a concurrent loader never sees half of it)
+    and delete it."""
+    trash = folder.with_name(f".discarded-{folder.name}-{os.getpid()}-{threading.get_ident()}")
+    try:
+        folder.rename(trash)
+    except FileNotFoundError:
+        return  # another loader discarded it first
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _translate(source: Path) -> Path:
-    """Return the cached PySD translation of `source`, translating it on a miss."""
+    """Return the cached PySD translation of `source`, translating it on a miss.
+
+    An entry is used only if its completed-marker (written last) lists checksums its files
+    match; a damaged or partial entry is discarded and translated again, with a
+    `CacheWarning`. A cache that cannot be written falls back to a temporary folder."""
     text = source.read_bytes()
     key = hashlib.sha256(
         text + pysd.__version__.encode() + str(source.parent).encode() + _CACHE_FORMAT
     ).hexdigest()[:20]
-    target_dir = cache_dir() / f"{source.stem}-{key}"
-    py_file = target_dir / (source.stem + ".py")
-    if py_file.exists():
-        return py_file
-
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".translating-", dir=cache_dir()))
-    try:
-        copy = work / source.name
-        copy.write_bytes(text)
-        translate = _TRANSLATABLE[source.suffix.lower()]
+    py_name = source.stem + ".py"
+    for _ in range(3):  # a concurrent loader or a failing cache may need another turn
+        root = cache_dir()
+        target_dir = root / f"{source.stem}-{key}"
+        py_file = target_dir / py_name
+        if os.path.lexists(target_dir):
+            problem = _entry_problem(target_dir, py_name)
+            if problem is None:
+                return py_file
+        else:
+            problem = None
         try:
+            if problem is not None:
+                _discard(target_dir)
+                warnings.warn(CacheWarning(
+                    f"the cached translation {target_dir} is damaged ({problem}); "
+                    "discarded, translating the model again"
+                ), stacklevel=4)
+            root.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=".translating-", dir=root))
+        except OSError as err:
+            if root != _configured_cache_dir():
+                raise ModelFileError(
+                    f"{source}: the translation cache {root} cannot be written "
+                    f"({_first_line(err)}); set FLYWHEEL_SD_CACHE to a writable folder"
+                ) from err
+            _fall_back(root, err)
+            continue
+        try:
+            _translate_into(source, text, work)
             try:
-                translate(str(copy), initialize=False)
-            except FileNotFoundError:
-                # Subscripts read from external files (GET XLS SUBSCRIPT) are looked up
-                # beside the model at translation time: let the copy see its siblings.
-                _link_siblings(source, work)
-                translate(str(copy), initialize=False)
-        except Exception as err:  # PySD raises many kinds (parsimonious, KeyError, ...)
-            raise ModelFileError(
-                f"{source}: PySD could not translate this model ({_first_line(err)})"
-            ) from err
-        for link in work.iterdir():
-            if link.is_symlink():
-                link.unlink()
-        for translated in work.glob("*.py"):  # the model, and one file per macro
-            translated.write_text(_relocate(translated.read_text(), source.parent))
+                work.rename(target_dir)  # atomic: a concurrent loader sees all or nothing
+            except OSError:
+                if _entry_problem(target_dir, py_name) is not None:
+                    continue  # there, but damaged: discard it on the next turn
+            return py_file
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+    raise ModelFileError(
+        f"{source}: its translation could not be stored in the cache {cache_dir()}; "
+        "set FLYWHEEL_SD_CACHE to a writable folder"
+    )
+
+
+def _translate_into(source: Path, text: bytes, work: Path) -> None:
+    """Translate a copy of `source` in the folder `work`, and write the completed-marker
+    (last)."""
+    copy = work / source.name
+    copy.write_bytes(text)
+    translate = _TRANSLATABLE[source.suffix.lower()]
+    try:
         try:
-            work.rename(target_dir)  # atomic: a concurrent loader sees all or nothing
-        except OSError:
-            if not py_file.exists():
-                raise
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    return py_file
+            translate(str(copy), initialize=False)
+        except FileNotFoundError:
+            # Subscripts read from external files (GET XLS SUBSCRIPT) are looked up
+            # beside the model at translation time: let the copy see its siblings.
+            _link_siblings(source, work)
+            translate(str(copy), initialize=False)
+    except Exception as err:  # PySD raises many kinds (parsimonious, KeyError, ...)
+        raise ModelFileError(
+            f"{source}: PySD could not translate this model ({_first_line(err)})"
+        ) from err
+    for link in work.iterdir():
+        if link.is_symlink():
+            link.unlink()
+    sums = []
+    for translated in sorted(work.glob("*.py")):  # the model, and one file per macro
+        code = _relocate(translated.read_text(), source.parent).encode()
+        translated.write_bytes(code)
+        sums.append(f"{hashlib.sha256(code).hexdigest()}  {translated.name}\n")
+    (work / _MARKER).write_text("".join(sums), encoding="utf-8")
 
 
 def _first_line(err: BaseException) -> str:
@@ -140,7 +242,7 @@ def load(path: str | os.PathLike | None = None, *, data_files=None) -> Model:
         return Model(source, data_files=data_files)
     memo = _loaded.__dict__.setdefault("models", {})
     model = memo.pop(key, None)
-    if model is None or not model.py_file.is_file():  # new, or its translation was removed
+    if model is None or _stale(model):  # new, or its translation was removed or damaged
         model = Model(source, data_files=data_files)
     memo[key] = model  # most recently used last
     while len(memo) > _MEMO_SIZE:
@@ -149,6 +251,16 @@ def load(path: str | os.PathLike | None = None, *, data_files=None) -> Model:
 
 
 _loaded = threading.local()
+
+
+def _stale(model: Model) -> bool:
+    """Whether a remembered model's translation is gone or damaged (load it anew: the
+    cache heals)."""
+    if not model.py_file.is_file():
+        return True
+    if model.py_file == model.path:  # a .py loaded as it is: no cache entry
+        return False
+    return _entry_problem(model.py_file.parent, model.py_file.name) is not None
 _MEMO_SIZE = 8
 
 
