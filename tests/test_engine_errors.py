@@ -329,3 +329,10 @@ def test_a_model_file_with_a_zero_time_step_is_refused(tmp_path, no_pysd_loop, e
     with pytest.raises(MethodError) as err:
         fw.simulate(fw.load(path), method="euler", engine=engine)
     one_line(err, "TIME STEP must be a positive number")
+
+
+def test_a_value_for_a_stock_is_refused(levers):
+    """PySD would freeze the stock at the value (it never integrates): say so instead."""
+    with pytest.raises(ParameterError) as err:
+        fw.simulate(levers, {"Stock": 5})
+    one_line(err, "'Stock' is a stock", "initial value")

@@ -456,6 +456,12 @@ class Model:
         out = {}
         for name, value in (params or {}).items():
             real = self.real_name(str(name))
+            if real in self.stocks:
+                # PySD would replace the stock by the value: frozen, never integrated
+                raise ParameterError(
+                    f"{real!r} is a stock: a value for it would hold it fixed for the whole "
+                    "run instead of integrating it; set the constant its initial value "
+                    "comes from (see `flywheel describe`)")
             _check_value(real, value)
             self._check_dims(real, value)
             if range_check != "off" and real in self.ranges:
