@@ -198,6 +198,7 @@ def _classify(err: BaseException) -> tuple[int, str]:
     # The API's hints name keyword arguments; on the command line they are options.
     text = text.replace("pass range_check='warn' or 'off'", "pass --range-check warn or off")
     text = text.replace("pass resume=True", "pass --resume")
+    text = text.replace("use a new store path", "use a new --store path")
     if isinstance(err, UsageError):
         return EXIT_USAGE, text
     if isinstance(err, (SolverError, SweepFailed)):

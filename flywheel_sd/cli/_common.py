@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -28,23 +29,55 @@ class SweepFailed(Exception):
 
 
 # -- files named on the command line -------------------------------------------------------
-def check_suffix(path: str | None, allowed: Sequence[str], what: str) -> Path | None:
+# Every output path is checked before any run, so that a typo does not lose the results of a
+# long run: its suffix, and that its folder exists or can be made and is writable.
+def check_suffix(path: str | None, allowed: Sequence[str], option: str,
+                 folder: bool = False) -> Path | None:
+    """`path` (the value of `option`) as a Path, if it ends in one of `allowed` and can be
+    written (`folder`: the output is a folder, e.g. a Zarr store)."""
     if path is None:
         return None
-    out = Path(path)
+    out = Path(path).expanduser()
     if out.suffix.lower() not in allowed:
-        raise UsageError(f"{what} {path!r}: expected a file ending in {', '.join(allowed)}")
+        raise UsageError(f"{option} {path}: expected a file ending in {', '.join(allowed)}")
+    check_writable(out, option, folder)
     return out
 
 
-def check_plot(path: str | None) -> Path | None:
-    """`path` as a Path, if matplotlib can write that kind of file."""
+def check_plot(path: str | None, option: str = "--plot") -> Path | None:
+    """`path` as a Path, if matplotlib can write that kind of file there."""
     if path is None:
         return None
     from matplotlib.figure import Figure
 
     allowed = sorted("." + s for s in Figure().canvas.get_supported_filetypes())
-    return check_suffix(path, allowed, "plot file")
+    return check_suffix(path, allowed, option)
+
+
+def check_writable(out: Path, option: str, folder: bool = False) -> None:
+    """Refuse `out` in one line unless it can be written: not under a regular file, in a
+    folder that exists or can be made and is writable; an existing `out` must be a file
+    (a folder if `folder`) this user may replace. Nothing is created."""
+    def refuse(why: str):
+        raise UsageError(f"{option} {out}: {why}")
+
+    try:
+        if out.exists():
+            if folder and not out.is_dir():
+                refuse("is a file, not a folder; choose another path")
+            if not folder and out.is_dir():
+                refuse("is a folder; name a file")
+            if not os.access(out, os.W_OK):
+                refuse("is not writable")
+        ancestor = out.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+    except OSError as err:  # e.g. a folder on the way that this user may not search
+        refuse(f"cannot be checked ({err.strerror or err})")
+    if not ancestor.is_dir():
+        refuse(f"{ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        refuse(f"cannot write in {ancestor} (permission denied)")
 
 
 # -- the model and scenario the options name -----------------------------------------------

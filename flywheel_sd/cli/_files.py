@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,7 +47,14 @@ def write_netcdf(ds, path: Path) -> None:
     # netCDF cannot list a coordinate whose name has a space (swept "Take Rate"): keep it as
     # a variable on `run`, as xarray would, but without its warning.
     spaced = [c for c in ds.coords if " " in str(c) and c not in ds.dims]
-    _netcdf_safe(ds.reset_coords(spaced)).to_netcdf(path, engine=_netcdf_engine())
+    # Written beside and then moved into place, so that a write cut short leaves no
+    # truncated file (and a file that was there stays whole until the new one is complete).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        _netcdf_safe(ds.reset_coords(spaced)).to_netcdf(tmp, engine=_netcdf_engine())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _netcdf_safe(ds):

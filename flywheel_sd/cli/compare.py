@@ -30,8 +30,8 @@ def cmd_compare(args) -> int:
     from .. import compare, metrics
     from ..plotting import plot_metrics
 
-    out = check_suffix(args.out, (".csv", ".nc"), "output file")
-    plot, metrics_plot = check_plot(args.plot), check_plot(args.metrics_plot)
+    out = check_suffix(args.out, (".csv", ".nc"), "--out")
+    plot, metrics_plot = check_plot(args.plot), check_plot(args.metrics_plot, "--metrics-plot")
     chosen = [metrics.get(m).name for m in args.metrics] if args.metrics else None
     resolved = [with_policies(args, scenario_for(args, name)) for name in args.scenarios]
     options = simulate_options(args)

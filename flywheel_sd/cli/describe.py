@@ -193,7 +193,7 @@ def read_loops(model) -> list[dict]:
 
 def cmd_diagram(args) -> int:
     """The model's structure picture."""
-    out = check_plot(args.out)
+    out = check_plot(args.out, "--out")
     try:
         from ..diagram import draw_diagram
     except ImportError as err:

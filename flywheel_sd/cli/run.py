@@ -24,7 +24,7 @@ def cmd_run(args) -> int:
     from .. import run_scenario
     from ..scenarios.compare import frames_to_dataset
 
-    out = check_suffix(args.out, (".csv", ".nc"), "output file")
+    out = check_suffix(args.out, (".csv", ".nc"), "--out")
     plot = check_plot(args.plot)
     sc = with_policies(args, scenario_for(args, args.scenario))
     model = sc.load_model()

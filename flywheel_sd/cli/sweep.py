@@ -14,6 +14,7 @@ from ._common import (
     UsageError,
     check_plot,
     check_suffix,
+    check_writable,
     print_json,
     print_table,
     print_wrote,
@@ -31,7 +32,7 @@ def cmd_sweep(args) -> int:
     """Sample a design, run it, store the results."""
     from .. import sweep
 
-    folder, export = _store(args)
+    folder, export, finished = _store(args)
     sc = _target(args)
     model = sc.load_model()
     levels = {p.name: p.levels for p in args.param if p.levels}
@@ -40,15 +41,14 @@ def cmd_sweep(args) -> int:
     design = _sample(args.design, args, model, levels)
     options = simulate_options(args)
     options.pop("params", None)  # --set is in the scenario
-    if export is not None and export.exists() and not folder.exists():
-        import xarray as xr
-
-        with xr.open_dataset(export) as ds:  # finished earlier: nothing left to run
-            ds = ds.load()
-        stored = json.loads(ds.attrs.get("design", "{}")).get("fingerprint")
+    if finished is not None:  # finished earlier: nothing left to run
+        try:
+            stored = json.loads(finished.attrs.get("design", "{}")).get("fingerprint")
+        except (TypeError, ValueError):
+            stored = None
         if stored != design.fingerprint():
             raise UsageError(f"{export} holds a different sweep; choose another path")
-        return _report(args, ds, export, resumed=True)
+        return _report(args, finished, export, resumed=True)
     ds = sweep(sc, design, outputs=args.outputs, metrics=args.metrics, store=folder,
                chunk_size=args.chunk_size, progress=not (args.quiet or args.json),
                resume=args.resume, **_executor(args), **options)
@@ -94,16 +94,32 @@ def _executor(args) -> dict[str, Any]:
     return out
 
 
-def _store(args) -> tuple[Path | None, Path | None]:
-    """(the folder the sweep writes chunk by chunk, the .nc file to export at the end)."""
-    store = check_suffix(args.store, (".nc", ".zarr"), "sweep store")
-    if store is None:
-        return None, None
-    if store.suffix.lower() == ".zarr":
-        return store, None
+def _store(args) -> tuple[Path | None, Path | None, Any]:
+    """(the folder the sweep writes chunk by chunk, the .nc file to export at the end, the
+    sweep that .nc file already holds), all checked before any run: the path can be
+    written, and a store to resume is a flywheel_sd sweep store, not damaged."""
+    from ..sweeps.store import check_resumable, read_finished
+
+    if args.store is None:
+        return None, None, None
+    zarr = Path(args.store).suffix.lower() == ".zarr"
+    store = check_suffix(args.store, (".nc", ".zarr"), "--store", folder=zarr)
+    if zarr:
+        if args.resume:
+            check_resumable(store)
+        return store, None, None
     if store.exists() and not args.resume:
         raise UsageError(f"{store} exists; pass --resume to keep it, or choose another path")
-    return store.with_name(store.name + ".parts"), store
+    parts = store.with_name(store.name + ".parts")
+    check_writable(parts, "--store", folder=True)
+    if args.resume:
+        check_resumable(parts)
+    finished = None
+    if store.exists():  # --resume: a finished sweep, or one whose export was cut short
+        finished = read_finished(store)  # refuses a file that is not such a sweep
+        if parts.exists():
+            finished = None  # the chunks are there: finish the sweep and write it again
+    return parts, store, finished
 
 
 def _report(args, ds, store: Path | None, resumed: bool = False) -> int:

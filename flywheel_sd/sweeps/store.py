@@ -185,11 +185,93 @@ class _StoreWriter:
         return ds
 
 
+_USE_ANOTHER = "use a new store path or delete it"
+
+
+def check_resumable(root: Path) -> dict | None:
+    """The metadata (``sweep.json``) of the store folder `root` if it holds a flywheel_sd
+    sweep that can be resumed; None if there is nothing to resume (no folder, an empty one,
+    or one whose creation was cut short). A file, a folder that is not a sweep store, or a
+    damaged store (``sweep.json`` or ``data.zarr`` unreadable) raises `ParameterError` in
+    one line. Reads only the metadata; changes nothing."""
+    root = Path(root)
+    if not root.exists():
+        return None
+    if not root.is_dir():
+        raise ParameterError(f"store {root} is a file, not a sweep store folder; "
+                             f"{_USE_ANOTHER}")
+    meta_path = root / "sweep.json"
+    if not meta_path.is_file():
+        if not any(root.iterdir()) or _unfinished_creation(root):
+            return None
+        raise ParameterError(f"store {root} exists and is not a flywheel_sd sweep; choose "
+                             "an empty or new folder")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ParameterError(f"store {root} is damaged (its sweep.json is unreadable: "
+                             f"{_reason(err)}); {_USE_ANOTHER}") from None
+    if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith(
+            "flywheel_sd sweep") or not isinstance(meta.get("design"), dict):
+        raise ParameterError(f"store {root} is not a flywheel_sd sweep store; {_USE_ANOTHER}")
+    try:
+        with xr.open_zarr(root / "data.zarr", consolidated=False) as ds:
+            sizes = dict(ds.sizes)
+            has_status = "status" in ds.variables
+    except Exception as err:  # noqa: BLE001 - zarr raises many kinds on a damaged store
+        raise ParameterError(f"store {root} is damaged (its data.zarr is unreadable: "
+                             f"{_reason(err)}); {_USE_ANOTHER}") from None
+    runs = meta["design"].get("runs")
+    if not has_status or (isinstance(runs, int) and sizes.get("run") != runs):
+        raise ParameterError(f"store {root} is damaged (its data.zarr does not hold the "
+                             f"sweep's {runs} runs); {_USE_ANOTHER}")
+    return meta
+
+
+def read_finished(path: Path) -> xr.Dataset:
+    """The sweep exported to the netCDF file `path` (the ``.nc`` variant of a store: the
+    chunks are kept in ``<name>.nc.parts/`` until the sweep completes, then written to
+    `path`), loaded. A file that is not a flywheel_sd sweep, or a damaged or truncated one,
+    raises `ParameterError` in one line. The file is not changed."""
+    path = Path(path)
+    try:
+        with xr.open_dataset(path) as ds:
+            ds = ds.load()
+    except Exception as err:  # noqa: BLE001 - xarray, h5py and SciPy raise many kinds
+        if _looks_like_netcdf(path):
+            raise ParameterError(f"store {path} is damaged or truncated ({_reason(err)}); "
+                                 f"{_USE_ANOTHER}") from None
+        raise ParameterError(f"{path} is not a flywheel_sd sweep store; "
+                             f"{_USE_ANOTHER}") from None
+    title = str(ds.attrs.get("title", ""))
+    if not title.startswith("flywheel_sd sweep") or "status" not in ds or \
+            "design" not in ds.attrs:
+        raise ParameterError(f"{path} is not a flywheel_sd sweep store; {_USE_ANOTHER}")
+    return ds
+
+
+def _looks_like_netcdf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return head.startswith((b"CDF", b"\x89HDF"))
+
+
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
 def _open_store(plan: _Plan, resume: bool) -> _StoreWriter:
     root = plan.store
     meta_path = root / "sweep.json"
     settings = _json_safe(plan.settings())
     design = plan.design.describe()
+    if root.exists() and not root.is_dir():
+        raise ParameterError(f"store {root} is a file, not a sweep store folder; "
+                             f"{_USE_ANOTHER}")
     if root.exists() and not meta_path.is_file() and _unfinished_creation(root):
         shutil.rmtree(root / "data.zarr", ignore_errors=True)  # cut short while created
     if root.exists() and any(root.iterdir()):
@@ -199,7 +281,7 @@ def _open_store(plan: _Plan, resume: bool) -> _StoreWriter:
         if not resume:
             raise ParameterError(f"store {root} holds a sweep already; pass resume=True to "
                                  "continue it, or choose another folder")
-        meta = json.loads(meta_path.read_text())
+        meta = check_resumable(root) or {}
         if meta.get("design", {}).get("fingerprint") != design["fingerprint"]:
             old = meta.get("design", {})
             raise ParameterError(
