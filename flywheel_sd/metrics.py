@@ -26,7 +26,7 @@ import xarray as xr
 
 from .errors import ParameterError, unknown_name_message
 
-__all__ = ["Metric", "register", "get", "list", "evaluate", "total"]
+__all__ = ["Metric", "evaluate", "get", "list", "register", "total"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def get(name: str | Metric) -> Metric:
     return _REGISTRY[name]
 
 
-def list() -> builtins.list[str]:  # noqa: A001 - the public API name
+def list() -> builtins.list[str]:
     """Names of the registered metrics."""
     return builtins.list(_REGISTRY)
 
@@ -121,8 +121,11 @@ def cash_positive_month(ds: xr.Dataset) -> xr.DataArray:
 
 def months_to_recover(ds: xr.Dataset, ref: xr.Dataset | None) -> xr.DataArray:
     """Months from the policy start until total active sellers are back to 95% of the
-    reference run, and stay there. 0 if they never dip; NaN if they have not recovered
-    by the end, or if there is no reference or no policy start."""
+    reference run, and stay there.
+
+    0 if they never dip below it; ``inf`` if they dip and are still below it at the end
+    of the run (never recovered); NaN if the metric does not apply: no reference run or
+    no policy start (the reference scenario itself, a scenario without a timed policy)."""
     if ref is None or "policy_start" not in ds.coords:
         return xr.DataArray(np.nan)
     start = ds.coords["policy_start"]
@@ -131,7 +134,19 @@ def months_to_recover(ds: xr.Dataset, ref: xr.Dataset | None) -> xr.DataArray:
     last_below = sellers["time"].broadcast_like(below).where(below).max("time")
     step = float(np.diff(sellers["time"].values[:2])[0]) if sellers.sizes["time"] > 1 else 0.0
     months = xr.where(below.any("time"), last_below + step - start, 0.0)
-    return months.where(~below.isel(time=-1)).where(np.isfinite(start))
+    months = xr.where(below.isel(time=-1), np.inf, months)
+    return months.where(np.isfinite(start))
+
+
+def min_trust_after_startup(ds: xr.Dataset) -> xr.DataArray:
+    """Lowest Buyer Trust once the start-up climb is over: the minimum over the run from
+    trust's first peak (the first saved time after which it falls) to the end. A trust
+    that never falls gives its final value. (Trust starts at its initial value and rises,
+    so the minimum over the whole run would be that initial value in every scenario.)"""
+    trust = ds["Buyer Trust"]
+    falls = trust.diff("time", label="lower") < 0
+    first_peak = _time_of(falls).fillna(trust["time"][-1])
+    return trust.where(trust["time"] >= first_peak).min("time")
 
 
 def flywheel_speed(ds: xr.Dataset) -> xr.DataArray:
@@ -162,8 +177,10 @@ def _register_builtins() -> None:
                  units="Month")
     register("cumulative_gmv", lambda ds: cumulative(ds["GMV"]),
              description="GMV summed over the run", units="USD")
-    register("min_trust", lambda ds: ds["Buyer Trust"].min("time"),
-             description="Lowest buyer trust over the run", units="Dmnl")
+    register("min_trust", min_trust_after_startup,
+             description="Lowest buyer trust after the start-up climb (from trust's first "
+                         "peak on; its final value if it never falls): how far trust sinks "
+                         "once earned", units="Dmnl")
     register("min_cash", lambda ds: ds["Platform Cash"].min("time"),
              description="Lowest platform cash (the deepest burn)", units="USD")
     register("cash_positive_month", cash_positive_month,
@@ -173,7 +190,9 @@ def _register_builtins() -> None:
              description="Low-quality share of active sellers at the end", units="Dmnl")
     register("months_to_recover", months_to_recover,
              description="Months from the policy start until sellers are back to 95% of "
-                         "the reference run", units="Month")
+                         "the reference run; 0 if they never dip, inf if they never "
+                         "recover, NaN (shown '-') if not applicable: no reference run or "
+                         "no policy start", units="Month")
     register("flywheel_speed", flywheel_speed,
              description="Peak 12-month GMV growth rate (GMV growth, per year)", units="1/Year")
 

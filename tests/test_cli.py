@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 import flywheel_sd as fw
 from conformance_mdl import vensim
 from flywheel_sd.cli import main
+from flywheel_sd.errors import WideIntervalWarning
 
 LAUNCH = vensim(
     "Active Buyers = INTEG(Buyer Growth + Ad Buyers, 10) ~ Buyer [0,?]"
@@ -337,9 +339,15 @@ def test_sweep_default_model(cli):
 # -- sensitivity -----------------------------------------------------------------------------
 def test_sensitivity_sobol_ranks_the_parameters(cli, models, tmp_path):
     plot = tmp_path / "sobol.png"
-    result = cli("sensitivity", "--model", models["launch"], "--param", "Ad Budget=0:300",
-                 "--param", "Cost Per Buyer=5:50", "--param", "Critical Buyers=99:101",
-                 "--metric", "cumulative_gmv", "--n", 8, "--plot", plot, "--json")
+    # n=8 is too few to resolve the indices: the CLI warns (WideIntervalWarning, one line on
+    # stderr) and goes on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", WideIntervalWarning)
+        result = cli("sensitivity", "--model", models["launch"], "--param", "Ad Budget=0:300",
+                     "--param", "Cost Per Buyer=5:50", "--param", "Critical Buyers=99:101",
+                     "--metric", "cumulative_gmv", "--n", 8, "--plot", plot, "--json")
+    warned = [line for line in result.err.splitlines() if line.startswith("flywheel: warning:")]
+    assert len(warned) == 1 and "raise n" in warned[0], result.err
     assert result.code == 0, result.err
     data = result.json()
     assert data["method"] == "sobol" and data["runs"] == 8 * (3 + 2)

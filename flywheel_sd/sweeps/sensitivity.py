@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,11 +20,15 @@ import pandas as pd
 import xarray as xr
 
 from ..designs import _seed_int
-from ..errors import ParameterError
+from ..errors import ParameterError, WideIntervalWarning
 
 __all__ = ["fan_chart", "sensitivity", "tornado_chart"]
 
 METHODS = ("sobol", "morris")
+#: A Sobol index is poorly resolved when the half-width of its confidence interval exceeds
+#: both the index's size and this floor (indices lie in [0, 1]; a negligible parameter
+#: with a tight interval around zero is resolved well enough).
+WIDE_CONF_FLOOR = 0.05
 _DEFAULT_METHOD = {"saltelli": "sobol", "morris": "morris"}
 
 
@@ -127,6 +132,7 @@ def sensitivity(result: xr.Dataset, metric: str | Callable, *, method: str | Non
                                     seed=s)
         frame = pd.DataFrame({k: out[k] for k in ("S1", "S1_conf", "ST", "ST_conf")},
                              index=pd.Index(names, name="parameter"))
+        _warn_wide_intervals(frame, name, options.get("n"), len(y))
     else:
         from SALib.analyze import morris as morris_analyze
 
@@ -139,6 +145,22 @@ def sensitivity(result: xr.Dataset, metric: str | Callable, *, method: str | Non
                              index=pd.Index(names, name="parameter"))
     frame.attrs.update(metric=name, method=method, runs=len(y), conf_level=conf_level)
     return frame
+
+
+def _warn_wide_intervals(frame: pd.DataFrame, metric: str, n, runs: int) -> None:
+    """One `WideIntervalWarning` naming the parameters whose S1 or ST interval is wider
+    than the index (see `WIDE_CONF_FLOOR`)."""
+    wide = []
+    for param, row in frame.iterrows():
+        parts = [f"{k} {row[k]:.3g} +/- {row[k + '_conf']:.3g}" for k in ("S1", "ST")
+                 if row[k + "_conf"] > max(abs(row[k]), WIDE_CONF_FLOOR)]
+        if parts:
+            wide.append(f"{param!r} ({', '.join(parts)})")
+    if wide:
+        hint = f"raise n (now {n}; try {4 * int(n)})" if n else f"raise n ({runs} runs now)"
+        warnings.warn(f"Sobol indices of {metric!r} with a confidence interval wider than "
+                      f"the index: {'; '.join(wide)}; too few runs to tell their size: {hint}",
+                      WideIntervalWarning, stacklevel=3)
 
 
 # -- charts ---------------------------------------------------------------------------------
