@@ -477,3 +477,12 @@ def test_python_dash_m(models, name, tmp_path):
     else:
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip()
+
+
+def test_json_keeps_infinity_apart_from_not_applicable():
+    """months_to_recover is inf for "never recovered" and NaN for "not applicable": JSON
+    has neither, so they become "inf" and null, and stay distinct."""
+    from flywheel_sd.cli._common import to_json
+
+    assert json.loads(to_json({"never": float("inf"), "n/a": float("nan"), "x": 1.5})) == \
+        {"never": "inf", "n/a": None, "x": 1.5}

@@ -173,7 +173,8 @@ def units_of(model) -> dict[str, str]:
 
 # -- printing ------------------------------------------------------------------------------
 def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf -> null, NumPy scalars -> Python, tuples -> lists."""
+    """JSON-safe: NaN -> null, +/-inf -> "inf"/"-inf" (so "never" stays apart from "not
+    applicable", as in months_to_recover), NumPy scalars -> Python, tuples -> lists."""
     import numpy as np
 
     if isinstance(value, dict):
@@ -184,7 +185,9 @@ def _clean(value: Any) -> Any:
         return [_clean(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
