@@ -125,8 +125,8 @@ def test_driver_source_is_pasted_without_placeholders():
     assert src.startswith("# >>> driver source begins\n")
     assert src.rstrip().endswith("# <<< driver source ends")
     assert "NotImplementedError" not in src and "_jit = _pjit" not in src
-    for name in ("def euler(", "def rk4(", "def rk45(", "def rk23(", "def euler_members(",
-                 "def rk45_members("):
+    for name in ("def euler(", "def rk4(", "def rk45(", "def rk23(", "def fixed_members(",
+                 "def adaptive_members("):
         assert name in src
     compile(src, "<drivers>", "exec")
 
@@ -398,10 +398,17 @@ def check_bad_shapes(mod):
     assert stats[3] == 3 and t == 0.0 and not out.any()
     C, Y0 = np.ones((3, 1)), np.ones((3, 1))
     STATUS = np.full(3, 7, np.int64)
-    assert mod.euler_members(C, Y0, 0.0, 0.1, save, np.zeros((2, 5, 2)), STATUS) == -1
+    both = np.arange(2)
+    assert mod.fixed_members(C, Y0, 0.0, 0.1, save, 5, both, np.zeros((2, 5, 2)), STATUS,
+                             False) == -1  # one member short
+    assert mod.fixed_members(C, Y0, 0.0, 0.1, save, 5, both, np.zeros((3, 4, 2)), STATUS,
+                             False) == -1  # one saved row short
+    assert mod.fixed_members(C, Y0, 0.0, 0.1, save, 5, np.array([0, 2]),
+                             np.zeros((3, 5, 2)), STATUS, False) == -1  # no column 2
     assert (STATUS == 7).all()
-    assert mod.rk45_members(C, Y0, np.array([0.0, 1.0]), np.linspace(0, 1, 5), 1e-6, 1e-9,
-                            np.inf, np.zeros((3, 5, 2)), np.zeros((2, 4), np.int64)) == -1
+    assert mod.adaptive_members(C, Y0, np.array([0.0, 1.0]), np.linspace(0, 1, 5), 1e-6,
+                                1e-9, np.inf, both, np.zeros((3, 5, 2)),
+                                np.zeros((2, 4), np.int64), False) == -1
 
 
 def test_shapes_that_do_not_fit_are_refused(tmp_path):
@@ -423,7 +430,9 @@ def check_ensembles(mod):
     edges = np.array([0.0, 4.0, 10.0])
     OUT = np.full((n, 21, 2), np.nan)
     STATS = np.zeros((n, 4), np.int64)
-    assert mod.rk45_members(C, Y0, edges, save_t, 1e-6, 1e-9, np.inf, OUT, STATS) == 0
+    both = np.arange(2)
+    assert mod.adaptive_members(C, Y0, edges, save_t, 1e-6, 1e-9, np.inf, both, OUT, STATS,
+                                False) == 0
     for m in range(n):
         out, stats, _ = run_adaptive(mod, C[m], Y0[m], edges, save_t, 1e-6, 1e-9)
         assert np.array_equal(OUT[m], out) and np.array_equal(STATS[m], stats)
@@ -433,11 +442,12 @@ def check_ensembles(mod):
 
     save = np.zeros(101, bool)
     save[::10] = True
-    for ens, single in (("euler_members", "euler"), ("rk4_members", "rk4")):
+    for rk4_method, single in ((False, "euler"), (True, "rk4")):
         OUT = np.full((n, 11, 2), np.nan)
         STATUS = np.full(n, -1, np.int64)
         with np.errstate(all="ignore"):  # the stiffest member oscillates and grows
-            assert getattr(mod, ens)(C, Y0, 0.0, 0.1, save, OUT, STATUS) == 0
+            assert mod.fixed_members(C, Y0, 0.0, 0.1, save, 11, both, OUT, STATUS,
+                                     rk4_method) == 0
             for m in range(n):
                 out = np.full((11, 2), np.nan)
                 status = getattr(mod, single)(C[m], Y0[m], 0.0, 0.1, save, out)
@@ -504,10 +514,13 @@ calls = {
     "rk4": lambda: mod.rk4(c, y0, 0.0, 0.1, save, np.zeros((101, 3))),
     "rk45": lambda: mod.rk45(c, y0, edges, save_t, 1e-6, 1e-9, np.inf, np.zeros((101, 3)),
                              np.zeros(4, np.int64)),
-    "euler_members": lambda: mod.euler_members(C, Y0, 0.0, 0.1, save,
-                                               np.zeros((4, 101, 3)), np.zeros(4, np.int64)),
-    "rk45_members": lambda: mod.rk45_members(C, Y0, edges, save_t, 1e-6, 1e-9, np.inf,
-                                             np.zeros((4, 101, 3)), np.zeros((4, 4), np.int64)),
+    "fixed_members": lambda: mod.fixed_members(C, Y0, 0.0, 0.1, save, 101, np.arange(3),
+                                               np.zeros((4, 101, 3)), np.zeros(4, np.int64),
+                                               False),
+    "adaptive_members": lambda: mod.adaptive_members(C, Y0, edges, save_t, 1e-6, 1e-9,
+                                                     np.inf, np.arange(3),
+                                                     np.zeros((4, 101, 3)),
+                                                     np.zeros((4, 4), np.int64), False),
 }
 report = {}
 for name, call in calls.items():

@@ -479,50 +479,22 @@ def rk23(c, y0, edges, save_t, rtol, atol, max_step, out, stats):
 
 
 @_jit
-def _n_members(C, Y0, OUT, STATUS):
-    # mismatched leading dimensions: run no member (the ensemble driver returns -1)
+def _n_members(C, Y0, OUT, STATUS, sel):
+    # arrays that do not fit (Numba checks no bounds): run no member, the caller gets -1
     n = C.shape[0]
     if Y0.shape[0] != n or OUT.shape[0] != n or STATUS.shape[0] != n:
         return 0
+    if OUT.shape[2] != sel.shape[0]:
+        return 0
+    for j in range(sel.shape[0]):
+        if sel[j] < 0 or sel[j] >= N_OUT:
+            return 0
     return n
 
 
-@_pjit
-def euler_members(C, Y0, t0, dt, save, OUT, STATUS):
-    """Each member m: STATUS[m] = euler(C[m], Y0[m], t0, dt, save, OUT[m]), in parallel.
-    Returns 0, or -1 (nothing run) if C, Y0, OUT, STATUS differ in length."""
-    n = _n_members(C, Y0, OUT, STATUS)
-    for m in prange(n):
-        STATUS[m] = euler(C[m], Y0[m], t0, dt, save, OUT[m])
-    return 0 if n == C.shape[0] else -1
-
-
-@_pjit
-def rk4_members(C, Y0, t0, dt, save, OUT, STATUS):
-    n = _n_members(C, Y0, OUT, STATUS)
-    for m in prange(n):
-        STATUS[m] = rk4(C[m], Y0[m], t0, dt, save, OUT[m])
-    return 0 if n == C.shape[0] else -1
-
-
-@_pjit
-def rk45_members(C, Y0, edges, save_t, rtol, atol, max_step, OUT, STATS):
-    """Each member its own rk45 run, with its own step-size control; STATS (n, >= 4)."""
-    n = _n_members(C, Y0, OUT, STATS)
-    for m in prange(n):
-        rk45(C[m], Y0[m], edges, save_t, rtol, atol, max_step, OUT[m], STATS[m])
-    return 0 if n == C.shape[0] else -1
-
-
-@_pjit
-def rk23_members(C, Y0, edges, save_t, rtol, atol, max_step, OUT, STATS):
-    n = _n_members(C, Y0, OUT, STATS)
-    for m in prange(n):
-        rk23(C[m], Y0[m], edges, save_t, rtol, atol, max_step, OUT[m], STATS[m])
-    return 0 if n == C.shape[0] else -1
-
-
-# Members keeping only the selected output columns (flywheel_sd.engine.ensemble).
+# Many members, each its own single run (its own step control), in parallel, keeping only
+# the output columns `sel` (flywheel_sd.engine.ensemble). They return 0, or -1 (nothing
+# run) when the arrays do not fit.
 @_pjit
 def init_members(C, Y0, STATUS):
     for m in prange(C.shape[0]):
@@ -532,8 +504,9 @@ def init_members(C, Y0, STATUS):
 
 @_pjit
 def fixed_members(C, Y0, t0, dt, save, n_saved, sel, OUT, STATUS, rk4_method):
-    """OUT[m] (n_saved, len(sel)) holds the selected columns of member m's run."""
-    for m in prange(C.shape[0]):
+    """STATUS[m] = euler (or rk4) of member m; OUT[m] (n_saved, len(sel)) its columns."""
+    n = _n_members(C, Y0, OUT, STATUS, sel) if OUT.shape[1] == n_saved else 0
+    for m in prange(n):
         scratch = np.empty((n_saved, N_OUT))
         scratch[:] = np.nan
         if rk4_method:
@@ -543,11 +516,14 @@ def fixed_members(C, Y0, t0, dt, save, n_saved, sel, OUT, STATUS, rk4_method):
         for i in range(n_saved):
             for j in range(sel.shape[0]):
                 OUT[m, i, j] = scratch[i, sel[j]]
+    return 0 if n == C.shape[0] else -1
 
 
 @_pjit
 def adaptive_members(C, Y0, edges, save_t, rtol, atol, max_step, sel, OUT, STATS, rk23_method):
-    for m in prange(C.shape[0]):
+    """Member m's rk45 (or rk23) run, with its own step-size control; STATS (n, >= 4)."""
+    n = _n_members(C, Y0, OUT, STATS, sel) if OUT.shape[1] == save_t.shape[0] else 0
+    for m in prange(n):
         scratch = np.empty((save_t.shape[0], N_OUT))
         scratch[:] = np.nan
         if rk23_method:
@@ -557,5 +533,7 @@ def adaptive_members(C, Y0, edges, save_t, rtol, atol, max_step, sel, OUT, STATS
         for i in range(save_t.shape[0]):
             for j in range(sel.shape[0]):
                 OUT[m, i, j] = scratch[i, sel[j]]
+    return 0 if n == C.shape[0] else -1
+
 
 # <<< driver source ends

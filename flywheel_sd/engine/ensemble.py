@@ -68,8 +68,8 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
             failed = _lockstep(cm, C, method, save, sel, OUT)
             nfev = n * n_steps * (1 if method == "euler" else 4)
         elif method in ("euler", "rk4"):
-            mod.fixed_members(C, Y0, float(C[0, 1]), float(C[0, 0]), save, len(times), sel,
-                              OUT, status, method == "rk4")
+            _fits(mod.fixed_members(C, Y0, float(C[0, 1]), float(C[0, 0]), save, len(times),
+                                    sel, OUT, status, method == "rk4"))
             nfev = n * n_steps * (1 if method == "euler" else 4)
             failed = status != 0
         else:
@@ -80,9 +80,10 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
             save_t = single.clock_times(C[0], save)
             for idx, edges in _edge_groups(mod, C, breakpoints):
                 out, st = OUT[idx], stats[idx]  # copies (fancy indexing): written back
-                mod.adaptive_members(C[idx], Y0[idx], edges, save_t, float(rtol),
-                                     float(atol), math.inf if max_step is None
-                                     else float(max_step), sel, out, st, method == "RK23")
+                _fits(mod.adaptive_members(C[idx], Y0[idx], edges, save_t, float(rtol),
+                                           float(atol), math.inf if max_step is None
+                                           else float(max_step), sel, out, st,
+                                           method == "RK23"))
                 OUT[idx], stats[idx] = out, st
             nfev = int(stats[:, 0].sum())
             failed = stats[:, 3] != 0
@@ -97,6 +98,11 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
                              "collapsed (run it alone with simulate() for details)"
     return times, OUT, ~failed, reason, {"mode": "compiled", "nfev": nfev,
                                          "lockstep": lockstep}
+
+
+def _fits(code: int) -> None:
+    if code != 0:  # a bug of ours, not of the model: the arrays did not fit the module
+        raise RuntimeError("the members' arrays do not fit the generated module")
 
 
 #: Failed members per chunk whose error is diagnosed in full (a replay on plain Python).
