@@ -274,7 +274,8 @@ def generate(comp) -> Program:
     lines.append(f"\n\nN_OUT = {len(columns)}")
     lines.append(f"N_C = {comp.n_c}")
 
-    lines += _python_side(comp, nodes, storage, fill)
+    python_side = _python_side(comp, nodes, storage, fill)
+    lines += python_side
     return Program(
         body="\n".join(lines) + "\n",
         n_c=comp.n_c, n_states=comp.n_states, c_default=list(comp.c_default),
@@ -284,7 +285,17 @@ def generate(comp) -> Program:
         nonneg=[n.nonneg for n in stocks], series=_series(comp),
         time_equality=comp.time_equality, subscripts=comp.subs,
         state_deps=_state_dependencies(nodes, stocks),
+        event_slots=_slots_read(python_side, "def events(", "def guards("),
+        guard_slots=_slots_read(python_side, "def guards(", None),
     )
+
+
+def _slots_read(lines, start, stop) -> list[int]:
+    """The c slots that the generated functions from `start` to `stop` read: which
+    constants a member's breakpoints (events, switches) or guards depend on."""
+    text = "\n".join(lines)
+    text = text[text.index(start):text.index(stop) if stop else None]
+    return sorted({int(k) for k in re.findall(r"c\[(\d+)\]", text)} - {0, 1, 2, 3, 4})
 
 
 def _state_dependencies(nodes, stocks) -> list[list[int]]:

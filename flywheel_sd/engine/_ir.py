@@ -59,6 +59,8 @@ class Program:
     time_equality: str | None  # a variable that tests Time = x (adaptive methods refuse it)
     subscripts: dict
     state_deps: list = field(default_factory=list)  # Jacobian sparsity, by state
+    event_slots: list = field(default_factory=list)  # c slots breakpoints depend on
+    guard_slots: list = field(default_factory=list)  # c slots the guards depend on
 
 
 _PLACEHOLDER = re.compile("\x02([^\x03]*)\x03")

@@ -22,7 +22,7 @@ import numpy as np
 from . import modules
 from .compiler import NotCompilable, Program
 
-COMPILER_VERSION = "10"
+COMPILER_VERSION = "11"
 _MEMO: dict = {}
 _LOCK = threading.Lock()
 

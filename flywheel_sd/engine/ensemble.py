@@ -12,9 +12,7 @@ the requested output columns are kept.
 
 from __future__ import annotations
 
-import inspect
 import math
-import re
 
 import numpy as np
 
@@ -60,7 +58,7 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
             C = np.ascontiguousarray(CT.T)
         else:
             mod.init_members(C, Y0, status)
-        guarded = _slots(mod.guards)
+        guarded = cm.program.guard_slots
         for m in (range(n) if guarded and _varies(C, guarded) else range(min(n, 1))):
             if mod.guards(C[m]):
                 raise NotCompilable(mod.guards(C[m])[0])
@@ -78,7 +76,7 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
             C[:, 4] = 1.0  # exact STEP/PULSE edges, as a single adaptive run
             stats = np.zeros((n, 8), dtype=np.int64)
             save_t = single.clock_times(C[0], save)
-            for idx, edges in _edge_groups(mod, C, breakpoints):
+            for idx, edges in _edge_groups(cm, mod, C, breakpoints):
                 out, st = OUT[idx], stats[idx]  # copies (fancy indexing): written back
                 _fits(mod.adaptive_members(C[idx], Y0[idx], edges, save_t, float(rtol),
                                            float(atol), math.inf if max_step is None
@@ -144,26 +142,18 @@ def _lockstep(cm, C, method, save, sel, OUT) -> np.ndarray:
     return failed
 
 
-_SLOT = re.compile(r"c\[(\d+)\]")
-
-
-def _slots(function) -> list[int]:
-    """The constants (c slots) a generated plain-Python function reads."""
-    return sorted({int(k) for k in _SLOT.findall(inspect.getsource(function))})
-
-
 def _varies(C: np.ndarray, slots: list[int]) -> bool:
     return bool(slots) and not np.all(C[:, slots] == C[0, slots])
 
 
-def _edge_groups(mod, C: np.ndarray, extra):
+def _edge_groups(cm, mod, C: np.ndarray, extra):
     """Members grouped by their breakpoints (STEP/PULSE times, Time comparisons), which
     depend on constants that a design may vary: each member gets exactly the breakpoints
     its single run would, so it equals that run."""
     from . import run as single
 
     t0, t1 = float(C[0, 1]), float(C[0, 2])
-    slots = sorted(set(_slots(mod.events)) | set(_slots(mod.switches)))
+    slots = cm.program.event_slots
     if not _varies(C, slots):
         groups = {(): np.arange(len(C))}
     else:

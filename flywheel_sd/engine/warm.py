@@ -14,7 +14,7 @@ def warm(path: Path) -> None:
     from .modules import import_module
 
     mod = import_module(path, "numba")
-    n_c = int(getattr(mod, "N_C", 0)) or 4096
+    n_c = mod.N_C
     c = np.zeros(n_c)
     c[0], c[2], c[3] = 1.0, 1.0, 1.0
     y = np.zeros(mod.N_STATES)
