@@ -77,6 +77,7 @@ def interleaved(funcs: dict, repeats: int, warmup: int = 1) -> dict[str, list[fl
 def warm(func, calls: int = 5):
     """`func` as one untimed call, then `calls` timed ones; returns their median seconds
     (the caller times the whole and reads this instead: see `interleaved`)."""
+
     def run():
         func()
         times = []
@@ -85,6 +86,7 @@ def warm(func, calls: int = 5):
             func()
             times.append(time.perf_counter() - started)
         return statistics.median(times)
+
     run.median_of_calls = True
     return run
 
@@ -114,8 +116,9 @@ def verdict(value: float, goal: float, larger_is_better: bool) -> str:
 
 def child(code: str, env: dict) -> dict:
     """Run `code` in a fresh interpreter; it prints one JSON object as its last line."""
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
     if done.returncode:
         raise RuntimeError(f"child failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -123,12 +126,12 @@ def child(code: str, env: dict) -> dict:
 
 def wall(argv: list[str], env: dict) -> float:
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, check=False)
+    done = subprocess.run(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False
+    )
     elapsed = time.perf_counter() - started
     if done.returncode:
-        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): "
-                           f"{done.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr[-2000:]}")
     return elapsed
 
 
@@ -147,12 +150,10 @@ def compilable_variant(path: Path, folder: Path) -> tuple[Path, str | None]:
     text = path.read_text(encoding="utf-8", errors="replace")
     step = re.search(r"^\s*TIME STEP\s*=\s*([0-9.eE+-]+)", text, re.MULTILINE)
     saveper = re.compile(r"^(\s*SAVEPER\s*=\s*)TIME STEP", re.MULTILINE)
-    if "SAVEPER given by an expression" not in reason or not step or \
-            not saveper.search(text):
+    if "SAVEPER given by an expression" not in reason or not step or not saveper.search(text):
         return path, reason
     variant = folder / f"{path.stem}_numeric_saveper{path.suffix}"
-    variant.write_text(saveper.sub(lambda m: m.group(1) + step.group(1), text),
-                       encoding="utf-8")
+    variant.write_text(saveper.sub(lambda m: m.group(1) + step.group(1), text), encoding="utf-8")
     return variant, reason
 
 
@@ -185,8 +186,9 @@ class Contenders:
         return self.run.fixed_step(self.cm, self.mod, self.cm.constants({}, {}), "euler", None)
 
     def rk45(self):
-        return self.run.adaptive(self.cm, self.mod, self.cm.constants({}, {}), "RK45", 1e-6,
-                                 1e-6, None, [], None)
+        return self.run.adaptive(
+            self.cm, self.mod, self.cm.constants({}, {}), "RK45", 1e-6, 1e-6, None, [], None
+        )
 
     # ... and with the pandas frame simulate() returns
     def simulate_euler(self):
@@ -214,8 +216,11 @@ class Contenders:
 def bench_runs(path: Path, args, folder: Path) -> dict:
     compiled_path, refused = compilable_variant(path, folder)
     k = Contenders(path, compiled_path)
-    out = {"model": path.name, "refused": refused, "variant": compiled_path
-           if compiled_path != path else None}
+    out = {
+        "model": path.name,
+        "refused": refused,
+        "variant": compiled_path if compiled_path != path else None,
+    }
     _, out_array, stats = k.euler()
     out["shape"] = out_array.shape
     out["steps"] = stats["n_steps"]
@@ -223,9 +228,17 @@ def bench_runs(path: Path, args, folder: Path) -> dict:
     out["rk45_nfev"] = k.rk45()[2]["nfev"]
     out["euler_nfev"] = stats["nfev"]
 
-    t = interleaved({"euler": k.euler, "simlin": k.simlin_run,
-                     "simulate": k.simulate_euler, "simlin_frame": k.simlin_frame,
-                     "rk45": k.rk45}, args.repeats, warmup=2)
+    t = interleaved(
+        {
+            "euler": k.euler,
+            "simlin": k.simlin_run,
+            "simulate": k.simulate_euler,
+            "simlin_frame": k.simlin_frame,
+            "rk45": k.rk45,
+        },
+        args.repeats,
+        warmup=2,
+    )
     out["t"] = {name: med(v) for name, v in t.items()}
     out["r_simlin"] = pair_ratio(t, "simlin", "euler")
     out["r_simlin_frame"] = pair_ratio(t, "simlin_frame", "simulate")
@@ -233,8 +246,11 @@ def bench_runs(path: Path, args, folder: Path) -> dict:
 
     # after each PySD run (seconds of xarray work that evict every cache), the compiled run
     # is warmed again by one untimed call and timed as the median of five, as above
-    tp = interleaved({"pysd": k.pysd_run, "euler": warm(k.euler),
-                      "simulate": warm(k.simulate_euler)}, args.pysd_repeats, warmup=0)
+    tp = interleaved(
+        {"pysd": k.pysd_run, "euler": warm(k.euler), "simulate": warm(k.simulate_euler)},
+        args.pysd_repeats,
+        warmup=0,
+    )
     out["t"]["pysd"] = med(tp["pysd"])
     out["r_pysd"] = pair_ratio(tp, "pysd", "euler")
     out["r_pysd_frame"] = pair_ratio(tp, "pysd", "simulate")
@@ -277,8 +293,9 @@ print(json.dumps(timings))
 """
 
 
-def bench_processes(path: Path, compiled_path: Path, cache: str, args,
-                    cli_args: list[str]) -> dict:
+def bench_processes(
+    path: Path, compiled_path: Path, cache: str, args, cli_args: list[str]
+) -> dict:
     """Import time and the CLI run in fresh processes, the model cached in `cache` (the
     CLI runs `path`; Numba is warmed for `compiled_path`, `path` or its variant)."""
     env = dict(os.environ, FLYWHEEL_SD_CACHE=cache)
@@ -296,8 +313,14 @@ def bench_processes(path: Path, compiled_path: Path, cache: str, args,
         cli_walls.append(wall(cli, env))
         cli_off.append(wall(cli, off))
         bares.append(wall(bare, env))
-    return {"import": med(imports), "import_wall": med(import_walls), "cli": med(cli_walls), "cli_off": med(cli_off),
-            "python": med(bares), "cli_argv": "flywheel run " + " ".join(cli_args)}
+    return {
+        "import": med(imports),
+        "import_wall": med(import_walls),
+        "cli": med(cli_walls),
+        "cli_off": med(cli_off),
+        "python": med(bares),
+        "cli_argv": "flywheel run " + " ".join(cli_args),
+    }
 
 
 def bench_first_compile(path: Path) -> dict:
@@ -313,41 +336,61 @@ def report(r: dict, p: dict | None, fc: dict | None, args) -> None:
     t = r["t"]
     print(f"\n=== {r['model']} ===")
     if r["refused"]:
-        print(f"  the compiler refuses the file ({r['refused']}): simulate() runs it on the "
-              "PySD path")
+        print(
+            f"  the compiler refuses the file ({r['refused']}): simulate() runs it on the "
+            "PySD path"
+        )
         if r["variant"]:
-            print(f"  figures 1-3 and 5 time the compiled engine on {r['variant']} (that "
-                  "construct replaced by its value); pysimlin and PySD run the file itself")
+            print(
+                f"  figures 1-3 and 5 time the compiled engine on {r['variant']} (that "
+                "construct replaced by its value); pysimlin and PySD run the file itself"
+            )
     rows, cols = r["shape"]
-    print(f"  Euler: {r['steps']} steps, {rows} saved times x {cols} variables recorded "
-          f"(pysimlin's frame {r['simlin_shape'][0]} x {r['simlin_shape'][1]}); medians of "
-          f"{args.repeats} interleaved repetitions, PySD of {args.pysd_repeats}")
-    print(f"  1. Euler vs pysimlin, run only:        compiled {fmt_t(t['euler'])}, pysimlin "
-          f"{fmt_t(t['simlin'])} -> {r['r_simlin']:.1f}x faster "
-          f"({verdict(r['r_simlin'], GOALS['pysimlin'], True)})")
-    print(f"     with the pandas frame:              simulate() {fmt_t(t['simulate'])}, "
-          f"Model.run().results {fmt_t(t['simlin_frame'])} -> {r['r_simlin_frame']:.1f}x")
-    print(f"  2. Euler vs PySD run():                compiled {fmt_t(t['euler'])}, PySD "
-          f"{fmt_t(t['pysd'])} -> {r['r_pysd']:,.0f}x faster "
-          f"({verdict(r['r_pysd'], GOALS['pysd'], True)}); simulate() with its frame: "
-          f"{r['r_pysd_frame']:,.0f}x")
-    print(f"  3. RK45 (rtol 1e-6) vs Euler:          RK45 {fmt_t(t['rk45'])} "
-          f"({r['rk45_nfev']} RHS evaluations), Euler {fmt_t(t['euler'])} "
-          f"({r['euler_nfev']}) -> {r['r_rk45']:.2f}x "
-          f"({verdict(r['r_rk45'], GOALS['rk45'], False)})")
+    print(
+        f"  Euler: {r['steps']} steps, {rows} saved times x {cols} variables recorded "
+        f"(pysimlin's frame {r['simlin_shape'][0]} x {r['simlin_shape'][1]}); medians of "
+        f"{args.repeats} interleaved repetitions, PySD of {args.pysd_repeats}"
+    )
+    print(
+        f"  1. Euler vs pysimlin, run only:        compiled {fmt_t(t['euler'])}, pysimlin "
+        f"{fmt_t(t['simlin'])} -> {r['r_simlin']:.1f}x faster "
+        f"({verdict(r['r_simlin'], GOALS['pysimlin'], True)})"
+    )
+    print(
+        f"     with the pandas frame:              simulate() {fmt_t(t['simulate'])}, "
+        f"Model.run().results {fmt_t(t['simlin_frame'])} -> {r['r_simlin_frame']:.1f}x"
+    )
+    print(
+        f"  2. Euler vs PySD run():                compiled {fmt_t(t['euler'])}, PySD "
+        f"{fmt_t(t['pysd'])} -> {r['r_pysd']:,.0f}x faster "
+        f"({verdict(r['r_pysd'], GOALS['pysd'], True)}); simulate() with its frame: "
+        f"{r['r_pysd_frame']:,.0f}x"
+    )
+    print(
+        f"  3. RK45 (rtol 1e-6) vs Euler:          RK45 {fmt_t(t['rk45'])} "
+        f"({r['rk45_nfev']} RHS evaluations), Euler {fmt_t(t['euler'])} "
+        f"({r['euler_nfev']}) -> {r['r_rk45']:.2f}x "
+        f"({verdict(r['r_rk45'], GOALS['rk45'], False)})"
+    )
     if p:
-        print(f"  4. import flywheel_sd (in-process, fresh interpreter): {p['import']:.3f} s "
-              f"({verdict(p['import'], GOALS['import'], False)}); whole process "
-              f"`python -c 'import flywheel_sd'` {p['import_wall']:.3f} s")
+        print(
+            f"  4. import flywheel_sd (in-process, fresh interpreter): {p['import']:.3f} s "
+            f"({verdict(p['import'], GOALS['import'], False)}); whole process "
+            f"`python -c 'import flywheel_sd'` {p['import_wall']:.3f} s"
+        )
         if r["refused"]:
             print("     (the CLI runs the file itself: on the PySD path)")
-        print(f"     {p['cli_argv']} (whole process, cached): {p['cli']:.2f} s "
-              f"({verdict(p['cli'], GOALS['cli'], False)}); with FLYWHEEL_SD_JIT=off "
-              f"(plain-Python backend, no Numba import) {p['cli_off']:.2f} s; a bare "
-              f"`python -c pass` {p['python']:.3f} s; medians of {args.process_repeats}")
+        print(
+            f"     {p['cli_argv']} (whole process, cached): {p['cli']:.2f} s "
+            f"({verdict(p['cli'], GOALS['cli'], False)}); with FLYWHEEL_SD_JIT=off "
+            f"(plain-Python backend, no Numba import) {p['cli_off']:.2f} s; a bare "
+            f"`python -c pass` {p['python']:.3f} s; medians of {args.process_repeats}"
+        )
     if fc:
-        print("  5. Numba first compile (fresh FLYWHEEL_SD_CACHE) vs a second process "
-              "(cache warm), FLYWHEEL_SD_JIT=eager:")
+        print(
+            "  5. Numba first compile (fresh FLYWHEEL_SD_CACHE) vs a second process "
+            "(cache warm), FLYWHEEL_SD_JIT=eager:"
+        )
         for key in fc["cold"]:
             print(f"     {key:<28} {fc['cold'][key]:8.3f} s   then {fc['warm'][key]:8.3f} s")
 
@@ -355,11 +398,18 @@ def report(r: dict, p: dict | None, fc: dict | None, args) -> None:
 def revision() -> str:
     """The checkout measured: commit, and whether flywheel_sd/ has uncommitted changes."""
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                "flywheel_sd"], capture_output=True, text=True,
-                               check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "flywheel_sd"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "not a git checkout"
     return f"commit {head}" + (" + uncommitted changes in flywheel_sd/" if dirty else "")
@@ -367,15 +417,24 @@ def revision() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", action="append", type=Path,
-                        help="model file (repeatable); default: the project's, then SIR")
+    parser.add_argument(
+        "--model",
+        action="append",
+        type=Path,
+        help="model file (repeatable); default: the project's, then SIR",
+    )
     parser.add_argument("--repeats", type=int, default=31, help="fast runs (default 31)")
-    parser.add_argument("--pysd-repeats", type=int, default=3,
-                        help="PySD runs (default 3; ~15 s each on the default model)")
+    parser.add_argument(
+        "--pysd-repeats",
+        type=int,
+        default=3,
+        help="PySD runs (default 3; ~15 s each on the default model)",
+    )
     parser.add_argument("--process-repeats", type=int, default=5)
     parser.add_argument("--no-sir", action="store_true")
-    parser.add_argument("--no-processes", action="store_true",
-                        help="skip figures 4 and 5 (the fresh processes)")
+    parser.add_argument(
+        "--no-processes", action="store_true", help="skip figures 4 and 5 (the fresh processes)"
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     paths = list(args.model or [PROJECT_MODEL])
@@ -389,11 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     import pysd
     import simlin
 
-    print(f"{platform.node()}: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; Python "
-          f"{sys.version.split()[0]}, numba {numba.__version__}, pysd {pysd.__version__}, "
-          f"pysimlin {simlin.__version__}, numpy {np.__version__}; "
-          f"{time.strftime('%Y-%m-%d %H:%M')}; {revision()}")
+    print(
+        f"{platform.node()}: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; Python "
+        f"{sys.version.split()[0]}, numba {numba.__version__}, pysd {pysd.__version__}, "
+        f"pysimlin {simlin.__version__}, numpy {np.__version__}; "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; {revision()}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-compiled-") as cache:
         os.environ["FLYWHEEL_SD_CACHE"] = cache
         os.environ["FLYWHEEL_SD_JIT"] = "eager"
@@ -404,8 +465,9 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_runs(path, args, folder)
             p = fc = None
             if not args.no_processes:
-                cli_args = ["baseline"] if path == PROJECT_MODEL.resolve() else \
-                    ["--model", str(path)]
+                cli_args = (
+                    ["baseline"] if path == PROJECT_MODEL.resolve() else ["--model", str(path)]
+                )
                 p = bench_processes(path, r["variant"] or path, cache, args, cli_args)
                 fc = bench_first_compile(r["variant"] or path)
             report(r, p, fc, args)

@@ -95,15 +95,16 @@ def bench(path: Path, repeats: int) -> dict:
     out["t_euler"], euler = median_time(lambda: fw.simulate(model, method="euler"), repeats)
     out["rows"], out["columns"] = rk45.shape
 
-    reference = fw.simulate(model, method="DOP853", rtol=1e-12, atol=1e-12,
-                            return_columns=model.stocks)
+    reference = fw.simulate(
+        model, method="DOP853", rtol=1e-12, atol=1e-12, return_columns=model.stocks
+    )
     out["euler_steps"] = euler.attrs["n_steps"]
     out["euler_error"] = stock_error(euler, reference, model.stocks)
     out["rk45_default_nfev"] = rk45.attrs["nfev"]
     out["rk45_default_error"] = stock_error(rk45, reference, model.stocks)
     out["equal"] = None
     for exponent in np.arange(1, 10.25, 0.25):  # four tolerances per decade
-        tol = float(10.0 ** -exponent)
+        tol = float(10.0**-exponent)
         run = fw.simulate(model, rtol=tol, atol=tol, return_columns=model.stocks)
         error = stock_error(run, reference, model.stocks)
         if error <= out["euler_error"]:
@@ -115,8 +116,10 @@ def bench(path: Path, repeats: int) -> dict:
 
 def report(rows: list[dict]) -> None:
     print()
-    header = (f"{'model':<24}{'simulate/run()':>16}{'euler/run()':>13}"
-              f"{'RHS evals (RK45 : Euler)':>28}{'load cold/cached':>20}")
+    header = (
+        f"{'model':<24}{'simulate/run()':>16}{'euler/run()':>13}"
+        f"{'RHS evals (RK45 : Euler)':>28}{'load cold/cached':>20}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
@@ -124,38 +127,54 @@ def report(rows: list[dict]) -> None:
             print(f"{r['model']:<24}  skipped: {r['skipped']}")
             continue
         equal = r["equal"]
-        evals = (f"{equal[1]} : {r['euler_steps']} = {equal[1] / r['euler_steps']:.3f}"
-                 if equal else "no tolerance reached it")
-        print(f"{r['model']:<24}{r['t_rk45'] / r['t_pysd']:>16.2f}"
-              f"{r['t_euler'] / r['t_pysd']:>13.2f}{evals:>28}"
-              f"{r['t_load_cold'] / r['t_load_cached']:>20.1f}")
+        evals = (
+            f"{equal[1]} : {r['euler_steps']} = {equal[1] / r['euler_steps']:.3f}"
+            if equal
+            else "no tolerance reached it"
+        )
+        print(
+            f"{r['model']:<24}{r['t_rk45'] / r['t_pysd']:>16.2f}"
+            f"{r['t_euler'] / r['t_pysd']:>13.2f}{evals:>28}"
+            f"{r['t_load_cold'] / r['t_load_cached']:>20.1f}"
+        )
     print()
     for r in rows:
         if r.get("skipped"):
             continue
         equal = r["equal"]
-        print(f"{r['model']}: {r['stocks']} stocks, TIME STEP {r['time_step']:g}, SAVEPER "
-              f"{r['saveper']:g}, {r['rows']} rows x {r['columns']} columns")
-        print(f"  wall time (median): PySD run() {r['t_pysd']:.3f} s, simulate() RK45 "
-              f"{r['t_rk45']:.3f} s, simulate(method='euler') {r['t_euler']:.3f} s")
-        print(f"  Euler at TIME STEP: {r['euler_steps']} steps, error {r['euler_error']:.2e}; "
-              f"RK45 at its default tolerance: {r['rk45_default_nfev']} evaluations, error "
-              f"{r['rk45_default_error']:.2e}")
+        print(
+            f"{r['model']}: {r['stocks']} stocks, TIME STEP {r['time_step']:g}, SAVEPER "
+            f"{r['saveper']:g}, {r['rows']} rows x {r['columns']} columns"
+        )
+        print(
+            f"  wall time (median): PySD run() {r['t_pysd']:.3f} s, simulate() RK45 "
+            f"{r['t_rk45']:.3f} s, simulate(method='euler') {r['t_euler']:.3f} s"
+        )
+        print(
+            f"  Euler at TIME STEP: {r['euler_steps']} steps, error {r['euler_error']:.2e}; "
+            f"RK45 at its default tolerance: {r['rk45_default_nfev']} evaluations, error "
+            f"{r['rk45_default_error']:.2e}"
+        )
         if equal:
-            print(f"  RK45 at rtol = atol = {equal[0]:.3g}: {equal[1]} evaluations, error "
-                  f"{equal[2]:.2e} (<= Euler's)")
+            print(
+                f"  RK45 at rtol = atol = {equal[0]:.3g}: {equal[1]} evaluations, error "
+                f"{equal[2]:.2e} (<= Euler's)"
+            )
         print(f"  load: cold {r['t_load_cold']:.3f} s, cached {r['t_load_cached']:.3f} s")
         if r["saveper"] == r["time_step"] and r["t_rk45"] > r["t_pysd"]:
-            print("  note: SAVEPER == TIME STEP, so every step is recorded; recording the "
-                  "outputs dominates the run and simulate() is slower than run()")
+            print(
+                "  note: SAVEPER == TIME STEP, so every step is recorded; recording the "
+                "outputs dominates the run and simulate() is slower than run()"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sir", nargs="?", help="path of SIR.mdl")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-project", action="store_true",
-                        help="leave out models/platform_flywheel.mdl")
+    parser.add_argument(
+        "--no-project", action="store_true", help="leave out models/platform_flywheel.mdl"
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     cache = tempfile.TemporaryDirectory(prefix="bench-")
@@ -166,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if sir is None and os.environ.get("FLYWHEEL_TEST_MODELS"):
         sir = Path(os.environ["FLYWHEEL_TEST_MODELS"]) / "samples" / "SIR" / "SIR.mdl"
     if sir is None or not sir.is_file():
-        rows.append({"model": "SIR.mdl", "skipped": "pass its path or set "
-                     "FLYWHEEL_TEST_MODELS"})
+        rows.append({"model": "SIR.mdl", "skipped": "pass its path or set FLYWHEEL_TEST_MODELS"})
     else:
         rows.append(bench(sir, args.repeats))
     if args.no_project:

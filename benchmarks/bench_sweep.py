@@ -74,17 +74,24 @@ def _final_recovered(ds):
 SETUPS = {
     "flywheel": {
         "path": FLYWHEEL,
-        "params": {"Take Rate": (0.05, 0.3), "Seller Deposit": (0.0, 3000.0),
-                   "Ad Budget": (0.0, 2e6)},
+        "params": {
+            "Take Rate": (0.05, 0.3),
+            "Seller Deposit": (0.0, 3000.0),
+            "Ad Budget": (0.0, 2e6),
+        },
         "metrics": ["cumulative_gmv", "final_active_buyers"],
         "series": ["GMV", "Active Buyers"],  # what the metrics read
-        "options": {}, "pysd_runs": 3},
+        "options": {},
+        "pysd_runs": 3,
+    },
     "sir": {
         "path": SIR,
         "params": {"Contact Infectivity": (0.2, 0.5), "Duration": (3.0, 8.0)},
         "metrics": {"peak_infectious": _peak_infectious, "final_recovered": _final_recovered},
         "series": ["Infectious", "Recovered"],
-        "options": {"saveper": 1.0}, "pysd_runs": 20},
+        "options": {"saveper": 1.0},
+        "pysd_runs": 20,
+    },
 }
 
 
@@ -125,7 +132,8 @@ def flywheel_floor_module():
     global _FLOOR
     if _FLOOR is None:
         spec = importlib.util.spec_from_file_location(
-            "flywheel_numpy", Path(__file__).with_name("flywheel_numpy.py"))
+            "flywheel_numpy", Path(__file__).with_name("flywheel_numpy.py")
+        )
         _FLOOR = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(_FLOOR)
     return _FLOOR
@@ -163,24 +171,34 @@ def floor_metrics(key, table, metrics):
         times, series = floor.euler(params, SETUPS[key]["series"])
     else:
         times, series = sir_floor(table)
-    ds = xr.Dataset({name: (("run", "time"), a) for name, a in series.items()},
-                    coords={"run": np.arange(len(table)), "time": times})
+    ds = xr.Dataset(
+        {name: (("run", "time"), a) for name, a in series.items()},
+        coords={"run": np.arange(len(table)), "time": times},
+    )
     items = metrics.items() if isinstance(metrics, dict) else [(m, m) for m in metrics]
-    return {name: np.asarray((registry.get(f) if isinstance(f, str) else f)(ds).values)
-            for name, f in items}
+    return {
+        name: np.asarray((registry.get(f) if isinstance(f, str) else f)(ds).values)
+        for name, f in items
+    }
 
 
 # -- one model ------------------------------------------------------------------------------
 def run_sweep(fw, model, design, setup, method, **extra):
-    ds = fw.sweep(model, design, metrics=setup["metrics"], method=method, progress=False,
-                  **setup["options"], **extra)
+    ds = fw.sweep(
+        model,
+        design,
+        metrics=setup["metrics"],
+        method=method,
+        progress=False,
+        **setup["options"],
+        **extra,
+    )
     n = len(design.table)
     ok = int((ds["status"] == 1).sum())
     if ok != n:
         raise RuntimeError(f"{n - ok} runs failed in the benchmark: {ds.attrs}")
     if ds.attrs.get("fallback"):
-        raise RuntimeError(f"the sweep fell back to per-run integration: "
-                           f"{ds.attrs['fallback']}")
+        raise RuntimeError(f"the sweep fell back to per-run integration: {ds.attrs['fallback']}")
     return ds
 
 
@@ -191,9 +209,15 @@ def pysd_loop(fw, model, table, setup):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _, row in table.iloc[:k].iterrows():
-            t, _ = timed(fw.simulate, model, {n: float(v) for n, v in row.items()},
-                         engine="pysd", method="euler", return_columns=setup["series"],
-                         **setup["options"])
+            t, _ = timed(
+                fw.simulate,
+                model,
+                {n: float(v) for n, v in row.items()},
+                engine="pysd",
+                method="euler",
+                return_columns=setup["series"],
+                **setup["options"],
+            )
             times.append(t)
     return times
 
@@ -209,12 +233,17 @@ def bench_model(key, runs, repeats, skip_pysd):
     cm = model.compiled({})
     warm_before = cm.numba_is_warm()
     name = setup["path"].name
-    print(f"\n=== {name}: {len(model.stocks)} stocks ({cm.program.n_states} state elements, "
-          f"{len(cm.program.columns)} variables); design: LHS (seed 42) over "
-          f"{', '.join(setup['params'])}; metrics {', '.join(list(setup['metrics']))} only "
-          f"===", flush=True)
-    print(f"load {t_load:.2f} s; Numba cache of this model warm before the run: "
-          f"{'yes' if warm_before else 'no'}")
+    print(
+        f"\n=== {name}: {len(model.stocks)} stocks ({cm.program.n_states} state elements, "
+        f"{len(cm.program.columns)} variables); design: LHS (seed 42) over "
+        f"{', '.join(setup['params'])}; metrics {', '.join(list(setup['metrics']))} only "
+        f"===",
+        flush=True,
+    )
+    print(
+        f"load {t_load:.2f} s; Numba cache of this model warm before the run: "
+        f"{'yes' if warm_before else 'no'}"
+    )
     big = fw.designs.lhs(setup["params"], max(runs), seed=42)
     table = big.table
 
@@ -225,27 +254,33 @@ def bench_model(key, runs, repeats, skip_pysd):
         first, _ = timed(run_sweep, fw, model, warm, setup, method)
         second, _ = timed(run_sweep, fw, model, warm, setup, method)
         warmup[method] = (first, second)
-        print(f"warm-up {method:>5}: first {WARMUP_RUNS}-run sweep {first:6.2f} s, second "
-              f"{second:.2f} s -> first use of the compiled members {first - second:.2f} s",
-              flush=True)
+        print(
+            f"warm-up {method:>5}: first {WARMUP_RUNS}-run sweep {first:6.2f} s, second "
+            f"{second:.2f} s -> first use of the compiled members {first - second:.2f} s",
+            flush=True,
+        )
     timed(floor_metrics, key, table.iloc[:WARMUP_RUNS], setup["metrics"])
     collect = []
     for _ in range(3):
         dt, _ = timed(gc.collect)
         collect.append(dt)
-    print(f"a full gc.collect() here takes {median(collect):.3f} s (the sweep runs one after "
-          f"every chunk of >= 1,000 runs: flywheel_sd/sweeps/sweep.py compute_chunk)",
-          flush=True)
+    print(
+        f"a full gc.collect() here takes {median(collect):.3f} s (the sweep runs one after "
+        f"every chunk of >= 1,000 runs: flywheel_sd/sweeps/sweep.py compute_chunk)",
+        flush=True,
+    )
 
     per_run = None
     if not skip_pysd:
         loop = pysd_loop(fw, model, table, setup)
         per_run = median(loop)
-        print(f"PySD run() (simulate engine='pysd', Euler): {per_run:.3f} s per run (median "
-              f"of {len(loop)}: {', '.join(f'{t:.2f}' for t in loop)})", flush=True)
+        print(
+            f"PySD run() (simulate engine='pysd', Euler): {per_run:.3f} s per run (median "
+            f"of {len(loop)}: {', '.join(f'{t:.2f}' for t in loop)})",
+            flush=True,
+        )
 
-    results = {"model": name, "key": key, "warmup": warmup, "pysd_per_run": per_run,
-               "sizes": {}}
+    results = {"model": name, "key": key, "warmup": warmup, "pysd_per_run": per_run, "sizes": {}}
     for n in runs:
         design = fw.designs.from_table(table.iloc[:n])
         reps = repeats if n >= 5000 else max(repeats, 5)
@@ -259,9 +294,12 @@ def bench_model(key, runs, repeats, skip_pysd):
             dt, ds_r = timed(run_sweep, fw, model, design, setup, "RK45")
             t["RK45"].append(dt)
             if check is None:
-                check = {m: float(np.max(np.abs(ds_e[m].values - fm[m])
-                                         / np.maximum(np.abs(fm[m]), 1e-300)))
-                         for m in fm}
+                check = {
+                    m: float(
+                        np.max(np.abs(ds_e[m].values - fm[m]) / np.maximum(np.abs(fm[m]), 1e-300))
+                    )
+                    for m in fm
+                }
                 nfev = {"euler": int(ds_e.attrs["nfev"]), "RK45": int(ds_r.attrs["nfev"])}
         row = {"runs": n, "reps": reps, **t, "check": check, "nfev": nfev}
         results["sizes"][n] = row
@@ -269,18 +307,25 @@ def bench_model(key, runs, repeats, skip_pysd):
         pair_floor = median([a / b for a, b in zip(t["euler"], t["floor"])])
         pair_rk = median([a / b for a, b in zip(t["RK45"], t["euler"])])
         print(f"\n{n:,} runs ({reps} interleaved repetitions, medians):")
-        print(f"  sweep Euler      {spread(t['euler'])}  {n / e:8,.0f} runs/s  "
-              f"({nfev['euler'] / n:,.0f} RHS evaluations per run)")
-        print(f"  sweep RK45       {spread(t['RK45'])}  {n / r:8,.0f} runs/s  "
-              f"({nfev['RK45'] / n:,.0f} RHS evaluations per run)")
+        print(
+            f"  sweep Euler      {spread(t['euler'])}  {n / e:8,.0f} runs/s  "
+            f"({nfev['euler'] / n:,.0f} RHS evaluations per run)"
+        )
+        print(
+            f"  sweep RK45       {spread(t['RK45'])}  {n / r:8,.0f} runs/s  "
+            f"({nfev['RK45'] / n:,.0f} RHS evaluations per run)"
+        )
         print(f"  NumPy floor Euler {spread(t['floor'])}  {n / f:8,.0f} runs/s")
-        print(f"  sweep Euler / floor  = {e / f:.2f}x (median of pairwise ratios "
-              f"{pair_floor:.2f}x); metrics agree to {max(check.values()):.1e} relative")
-        print(f"  sweep RK45 / Euler   = {r / e:.2f}x (median of pairwise ratios "
-              f"{pair_rk:.2f}x)")
+        print(
+            f"  sweep Euler / floor  = {e / f:.2f}x (median of pairwise ratios "
+            f"{pair_floor:.2f}x); metrics agree to {max(check.values()):.1e} relative"
+        )
+        print(f"  sweep RK45 / Euler   = {r / e:.2f}x (median of pairwise ratios {pair_rk:.2f}x)")
         if per_run is not None:
-            print(f"  PySD loop scaled to {n:,} runs: {per_run * n:,.0f} s -> sweep Euler is "
-                  f"{per_run * n / e:,.0f}x faster, RK45 {per_run * n / r:,.0f}x")
+            print(
+                f"  PySD loop scaled to {n:,} runs: {per_run * n:,.0f} s -> sweep Euler is "
+                f"{per_run * n / e:,.0f}x faster, RK45 {per_run * n / r:,.0f}x"
+            )
         sys.stdout.flush()
     return results
 
@@ -295,15 +340,31 @@ def summary(all_results):
             continue
         for n, row in res["sizes"].items():
             e, r, f = median(row["euler"]), median(row["RK45"]), median(row["floor"])
-            lines = [(f"{n:,}-run Euler sweep / NumPy floor", f"{e / f:.2f}x", "<= 0.5x",
-                      e / f <= 0.5 if n >= 10000 else None),
-                     (f"{n:,}-run RK45 sweep / Euler sweep", f"{r / e:.2f}x", "<= 2x",
-                      r / e <= 2 if n >= 10000 else None),
-                     (f"{n:,}-run Euler sweep, runs/s", f"{n / e:,.0f}", "", None),
-                     (f"{n:,}-run RK45 sweep, runs/s", f"{n / r:,.0f}", "", None)]
+            lines = [
+                (
+                    f"{n:,}-run Euler sweep / NumPy floor",
+                    f"{e / f:.2f}x",
+                    "<= 0.5x",
+                    e / f <= 0.5 if n >= 10000 else None,
+                ),
+                (
+                    f"{n:,}-run RK45 sweep / Euler sweep",
+                    f"{r / e:.2f}x",
+                    "<= 2x",
+                    r / e <= 2 if n >= 10000 else None,
+                ),
+                (f"{n:,}-run Euler sweep, runs/s", f"{n / e:,.0f}", "", None),
+                (f"{n:,}-run RK45 sweep, runs/s", f"{n / r:,.0f}", "", None),
+            ]
             if res["pysd_per_run"]:
-                lines.append((f"{n:,}-run PySD loop (scaled) / Euler sweep",
-                              f"{res['pysd_per_run'] * n / e:,.0f}x", "", None))
+                lines.append(
+                    (
+                        f"{n:,}-run PySD loop (scaled) / Euler sweep",
+                        f"{res['pysd_per_run'] * n / e:,.0f}x",
+                        "",
+                        None,
+                    )
+                )
             for figure, value, goal, met in lines:
                 verdict = "" if met is None else ("met" if met else "MISSED")
                 print(f"{res['model']:<22} {figure:<44} {value:>12} {goal:>8}  {verdict}")
@@ -333,16 +394,27 @@ def million_child(key: str, n: int, method: str) -> None:
     def watch(index, done, total):
         chunks.append((time.perf_counter() - start, done, current_rss_mb()))
         if index % 10 == 0 or done == total:
-            print(f"  chunk {index:3d}: {done:>9,} runs in {chunks[-1][0]:6.1f} s, RSS "
-                  f"{chunks[-1][2]:.0f} MB", flush=True)
+            print(
+                f"  chunk {index:3d}: {done:>9,} runs in {chunks[-1][0]:6.1f} s, RSS "
+                f"{chunks[-1][2]:.0f} MB",
+                flush=True,
+            )
 
     base = current_rss_mb()
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
     try:
         start = time.perf_counter()
-        ds = fw.sweep(model, design, metrics=setup["metrics"], method=method, store=store,
-                      progress=False, callback=watch, **setup["options"])
+        ds = fw.sweep(
+            model,
+            design,
+            metrics=setup["metrics"],
+            method=method,
+            store=store,
+            progress=False,
+            callback=watch,
+            **setup["options"],
+        )
         wall = time.perf_counter() - start
         ok = int((ds["status"] == 1).sum())
         first = next(iter(setup["metrics"]))
@@ -352,50 +424,87 @@ def million_child(key: str, n: int, method: str) -> None:
         watcher.join()
     size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / 2**20
     shutil.rmtree(root, ignore_errors=True)
-    print("RESULT " + json.dumps({
-        "model": setup["path"].name, "runs": n, "method": method, "wall_s": wall,
-        "design_s": t_design, "ok": ok, "chunk_size": int(ds.attrs["chunk_size"]),
-        "rss_before_mb": base, "rss_after_first_chunk_mb": chunks[0][2] if chunks else None,
-        "first_chunk_s": chunks[0][0] if chunks else None,
-        "rss_sampled_max_mb": max(samples) if samples else None,
-        "ru_maxrss_mb": peak_rss_mb(), "hwm_mb": current_rss_mb("VmHWM"), "store_mb": size, "median_" + first: med}), flush=True)
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "model": setup["path"].name,
+                "runs": n,
+                "method": method,
+                "wall_s": wall,
+                "design_s": t_design,
+                "ok": ok,
+                "chunk_size": int(ds.attrs["chunk_size"]),
+                "rss_before_mb": base,
+                "rss_after_first_chunk_mb": chunks[0][2] if chunks else None,
+                "first_chunk_s": chunks[0][0] if chunks else None,
+                "rss_sampled_max_mb": max(samples) if samples else None,
+                "ru_maxrss_mb": peak_rss_mb(),
+                "hwm_mb": current_rss_mb("VmHWM"),
+                "store_mb": size,
+                "median_" + first: med,
+            }
+        ),
+        flush=True,
+    )
 
 
 def million(key: str, n: int, method: str) -> dict:
-    print(f"\n=== {n:,}-run metrics-only sweep of {SETUPS[key]['path'].name} ({method}) to a "
-          f"Zarr store, in a fresh process ===", flush=True)
-    proc = subprocess.Popen([sys.executable, __file__, "--million-child", key, str(n), method],
-                            stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    print(
+        f"\n=== {n:,}-run metrics-only sweep of {SETUPS[key]['path'].name} ({method}) to a "
+        f"Zarr store, in a fresh process ===",
+        flush=True,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--million-child", key, str(n), method],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     result = None
     for line in proc.stdout:
         if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
+            result = json.loads(line[len("RESULT ") :])
         else:
             print(line, end="", flush=True)
     if proc.wait() != 0 or result is None:
         raise RuntimeError(f"the million-run child failed (exit {proc.returncode})")
     r = result
-    print(f"{r['runs']:,} runs in {r['wall_s']:.0f} s ({r['runs'] / r['wall_s']:,.0f} runs/s; "
-          f"design {r['design_s']:.1f} s before it); {r['ok']:,} ok; chunks of "
-          f"{r['chunk_size']:,}, the first in {r['first_chunk_s']:.1f} s")
-    print(f"resident memory: {r['rss_before_mb']:.0f} MB before the sweep, "
-          f"{r['rss_after_first_chunk_mb']:.0f} MB after the first chunk, sampled maximum "
-          f"{r['rss_sampled_max_mb']:.0f} MB, peak of the process (VmHWM) "
-          f"{r['hwm_mb']:.0f} MB (ru_maxrss {r['ru_maxrss_mb']:.0f} MB, which counts the "
-          f"parent's peak before exec); store {r['store_mb']:.0f} MB")
+    print(
+        f"{r['runs']:,} runs in {r['wall_s']:.0f} s ({r['runs'] / r['wall_s']:,.0f} runs/s; "
+        f"design {r['design_s']:.1f} s before it); {r['ok']:,} ok; chunks of "
+        f"{r['chunk_size']:,}, the first in {r['first_chunk_s']:.1f} s"
+    )
+    print(
+        f"resident memory: {r['rss_before_mb']:.0f} MB before the sweep, "
+        f"{r['rss_after_first_chunk_mb']:.0f} MB after the first chunk, sampled maximum "
+        f"{r['rss_sampled_max_mb']:.0f} MB, peak of the process (VmHWM) "
+        f"{r['hwm_mb']:.0f} MB (ru_maxrss {r['ru_maxrss_mb']:.0f} MB, which counts the "
+        f"parent's peak before exec); store {r['store_mb']:.0f} MB"
+    )
     t_ok, m_ok = r["wall_s"] < MILLION_LIMIT_S, r["hwm_mb"] < MILLION_LIMIT_MB
-    print(f"goals: under 15 minutes {'met' if t_ok else 'MISSED'}; under 1 GB "
-          f"{'met' if m_ok else 'MISSED'}", flush=True)
+    print(
+        f"goals: under 15 minutes {'met' if t_ok else 'MISSED'}; under 1 GB "
+        f"{'met' if m_ok else 'MISSED'}",
+        flush=True,
+    )
     return r
 
 
 def engine_state() -> str:
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                "flywheel_sd"], capture_output=True, text=True,
-                               check=False).stdout
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "flywheel_sd"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         return head + (" (with uncommitted changes in flywheel_sd/)" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -403,21 +512,29 @@ def engine_state() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["flywheel", "sir"],
-                        choices=["flywheel", "sir", "none"])
+    parser.add_argument(
+        "--models", nargs="+", default=["flywheel", "sir"], choices=["flywheel", "sir", "none"]
+    )
     parser.add_argument("--runs", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="interleaved repetitions at >= 5,000 runs (at least 5 below)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="interleaved repetitions at >= 5,000 runs (at least 5 below)",
+    )
     parser.add_argument("--skip-pysd", action="store_true")
     parser.add_argument("--million", action="store_true")
     parser.add_argument("--million-runs", type=int, default=1_000_000)
-    parser.add_argument("--million-model", choices=["auto", "flywheel", "sir"],
-                        default="auto")
+    parser.add_argument("--million-model", choices=["auto", "flywheel", "sir"], default="auto")
     parser.add_argument("--million-method", default="RK45")
-    parser.add_argument("--cold-cache", action="store_true",
-                        help="translate and compile into an empty FLYWHEEL_SD_CACHE")
-    parser.add_argument("--million-child", nargs=3, metavar=("MODEL", "RUNS", "METHOD"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cold-cache",
+        action="store_true",
+        help="translate and compile into an empty FLYWHEEL_SD_CACHE",
+    )
+    parser.add_argument(
+        "--million-child", nargs=3, metavar=("MODEL", "RUNS", "METHOD"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("FLYWHEEL_SD_JIT", "eager")
@@ -432,15 +549,20 @@ def main(argv=None) -> int:
     import numba
     import pysd
 
-    print(f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; python "
-          f"{sys.version.split()[0]}; numba {numba.__version__} "
-          f"({numba.config.NUMBA_NUM_THREADS} threads); numpy {np.__version__}; pysd "
-          f"{pysd.__version__}; commit {engine_state()}; FLYWHEEL_SD_JIT="
-          f"{os.environ['FLYWHEEL_SD_JIT']}" + (f"; empty cache {cold}" if cold else ""),
-          flush=True)
+    print(
+        f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}; python "
+        f"{sys.version.split()[0]}; numba {numba.__version__} "
+        f"({numba.config.NUMBA_NUM_THREADS} threads); numpy {np.__version__}; pysd "
+        f"{pysd.__version__}; commit {engine_state()}; FLYWHEEL_SD_JIT="
+        f"{os.environ['FLYWHEEL_SD_JIT']}" + (f"; empty cache {cold}" if cold else ""),
+        flush=True,
+    )
     start = time.perf_counter()
-    results = [bench_model(k, sorted(args.runs), args.repeats, args.skip_pysd)
-               for k in args.models if k != "none"]
+    results = [
+        bench_model(k, sorted(args.runs), args.repeats, args.skip_pysd)
+        for k in args.models
+        if k != "none"
+    ]
     if results:
         summary(results)
     if args.million:
@@ -448,19 +570,27 @@ def main(argv=None) -> int:
         fly = next((r for r in results if r and r["key"] == "flywheel"), None)
         if fly and max(fly["sizes"]) >= 1000:
             n = max(fly["sizes"])
-            rate = n / median(fly["sizes"][n][args.million_method if args.million_method
-                                              in ("euler", "RK45") else "RK45"])
+            rate = n / median(
+                fly["sizes"][n][
+                    args.million_method if args.million_method in ("euler", "RK45") else "RK45"
+                ]
+            )
             eta = args.million_runs / rate
-            print(f"\nplatform_flywheel.mdl at the {n:,}-run {args.million_method} rate "
-                  f"({rate:,.0f} runs/s): {args.million_runs:,} runs would take "
-                  f"{eta / 60:.1f} min", flush=True)
+            print(
+                f"\nplatform_flywheel.mdl at the {n:,}-run {args.million_method} rate "
+                f"({rate:,.0f} runs/s): {args.million_runs:,} runs would take "
+                f"{eta / 60:.1f} min",
+                flush=True,
+            )
             if key == "auto":
                 key = "flywheel" if eta < 0.9 * MILLION_LIMIT_S else "sir"
         elif key == "auto":
             key = "flywheel"
         million(key, args.million_runs, args.million_method)
-    print(f"\nbenchmark wall time {time.perf_counter() - start:.0f} s; load average now "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        f"\nbenchmark wall time {time.perf_counter() - start:.0f} s; load average now "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     if cold:
         shutil.rmtree(cold, ignore_errors=True)
     return 0

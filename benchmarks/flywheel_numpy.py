@@ -134,61 +134,117 @@ def _table(*points: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
 #: values outside the table, as Vensim and PySD do.
 LOOKUPS = {
     "Effect of Penetration on Churn": _table(
-        (0, 1), (0.2, 1), (0.4, 1.1), (0.5, 1.25), (0.6, 1.5), (0.7, 1.9), (0.8, 2.6), (1, 4.5)),
+        (0, 1), (0.2, 1), (0.4, 1.1), (0.5, 1.25), (0.6, 1.5), (0.7, 1.9), (0.8, 2.6), (1, 4.5)
+    ),
     "Effect of Choice Share on Churn": _table(
-        (0, 3), (0.25, 2.2), (0.5, 1.6), (0.75, 1.25), (1, 1), (1.25, 0.84), (1.5, 0.74),
-        (2, 0.64)),
+        (0, 3), (0.25, 2.2), (0.5, 1.6), (0.75, 1.25), (1, 1), (1.25, 0.84), (1.5, 0.74), (2, 0.64)
+    ),
     "Effect of Trust on Churn": _table(
-        (0, 3), (0.2, 2.3), (0.4, 1.5), (0.6, 1.1), (0.7, 1), (0.8, 0.95), (1, 0.88)),
+        (0, 3), (0.2, 2.3), (0.4, 1.5), (0.6, 1.1), (0.7, 1), (0.8, 0.95), (1, 0.88)
+    ),
     "Effect of Logistics on Churn": _table(
-        (0, 1.3), (0.5, 1.12), (1, 1), (2, 0.85), (3, 0.78), (4, 0.75)),
+        (0, 1.3), (0.5, 1.12), (1, 1), (2, 0.85), (3, 0.78), (4, 0.75)
+    ),
     "Effect of Logistics on Membership Value": _table(
-        (0, 0.3), (0.5, 0.6), (1, 1), (2, 1.5), (3, 1.75), (4, 1.85)),
+        (0, 0.3), (0.5, 0.6), (1, 1), (2, 1.5), (3, 1.75), (4, 1.85)
+    ),
     "Effect of Member Value on Uptake": _table(
-        (0, 0), (0.3, 0.05), (0.4, 0.15), (0.5, 0.35), (0.6, 0.6), (0.7, 0.8), (0.85, 0.95),
-        (1, 1)),
+        (0, 0), (0.3, 0.05), (0.4, 0.15), (0.5, 0.35), (0.6, 0.6), (0.7, 0.8), (0.85, 0.95), (1, 1)
+    ),
     "Effect of Member Value on Lapse": _table(
-        (0, 4), (0.3, 2.5), (0.5, 1.2), (0.7, 0.6), (1, 0.4)),
+        (0, 4), (0.3, 2.5), (0.5, 1.2), (0.7, 0.6), (1, 0.4)
+    ),
     "Effect of Attractiveness on Entry": _table(
-        (-2, 0), (0, 0), (0.25, 0.08), (0.5, 0.3), (0.75, 0.65), (1, 1), (1.5, 1.5), (2, 1.8),
-        (3, 2.1), (4, 2.2)),
+        (-2, 0),
+        (0, 0),
+        (0.25, 0.08),
+        (0.5, 0.3),
+        (0.75, 0.65),
+        (1, 1),
+        (1.5, 1.5),
+        (2, 1.8),
+        (3, 2.1),
+        (4, 2.2),
+    ),
     "Effect of Attractiveness on Exit": _table(
-        (-2, 8), (-1, 6), (0, 3), (0.5, 1.7), (1, 1), (2, 0.6), (4, 0.5)),
+        (-2, 8), (-1, 6), (0, 3), (0.5, 1.7), (1, 1), (2, 0.6), (4, 0.5)
+    ),
     "Effect of Confidence on Exit": _table(
-        (0, 3.5), (0.3, 2.6), (0.5, 2), (0.7, 1.5), (0.85, 1.18), (1, 1)),
+        (0, 3.5), (0.3, 2.6), (0.5, 2), (0.7, 1.5), (0.85, 1.18), (1, 1)
+    ),
     "Effect of Enforcement on Wrongful Penalties": _table(
-        (0, 0), (0.3, 0.02), (0.5, 0.07), (0.6, 0.15), (0.7, 0.3), (0.85, 0.6), (1, 1)),
+        (0, 0), (0.3, 0.02), (0.5, 0.07), (0.6, 0.15), (0.7, 0.3), (0.85, 0.6), (1, 1)
+    ),
     "Effect of Enforcement on Compliance Burden": _table(
-        (0, 0), (0.3, 0.05), (0.5, 0.15), (0.7, 0.4), (0.85, 0.7), (1, 1)),
+        (0, 0), (0.3, 0.05), (0.5, 0.15), (0.7, 0.4), (0.85, 0.7), (1, 1)
+    ),
     "Effect of Trust on Strictness Response": _table(
-        (0, 1), (0.3, 0.8), (0.5, 0.4), (0.6, 0.15), (0.7, 0), (1, 0)),
+        (0, 1), (0.3, 0.8), (0.5, 0.4), (0.6, 0.15), (0.7, 0), (1, 0)
+    ),
     "Effect of Deposit Burden on Entry": _table(
-        (0, 1), (0.1, 0.9), (0.25, 0.72), (0.5, 0.5), (1, 0.25), (1.5, 0.12), (2, 0.06),
-        (5, 0.01), (10, 0)),
+        (0, 1),
+        (0.1, 0.9),
+        (0.25, 0.72),
+        (0.5, 0.5),
+        (1, 0.25),
+        (1.5, 0.12),
+        (2, 0.06),
+        (5, 0.01),
+        (10, 0),
+    ),
     "Indicated Seller Confidence": _table(
-        (0, 1), (0.25, 0.93), (0.5, 0.83), (1, 0.65), (2, 0.45), (3, 0.32), (5, 0.2)),
+        (0, 1), (0.25, 0.93), (0.5, 0.83), (1, 0.65), (2, 0.45), (3, 0.32), (5, 0.2)
+    ),
     "Effect of Trust on Referrals": _table(
-        (0, 0), (0.3, 0.25), (0.5, 0.6), (0.7, 0.85), (0.85, 0.95), (1, 1)),
+        (0, 0), (0.3, 0.25), (0.5, 0.6), (0.7, 0.85), (0.85, 0.95), (1, 1)
+    ),
     "Effect of Trust on Conversion": _table(
-        (0, 0), (0.2, 0.25), (0.4, 0.62), (0.6, 0.85), (0.7, 0.9), (0.8, 0.95), (0.9, 0.98),
-        (1, 1)),
+        (0, 0), (0.2, 0.25), (0.4, 0.62), (0.6, 0.85), (0.7, 0.9), (0.8, 0.95), (0.9, 0.98), (1, 1)
+    ),
     "Effect of Selection on Attractiveness": _table(
-        (0, 0), (0.001, 0.03), (0.005, 0.07), (0.01, 0.1), (0.02, 0.14), (0.05, 0.22),
-        (0.1, 0.32), (0.2, 0.46), (0.35, 0.63), (0.5, 0.76), (0.75, 0.9), (1, 1), (1.5, 1.2),
-        (2, 1.36), (3, 1.55), (4, 1.65)),
+        (0, 0),
+        (0.001, 0.03),
+        (0.005, 0.07),
+        (0.01, 0.1),
+        (0.02, 0.14),
+        (0.05, 0.22),
+        (0.1, 0.32),
+        (0.2, 0.46),
+        (0.35, 0.63),
+        (0.5, 0.76),
+        (0.75, 0.9),
+        (1, 1),
+        (1.5, 1.2),
+        (2, 1.36),
+        (3, 1.55),
+        (4, 1.65),
+    ),
     "Effect of Price on Attractiveness": _table(
-        (0, 1.5), (0.5, 1.3), (0.8, 1.1), (1, 1), (1.25, 0.75), (1.5, 0.5), (2, 0.2), (3, 0.05),
-        (5, 0)),
+        (0, 1.5),
+        (0.5, 1.3),
+        (0.8, 1.1),
+        (1, 1),
+        (1.25, 0.75),
+        (1.5, 0.5),
+        (2, 0.2),
+        (3, 0.05),
+        (5, 0),
+    ),
     "Effect of Capability on Attractiveness": _table(
-        (0, 0.7), (0.5, 0.9), (1, 1), (2, 1.1), (4, 1.15)),
+        (0, 0.7), (0.5, 0.9), (1, 1), (2, 1.1), (4, 1.15)
+    ),
     "Effect of Logistics on Delivery Experience": _table(
-        (0, 0.75), (0.5, 0.85), (1, 0.92), (2, 0.97), (4, 1)),
+        (0, 0.75), (0.5, 0.85), (1, 0.92), (2, 0.97), (4, 1)
+    ),
     "Effect of Experience on Trust Updating": _table(
-        (0, 0), (0.2, 0.4), (0.5, 0.8), (1, 1), (3, 1)),
+        (0, 0), (0.2, 0.4), (0.5, 0.8), (1, 1), (3, 1)
+    ),
     "Effect of Cash on Ad Spending": _table(
-        (0, 0), (0.2, 0.1), (0.4, 0.45), (0.6, 0.85), (0.8, 0.98), (1, 1), (2, 1)),
+        (0, 0), (0.2, 0.1), (0.4, 0.45), (0.6, 0.85), (0.8, 0.98), (1, 1), (2, 1)
+    ),
     "Effect of Market Prize on Competitor Investment": _table(
-        (0, 0.6), (0.25, 0.85), (0.5, 1), (0.75, 1.1), (1, 1.2)),
+        (0, 0.6), (0.25, 0.85), (0.5, 1), (0.75, 1.1), (1, 1.2)
+    ),
 }
 
 #: The state vector of one member: each stock (13) and SMOOTH (3), in the order of the
@@ -215,9 +271,16 @@ STATES: dict[str, int | slice] = {
 S = 19
 
 #: The times at which a STEP or PULSE of the model switches (PULSE: start and end).
-STEP_TIMES = ("Membership Start Time", "Qualification Change Time", "Deposit Start Time",
-              "Deposit End Time", "Ad Stop Time", "Competitor Entry Time",
-              "Marketplace Switch Time", "Supply Cost Shock Time")
+STEP_TIMES = (
+    "Membership Start Time",
+    "Qualification Change Time",
+    "Deposit Start Time",
+    "Deposit End Time",
+    "Ad Stop Time",
+    "Competitor Entry Time",
+    "Marketplace Switch Time",
+    "Supply Cost Shock Time",
+)
 
 
 def _lookup(name: str, x):
@@ -239,16 +302,19 @@ class FlywheelNumpy:
     """The model for N members: `params` maps constant names to a value for all members or
     one per member ((N,) arrays; (N, 2) for constants subscripted by Quality)."""
 
-    def __init__(self, params: Mapping[str, float | np.ndarray] | None = None,
-                 exact_time: bool = False):
+    def __init__(
+        self, params: Mapping[str, float | np.ndarray] | None = None, exact_time: bool = False
+    ):
         params = dict(params or {})
         unknown = set(params) - set(DEFAULTS)
         if unknown:
             raise KeyError(f"not constants of the model: {sorted(unknown)}")
         self.exact_time = exact_time
         self.n = self._members(params)
-        self.c = {name: self._constant(name, params.get(name, default))
-                  for name, default in DEFAULTS.items()}
+        self.c = {
+            name: self._constant(name, params.get(name, default))
+            for name, default in DEFAULTS.items()
+        }
         self._constant_terms()
 
     @staticmethod
@@ -275,16 +341,20 @@ class FlywheelNumpy:
     def _constant_terms(self) -> None:
         """Auxiliaries that depend on constants only, computed once."""
         c = self.c
-        self.ranking_multiplier = 1 + c["Ranking Weight on Quality"] * c[
-            "Ranking Quality Advantage"]
-        self.wrongful_effect = _lookup("Effect of Enforcement on Wrongful Penalties",
-                                       c["Enforcement Intensity"])
-        self.removal_fraction = (c["Enforcement Intensity"] * c["Violation Removal Rate"]
-                                 + c["Wrongful Penalty Rate"] * self.wrongful_effect)
-        self.compliance_burden = _lookup("Effect of Enforcement on Compliance Burden",
-                                         c["Enforcement Intensity"])
-        self.member_churn_multiplier = 1 - c["Membership Benefit"] * c[
-            "Member Loyalty Strength"]
+        self.ranking_multiplier = (
+            1 + c["Ranking Weight on Quality"] * c["Ranking Quality Advantage"]
+        )
+        self.wrongful_effect = _lookup(
+            "Effect of Enforcement on Wrongful Penalties", c["Enforcement Intensity"]
+        )
+        self.removal_fraction = (
+            c["Enforcement Intensity"] * c["Violation Removal Rate"]
+            + c["Wrongful Penalty Rate"] * self.wrongful_effect
+        )
+        self.compliance_burden = _lookup(
+            "Effect of Enforcement on Compliance Burden", c["Enforcement Intensity"]
+        )
+        self.member_churn_multiplier = 1 - c["Membership Benefit"] * c["Member Loyalty Strength"]
 
     # -- time functions -------------------------------------------------------------
     def _step(self, t: float, tstep, exact: bool):
@@ -308,17 +378,34 @@ class FlywheelNumpy:
     def _variables(self, t: float, x: np.ndarray, exact: bool) -> dict[str, np.ndarray]:
         """Every variable the flows and outputs need, at time t and states x (S, N)."""
         c = self.c
-        pb, ab, members = (x[STATES[name]] for name in
-                           ("Potential Buyers", "Active Buyers", "Members"))
-        potential_sellers, active_sellers = x[STATES["Potential Sellers"]], x[
-            STATES["Active Sellers"]]
-        confidence, traffic, trust, cash = (x[STATES[name]] for name in (
-            "Seller Confidence", "Traffic", "Buyer Trust", "Platform Cash"))
-        held, capability, logistics, rival = (x[STATES[name]] for name in (
-            "Seller Deposits Held", "Platform Capability", "Logistics Capability",
-            "Competitor Capability"))
-        perceived_profit, capacity, openness = (x[STATES[name]] for name in (
-            "Perceived Seller Profit", "Order Handling Capacity", "Marketplace Openness"))
+        pb, ab, members = (
+            x[STATES[name]] for name in ("Potential Buyers", "Active Buyers", "Members")
+        )
+        potential_sellers, active_sellers = (
+            x[STATES["Potential Sellers"]],
+            x[STATES["Active Sellers"]],
+        )
+        confidence, traffic, trust, cash = (
+            x[STATES[name]]
+            for name in ("Seller Confidence", "Traffic", "Buyer Trust", "Platform Cash")
+        )
+        held, capability, logistics, rival = (
+            x[STATES[name]]
+            for name in (
+                "Seller Deposits Held",
+                "Platform Capability",
+                "Logistics Capability",
+                "Competitor Capability",
+            )
+        )
+        perceived_profit, capacity, openness = (
+            x[STATES[name]]
+            for name in (
+                "Perceived Seller Profit",
+                "Order Handling Capacity",
+                "Marketplace Openness",
+            )
+        )
         v: dict[str, np.ndarray] = {}
 
         # policy switches
@@ -327,121 +414,173 @@ class FlywheelNumpy:
         deposit_active = np.where(
             c["Deposit End Time"] > c["Deposit Start Time"],
             self._step(t, c["Deposit Start Time"], exact)
-            - self._step(t, c["Deposit End Time"], exact), 0.0)
+            - self._step(t, c["Deposit End Time"], exact),
+            0.0,
+        )
         ad_active = 1 - self._step(t, c["Ad Stop Time"], exact)
         competitor_presence = self._step(t, c["Competitor Entry Time"], exact)
         v["Marketplace Switch"] = self._step(t, c["Marketplace Switch Time"], exact)
-        funding_pulse = self._pulse(t, c["Funding Round Time"], c["Funding Round Duration"],
-                                    exact)
+        funding_pulse = self._pulse(t, c["Funding Round Time"], c["Funding Round Duration"], exact)
 
         # attractiveness and choice
         total_buyers = ab + members
         penetration = _zidz(total_buyers, c["Addressable Market"])
         sourcing_dependence = 1 - openness * (1 - c["Residual Sourcing Dependence"])
-        supply_shock = (c["Supply Cost Shock Size"]
-                        * self._step(t, c["Supply Cost Shock Time"], exact)
-                        * sourcing_dependence)
+        supply_shock = (
+            c["Supply Cost Shock Size"]
+            * self._step(t, c["Supply Cost Shock Time"], exact)
+            * sourcing_dependence
+        )
         relative_price = c["Price Level"] * (1 + supply_shock * c["Cost Pass Through"])
         total_active_sellers = _pair_sum(active_sellers)
-        selection_ratio = (total_active_sellers
-                           * (1 + openness * c["Marketplace Selection Bonus"])
-                           / c["Reference Selection"])
-        attractiveness = (_lookup("Effect of Selection on Attractiveness", selection_ratio)
-                          * _lookup("Effect of Price on Attractiveness", relative_price)
-                          * _lookup("Effect of Capability on Attractiveness", capability))
-        choice_share = attractiveness / (attractiveness + rival
-                                         + c["Substitute Attractiveness"])
-        conversion = (c["Maximum Conversion Rate"]
-                      * _lookup("Effect of Trust on Conversion", trust) * choice_share)
+        selection_ratio = (
+            total_active_sellers
+            * (1 + openness * c["Marketplace Selection Bonus"])
+            / c["Reference Selection"]
+        )
+        attractiveness = (
+            _lookup("Effect of Selection on Attractiveness", selection_ratio)
+            * _lookup("Effect of Price on Attractiveness", relative_price)
+            * _lookup("Effect of Capability on Attractiveness", capability)
+        )
+        choice_share = attractiveness / (attractiveness + rival + c["Substitute Attractiveness"])
+        conversion = (
+            c["Maximum Conversion Rate"]
+            * _lookup("Effect of Trust on Conversion", trust)
+            * choice_share
+        )
 
         # traffic and orders
         cash_adequacy = (cash + c["Credit Line"]) / c["Credit Line"]
-        ad_spend = (c["Ad Budget"] * ad_active
-                    * _lookup("Effect of Cash on Ad Spending", cash_adequacy))
+        ad_spend = (
+            c["Ad Budget"] * ad_active * _lookup("Effect of Cash on Ad Spending", cash_adequacy)
+        )
         paid_traffic = ad_spend / c["Cost per Click"]
-        buyer_visits = (ab + members * c["Member Visit Multiplier"]) * c[
-            "Visits per Active Buyer"]
-        organic_traffic = (total_buyers * c["Referral Visits per Buyer"]
-                           * _lookup("Effect of Trust on Referrals", trust))
+        buyer_visits = (ab + members * c["Member Visit Multiplier"]) * c["Visits per Active Buyer"]
+        organic_traffic = (
+            total_buyers
+            * c["Referral Visits per Buyer"]
+            * _lookup("Effect of Trust on Referrals", trust)
+        )
         indicated_traffic = buyer_visits + paid_traffic + organic_traffic
         prospect_traffic = traffic * _zidz(paid_traffic + organic_traffic, indicated_traffic)
         returning_traffic = traffic * _zidz(buyer_visits, indicated_traffic)
-        adoption = (prospect_traffic * conversion * _zidz(pb, c["Addressable Market"])
-                    / c["Orders per New Buyer"])
+        adoption = (
+            prospect_traffic
+            * conversion
+            * _zidz(pb, c["Addressable Market"])
+            / c["Orders per New Buyer"]
+        )
         orders = returning_traffic * conversion + adoption * c["Orders per New Buyer"]
         gmv = orders * c["Average Order Value"]
-        v.update({"Indicated Traffic": indicated_traffic, "Buyer Adoption": adoption,
-                  "Orders": orders, "GMV": gmv, "Ad Spend": ad_spend})
+        v.update(
+            {
+                "Indicated Traffic": indicated_traffic,
+                "Buyer Adoption": adoption,
+                "Orders": orders,
+                "GMV": gmv,
+                "Ad Spend": ad_spend,
+            }
+        )
 
         # buyers: churn and membership
-        churn_fraction = (c["Normal Buyer Churn Fraction"]
-                          * _lookup("Effect of Choice Share on Churn",
-                                    choice_share / c["Reference Choice Share"])
-                          * _lookup("Effect of Trust on Churn", trust)
-                          * _lookup("Effect of Logistics on Churn", logistics)
-                          * _lookup("Effect of Penetration on Churn", penetration))
+        churn_fraction = (
+            c["Normal Buyer Churn Fraction"]
+            * _lookup(
+                "Effect of Choice Share on Churn", choice_share / c["Reference Choice Share"]
+            )
+            * _lookup("Effect of Trust on Churn", trust)
+            * _lookup("Effect of Logistics on Churn", logistics)
+            * _lookup("Effect of Penetration on Churn", penetration)
+        )
         spend = c["Visits per Active Buyer"] * conversion * c["Average Order Value"]
-        member_value = (c["Membership Benefit"] * spend
-                        * _lookup("Effect of Logistics on Membership Value", logistics))
+        member_value = (
+            c["Membership Benefit"]
+            * spend
+            * _lookup("Effect of Logistics on Membership Value", logistics)
+        )
         value_share = _zidz(member_value, member_value + c["Membership Fee"])
         v["Buyer Churn"] = ab * churn_fraction
         v["Member Churn"] = members * churn_fraction * self.member_churn_multiplier
-        v["Membership Joining"] = (ab * c["Membership Uptake Fraction"] * membership_active
-                                   * _lookup("Effect of Member Value on Uptake", value_share))
+        v["Membership Joining"] = (
+            ab
+            * c["Membership Uptake Fraction"]
+            * membership_active
+            * _lookup("Effect of Member Value on Uptake", value_share)
+        )
         v["Member Lapse"] = members * (
             c["Normal Member Lapse Fraction"]
             * _lookup("Effect of Member Value on Lapse", value_share)
-            + (1 - membership_active) / c["Membership Wind Down Time"])
+            + (1 - membership_active) / c["Membership Wind Down Time"]
+        )
 
         # sellers
         squeeze = supply_shock * (1 - c["Cost Pass Through"])
         aov = c["Average Order Value"]
-        contribution = (aov * (1 + squeeze) * c["Seller Gross Margin"]
-                        - aov * (c["Take Rate"] + squeeze))
+        contribution = aov * (1 + squeeze) * c["Seller Gross Margin"] - aov * (
+            c["Take Rate"] + squeeze
+        )
         ranked_exposure = active_sellers * self.ranking_multiplier
         total_ranked = _pair_sum(ranked_exposure)
         orders_per_seller = _zidz(orders, total_ranked) * self.ranking_multiplier
-        strictness = np.minimum(1, c["Qualification Strictness"]
-                                + (c["Qualification Strictness Late"]
-                                   - c["Qualification Strictness"]) * qualification_step
-                                + c["Qualification Response to Trust"]
-                                * _lookup("Effect of Trust on Strictness Response", trust))
-        compliance_cost = (c["Full Enforcement Compliance Cost"] * self.compliance_burden
-                           + c["Full Qualification Cost"] * strictness)
-        v["Seller Profit"] = (orders_per_seller * contribution - c["Seller Fixed Cost"]
-                              - compliance_cost)
+        strictness = np.minimum(
+            1,
+            c["Qualification Strictness"]
+            + (c["Qualification Strictness Late"] - c["Qualification Strictness"])
+            * qualification_step
+            + c["Qualification Response to Trust"]
+            * _lookup("Effect of Trust on Strictness Response", trust),
+        )
+        compliance_cost = (
+            c["Full Enforcement Compliance Cost"] * self.compliance_burden
+            + c["Full Qualification Cost"] * strictness
+        )
+        v["Seller Profit"] = (
+            orders_per_seller * contribution - c["Seller Fixed Cost"] - compliance_cost
+        )
         seller_attractiveness = perceived_profit / c["Reference Seller Profit"]
         effective_deposit = c["Seller Deposit"] * deposit_active
-        entry_fraction = (c["Normal Seller Entry Fraction"]
-                          * _lookup("Effect of Attractiveness on Entry", seller_attractiveness)
-                          * (1 - strictness * c["Qualification Rejection Weight"])
-                          * _lookup("Effect of Deposit Burden on Entry",
-                                    effective_deposit / c["Seller Working Capital"])
-                          * confidence)
-        exit_fraction = (c["Normal Seller Exit Fraction"]
-                         * _lookup("Effect of Confidence on Exit", confidence)
-                         * _lookup("Effect of Attractiveness on Exit", seller_attractiveness)
-                         + strictness / c["Qualification Review Time"]
-                         * c["Qualification Rejection Weight"]
-                         + self.removal_fraction)
+        entry_fraction = (
+            c["Normal Seller Entry Fraction"]
+            * _lookup("Effect of Attractiveness on Entry", seller_attractiveness)
+            * (1 - strictness * c["Qualification Rejection Weight"])
+            * _lookup(
+                "Effect of Deposit Burden on Entry",
+                effective_deposit / c["Seller Working Capital"],
+            )
+            * confidence
+        )
+        exit_fraction = (
+            c["Normal Seller Exit Fraction"]
+            * _lookup("Effect of Confidence on Exit", confidence)
+            * _lookup("Effect of Attractiveness on Exit", seller_attractiveness)
+            + strictness / c["Qualification Review Time"] * c["Qualification Rejection Weight"]
+            + self.removal_fraction
+        )
         v["Seller Entry by Quality"] = potential_sellers * entry_fraction
         v["Seller Exit by Quality"] = active_sellers * exit_fraction
-        policy_burden = (effective_deposit / c["Reference Seller Capital"]
-                         + c["Wrongful Penalty Burden Weight"] * self.wrongful_effect)
+        policy_burden = (
+            effective_deposit / c["Reference Seller Capital"]
+            + c["Wrongful Penalty Burden Weight"] * self.wrongful_effect
+        )
         indicated_confidence = _lookup("Indicated Seller Confidence", policy_burden)
         v["Confidence Change"] = (
             np.maximum(0, indicated_confidence - confidence) / c["Confidence Recovery Time"]
-            - np.maximum(0, confidence - indicated_confidence) / c["Confidence Loss Time"])
+            - np.maximum(0, confidence - indicated_confidence) / c["Confidence Loss Time"]
+        )
 
         # trust
-        delivered_quality = (_zidz(_pair_sum(ranked_exposure * c["Product Quality"]),
-                                   total_ranked)
-                             * _lookup("Effect of Logistics on Delivery Experience", logistics))
-        updating = _lookup("Effect of Experience on Trust Updating",
-                           _zidz(orders, total_buyers * c["Normal Orders per Buyer"]))
+        delivered_quality = _zidz(
+            _pair_sum(ranked_exposure * c["Product Quality"]), total_ranked
+        ) * _lookup("Effect of Logistics on Delivery Experience", logistics)
+        updating = _lookup(
+            "Effect of Experience on Trust Updating",
+            _zidz(orders, total_buyers * c["Normal Orders per Buyer"]),
+        )
         v["Trust Change"] = (
             np.maximum(0, delivered_quality - trust) * updating / c["Trust Building Time"]
-            - np.maximum(0, trust - delivered_quality) * updating / c["Trust Erosion Time"])
+            - np.maximum(0, trust - delivered_quality) * updating / c["Trust Erosion Time"]
+        )
 
         # money
         commission = gmv * c["Take Rate"]
@@ -453,21 +592,36 @@ class FlywheelNumpy:
         v["Logistics Spending"] = c["Logistics Investment"] * revenue
         v["Innovation Spending"] = c["Innovation Investment"] * revenue
         v["Cash Change"] = (
-            commission + fee_revenue
+            commission
+            + fee_revenue
             + c["Investor Funding"] * funding_pulse / c["Funding Round Duration"]
-            + forfeits - ad_spend - v["Logistics Spending"] - v["Innovation Spending"]
-            - (c["Fixed Operating Cost"] + c["Variable Cost per Order"] * orders
-               + c["Capacity Cost per Order"] * capacity)
-            - members * c["Membership Benefit"] * c["Benefit Cost per Member"])
+            + forfeits
+            - ad_spend
+            - v["Logistics Spending"]
+            - v["Innovation Spending"]
+            - (
+                c["Fixed Operating Cost"]
+                + c["Variable Cost per Order"] * orders
+                + c["Capacity Cost per Order"] * capacity
+            )
+            - members * c["Membership Benefit"] * c["Benefit Cost per Member"]
+        )
         v["Deposits Change"] = (
             _pair_sum(v["Seller Entry by Quality"]) * effective_deposit
-            - (average_deposit * (_pair_sum(v["Seller Exit by Quality"]) - removals)
-               + held * (1 - deposit_active) / c["Deposit Refund Time"])
-            - forfeits)
+            - (
+                average_deposit * (_pair_sum(v["Seller Exit by Quality"]) - removals)
+                + held * (1 - deposit_active) / c["Deposit Refund Time"]
+            )
+            - forfeits
+        )
         v["Competitor Investment Rate"] = (
-            competitor_presence * (c["Competitor Strength"] * _lookup(
-                "Effect of Market Prize on Competitor Investment", penetration))
-            / c["Competitor Capability Lifetime"])
+            competitor_presence
+            * (
+                c["Competitor Strength"]
+                * _lookup("Effect of Market Prize on Competitor Investment", penetration)
+            )
+            / c["Competitor Capability Lifetime"]
+        )
         return v
 
     def _derivatives(self, t: float, x: np.ndarray, exact: bool) -> np.ndarray:
@@ -488,8 +642,7 @@ class FlywheelNumpy:
             "Potential Sellers": exit_ - entry,
             "Active Sellers": entry - exit_,
             "Seller Confidence": v["Confidence Change"],
-            "Traffic": (v["Indicated Traffic"] - state("Traffic"))
-            / c["Traffic Adjustment Time"],
+            "Traffic": (v["Indicated Traffic"] - state("Traffic")) / c["Traffic Adjustment Time"],
             "Buyer Trust": v["Trust Change"],
             "Platform Cash": v["Cash Change"],
             "Seller Deposits Held": v["Deposits Change"],
@@ -518,8 +671,9 @@ class FlywheelNumpy:
         c, n = self.c, self.n
         x = np.zeros((S, n))
         market, initial_buyers = c["Addressable Market"], c["Initial Active Buyers"]
-        initial_sellers = np.minimum(c["Initial Active Sellers"] * c["Initial Seller Mix"],
-                                     c["Seller Pool"])
+        initial_sellers = np.minimum(
+            c["Initial Active Sellers"] * c["Initial Seller Mix"], c["Seller Pool"]
+        )
         initial = {
             "Potential Buyers": np.maximum(0, market - initial_buyers),
             "Active Buyers": np.minimum(initial_buyers, market),
@@ -530,8 +684,9 @@ class FlywheelNumpy:
             "Platform Cash": c["Initial Platform Cash"],
             "Platform Capability": c["Initial Platform Capability"],
             "Logistics Capability": c["Initial Logistics Capability"],
-            "Marketplace Openness": self._step(INITIAL_TIME, c["Marketplace Switch Time"],
-                                               exact=False),
+            "Marketplace Openness": self._step(
+                INITIAL_TIME, c["Marketplace Switch Time"], exact=False
+            ),
         }
         for name, value in initial.items():  # Members, deposits and the rival start at 0
             x[STATES[name]] = value
@@ -569,8 +724,12 @@ class FlywheelNumpy:
         return out
 
 
-def time_grid(t0: float = INITIAL_TIME, t1: float = FINAL_TIME, dt: float = TIME_STEP,
-              saveper: float = SAVEPER) -> tuple[list[float], list[bool]]:
+def time_grid(
+    t0: float = INITIAL_TIME,
+    t1: float = FINAL_TIME,
+    dt: float = TIME_STEP,
+    saveper: float = SAVEPER,
+) -> tuple[list[float], list[bool]]:
     """The times PySD's Euler loop visits (adding TIME STEP each step) and whether it
     reports each: every SAVEPER from INITIAL TIME within 1e-5 TIME STEP, the end included."""
     prec = dt * RPREC
@@ -615,8 +774,13 @@ def euler(params: Mapping, outputs: Sequence[str]) -> tuple[np.ndarray, dict[str
         return np.array(save), _collect(model, save, states, outputs)
 
 
-def adaptive(params: Mapping, outputs: Sequence[str], method: str = "RK45",
-             rtol: float = 1e-6, atol: float = 1e-6) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def adaptive(
+    params: Mapping,
+    outputs: Sequence[str],
+    method: str = "RK45",
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """All members as one system in lock-step: SciPy's explicit RK (`method` "RK45",
     "RK23" or "DOP853", its own RMS norm over all members' states), piecewise between the
     STEP/PULSE times, each segment evaluated from inside. Returns the saved times and
@@ -637,8 +801,9 @@ def adaptive(params: Mapping, outputs: Sequence[str], method: str = "RK45",
                 return model.rhs(min(t, _inside), yy)
 
             here = [float(t) for t in save[(save >= a) & (save <= b)] if t not in saved]
-            sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
-                            t_eval=sorted(set(here) | {b}))
+            sol = solve_ivp(
+                fun, (a, b), y, method=method, rtol=rtol, atol=atol, t_eval=sorted(set(here) | {b})
+            )
             if sol.status != 0:
                 raise RuntimeError(f"{method} stopped at t={sol.t[-1]:g}: {sol.message}")
             saved.update({float(t): col for t, col in zip(sol.t, sol.y.T) if float(t) in here})

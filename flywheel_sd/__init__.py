@@ -36,9 +36,24 @@ _LAZY: dict[str, str | None] = {
 }
 
 __all__ = [
-    "METHODS", "CriticalMass", "EnsembleFallbackWarning", "FlywheelError", "Model",
-    "RangeWarning", "__version__", "compare", "critical_mass", "designs", "fan_chart", "load",
-    "metrics", "run_scenario", "scenarios", "sensitivity", "simulate", "sweep",
+    "METHODS",
+    "CriticalMass",
+    "EnsembleFallbackWarning",
+    "FlywheelError",
+    "Model",
+    "RangeWarning",
+    "__version__",
+    "compare",
+    "critical_mass",
+    "designs",
+    "fan_chart",
+    "load",
+    "metrics",
+    "run_scenario",
+    "scenarios",
+    "sensitivity",
+    "simulate",
+    "sweep",
     "tornado_chart",
 ]
 

@@ -59,8 +59,7 @@ def handle_seed(seed: int | np.random.Generator | None) -> np.random.Generator:
         return seed
     if seed is None or isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
         return np.random.default_rng(seed)
-    raise ParameterError(f"seed must be an int, a numpy.random.Generator or None, "
-                         f"not {seed!r}")
+    raise ParameterError(f"seed must be an int, a numpy.random.Generator or None, not {seed!r}")
 
 
 def _seed_int(seed: int | np.random.Generator | None) -> int:
@@ -126,8 +125,11 @@ class Design:
     @property
     def problem(self) -> dict:
         """The SALib problem: ``{"num_vars", "names", "bounds"}``."""
-        return {"num_vars": len(self.names), "names": self.names,
-                "bounds": [list(self.bounds[n]) for n in self.names]}
+        return {
+            "num_vars": len(self.names),
+            "names": self.names,
+            "bounds": [list(self.bounds[n]) for n in self.names],
+        }
 
     def fingerprint(self) -> str:
         """A hash of the runs (names and values): equal tables, equal fingerprints."""
@@ -138,10 +140,15 @@ class Design:
 
     def describe(self) -> dict:
         """JSON-ready summary (kind, names, bounds, seed, options) for provenance."""
-        return {"kind": self.kind, "names": self.names,
-                "bounds": {n: list(map(float, self.bounds[n])) for n in self.names},
-                "seed": self.seed, "options": _jsonable(self.options),
-                "runs": len(self), "fingerprint": self.fingerprint()}
+        return {
+            "kind": self.kind,
+            "names": self.names,
+            "bounds": {n: list(map(float, self.bounds[n])) for n in self.names},
+            "seed": self.seed,
+            "options": _jsonable(self.options),
+            "runs": len(self),
+            "fingerprint": self.fingerprint(),
+        }
 
     def bind(self, model, range_check: str = "error") -> Design:
         """This design with names checked against `model` (close-match errors) and made
@@ -185,9 +192,11 @@ def _load_model(model):
 def _check_name(model, name: str) -> str:
     real = model.real_name(str(name))
     if real not in model.constants:
-        raise ParameterError(f"{real!r} is not a constant of {model.path.name}; sweeps vary "
-                             "constants (FINAL TIME, TIME STEP, stocks and equations cannot "
-                             "be swept)")
+        raise ParameterError(
+            f"{real!r} is not a constant of {model.path.name}; sweeps vary "
+            "constants (FINAL TIME, TIME STEP, stocks and equations cannot "
+            "be swept)"
+        )
     return real
 
 
@@ -207,13 +216,16 @@ def _ranges(params: Params, model=None) -> dict[str, tuple[float, float]]:
             raise ParameterError(f"parameter {real!r} is given twice")
         if rng is None:
             if real not in m.ranges:
-                raise ParameterError(f"{real!r} has no documented range in {m.path.name}; "
-                                     "give it as (low, high)")
+                raise ParameterError(
+                    f"{real!r} has no documented range in {m.path.name}; give it as (low, high)"
+                )
             lo, hi = m.ranges[real]
             if math.isnan(lo) or math.isnan(hi):
-                raise ParameterError(f"{real!r} has an open documented range "
-                                     f"[{'' if math.isnan(lo) else lo}, "
-                                     f"{'' if math.isnan(hi) else hi}]; give it as (low, high)")
+                raise ParameterError(
+                    f"{real!r} has an open documented range "
+                    f"[{'' if math.isnan(lo) else lo}, "
+                    f"{'' if math.isnan(hi) else hi}]; give it as (low, high)"
+                )
         else:
             try:
                 lo, hi = (float(v) for v in rng)
@@ -222,8 +234,7 @@ def _ranges(params: Params, model=None) -> dict[str, tuple[float, float]]:
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ParameterError(f"{real!r}: range ({lo}, {hi}) is not finite")
         if lo >= hi:
-            raise ParameterError(f"{real!r}: empty range ({lo:g}, {hi:g}); low must be below "
-                                 "high")
+            raise ParameterError(f"{real!r}: empty range ({lo:g}, {hi:g}); low must be below high")
         out[real] = (lo, hi)
     return out
 
@@ -244,14 +255,16 @@ def _power_of_two(n: int, kind: str) -> int:
     n = _check_n(n)
     if n & (n - 1):
         below = 1 << (n.bit_length() - 1)
-        raise ParameterError(f"{kind} needs n to be a power of two (got {n}; use {below} or "
-                             f"{below * 2})")
+        raise ParameterError(
+            f"{kind} needs n to be a power of two (got {n}; use {below} or {below * 2})"
+        )
     return n
 
 
 # -- the designs ----------------------------------------------------------------------------
-def grid(params: Mapping[str, Any] | Sequence[str], levels: int | Mapping[str, int] = 5, *,
-         model=None) -> Design:
+def grid(
+    params: Mapping[str, Any] | Sequence[str], levels: int | Mapping[str, int] = 5, *, model=None
+) -> Design:
     """Full-factorial grid.
 
     Parameters
@@ -296,8 +309,9 @@ def grid(params: Mapping[str, Any] | Sequence[str], levels: int | Mapping[str, i
     return Design("grid", table, bounds, None, {"levels": {k: len(v) for k, v in axes.items()}})
 
 
-def lhs(params: Params, n: int, *, seed: int | np.random.Generator | None = None,
-        model=None) -> Design:
+def lhs(
+    params: Params, n: int, *, seed: int | np.random.Generator | None = None, model=None
+) -> Design:
     """Latin hypercube of `n` runs (``scipy.stats.qmc.LatinHypercube``)."""
     from scipy.stats import qmc
 
@@ -308,8 +322,14 @@ def lhs(params: Params, n: int, *, seed: int | np.random.Generator | None = None
     return Design("lhs", _scaled(unit, bounds), bounds, s)
 
 
-def sobol(params: Params, n: int, *, seed: int | np.random.Generator | None = None,
-          scramble: bool = True, model=None) -> Design:
+def sobol(
+    params: Params,
+    n: int,
+    *,
+    seed: int | np.random.Generator | None = None,
+    scramble: bool = True,
+    model=None,
+) -> Design:
     """Scrambled Sobol sequence of `n` runs, `n` a power of two (``scipy.stats.qmc``)."""
     from scipy.stats import qmc
 
@@ -321,8 +341,14 @@ def sobol(params: Params, n: int, *, seed: int | np.random.Generator | None = No
     return Design("sobol", _scaled(unit, bounds), bounds, s, {"scramble": scramble})
 
 
-def morris(params: Params, trajectories: int = 10, *, num_levels: int = 4,
-           seed: int | np.random.Generator | None = None, model=None) -> Design:
+def morris(
+    params: Params,
+    trajectories: int = 10,
+    *,
+    num_levels: int = 4,
+    seed: int | np.random.Generator | None = None,
+    model=None,
+) -> Design:
     """Morris elementary-effects design: ``trajectories * (parameters + 1)`` runs (SALib).
 
     References
@@ -338,17 +364,27 @@ def morris(params: Params, trajectories: int = 10, *, num_levels: int = 4,
     if num_levels < 2 or num_levels % 2:
         raise ParameterError(f"num_levels must be an even number >= 2, not {num_levels}")
     s = _seed_int(seed)
-    problem = {"num_vars": len(bounds), "names": list(bounds),
-               "bounds": [list(b) for b in bounds.values()]}
+    problem = {
+        "num_vars": len(bounds),
+        "names": list(bounds),
+        "bounds": [list(b) for b in bounds.values()],
+    }
     x = morris_sample.sample(problem, trajectories, num_levels=num_levels, seed=s)
     table = pd.DataFrame(x, columns=list(bounds))
-    return Design("morris", table, bounds, s, {"num_levels": num_levels,
-                                               "trajectories": trajectories})
+    return Design(
+        "morris", table, bounds, s, {"num_levels": num_levels, "trajectories": trajectories}
+    )
 
 
-def saltelli(params: Params, n: int, *, calc_second_order: bool = False,
-             seed: int | np.random.Generator | None = None, scramble: bool = True,
-             model=None) -> Design:
+def saltelli(
+    params: Params,
+    n: int,
+    *,
+    calc_second_order: bool = False,
+    seed: int | np.random.Generator | None = None,
+    scramble: bool = True,
+    model=None,
+) -> Design:
     """Saltelli's scheme for Sobol indices: ``n * (parameters + 2)`` runs, or
     ``n * (2 * parameters + 2)`` with second-order indices; `n` a power of two (SALib).
 
@@ -363,13 +399,22 @@ def saltelli(params: Params, n: int, *, calc_second_order: bool = False,
     n = _power_of_two(n, "a Saltelli design")
     bounds = _ranges(params, model)
     s = _seed_int(seed)
-    problem = {"num_vars": len(bounds), "names": list(bounds),
-               "bounds": [list(b) for b in bounds.values()]}
-    x = sobol_sample.sample(problem, n, calc_second_order=calc_second_order,
-                            scramble=scramble, seed=s)
+    problem = {
+        "num_vars": len(bounds),
+        "names": list(bounds),
+        "bounds": [list(b) for b in bounds.values()],
+    }
+    x = sobol_sample.sample(
+        problem, n, calc_second_order=calc_second_order, scramble=scramble, seed=s
+    )
     table = pd.DataFrame(x, columns=list(bounds))
-    return Design("saltelli", table, bounds, s, {"calc_second_order": calc_second_order,
-                                                 "n": n, "scramble": scramble})
+    return Design(
+        "saltelli",
+        table,
+        bounds,
+        s,
+        {"calc_second_order": calc_second_order, "n": n, "scramble": scramble},
+    )
 
 
 def oat(params: Params, *, base: Mapping[str, float] | None = None, model=None) -> Design:
@@ -391,8 +436,9 @@ def oat(params: Params, *, base: Mapping[str, float] | None = None, model=None) 
             try:
                 given = float(value)
             except (TypeError, ValueError) as err:
-                raise ParameterError(f"{name!r} is subscripted; give its base value in "
-                                     "base=") from err
+                raise ParameterError(
+                    f"{name!r} is subscripted; give its base value in base="
+                ) from err
         centre[name] = float(given)
     rows = [[centre[n] for n in names]]
     labels = [("base", "")]
@@ -403,9 +449,13 @@ def oat(params: Params, *, base: Mapping[str, float] | None = None, model=None) 
             rows.append(row)
             labels.append((end, name))
     table = pd.DataFrame(rows, columns=names, dtype=float)
-    return Design("oat", table, bounds, None, {"base": centre,
-                                               "varied": [lab[1] for lab in labels],
-                                               "end": [lab[0] for lab in labels]})
+    return Design(
+        "oat",
+        table,
+        bounds,
+        None,
+        {"base": centre, "varied": [lab[1] for lab in labels], "end": [lab[0] for lab in labels]},
+    )
 
 
 def from_table(table: pd.DataFrame | Mapping[str, Sequence[float]]) -> Design:

@@ -100,8 +100,14 @@ def read_sketch(model_path: str | os.PathLike) -> list[SketchView]:
     return [v for v in views if v.elements]
 
 
-def draw_diagram(model_path: str | os.PathLike, out_path: str | os.PathLike, *,
-                 views: list[str] | None = None, ncols: int = 2, dpi: int = 150) -> Path:
+def draw_diagram(
+    model_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    views: list[str] | None = None,
+    ncols: int = 2,
+    dpi: int = 150,
+) -> Path:
     """Draw the model's stock-and-flow diagram, one panel per view, and save it.
 
     Parameters
@@ -148,18 +154,21 @@ def draw_diagram(model_path: str | os.PathLike, out_path: str | os.PathLike, *,
             sketch = [v for v in sketch if v.name in views]
         ncols = min(ncols, len(sketch))
         nrows = math.ceil(len(sketch) / ncols)
-        aspect = max((y1 - y0 + 120) / (x1 - x0 + 180)
-                     for x0, x1, y0, y1 in (v.extent() for v in sketch))
+        aspect = max(
+            (y1 - y0 + 120) / (x1 - x0 + 180) for x0, x1, y0, y1 in (v.extent() for v in sketch)
+        )
         panel = 11.0
-        fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                                 figsize=(panel * ncols, panel * min(max(aspect, 0.35), 1.2)
-                                          * nrows + 0.8))
+        fig, axes = plt.subplots(
+            nrows,
+            ncols,
+            squeeze=False,
+            figsize=(panel * ncols, panel * min(max(aspect, 0.35), 1.2) * nrows + 0.8),
+        )
         for ax, view in zip(axes.flat, sketch):
             _draw_view(ax, view)
-        for ax in list(axes.flat)[len(sketch):]:
+        for ax in list(axes.flat)[len(sketch) :]:
             ax.set_visible(False)
-        fig.suptitle(f"{model_path.name}: stock-and-flow diagram (from the sketch)",
-                     fontsize=16)
+        fig.suptitle(f"{model_path.name}: stock-and-flow diagram (from the sketch)", fontsize=16)
         fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=dpi)
@@ -182,20 +191,49 @@ def _draw_view(ax, view: SketchView) -> None:
     for e in els.values():
         if e.kind == "stock":
             ax.add_patch(Rectangle((e.x - e.w, e.y - e.h), 2 * e.w, 2 * e.h, zorder=3, **_STOCK))
-            ax.text(e.x, e.y, _label(e.name, 14), ha="center", va="center", fontsize=7.5,
-                    fontweight="bold", zorder=4)
+            ax.text(
+                e.x,
+                e.y,
+                _label(e.name, 14),
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                fontweight="bold",
+                zorder=4,
+            )
         elif e.kind == "valve":
-            ax.add_patch(Circle((e.x, e.y), 7, facecolor="white", edgecolor="#1f4e79",
-                                linewidth=1.2, zorder=4))
+            ax.add_patch(
+                Circle(
+                    (e.x, e.y), 7, facecolor="white", edgecolor="#1f4e79", linewidth=1.2, zorder=4
+                )
+            )
         elif e.kind == "cloud":
-            ax.add_patch(Ellipse((e.x, e.y), 26, 16, facecolor="#f2f2f2",
-                                 edgecolor="#888888", zorder=3))
+            ax.add_patch(
+                Ellipse((e.x, e.y), 26, 16, facecolor="#f2f2f2", edgecolor="#888888", zorder=3)
+            )
         elif e.kind == "flow":
-            ax.text(e.x, e.y, _label(e.name), ha="center", va="top", fontsize=6.5,
-                    color="#1f4e79", zorder=4)
+            ax.text(
+                e.x,
+                e.y,
+                _label(e.name),
+                ha="center",
+                va="top",
+                fontsize=6.5,
+                color="#1f4e79",
+                zorder=4,
+            )
         elif e.kind == "shadow":
-            ax.text(e.x, e.y, "<" + _label(e.name) + ">", ha="center", va="center",
-                    fontsize=6, color="#8a8a8a", style="italic", zorder=4)
+            ax.text(
+                e.x,
+                e.y,
+                "<" + _label(e.name) + ">",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="#8a8a8a",
+                style="italic",
+                zorder=4,
+            )
         else:
             ax.text(e.x, e.y, _label(e.name), ha="center", va="center", fontsize=6.2, zorder=4)
     for kind, a, b in view.links:
@@ -209,14 +247,34 @@ def _draw_view(ax, view: SketchView) -> None:
                 start, end, head = (dst.x, dst.y), (src.x, src.y), "-"
             shrink_b = 30 if (kind == "pipe" and dst.kind == "stock") else 8
             shrink_a = 30 if (kind != "pipe" and dst.kind == "stock") else 8
-            ax.add_patch(FancyArrowPatch(start, end, arrowstyle=head, mutation_scale=14,
-                                         shrinkA=shrink_a, shrinkB=shrink_b, zorder=2,
-                                         **_PIPE))
+            ax.add_patch(
+                FancyArrowPatch(
+                    start,
+                    end,
+                    arrowstyle=head,
+                    mutation_scale=14,
+                    shrinkA=shrink_a,
+                    shrinkB=shrink_b,
+                    zorder=2,
+                    **_PIPE,
+                )
+            )
         else:
-            ax.add_patch(FancyArrowPatch((src.x, src.y), (dst.x, dst.y), arrowstyle="-|>",
-                                         mutation_scale=7, connectionstyle="arc3,rad=0.12",
-                                         shrinkA=14, shrinkB=14, color="#c0504d",
-                                         linewidth=0.6, alpha=0.75, zorder=1))
+            ax.add_patch(
+                FancyArrowPatch(
+                    (src.x, src.y),
+                    (dst.x, dst.y),
+                    arrowstyle="-|>",
+                    mutation_scale=7,
+                    connectionstyle="arc3,rad=0.12",
+                    shrinkA=14,
+                    shrinkB=14,
+                    color="#c0504d",
+                    linewidth=0.6,
+                    alpha=0.75,
+                    zorder=1,
+                )
+            )
     x0, x1, y0, y1 = view.extent()
     ax.set_xlim(x0 - 90, x1 + 90)
     ax.set_ylim(y1 + 60, y0 - 60)  # Vensim's y axis points down
@@ -248,24 +306,36 @@ def _draw_dependency_graph(model_path: Path, plt):
                 flat.add(k)
         nodes[py] = {k for k in flat if k in real}
     keep = [py for py in nodes if nodes[py] or any(py in v for v in nodes.values())]
-    keep = [py for py in keep if py not in ("time", "time_step", "initial_time",
-                                            "final_time", "saveper")]
+    keep = [
+        py
+        for py in keep
+        if py not in ("time", "time_step", "initial_time", "final_time", "saveper")
+    ]
     n = max(len(keep), 1)
-    pos = {py: (math.cos(2 * math.pi * i / n), math.sin(2 * math.pi * i / n))
-           for i, py in enumerate(sorted(keep))}
+    pos = {
+        py: (math.cos(2 * math.pi * i / n), math.sin(2 * math.pi * i / n))
+        for i, py in enumerate(sorted(keep))
+    }
     fig, ax = plt.subplots(figsize=(12, 12))
     stocks = set(model.stocks)
     for py, (x, y) in pos.items():
         name = real[py]
         box = {"boxstyle": "square", "fc": "#dbe9f6", "ec": "#1f4e79"} if name in stocks else None
-        ax.text(x * 1.05, y * 1.05, _label(name), ha="center", va="center", fontsize=6,
-                bbox=box)
+        ax.text(x * 1.05, y * 1.05, _label(name), ha="center", va="center", fontsize=6, bbox=box)
     for py, sources in nodes.items():
         for s in sources:
             if py in pos and s in pos:
-                ax.add_patch(FancyArrowPatch(pos[s], pos[py], arrowstyle="-|>",
-                                             mutation_scale=6, color="#c0504d",
-                                             linewidth=0.4, alpha=0.6))
+                ax.add_patch(
+                    FancyArrowPatch(
+                        pos[s],
+                        pos[py],
+                        arrowstyle="-|>",
+                        mutation_scale=6,
+                        color="#c0504d",
+                        linewidth=0.4,
+                        alpha=0.6,
+                    )
+                )
     ax.set_xlim(-1.3, 1.3)
     ax.set_ylim(-1.3, 1.3)
     ax.set_aspect("equal")

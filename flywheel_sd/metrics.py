@@ -45,8 +45,9 @@ class Metric:
 _REGISTRY: dict[str, Metric] = {}
 
 
-def register(name: str, func: Callable, *, description: str = "", units: str = "",
-             replace: bool = False) -> Metric:
+def register(
+    name: str, func: Callable, *, description: str = "", units: str = "", replace: bool = False
+) -> Metric:
     """Add a metric under `name` (set `replace=True` to override an existing one)."""
     if name in _REGISTRY and not replace:
         raise ParameterError(f"metric {name!r} exists already; pass replace=True to override")
@@ -167,34 +168,64 @@ def _register_builtins() -> None:
     def peak_time(var):
         return lambda ds: _time_of_max(total(ds, var))
 
-    for key, var, unit in (("active_buyers", "Active Buyers", "Buyer"),
-                           ("active_sellers", "Active Sellers", "Seller")):
-        register(f"final_{key}", final(var), description=f"{var} at the end of the run",
-                 units=unit)
-        register(f"peak_{key}", peak(var), description=f"Largest {var} over the run",
-                 units=unit)
-        register(f"peak_{key}_time", peak_time(var), description=f"When {var} peaks",
-                 units="Month")
-    register("cumulative_gmv", lambda ds: cumulative(ds["GMV"]),
-             description="GMV summed over the run", units="USD")
-    register("min_trust", min_trust_after_startup,
-             description="Lowest buyer trust after the start-up climb (from trust's first "
-                         "peak on; its final value if it never falls): how far trust sinks "
-                         "once earned", units="Dmnl")
-    register("min_cash", lambda ds: ds["Platform Cash"].min("time"),
-             description="Lowest platform cash (the deepest burn)", units="USD")
-    register("cash_positive_month", cash_positive_month,
-             description="First month, after the deepest burn, with positive cash",
-             units="Month")
-    register("final_low_quality_share", lambda ds: ds["Low Quality Seller Share"].isel(time=-1),
-             description="Low-quality share of active sellers at the end", units="Dmnl")
-    register("months_to_recover", months_to_recover,
-             description="Months from the policy start until sellers are back to 95% of "
-                         "the reference run; 0 if they never dip, inf if they never "
-                         "recover, NaN (shown '-') if not applicable: no reference run or "
-                         "no policy start", units="Month")
-    register("flywheel_speed", flywheel_speed,
-             description="Peak 12-month GMV growth rate (GMV growth, per year)", units="1/Year")
+    for key, var, unit in (
+        ("active_buyers", "Active Buyers", "Buyer"),
+        ("active_sellers", "Active Sellers", "Seller"),
+    ):
+        register(
+            f"final_{key}", final(var), description=f"{var} at the end of the run", units=unit
+        )
+        register(f"peak_{key}", peak(var), description=f"Largest {var} over the run", units=unit)
+        register(
+            f"peak_{key}_time", peak_time(var), description=f"When {var} peaks", units="Month"
+        )
+    register(
+        "cumulative_gmv",
+        lambda ds: cumulative(ds["GMV"]),
+        description="GMV summed over the run",
+        units="USD",
+    )
+    register(
+        "min_trust",
+        min_trust_after_startup,
+        description="Lowest buyer trust after the start-up climb (from trust's first "
+        "peak on; its final value if it never falls): how far trust sinks "
+        "once earned",
+        units="Dmnl",
+    )
+    register(
+        "min_cash",
+        lambda ds: ds["Platform Cash"].min("time"),
+        description="Lowest platform cash (the deepest burn)",
+        units="USD",
+    )
+    register(
+        "cash_positive_month",
+        cash_positive_month,
+        description="First month, after the deepest burn, with positive cash",
+        units="Month",
+    )
+    register(
+        "final_low_quality_share",
+        lambda ds: ds["Low Quality Seller Share"].isel(time=-1),
+        description="Low-quality share of active sellers at the end",
+        units="Dmnl",
+    )
+    register(
+        "months_to_recover",
+        months_to_recover,
+        description="Months from the policy start until sellers are back to 95% of "
+        "the reference run; 0 if they never dip, inf if they never "
+        "recover, NaN (shown '-') if not applicable: no reference run or "
+        "no policy start",
+        units="Month",
+    )
+    register(
+        "flywheel_speed",
+        flywheel_speed,
+        description="Peak 12-month GMV growth rate (GMV growth, per year)",
+        units="1/Year",
+    )
 
 
 _register_builtins()

@@ -44,8 +44,9 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
         raise ValueError("none of the panel variables is in this dataset")
     ncols = 3 if len(available) > 4 else 2
     nrows = -(-len(available) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows),
-                             sharex=True, squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), sharex=True, squeeze=False
+    )
     windows = json.loads(ds.attrs.get("policy_windows", "{}"))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = [str(s) for s in ds["scenario"].values] if "scenario" in ds.dims else [""]
@@ -62,7 +63,7 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
         ax.set_title(title)
         ax.set_ylabel(units)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(available):]:
+    for ax in axes.flat[len(available) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
         ax.set_xlabel("Month")

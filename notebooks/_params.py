@@ -12,8 +12,12 @@ import os
 import textwrap
 from pathlib import Path
 
-SMALL = os.environ.get("FLYWHEEL_NOTEBOOK_SMALL", "").strip().lower() not in ("", "0", "false",
-                                                                              "no")
+SMALL = os.environ.get("FLYWHEEL_NOTEBOOK_SMALL", "").strip().lower() not in (
+    "",
+    "0",
+    "false",
+    "no",
+)
 
 #: Options for simulate/run_scenario/compare: tight by default, looser when small.
 SOLVER: dict = {"rtol": 1e-4, "atol": 1e-3} if SMALL else {}
@@ -76,5 +80,7 @@ def series(ds, scenario: str, variable: str):
 
 
 #: Where notebooks write files (sweep stores, figures): $FLYWHEEL_NOTEBOOK_OUT, else out/notebooks.
-OUT = Path(os.environ.get("FLYWHEEL_NOTEBOOK_OUT")
-           or Path(__file__).resolve().parent.parent / "out" / "notebooks")
+OUT = Path(
+    os.environ.get("FLYWHEEL_NOTEBOOK_OUT")
+    or Path(__file__).resolve().parent.parent / "out" / "notebooks"
+)

@@ -25,20 +25,37 @@ HEADLINE = ["Active Buyers", "Total Active Sellers", "GMV", "Buyer Trust"]
 #: Parameter sets that push the model into other regimes (membership, collapse, no buyers),
 #: used where a property must hold for any run, not just the baseline.
 STRESS = {
-    "membership": {"Membership Start Time": 24, "Membership Fee": 5, "Membership Benefit": 1,
-                   "Logistics Investment": 0.2},
-    "collapse": {"Supply Cost Shock Time": 24, "Supply Cost Shock Size": 1,
-                 "Innovation Investment": 0, "Competitor Entry Time": 24,
-                 "Competitor Strength": 5, "Enforcement Intensity": 1},
-    "deposit_and_strictness": {"Seller Deposit": 5000, "Deposit Start Time": 30,
-                               "Deposit End Time": 60, "Qualification Change Time": 40,
-                               "Qualification Strictness Late": 1},
+    "membership": {
+        "Membership Start Time": 24,
+        "Membership Fee": 5,
+        "Membership Benefit": 1,
+        "Logistics Investment": 0.2,
+    },
+    "collapse": {
+        "Supply Cost Shock Time": 24,
+        "Supply Cost Shock Size": 1,
+        "Innovation Investment": 0,
+        "Competitor Entry Time": 24,
+        "Competitor Strength": 5,
+        "Enforcement Intensity": 1,
+    },
+    "deposit_and_strictness": {
+        "Seller Deposit": 5000,
+        "Deposit Start Time": 30,
+        "Deposit End Time": 60,
+        "Qualification Change Time": 40,
+        "Qualification Strictness Late": 1,
+    },
 }
 
 
 #: Outputs the invariant and behaviour tests read, besides every stock.
-CHECKED = HEADLINE + ["Addressable Market", "Low Quality Seller Share", "Platform Choice Share",
-                      "Orders"]
+CHECKED = HEADLINE + [
+    "Addressable Market",
+    "Low Quality Seller Share",
+    "Platform Choice Share",
+    "Orders",
+]
 
 
 def columns(model) -> list[str]:
@@ -65,5 +82,7 @@ def baseline_euler_fixture(flywheel_model):
 @pytest.fixture(scope="session", name="stress_runs")
 def stress_runs_fixture(flywheel_model):
     """The STRESS parameter sets (stocks and checked outputs), by name."""
-    return {name: fw.simulate(flywheel_model, params, return_columns=columns(flywheel_model))
-            for name, params in STRESS.items()}
+    return {
+        name: fw.simulate(flywheel_model, params, return_columns=columns(flywheel_model))
+        for name, params in STRESS.items()
+    }

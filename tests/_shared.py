@@ -24,7 +24,10 @@ FRAGILE = vensim(
     "Clock = INTEG(1, 0) ~ Time",
     "Accumulated = INTEG(SQRT(Threshold - Clock), 0) ~ units",
     "Threshold = 20 ~ Time [0, 100]",
-    final_time=10, time_step=0.25, time_units="Time", control_limits=True,
+    final_time=10,
+    time_step=0.25,
+    time_units="Time",
+    control_limits=True,
 )
 
 

@@ -11,9 +11,16 @@ _CONTROL_COMMENTS = {
 }
 
 
-def vensim(*equations: str, initial_time: float = 0, final_time: float = 20,
-           time_step: float = 0.125, saveper: float | str = 1, time_units: str = "Month",
-           control_limits: bool = False, control_comments: bool = False) -> str:
+def vensim(
+    *equations: str,
+    initial_time: float = 0,
+    final_time: float = 20,
+    time_step: float = 0.125,
+    saveper: float | str = 1,
+    time_units: str = "Month",
+    control_limits: bool = False,
+    control_comments: bool = False,
+) -> str:
     """The text of a ``.mdl`` file with `equations` and the four control variables.
 
     An equation is ``"name = expression"`` or any Vensim definition (a subscript range
@@ -30,10 +37,13 @@ def vensim(*equations: str, initial_time: float = 0, final_time: float = 20,
             blocks.append(equation.strip() + "\n")
             continue
         definition, units, comment = (equation.split("~") + ["", ""])[:3]
-        blocks.append(f"{definition.strip()}\n\t~\t{units.strip()}\n\t~\t{comment.strip()}"
-                      "\n\t|\n")
-    for name, value in (("INITIAL TIME", initial_time), ("FINAL TIME", final_time),
-                        ("TIME STEP", time_step), ("SAVEPER", saveper)):
+        blocks.append(f"{definition.strip()}\n\t~\t{units.strip()}\n\t~\t{comment.strip()}\n\t|\n")
+    for name, value in (
+        ("INITIAL TIME", initial_time),
+        ("FINAL TIME", final_time),
+        ("TIME STEP", time_step),
+        ("SAVEPER", saveper),
+    ):
         limits = " [0,?]" if control_limits and name in ("TIME STEP", "SAVEPER") else ""
         comment = _CONTROL_COMMENTS[name] if control_comments else ""
         blocks.append(f"{name} = {value}\n\t~\t{time_units}{limits}\n\t~\t{comment}\n\t|\n")

@@ -35,8 +35,9 @@ def _engine(result: dict) -> tuple[str, str]:
         return "compiled", ""
     if status == "refused":
         return "PySD path", _construct(outcome["summary"])
-    return f"compiled {status}".upper() if status == "mismatch" else "compiled error", \
-        outcome["summary"][:90]
+    return f"compiled {status}".upper() if status == "mismatch" else "compiled error", outcome[
+        "summary"
+    ][:90]
 
 
 def _construct(summary: str) -> str:
@@ -56,8 +57,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     write = terminalreporter.write_line
     terminalreporter.section("SDXorg test-models conformance (rtol 0.05)")
     width = max(len(k) for k in RESULTS)
-    write(f"{'model':<{width}}  {'PySD run()':<10}  {'euler':<10}  {'adaptive':<10}  "
-          f"{'engine':<10}  note")
+    write(
+        f"{'model':<{width}}  {'PySD run()':<10}  {'euler':<10}  {'adaptive':<10}  "
+        f"{'engine':<10}  note"
+    )
     counts = {key: Counter() for key, _ in METHODS}
     engines: Counter = Counter()
     reasons: Counter = Counter()
@@ -80,35 +83,51 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if reason:
             reasons[reason] += 1
             note = f"{engine} ({reason[:70]})" + (f"; {note}" if note else "")
-        write(f"{case_id:<{width}}  {cells[0]:<10}  {cells[1]:<10}  {cells[2]:<10}  "
-              f"{engine:<10}  {note}")
+        write(
+            f"{case_id:<{width}}  {cells[0]:<10}  {cells[1]:<10}  {cells[2]:<10}  "
+            f"{engine:<10}  {note}"
+        )
     write("")
     for key, label in METHODS:
         shown = ", ".join(f"{n} {status}" for status, n in sorted(counts[key].items()))
         write(f"{label:<16} {shown}")
-    write(f"{'engine':<16} " + ", ".join(f"{n} {e}" for e, n in sorted(engines.items()))
-          + " (compiled: Euler equals PySD's run() on every variable; PySD path: the "
-          "compiler refuses it, for the reason in the note)")
+    write(
+        f"{'engine':<16} "
+        + ", ".join(f"{n} {e}" for e, n in sorted(engines.items()))
+        + " (compiled: Euler equals PySD's run() on every variable; PySD path: the "
+        "compiler refuses it, for the reason in the note)"
+    )
     for reason, n in reasons.most_common():
         write(f"  {n:>3}  {reason}")
 
     cpu = sum(r.get("cpu", 0) for r in RESULTS.values())
     slowest = sorted(RESULTS.items(), key=lambda kv: -kv[1].get("cpu", 0))[:5]
-    write(f"CPU time of the workers: {cpu:.0f} s; slowest: "
-          + ", ".join(f"{k} {r.get('cpu', 0):.1f} s" for k, r in slowest))
+    write(
+        f"CPU time of the workers: {cpu:.0f} s; slowest: "
+        + ", ".join(f"{k} {r.get('cpu', 0):.1f} s" for k, r in slowest)
+    )
 
     exceptions = {k: r["evidence"] for k, r in sorted(RESULTS.items()) if "evidence" in r}
     if exceptions:
         write("")
-        write("Exceptions: canonical Euler output >5% from the converged solution; PySD's "
-              "Euler error against the adaptive answer as TIME STEP shrinks")
-        write(f"{'model':<{width}}  {'dt':>7}  {'window':>11}  {'e(dt)':>9}  {'e(dt/16)':>9}  "
-              f"{'e(dt/64)':>9}  {'order':>5}  adaptive-vs-converged")
+        write(
+            "Exceptions: canonical Euler output >5% from the converged solution; PySD's "
+            "Euler error against the adaptive answer as TIME STEP shrinks"
+        )
+        write(
+            f"{'model':<{width}}  {'dt':>7}  {'window':>11}  {'e(dt)':>9}  {'e(dt/16)':>9}  "
+            f"{'e(dt/64)':>9}  {'order':>5}  adaptive-vs-converged"
+        )
         for case_id, ev in exceptions.items():
             e = {int(k): v for k, v in ev["euler_errors"].items()}
-            order = (math.log(e[16] / e[64]) / math.log(4)
-                     if e.get(64, 0) > 0 and e.get(16, 0) > 0 else float("nan"))
+            order = (
+                math.log(e[16] / e[64]) / math.log(4)
+                if e.get(64, 0) > 0 and e.get(16, 0) > 0
+                else float("nan")
+            )
             window = f"{ev['window'][0]:g}..{ev['window'][1]:g}"
-            write(f"{case_id:<{width}}  {ev['time_step']:>7g}  {window:>11}  {e[1]:>9.2e}  "
-                  f"{e[16]:>9.2e}  "
-                  f"{e[64]:>9.2e}  {order:>5.2f}  {ev['adaptive_vs_converged']:.1e}")
+            write(
+                f"{case_id:<{width}}  {ev['time_step']:>7g}  {window:>11}  {e[1]:>9.2e}  "
+                f"{e[16]:>9.2e}  "
+                f"{e[64]:>9.2e}  {order:>5.2f}  {ev['adaptive_vs_converged']:.1e}"
+            )

@@ -90,8 +90,14 @@ def read_canonical(path: Path) -> pd.DataFrame:
     column, or per row as Vensim's "transposed" export)."""
     text = _decode(Path(path).read_bytes()).replace("\r\n", "\n").replace("\r", "\n")
     sep = "\t" if path.suffix.lower() == ".tab" else ","
-    rows = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=str,
-                       keep_default_na=False, skip_blank_lines=True).values.tolist()
+    rows = pd.read_csv(
+        io.StringIO(text),
+        sep=sep,
+        header=None,
+        dtype=str,
+        keep_default_na=False,
+        skip_blank_lines=True,
+    ).values.tolist()
     rows = [r for r in rows if any(str(c).strip() for c in r)]
     header = [str(c).strip() for c in rows[0]]
     transposed = header[0].lower() == "time" and not math.isnan(_number(header[1]))
@@ -160,8 +166,7 @@ def _fill_constant_nan(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def align(actual: pd.DataFrame, canonical: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame,
-                                                                   int]:
+def align(actual: pd.DataFrame, canonical: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """Both frames on the canonical times (matched to 1e-6 relative) and common columns."""
     by_key = {}
     for column in actual.columns:
@@ -183,8 +188,7 @@ def align(actual: pd.DataFrame, canonical: pd.DataFrame) -> tuple[pd.DataFrame, 
         else:
             missing += 1
             keep.append(False)
-    canon = _fill_constant_nan(canonical).loc[np.array(keep, dtype=bool),
-                                              [c for c, _ in pairs]]
+    canon = _fill_constant_nan(canonical).loc[np.array(keep, dtype=bool), [c for c, _ in pairs]]
     values = pd.DataFrame(
         {c: pd.to_numeric(actual[a].iloc[rows], errors="coerce").values for c, a in pairs},
         index=canon.index,
@@ -192,8 +196,9 @@ def align(actual: pd.DataFrame, canonical: pd.DataFrame) -> tuple[pd.DataFrame, 
     return values, canon, missing
 
 
-def compare(actual: pd.DataFrame, canonical: pd.DataFrame, rtol: float = RTOL,
-            atol: float = ATOL) -> Comparison:
+def compare(
+    actual: pd.DataFrame, canonical: pd.DataFrame, rtol: float = RTOL, atol: float = ATOL
+) -> Comparison:
     """PySD's test criterion, |actual - canonical| <= atol + rtol*|actual| (NaN == NaN),
     on the columns and times the two frames share."""
     values, canon, missing = align(actual, canonical)
@@ -210,8 +215,9 @@ def compare(actual: pd.DataFrame, canonical: pd.DataFrame, rtol: float = RTOL,
         if worst > 1.0:
             result.failed[column] = worst
             first = float(canon.index[int(np.argmax(err > 1.0))])
-            result.first_time = first if result.first_time is None else min(
-                result.first_time, first)
+            result.first_time = (
+                first if result.first_time is None else min(result.first_time, first)
+            )
     return result
 
 
@@ -242,23 +248,28 @@ SKIP = "skip"
 CASE_TABLE: dict[str, dict] = {
     # not a conformance case
     "tests/data_from_other_model/model_to_generate_data": {
-        SKIP: "generates data.tab for its sibling; the folder's output.tab is the sibling's"},
+        SKIP: "generates data.tab for its sibling; the folder's output.tab is the sibling's"
+    },
     # data
     "tests/data_from_other_model/test_data_from_other_model": {
         DATA_FILES: ["data.tab"],
         EXCEPTION: "HOLD BACKWARD / LOOK FORWARD data are step functions of time; Euler "
-                   "samples them at grid points"},
+        "samples them at grid points",
+    },
     # PySD itself cannot run these as Vensim does
     "tests/get_time_value/test_get_time_value": {
-        PYSD_FAILS: "PySD 3.14 does not implement GET TIME VALUE with relativeto=1"},
+        PYSD_FAILS: "PySD 3.14 does not implement GET TIME VALUE with relativeto=1"
+    },
     "samples/Query_file": {
         PYSD_FAILS: "RANDOM UNIFORM: PySD draws other random numbers than Vensim",
-        REFUSED: "DELAY FIXED"},
+        REFUSED: "DELAY FIXED",
+    },
     "samples/Roessler_Chaos": {
         PYSD_FAILS: "chaotic: round-off differences between PySD's and Vensim's Euler grow "
-                    "exponentially (dxdt 2.7x the tolerance)",
+        "exponentially (dxdt 2.7x the tolerance)",
         EXCEPTION: "chaotic attractor: Euler at the model's TIME STEP is far from the "
-                   "converged trajectory"},
+        "converged trajectory",
+    },
 }  # and below, by reason: the models the adaptive methods refuse and the Euler exceptions
 
 
@@ -271,44 +282,61 @@ def _add(key: str, by_reason: dict[str, list[str]]) -> None:
 
 
 # Discrete elements and run-time control variables: the adaptive methods refuse them.
-_add(REFUSED, {
-    "DELAY FIXED": ["tests/delay_fixed", "tests/delay_pipeline", "tests/forecast"],
-    "SAMPLE IF TRUE": ["tests/sample_if_true"],
-    "DELAY N with a time-varying delay time": ["tests/delays"],
-    "FINAL TIME changes during the run": ["tests/dynamic_final_time"],
-    "tests Time for equality": ["tests/time"],
-    "changes during the run": ["tests/control_vars"],
-})
+_add(
+    REFUSED,
+    {
+        "DELAY FIXED": ["tests/delay_fixed", "tests/delay_pipeline", "tests/forecast"],
+        "SAMPLE IF TRUE": ["tests/sample_if_true"],
+        "DELAY N with a time-varying delay time": ["tests/delays"],
+        "FINAL TIME changes during the run": ["tests/dynamic_final_time"],
+        "tests Time for equality": ["tests/time"],
+        "changes during the run": ["tests/control_vars"],
+    },
+)
 
 # Oscillators and flows that change within a TIME STEP: Euler's own error exceeds 5%.
-_add(EXCEPTION, {
-    "oscillator: Euler spirals outwards": ["samples/simple_harmonic_oscillator"],
-    "SMOOTH with a smoothing time of 1 TIME STEP": ["tests/active_initial_circular"],
-    "first-order Euler error of nested SMOOTHs": ["tests/arguments"],
-    "DELAY N with a delay of a few TIME STEPs": ["tests/delay_numeric_error"],
-    "DELAY1 with a delay of a few TIME STEPs": ["tests/delay_parentheses"],
-    "first-order Euler error of a stock near zero": ["tests/except"],
-    "LOOK FORWARD data: Euler samples a step function at grid points": [
-        "tests/get_data_args_3d_xls"],
-    "stock of a lookup of Time: Euler's rectangle rule": [
-        "tests/get_lookups_data_3d_xls", "tests/lookups", "tests/lookups_funcnames",
-        "tests/lookups_without_range"],
-    "stock of a flow ~ Time: Euler's rectangle rule": [
-        "tests/initial_function", "tests/line_continuation"],
-    "stock of LN(Time): Euler's rectangle rule near the singularity": ["tests/ln"],
-    "stock of SQRT(Time): Euler's rectangle rule near 0": ["tests/sqrt"],
-    "stock of an IF THEN ELSE on Time: Euler's rectangle rule": ["tests/nested_functions"],
-    "SMOOTH3/SMOOTH N with a smoothing time of a few TIME STEPs": ["tests/smooth"],
-    "fast exponential growth at TIME STEP 1": [
-        "tests/subscript_copy/test_subscript_copy", "tests/subscript_copy/test_subscript_copy2",
-        "tests/subscript_mapping_simple", "tests/subscript_numeric_range"],
-    "first-order Euler error of a delay": ["tests/subscript_switching"],
-    "TREND with an averaging time of a few TIME STEPs": [
-        "tests/subscripted_trend", "tests/trend"],
-    "DELAY3 with a delay of a few TIME STEPs": ["tests/subscripted_delays"],
-    "SMOOTH3 with a smoothing time of a few TIME STEPs": ["tests/subscripted_smooth"],
-    "first-order Euler error": ["tests/zeroled_decimals"],
-})
+_add(
+    EXCEPTION,
+    {
+        "oscillator: Euler spirals outwards": ["samples/simple_harmonic_oscillator"],
+        "SMOOTH with a smoothing time of 1 TIME STEP": ["tests/active_initial_circular"],
+        "first-order Euler error of nested SMOOTHs": ["tests/arguments"],
+        "DELAY N with a delay of a few TIME STEPs": ["tests/delay_numeric_error"],
+        "DELAY1 with a delay of a few TIME STEPs": ["tests/delay_parentheses"],
+        "first-order Euler error of a stock near zero": ["tests/except"],
+        "LOOK FORWARD data: Euler samples a step function at grid points": [
+            "tests/get_data_args_3d_xls"
+        ],
+        "stock of a lookup of Time: Euler's rectangle rule": [
+            "tests/get_lookups_data_3d_xls",
+            "tests/lookups",
+            "tests/lookups_funcnames",
+            "tests/lookups_without_range",
+        ],
+        "stock of a flow ~ Time: Euler's rectangle rule": [
+            "tests/initial_function",
+            "tests/line_continuation",
+        ],
+        "stock of LN(Time): Euler's rectangle rule near the singularity": ["tests/ln"],
+        "stock of SQRT(Time): Euler's rectangle rule near 0": ["tests/sqrt"],
+        "stock of an IF THEN ELSE on Time: Euler's rectangle rule": ["tests/nested_functions"],
+        "SMOOTH3/SMOOTH N with a smoothing time of a few TIME STEPs": ["tests/smooth"],
+        "fast exponential growth at TIME STEP 1": [
+            "tests/subscript_copy/test_subscript_copy",
+            "tests/subscript_copy/test_subscript_copy2",
+            "tests/subscript_mapping_simple",
+            "tests/subscript_numeric_range",
+        ],
+        "first-order Euler error of a delay": ["tests/subscript_switching"],
+        "TREND with an averaging time of a few TIME STEPs": [
+            "tests/subscripted_trend",
+            "tests/trend",
+        ],
+        "DELAY3 with a delay of a few TIME STEPs": ["tests/subscripted_delays"],
+        "SMOOTH3 with a smoothing time of a few TIME STEPs": ["tests/subscripted_smooth"],
+        "first-order Euler error": ["tests/zeroled_decimals"],
+    },
+)
 
 
 def options(case: Case) -> dict:
@@ -339,8 +367,11 @@ def _outcome(frame_or_error, canonical) -> dict:
         text = " ".join(str(err).split())[:300]
         return {"status": "error", "error": type(err).__name__, "summary": text}
     comparison = compare(frame_or_error, canonical)
-    return {"status": "pass" if comparison.ok else "fail",
-            "summary": comparison.summary(), "failed": sorted(comparison.failed)}
+    return {
+        "status": "pass" if comparison.ok else "fail",
+        "summary": comparison.summary(),
+        "failed": sorted(comparison.failed),
+    }
 
 
 # -- the compiled engine against PySD ---------------------------------------------------
@@ -403,43 +434,57 @@ def compiled_check(model, reference) -> dict:
         reason = re.search(r"does not cover this run \((.*)\)$", text)
         return {"status": "refused", "summary": (reason.group(1) if reason else text)[:300]}
     except Exception as err:  # noqa: BLE001 -- reported, and the test fails on it
-        return {"status": "error", "summary": f"{type(err).__name__}: "
-                                              f"{' '.join(str(err).split())[:300]}"}
+        return {
+            "status": "error",
+            "summary": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}",
+        }
     if isinstance(reference, BaseException):
-        return {"status": "mismatch", "summary": "compiled, but PySD's run() failed: "
-                                                 f"{type(reference).__name__}"}
+        return {
+            "status": "mismatch",
+            "summary": f"compiled, but PySD's run() failed: {type(reference).__name__}",
+        }
     return identical(frame, reference)
 
 
-def identical(frame: pd.DataFrame, reference: pd.DataFrame,
-              rtol: float = IDENTICAL_RTOL) -> dict:
+def identical(frame: pd.DataFrame, reference: pd.DataFrame, rtol: float = IDENTICAL_RTOL) -> dict:
     """Whether two runs agree on the same columns and times, value for value to `rtol`
     relative (NaN == NaN)."""
     missing = [c for c in reference.columns if c not in frame.columns]
     extra = [c for c in frame.columns if c not in reference.columns]
     if missing or extra:
-        return {"status": "mismatch", "summary": f"columns differ: only PySD's "
-                                                 f"{missing[:3]}, only compiled {extra[:3]}"}
+        return {
+            "status": "mismatch",
+            "summary": f"columns differ: only PySD's {missing[:3]}, only compiled {extra[:3]}",
+        }
     t_ref = np.asarray(reference.index, dtype=float)
     t_out = np.asarray(frame.index, dtype=float)
     if t_ref.shape != t_out.shape or not np.array_equal(t_ref, t_out):
-        return {"status": "mismatch", "summary": f"times differ: {len(t_out)} saved times, "
-                                                 f"PySD {len(t_ref)}"}
+        return {
+            "status": "mismatch",
+            "summary": f"times differ: {len(t_out)} saved times, PySD {len(t_ref)}",
+        }
     bad = []
     for column in reference.columns:
         x = pd.to_numeric(reference[column], errors="coerce").to_numpy(dtype=float)
         y = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
         with np.errstate(invalid="ignore"):
-            same = (x == y) | (np.isnan(x) & np.isnan(y)) | (
-                np.abs(x - y) <= rtol * np.maximum(np.abs(x), np.abs(y)))
+            same = (
+                (x == y)
+                | (np.isnan(x) & np.isnan(y))
+                | (np.abs(x - y) <= rtol * np.maximum(np.abs(x), np.abs(y)))
+            )
         if not same.all():
             i = int(np.argmin(same))
             bad.append(f"{column!r} at t={t_ref[i]:g}: {y[i]!r} vs PySD {x[i]!r}")
     if bad:
-        return {"status": "mismatch", "summary": f"{len(bad)} columns differ: "
-                                                 + "; ".join(bad[:2])}
-    return {"status": "equal", "summary": f"{len(reference.columns)} columns x "
-                                          f"{len(t_ref)} times identical"}
+        return {
+            "status": "mismatch",
+            "summary": f"{len(bad)} columns differ: " + "; ".join(bad[:2]),
+        }
+    return {
+        "status": "equal",
+        "summary": f"{len(reference.columns)} columns x {len(t_ref)} times identical",
+    }
 
 
 def run_case(case: Case) -> dict:
@@ -485,32 +530,41 @@ def run_case(case: Case) -> dict:
 
     # PySD's run() of every variable: the reference of the compiled engine (below) and,
     # on the canonical columns, of Vensim conformance
-    reference = timed("pysd", lambda: pysd.load(str(model.py_file),
-                                                data_files=data_files).run())
+    reference = timed("pysd", lambda: pysd.load(str(model.py_file), data_files=data_files).run())
     begun = time.perf_counter()
     result["compiled"] = compiled_check(model, reference)
     result["compiled"]["seconds"] = time.perf_counter() - begun
-    timed("euler", lambda: fw.simulate(model, method="euler", return_columns=columns,
-                                       range_check="off"))
-    adaptive = timed("adaptive", lambda: fw.simulate(model, return_columns=columns,
-                                                     range_check="off"))
+    timed(
+        "euler",
+        lambda: fw.simulate(model, method="euler", return_columns=columns, range_check="off"),
+    )
+    adaptive = timed(
+        "adaptive", lambda: fw.simulate(model, return_columns=columns, range_check="off")
+    )
     if isinstance(adaptive, UnsupportedElementError):
         result["adaptive"]["status"] = "refused"
     elif isinstance(adaptive, pd.DataFrame):
         result["adaptive"]["nfev"] = adaptive.attrs["nfev"]
         if result["adaptive"]["status"] == "fail" and EXCEPTION in opts:
             begun = time.perf_counter()
-            result["evidence"] = evidence(model, canonical, adaptive, columns, data_files,
-                                          result["adaptive"]["failed"],
-                                          result["pysd"]["cpu"])
+            result["evidence"] = evidence(
+                model,
+                canonical,
+                adaptive,
+                columns,
+                data_files,
+                result["adaptive"]["failed"],
+                result["pysd"]["cpu"],
+            )
             result["evidence"]["seconds"] = time.perf_counter() - begun
     result["seconds"] = time.perf_counter() - started
     result["cpu"] = time.process_time() - cpu
     return result
 
 
-def evidence(model, canonical, adaptive, columns, data_files, failed,
-             run_cpu: float = 0.0) -> dict:
+def evidence(
+    model, canonical, adaptive, columns, data_files, failed, run_cpu: float = 0.0
+) -> dict:
     """Why the adaptive answer may differ from Vensim's: the canonical Euler output is >5%
     from the converged solution, and PySD's Euler converges to the adaptive answer as its
     TIME STEP shrinks.
@@ -533,8 +587,9 @@ def evidence(model, canonical, adaptive, columns, data_files, failed,
         end = off.first_time if off.first_time is not None else end
         end = max(end, settings["initial_time"] + settings["saveper"])
     keys = {name_key(c) for c in canonical.columns if c in failed}
-    reference = adaptive.loc[adaptive.index <= end + 1e-9,
-                             [a for a in adaptive.columns if name_key(a) in keys]]
+    reference = adaptive.loc[
+        adaptive.index <= end + 1e-9, [a for a in adaptive.columns if name_key(a) in keys]
+    ]
     out = {
         "time_step": settings["time_step"],
         "canonical_vs_converged": off.summary(),
@@ -545,7 +600,10 @@ def evidence(model, canonical, adaptive, columns, data_files, failed,
     }
     for k in (1, *REFINEMENTS):
         run = pysd.load(str(model.py_file), data_files=data_files).run(
-            return_columns=columns, time_step=settings["time_step"] / k,
-            saveper=settings["saveper"], final_time=end)
+            return_columns=columns,
+            time_step=settings["time_step"] / k,
+            saveper=settings["saveper"],
+            final_time=end,
+        )
         out["euler_errors"][k] = relative_error(run, reference)
     return out

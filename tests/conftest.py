@@ -41,4 +41,6 @@ def write_mdl(tmp_path):
         return path
 
     return write
+
+
 from conformance_report import pytest_terminal_summary  # noqa: E402,F401  (conformance table)

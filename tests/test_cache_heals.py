@@ -96,7 +96,8 @@ def _falls_back(path: Path, configured: Path, clean: pd.DataFrame) -> None:
 
 
 def test_a_cache_under_a_regular_file_falls_back_to_a_temp_folder(
-        cache, write_mdl, monkeypatch, tmp_path):
+    cache, write_mdl, monkeypatch, tmp_path
+):
     clean = _clean_run(write_mdl, monkeypatch, tmp_path)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a regular file")
@@ -105,8 +106,7 @@ def test_a_cache_under_a_regular_file_falls_back_to_a_temp_folder(
     _falls_back(write_mdl(DECAY), configured, clean)
 
 
-def test_a_read_only_cache_falls_back_to_a_temp_folder(cache, write_mdl, monkeypatch,
-                                                      tmp_path):
+def test_a_read_only_cache_falls_back_to_a_temp_folder(cache, write_mdl, monkeypatch, tmp_path):
     clean = _clean_run(write_mdl, monkeypatch, tmp_path)
     cache.mkdir()
     cache.chmod(0o500)
@@ -118,16 +118,19 @@ def test_a_read_only_cache_falls_back_to_a_temp_folder(cache, write_mdl, monkeyp
             pass
         else:
             probe.unlink()
-            pytest.skip("chmod does not stop writes here (running as root); "
-                        "the cache-under-a-file test covers an unwritable cache")
+            pytest.skip(
+                "chmod does not stop writes here (running as root); "
+                "the cache-under-a-file test covers an unwritable cache"
+            )
         monkeypatch.setenv("FLYWHEEL_SD_CACHE", str(cache))
         _falls_back(write_mdl(DECAY), cache, clean)
     finally:
         cache.chmod(0o700)
 
 
-def test_a_damaged_entry_in_an_unwritable_cache_falls_back(cache, write_mdl, monkeypatch,
-                                                           tmp_path):
+def test_a_damaged_entry_in_an_unwritable_cache_falls_back(
+    cache, write_mdl, monkeypatch, tmp_path
+):
     """A damaged entry that cannot be discarded: the temporary folder serves instead."""
     path = write_mdl(DECAY)
     clean = _run(fw.load(path))

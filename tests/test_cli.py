@@ -37,7 +37,9 @@ LAUNCH = vensim(
     "Cost Per Buyer = 10 ~ USD/Buyer [1, 100] ~ Cost per acquired buyer.",
     "Ad Stop Time = 10 ~ Month [0, 40] ~ When the ads stop.",
     "GMV = Active Buyers * 5 ~ USD/Month ~ Sales.",
-    final_time=40, control_limits=True, control_comments=True,
+    final_time=40,
+    control_limits=True,
+    control_comments=True,
 )
 
 LOOPS = """
@@ -54,8 +56,12 @@ variables = ["Active Buyers", "Buyer Growth"]
 """
 
 # A stock that reaches infinity at t = 1: every method fails on it.
-BLOWUP = vensim("X = INTEG(X * X, 1) ~ Dmnl ~ Blows up.", final_time=5, control_limits=True,
-                control_comments=True)
+BLOWUP = vensim(
+    "X = INTEG(X * X, 1) ~ Dmnl ~ Blows up.",
+    final_time=5,
+    control_limits=True,
+    control_comments=True,
+)
 
 
 @dataclass
@@ -72,8 +78,11 @@ class Result:
 def models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("cli-models")
     paths = {}
-    for name, text in (("launch", LAUNCH), ("blowup", BLOWUP),
-                       ("broken", "{UTF-8}\nStock = INTEG(( , 1\n\t~\t\n\t~\t\n\t|\n")):
+    for name, text in (
+        ("launch", LAUNCH),
+        ("blowup", BLOWUP),
+        ("broken", "{UTF-8}\nStock = INTEG(( , 1\n\t~\t\n\t~\t\n\t|\n"),
+    ):
         paths[name] = folder / f"{name}.mdl"
         paths[name].write_text(text)
     (folder / "launch.loops.toml").write_text(LOOPS)
@@ -115,8 +124,20 @@ def test_run_json_csv_netcdf_and_plot(cli, models, tmp_path):
     import xarray as xr
 
     csv, nc, png = tmp_path / "r.csv", tmp_path / "sub" / "r.nc", tmp_path / "r.png"
-    result = cli("run", "--model", models["launch"], "--set", "Ad Budget=300", "--method",
-                 "euler", "--out", csv, "--plot", png, "--json")
+    result = cli(
+        "run",
+        "--model",
+        models["launch"],
+        "--set",
+        "Ad Budget=300",
+        "--method",
+        "euler",
+        "--out",
+        csv,
+        "--plot",
+        png,
+        "--json",
+    )
     assert result.code == 0, result.err
     data = result.json()
     (row,) = [r for r in data["summary"] if r["variable"] == "Active Buyers"]
@@ -132,8 +153,16 @@ def test_run_json_csv_netcdf_and_plot(cli, models, tmp_path):
 
 
 def test_run_set_policy_window(cli, models):
-    result = cli("run", "--model", models["launch"], "--set", "Ad Budget=300@2:6",
-                 "--columns", "Ad Buyers", "--json")
+    result = cli(
+        "run",
+        "--model",
+        models["launch"],
+        "--set",
+        "Ad Budget=300@2:6",
+        "--columns",
+        "Ad Buyers",
+        "--json",
+    )
     assert result.code == 0, result.err
     (row,) = result.json()["summary"]
     assert row["initial"] == 0 and row["max"] == pytest.approx(30)
@@ -147,8 +176,16 @@ def test_run_scenario_file(cli, models):
 
 @pytest.mark.slow
 def test_run_default_model(cli, tmp_path):
-    result = cli("run", "wish_deposit", "--final-time", 2, "--method", "euler",
-                 "--plot", tmp_path / "run.png")
+    result = cli(
+        "run",
+        "wish_deposit",
+        "--final-time",
+        2,
+        "--method",
+        "euler",
+        "--plot",
+        tmp_path / "run.png",
+    )
     assert result.code == 0, result.err
     assert "Active Sellers[High]" in result.out and (tmp_path / "run.png").stat().st_size > 0
 
@@ -164,8 +201,9 @@ def test_scenarios_lists_every_scenario(cli):
 
 
 def test_scenarios_says_which_fit_another_model(cli, models):
-    rows = {r["scenario"]: r for r in cli("scenarios", "--model", models["launch"],
-                                          "--json").json()}
+    rows = {
+        r["scenario"]: r for r in cli("scenarios", "--model", models["launch"], "--json").json()
+    }
     column = "fits launch.mdl"
     assert rows["baseline"][column] == "yes"
     assert rows["wish_deposit"][column].startswith("no")
@@ -173,12 +211,26 @@ def test_scenarios_says_which_fit_another_model(cli, models):
 
 # -- compare ---------------------------------------------------------------------------------
 def test_compare_prints_metrics_and_writes_files(cli, models, tmp_path):
-    files = {k: tmp_path / f"{k}.{ext}" for k, ext in
-             (("plot", "png"), ("bars", "svg"), ("csv", "csv"), ("nc", "nc"))}
-    result = cli("compare", "--model", models["launch"], "baseline", models["ads"],
-                 "--metrics", "final_active_buyers", "peak_active_buyers",
-                 "--plot", files["plot"], "--metrics-plot", files["bars"],
-                 "--out", files["csv"])
+    files = {
+        k: tmp_path / f"{k}.{ext}"
+        for k, ext in (("plot", "png"), ("bars", "svg"), ("csv", "csv"), ("nc", "nc"))
+    }
+    result = cli(
+        "compare",
+        "--model",
+        models["launch"],
+        "baseline",
+        models["ads"],
+        "--metrics",
+        "final_active_buyers",
+        "peak_active_buyers",
+        "--plot",
+        files["plot"],
+        "--metrics-plot",
+        files["bars"],
+        "--out",
+        files["csv"],
+    )
     assert result.code == 0, result.err
     assert "final_active_buyers" in result.out and "ads %chg" in result.out
     assert files["plot"].stat().st_size > 0 and files["bars"].stat().st_size > 0
@@ -187,8 +239,16 @@ def test_compare_prints_metrics_and_writes_files(cli, models, tmp_path):
     table = pd.read_csv(files["csv"])
     assert set(table["scenario"]) == {"baseline", "ads"}
 
-    data = cli("compare", "--model", models["launch"], "baseline", models["ads"],
-               "--json", "--out", files["nc"]).json()
+    data = cli(
+        "compare",
+        "--model",
+        models["launch"],
+        "baseline",
+        models["ads"],
+        "--json",
+        "--out",
+        files["nc"],
+    ).json()
     values = {(r["scenario"], r["metric"]): r["value"] for r in data["metrics"]}
     # Ads past the critical mass: the ads scenario ends with more buyers than baseline.
     assert values[("ads", "final_active_buyers")] > values[("baseline", "final_active_buyers")]
@@ -200,30 +260,78 @@ def test_compare_prints_metrics_and_writes_files(cli, models, tmp_path):
 
 @pytest.mark.slow
 def test_compare_default_model(cli, tmp_path):
-    result = cli("compare", "baseline", "wish_deposit", "--final-time", 2, "--method", "euler",
-                 "--plot", tmp_path / "c.png")
+    result = cli(
+        "compare",
+        "baseline",
+        "wish_deposit",
+        "--final-time",
+        2,
+        "--method",
+        "euler",
+        "--plot",
+        tmp_path / "c.png",
+    )
     assert result.code == 0, result.err
     assert "cumulative_gmv" in result.out and (tmp_path / "c.png").stat().st_size > 0
 
 
 # -- critical mass ---------------------------------------------------------------------------
 def test_critical_mass_brackets_the_threshold(cli, models):
-    result = cli("critical-mass", "--model", models["launch"], "--scenario", "baseline",
-                 "--lever", "Ad Budget", "--low", 0, "--high", 300, "--json")
+    result = cli(
+        "critical-mass",
+        "--model",
+        models["launch"],
+        "--scenario",
+        "baseline",
+        "--lever",
+        "Ad Budget",
+        "--low",
+        0,
+        "--high",
+        300,
+        "--json",
+    )
     assert result.code == 0, result.err
     found = result.json()
     assert 0 < found["decays_at"] <= found["threshold"] <= found["grows_at"] < 300
     assert found["grows_at"] - found["decays_at"] <= 0.3 + 1e-9  # the default tol: 1/1000
-    text = cli("critical-mass", "--model", models["launch"], "--scenario", "baseline",
-               "--lever", "Ad Budget", "--low", 0, "--high", 300, "--tol", 10)
+    text = cli(
+        "critical-mass",
+        "--model",
+        models["launch"],
+        "--scenario",
+        "baseline",
+        "--lever",
+        "Ad Budget",
+        "--low",
+        0,
+        "--high",
+        300,
+        "--tol",
+        10,
+    )
     assert text.code == 0 and "threshold" in text.out
 
 
 @pytest.mark.slow
 def test_critical_mass_default_model(cli):
     """launch_ad_burn on the flywheel model: a coarse bracket (tol) keeps it to a few runs."""
-    result = cli("critical-mass", "--lever", "Ad Budget", "--low", 0, "--high", 1_000_000,
-                 "--tol", 250_000, "--rtol", 1e-4, "--atol", 1e-3, "--json")
+    result = cli(
+        "critical-mass",
+        "--lever",
+        "Ad Budget",
+        "--low",
+        0,
+        "--high",
+        1_000_000,
+        "--tol",
+        250_000,
+        "--rtol",
+        1e-4,
+        "--atol",
+        1e-3,
+        "--json",
+    )
     assert result.code == 0, result.err
     found = result.json()
     assert found["scenario"] == "launch_ad_burn"
@@ -239,7 +347,9 @@ def test_describe_lists_stocks_loops_and_levers(cli, models):
     data = cli("describe", "--model", models["launch"], "--json").json()
     assert [s["stock"] for s in data["stocks"]] == ["Active Buyers"]
     assert {loop["loop"]: loop["polarity"] for loop in data["loops"]} == {
-        "R1": "reinforcing", "B1": "balancing"}
+        "R1": "reinforcing",
+        "B1": "balancing",
+    }
     levers = {lever["lever"]: lever for lever in data["levers"]}
     assert levers["Ad Budget"]["min"] == 0 and levers["Ad Budget"]["max"] == 1000
     assert levers["Ad Budget"]["units"] == "USD/Month"
@@ -274,9 +384,26 @@ def test_sweep_summarises_metrics_and_writes_netcdf(cli, models, tmp_path):
     import xarray as xr
 
     store = tmp_path / "sweep.nc"
-    argv = ["sweep", "--model", models["launch"], "--param", "Ad Budget=0:300",
-            "--param", "Growth Rate", "--design", "lhs", "--n", 12, "--seed", 3,
-            "--metrics", "final_active_buyers", "--store", store, "--json"]
+    argv = [
+        "sweep",
+        "--model",
+        models["launch"],
+        "--param",
+        "Ad Budget=0:300",
+        "--param",
+        "Growth Rate",
+        "--design",
+        "lhs",
+        "--n",
+        12,
+        "--seed",
+        3,
+        "--metrics",
+        "final_active_buyers",
+        "--store",
+        store,
+        "--json",
+    ]
     result = cli(*argv)
     assert result.code == 0, result.err
     data = result.json()
@@ -300,9 +427,21 @@ def test_sweep_grid_to_zarr_keeps_stocks(cli, models, tmp_path):
     import xarray as xr
 
     store = tmp_path / "grid.zarr"
-    result = cli("sweep", "--model", models["launch"], "--param", "Ad Budget=0:300:4",
-                 "--param", "Market=500:1000:2", "--design", "grid", "--store", store,
-                 "--final-time", 20)
+    result = cli(
+        "sweep",
+        "--model",
+        models["launch"],
+        "--param",
+        "Ad Budget=0:300:4",
+        "--param",
+        "Market=500:1000:2",
+        "--design",
+        "grid",
+        "--store",
+        store,
+        "--final-time",
+        20,
+    )
     assert result.code == 0, result.err
     assert "Active Buyers" in result.out
     assert "8 runs (grid), 8 ok" in result.out
@@ -311,18 +450,50 @@ def test_sweep_grid_to_zarr_keeps_stocks(cli, models, tmp_path):
 
 
 def test_sweep_around_a_scenario_with_settings(cli, models):
-    result = cli("sweep", "--model", models["launch"], "--scenario", models["ads"],
-                 "--set", "Cost Per Buyer=20", "--param", "Ad Stop Time=2:20", "--design",
-                 "sobol", "--n", 8, "--metrics", "final_active_buyers", "--json")
+    result = cli(
+        "sweep",
+        "--model",
+        models["launch"],
+        "--scenario",
+        models["ads"],
+        "--set",
+        "Cost Per Buyer=20",
+        "--param",
+        "Ad Stop Time=2:20",
+        "--design",
+        "sobol",
+        "--n",
+        8,
+        "--metrics",
+        "final_active_buyers",
+        "--json",
+    )
     assert result.code == 0, result.err
     assert result.json()["scenario"] == "ads"
 
 
 @pytest.mark.slow
 def test_sweep_on_a_local_dask_cluster(cli, models, tmp_path):
-    result = cli("sweep", "--model", models["launch"], "--param", "Ad Budget=0:300",
-                 "--design", "lhs", "--n", 8, "--executor", "dask", "--workers", 2,
-                 "--chunk-size", 4, "--metrics", "final_active_buyers", "--json")
+    result = cli(
+        "sweep",
+        "--model",
+        models["launch"],
+        "--param",
+        "Ad Budget=0:300",
+        "--design",
+        "lhs",
+        "--n",
+        8,
+        "--executor",
+        "dask",
+        "--workers",
+        2,
+        "--chunk-size",
+        4,
+        "--metrics",
+        "final_active_buyers",
+        "--json",
+    )
     assert result.code == 0, result.err
     data = result.json()
     assert data["executor"] == "dask" and data["ok"] == 8
@@ -330,8 +501,21 @@ def test_sweep_on_a_local_dask_cluster(cli, models, tmp_path):
 
 @pytest.mark.slow
 def test_sweep_default_model(cli):
-    result = cli("sweep", "--param", "Seller Deposit=0:5000", "--design", "grid", "--n", 2,
-                 "--final-time", 2, "--method", "euler", "--metrics", "min_trust")
+    result = cli(
+        "sweep",
+        "--param",
+        "Seller Deposit=0:5000",
+        "--design",
+        "grid",
+        "--n",
+        2,
+        "--final-time",
+        2,
+        "--method",
+        "euler",
+        "--metrics",
+        "min_trust",
+    )
     assert result.code == 0, result.err
     assert "2 runs (grid), 2 ok" in result.out
 
@@ -343,9 +527,24 @@ def test_sensitivity_sobol_ranks_the_parameters(cli, models, tmp_path):
     # stderr) and goes on.
     with warnings.catch_warnings():
         warnings.simplefilter("default", WideIntervalWarning)
-        result = cli("sensitivity", "--model", models["launch"], "--param", "Ad Budget=0:300",
-                     "--param", "Cost Per Buyer=5:50", "--param", "Critical Buyers=99:101",
-                     "--metric", "cumulative_gmv", "--n", 8, "--plot", plot, "--json")
+        result = cli(
+            "sensitivity",
+            "--model",
+            models["launch"],
+            "--param",
+            "Ad Budget=0:300",
+            "--param",
+            "Cost Per Buyer=5:50",
+            "--param",
+            "Critical Buyers=99:101",
+            "--metric",
+            "cumulative_gmv",
+            "--n",
+            8,
+            "--plot",
+            plot,
+            "--json",
+        )
     warned = [line for line in result.err.splitlines() if line.startswith("flywheel: warning:")]
     assert len(warned) == 1 and "raise n" in warned[0], result.err
     assert result.code == 0, result.err
@@ -360,18 +559,45 @@ def test_sensitivity_sobol_ranks_the_parameters(cli, models, tmp_path):
 
 
 def test_sensitivity_morris(cli, models):
-    result = cli("sensitivity", "--model", models["launch"], "--param", "Ad Budget=0:300",
-                 "--param", "Growth Rate", "--metric", "final_active_buyers",
-                 "--method", "morris", "--n", 4)
+    result = cli(
+        "sensitivity",
+        "--model",
+        models["launch"],
+        "--param",
+        "Ad Budget=0:300",
+        "--param",
+        "Growth Rate",
+        "--metric",
+        "final_active_buyers",
+        "--method",
+        "morris",
+        "--n",
+        4,
+    )
     assert result.code == 0, result.err
     assert "mu_star" in result.out and "12 runs" in result.out
 
 
 @pytest.mark.slow
 def test_sensitivity_default_model(cli):
-    result = cli("sensitivity", "--param", "Seller Deposit=0:5000", "--param",
-                 "Qualification Strictness", "--metric", "min_trust", "--method", "morris",
-                 "--n", 2, "--final-time", 2, "--solver", "euler", "--json")
+    result = cli(
+        "sensitivity",
+        "--param",
+        "Seller Deposit=0:5000",
+        "--param",
+        "Qualification Strictness",
+        "--metric",
+        "min_trust",
+        "--method",
+        "morris",
+        "--n",
+        2,
+        "--final-time",
+        2,
+        "--solver",
+        "euler",
+        "--json",
+    )
     assert result.code == 0, result.err
     assert result.json()["runs"] == 2 * (2 + 1)
 
@@ -401,30 +627,79 @@ BAD_USAGE = {
     "not a number": ["run", "--final-time", "soon"],
     "empty bracket": ["critical-mass", "--lever", "Ad Budget", "--low", "5", "--high", "1"],
     "empty sweep range": ["sweep", "--param", "Take Rate=0.3:0.1", "--n", "4"],
-    "sobol size not a power of two": ["sweep", "--model", "{launch}", "--param",
-                                      "Ad Budget=0:300", "--design", "sobol", "--n", "12"],
+    "sobol size not a power of two": [
+        "sweep",
+        "--model",
+        "{launch}",
+        "--param",
+        "Ad Budget=0:300",
+        "--design",
+        "sobol",
+        "--n",
+        "12",
+    ],
     "unknown swept parameter": ["sweep", "--model", "{launch}", "--param", "Nope=0:1"],
-    "levels on a random design": ["sweep", "--model", "{launch}", "--param",
-                                  "Ad Budget=0:300:3", "--design", "lhs"],
-    "bad store suffix": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300",
-                         "--store", "out.csv"],
+    "levels on a random design": [
+        "sweep",
+        "--model",
+        "{launch}",
+        "--param",
+        "Ad Budget=0:300:3",
+        "--design",
+        "lhs",
+    ],
+    "bad store suffix": [
+        "sweep",
+        "--model",
+        "{launch}",
+        "--param",
+        "Ad Budget=0:300",
+        "--store",
+        "out.csv",
+    ],
     "sensitivity: unknown metric": ["sensitivity", "--param", "Take Rate", "--metric", "nope"],
-    "sensitivity: n not a power of two": ["sensitivity", "--model", "{launch}", "--param",
-                                          "Ad Budget=0:300", "--metric", "cumulative_gmv",
-                                          "--n", "10"],
-    "sensitivity: unknown parameter": ["sensitivity", "--model", "{launch}", "--param",
-                                       "Nope=0:1", "--metric", "cumulative_gmv"],
+    "sensitivity: n not a power of two": [
+        "sensitivity",
+        "--model",
+        "{launch}",
+        "--param",
+        "Ad Budget=0:300",
+        "--metric",
+        "cumulative_gmv",
+        "--n",
+        "10",
+    ],
+    "sensitivity: unknown parameter": [
+        "sensitivity",
+        "--model",
+        "{launch}",
+        "--param",
+        "Nope=0:1",
+        "--metric",
+        "cumulative_gmv",
+    ],
     "sensitivity without --metric": ["sensitivity", "--param", "Take Rate"],
-    "scheduler with processes": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300",
-                                 "--executor", "processes", "--scheduler", "tcp://x:8786"],
+    "scheduler with processes": [
+        "sweep",
+        "--model",
+        "{launch}",
+        "--param",
+        "Ad Budget=0:300",
+        "--executor",
+        "processes",
+        "--scheduler",
+        "tcp://x:8786",
+    ],
 }
 
 
 @pytest.mark.parametrize("argv", list(BAD_USAGE.values()), ids=list(BAD_USAGE))
 def test_bad_usage_exits_2_with_one_line(cli, models, tmp_path, argv):
-    paths = {**{k: str(v) for k, v in models.items()},
-             "missing": str(tmp_path / "missing.mdl"),
-             "missing_toml": str(tmp_path / "missing.toml")}
+    paths = {
+        **{k: str(v) for k, v in models.items()},
+        "missing": str(tmp_path / "missing.mdl"),
+        "missing_toml": str(tmp_path / "missing.toml"),
+    }
     result = cli(*[a.format(**paths) for a in argv])
     assert result.code == 2, (result.code, result.err)
     one_line_error(result)
@@ -453,14 +728,47 @@ SUBPROCESS = {
     "run": ["run", "--model", "{launch}", "--final-time", "5"],
     "scenarios": ["scenarios"],
     "compare": ["compare", "--model", "{launch}", "baseline", "{ads}"],
-    "critical-mass": ["critical-mass", "--model", "{launch}", "--scenario", "baseline",
-                      "--lever", "Ad Budget", "--low", "0", "--high", "300", "--tol", "20"],
+    "critical-mass": [
+        "critical-mass",
+        "--model",
+        "{launch}",
+        "--scenario",
+        "baseline",
+        "--lever",
+        "Ad Budget",
+        "--low",
+        "0",
+        "--high",
+        "300",
+        "--tol",
+        "20",
+    ],
     "describe": ["describe", "--model", "{launch}"],
     "diagram": ["diagram", "--model", "{launch}", "--out", "{tmp}/diagram.png"],
-    "sensitivity": ["sensitivity", "--model", "{launch}", "--param", "Ad Budget=0:300",
-                    "--metric", "final_active_buyers", "--method", "morris", "--n", "2"],
-    "sweep": ["sweep", "--model", "{launch}", "--param", "Ad Budget=0:300", "--design", "lhs",
-              "--n", "4"],
+    "sensitivity": [
+        "sensitivity",
+        "--model",
+        "{launch}",
+        "--param",
+        "Ad Budget=0:300",
+        "--metric",
+        "final_active_buyers",
+        "--method",
+        "morris",
+        "--n",
+        "2",
+    ],
+    "sweep": [
+        "sweep",
+        "--model",
+        "{launch}",
+        "--param",
+        "Ad Budget=0:300",
+        "--design",
+        "lhs",
+        "--n",
+        "4",
+    ],
     "bad usage": ["run", "--set", "oops"],
 }
 
@@ -469,8 +777,9 @@ SUBPROCESS = {
 def test_python_dash_m(models, name, tmp_path):
     paths = {**{k: str(v) for k, v in models.items()}, "tmp": str(tmp_path)}
     argv = [a.format(**paths) for a in SUBPROCESS[name]]
-    proc = subprocess.run([sys.executable, "-m", "flywheel_sd", *argv], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flywheel_sd", *argv], capture_output=True, text=True, timeout=300
+    )
     if name == "bad usage":
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
         assert "Traceback" not in proc.stderr
@@ -484,5 +793,8 @@ def test_json_keeps_infinity_apart_from_not_applicable():
     has neither, so they become "inf" and null, and stay distinct."""
     from flywheel_sd.cli._common import to_json
 
-    assert json.loads(to_json({"never": float("inf"), "n/a": float("nan"), "x": 1.5})) == \
-        {"never": "inf", "n/a": None, "x": 1.5}
+    assert json.loads(to_json({"never": float("inf"), "n/a": float("nan"), "x": 1.5})) == {
+        "never": "inf",
+        "n/a": None,
+        "x": 1.5,
+    }

@@ -39,26 +39,46 @@ import conformance_suite as cs
 
 ROOT = cs.suite_root()
 if ROOT is None:
-    pytest.skip(f"set ${cs.ENV} to the SDXorg test-models folder (with tests/ and samples/) "
-                "to run the conformance tests", allow_module_level=True)
+    pytest.skip(
+        f"set ${cs.ENV} to the SDXorg test-models folder (with tests/ and samples/) "
+        "to run the conformance tests",
+        allow_module_level=True,
+    )
 
 pytestmark = pytest.mark.slow
 CASES = cs.discover(ROOT)
 IDS = [case.id for case in CASES]
 # Slowest first, so that two workers finish together.
-SLOW = ("get_lookups_subscripted_args", "subscripted_delays", "allocate_by_priority",
-        "vector_order", "data_from_other_model", "subscripted_smooth", "subscripted_round",
-        "vector_select", "subscript_mapping_simple", "allocate_available", "Roessler_Chaos")
+SLOW = (
+    "get_lookups_subscripted_args",
+    "subscripted_delays",
+    "allocate_by_priority",
+    "vector_order",
+    "data_from_other_model",
+    "subscripted_smooth",
+    "subscripted_round",
+    "vector_select",
+    "subscript_mapping_simple",
+    "allocate_available",
+    "Roessler_Chaos",
+)
 
 
 @pytest.fixture(scope="module")
 def results(request):
     """Run every selected case once, in parallel, and keep the outcomes for the report."""
-    selected = {item.callspec.params["case"].id for item in request.session.items
-                if getattr(item, "module", None) is request.module
-                and hasattr(item, "callspec")}
-    todo = [case for case in CASES if case.id in selected
-            and cs.SKIP not in cs.options(case) and case.id not in conformance_report.RESULTS]
+    selected = {
+        item.callspec.params["case"].id
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module and hasattr(item, "callspec")
+    }
+    todo = [
+        case
+        for case in CASES
+        if case.id in selected
+        and cs.SKIP not in cs.options(case)
+        and case.id not in conformance_report.RESULTS
+    ]
     todo.sort(key=lambda c: next((i for i, s in enumerate(SLOW) if s in c.id), len(SLOW)))
     workers = int(os.environ.get("FLYWHEEL_CONFORMANCE_WORKERS", min(2, os.cpu_count() or 1)))
     if workers > 1 and len(todo) > 1:
@@ -112,13 +132,13 @@ def test_compiled(case, results):
     outcome = result["compiled"]
     expected = cs.COMPILER_REFUSED.get(case.id)
     if outcome["status"] == "refused":
-        assert any(c in outcome["summary"] for c in cs.COMPILER_REFUSALS), \
+        assert any(c in outcome["summary"] for c in cs.COMPILER_REFUSALS), (
             f"refused for a reason not in COMPILER_REFUSALS: {outcome['summary']}"
+        )
         assert expected is not None, f"refused, not in COMPILER_REFUSED: {outcome['summary']}"
         assert expected in outcome["summary"], outcome["summary"]
         return
-    assert expected is None, \
-        f"compiles now ({outcome['status']}): remove it from COMPILER_REFUSED"
+    assert expected is None, f"compiles now ({outcome['status']}): remove it from COMPILER_REFUSED"
     assert outcome["status"] == "equal", outcome["summary"]
 
 

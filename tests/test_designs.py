@@ -18,7 +18,9 @@ RANGED = vensim(
     "Scale = 3 ~ Dmnl [1, 5]",
     "Open Ended = 7 ~ Dmnl [0, ?]",
     "Undocumented = 1 ~ Dmnl",
-    final_time=10, time_step=0.5, control_limits=True,
+    final_time=10,
+    time_step=0.5,
+    control_limits=True,
 )
 
 TWO = {"a": (0.0, 1.0), "b": (10.0, 20.0)}
@@ -29,12 +31,16 @@ def ranged_model(write_mdl):
     return fw.load(write_mdl(RANGED, "ranged.mdl"))
 
 
-@pytest.mark.parametrize("build", [
-    lambda seed: designs.lhs(TWO, 16, seed=seed),
-    lambda seed: designs.sobol(TWO, 16, seed=seed),
-    lambda seed: designs.morris(TWO, 4, seed=seed),
-    lambda seed: designs.saltelli(TWO, 8, seed=seed),
-], ids=["lhs", "sobol", "morris", "saltelli"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda seed: designs.lhs(TWO, 16, seed=seed),
+        lambda seed: designs.sobol(TWO, 16, seed=seed),
+        lambda seed: designs.morris(TWO, 4, seed=seed),
+        lambda seed: designs.saltelli(TWO, 8, seed=seed),
+    ],
+    ids=["lhs", "sobol", "morris", "saltelli"],
+)
 def test_seeded_designs_are_reproducible(build):
     first, again, other = build(7), build(7), build(8)
     pd.testing.assert_frame_equal(first.table, again.table)
@@ -98,13 +104,17 @@ def test_problem_is_what_salib_takes():
     assert d.problem == {"num_vars": 2, "names": ["a", "b"], "bounds": [[0.0, 1.0], [10.0, 20.0]]}
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"a": (1.0, 1.0)}, "empty range"),
-    ({"a": (2.0, 1.0)}, "empty range"),
-    ({"a": (0.0, float("inf"))}, "not finite"),
-    ({"a": "wide"}, "a range is"),
-    ({}, "no parameters"),
-], ids=["equal", "reversed", "infinite", "not-a-range", "none"])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"a": (1.0, 1.0)}, "empty range"),
+        ({"a": (2.0, 1.0)}, "empty range"),
+        ({"a": (0.0, float("inf"))}, "not finite"),
+        ({"a": "wide"}, "a range is"),
+        ({}, "no parameters"),
+    ],
+    ids=["equal", "reversed", "infinite", "not-a-range", "none"],
+)
 def test_bad_ranges(params, message):
     with pytest.raises(ParameterError, match=message):
         designs.lhs(params, 4)
@@ -128,11 +138,14 @@ def test_unknown_parameter_suggests_close_matches(ranged_model):
         designs.lhs(["Rat"], 8, model=ranged_model)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("Undocumented", "no documented range"),
-    ("Open Ended", "open documented range"),
-    ("Stock", "not a constant"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("Undocumented", "no documented range"),
+        ("Open Ended", "open documented range"),
+        ("Stock", "not a constant"),
+    ],
+)
 def test_names_without_a_usable_range(ranged_model, name, message):
     with pytest.raises(ParameterError, match=message):
         designs.lhs([name], 8, model=ranged_model)

@@ -39,11 +39,14 @@ REPO = Path(__file__).resolve().parent.parent
 def body(n: int, rhs: str, nonneg=()) -> str:
     """A model body: n states, `rhs` lines (dy[i] = ...), record writes (t, y...)."""
     flags = ", ".join("True" if i in nonneg else "False" for i in range(n))
-    return (f"N_STATES = {n}\nN_OUT = {n + 1}\nNONNEG = np.array([{flags}], dtype=np.bool_)\n"
-            "CALLS = []\n\n\n@_jit\ndef rhs(t, y, c, dy):\n"
-            + textwrap.indent(textwrap.dedent(rhs).strip(), "    ") + "\n\n\n"
-            "@_jit\ndef record(t, y, c, row):\n    row[0] = t\n"
-            "    for i in range(y.shape[0]):\n        row[i + 1] = y[i]\n")
+    return (
+        f"N_STATES = {n}\nN_OUT = {n + 1}\nNONNEG = np.array([{flags}], dtype=np.bool_)\n"
+        "CALLS = []\n\n\n@_jit\ndef rhs(t, y, c, dy):\n"
+        + textwrap.indent(textwrap.dedent(rhs).strip(), "    ")
+        + "\n\n\n"
+        "@_jit\ndef record(t, y, c, row):\n    row[0] = t\n"
+        "    for i in range(y.shape[0]):\n        row[i + 1] = y[i]\n"
+    )
 
 
 DECAY = body(1, "dy[0] = -c[0] * y[0]")
@@ -51,8 +54,11 @@ DECAY = body(1, "dy[0] = -c[0] * y[0]")
 LOGISTIC = body(1, "dy[0] = c[0] * y[0] * (1.0 - y[0] / c[1]) + (c[3] if t >= c[2] else 0.0)")
 DRAIN = body(2, "dy[0] = -1.0\ndy[1] = -1.0", nonneg=(0,))
 OSC = body(2, "dy[0] = y[1]\ndy[1] = -c[0] * c[0] * y[0]")
-VDP = body(2, "dy[0] = y[1]\ndy[1] = c[0] * (1.0 - y[0] * y[0]) * y[1] - y[0]"
-              " + (c[1] if t >= c[2] else 0.0)")
+VDP = body(
+    2,
+    "dy[0] = y[1]\ndy[1] = c[0] * (1.0 - y[0] * y[0]) * y[1] - y[0]"
+    " + (c[1] if t >= c[2] else 0.0)",
+)
 BLOWUP = body(1, "dy[0] = y[0] * y[0]")
 NAN_LATE = body(1, "dy[0] = -y[0] if t < c[0] else math.nan")
 
@@ -69,8 +75,10 @@ def build(directory: Path, name: str, text: str, backend: str = "python", logged
     (t, *y) to the module's CALLS list."""
     if logged:
         name += "_logged"
-        text = text.replace("def rhs(t, y, c, dy):\n",
-                            "def rhs(t, y, c, dy):\n    CALLS.append((t, *[float(v) for v in y]))\n")
+        text = text.replace(
+            "def rhs(t, y, c, dy):\n",
+            "def rhs(t, y, c, dy):\n    CALLS.append((t, *[float(v) for v in y]))\n",
+        )
     mod = load_module(directory / f"{name}_{backend}.py", text, backend)
     mod.CALLS.clear()  # same text, same module (named by content): start a fresh log
     return mod
@@ -79,9 +87,17 @@ def build(directory: Path, name: str, text: str, backend: str = "python", logged
 def run_adaptive(mod, c, y0, edges, save_t, rtol, atol, max_step=np.inf, method="rk45"):
     out = np.full((len(save_t), mod.N_OUT), np.nan)
     stats = np.zeros(4, np.int64)
-    t_end = getattr(mod, method)(np.asarray(c, float), np.asarray(y0, float),
-                                 np.asarray(edges, float), np.asarray(save_t, float),
-                                 rtol, atol, max_step, out, stats)
+    t_end = getattr(mod, method)(
+        np.asarray(c, float),
+        np.asarray(y0, float),
+        np.asarray(edges, float),
+        np.asarray(save_t, float),
+        rtol,
+        atol,
+        max_step,
+        out,
+        stats,
+    )
     return out, stats, t_end
 
 
@@ -105,8 +121,16 @@ def scipy_reference(mod, c, y0, edges, save_t, rtol, atol, max_step=np.inf, meth
             mod.rhs(min(max(t, _lo), _hi), y, c, dy)
             return dy
 
-        sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
-                        max_step=max_step, dense_output=True)
+        sol = solve_ivp(
+            fun,
+            (a, b),
+            y,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            max_step=max_step,
+            dense_output=True,
+        )
         assert sol.status == 0, sol.message
         nfev += sol.nfev
         n_steps += len(sol.t) - 1
@@ -125,8 +149,14 @@ def test_driver_source_is_pasted_without_placeholders():
     assert src.startswith("# >>> driver source begins\n")
     assert src.rstrip().endswith("# <<< driver source ends")
     assert "NotImplementedError" not in src and "_jit = _pjit" not in src
-    for name in ("def euler(", "def rk4(", "def rk45(", "def rk23(", "def fixed_members(",
-                 "def adaptive_members("):
+    for name in (
+        "def euler(",
+        "def rk4(",
+        "def rk45(",
+        "def rk23(",
+        "def fixed_members(",
+        "def adaptive_members(",
+    ):
         assert name in src
     compile(src, "<drivers>", "exec")
 
@@ -163,6 +193,7 @@ def test_numba_backend_missing_is_a_clear_import_error(tmp_path, monkeypatch):
 # -- fixed step -----------------------------------------------------------------------
 def pysd_loop(mod, c, y0, t0, dt, save, nonneg, rk4=False):
     """flywheel_sd.engine.simulate's fixed-step loop (NumPy arrays) on the module's rhs."""
+
     def f(t, y):
         dy = np.empty(len(y))
         mod.rhs(t, y, c, dy)
@@ -238,7 +269,7 @@ def test_fixed_step_reports_first_nonfinite_step(tmp_path, method):
     with np.errstate(all="ignore"):  # python backend: NumPy scalars warn on overflow
         status = getattr(mod, method)(np.zeros(0), np.array([1e100]), 0.0, 1.0, save, out)
     k = status - 1
-    assert status > 0 and np.isfinite(out[: k + 1]).all() and np.isnan(out[k + 1:]).all()
+    assert status > 0 and np.isfinite(out[: k + 1]).all() and np.isnan(out[k + 1 :]).all()
     assert out[k, 0] == k  # the step that failed started at t0 + k*dt from a finite state
 
 
@@ -283,8 +314,9 @@ def test_adaptive_repeats_solve_ivp_call_for_call(tmp_path, problem, tol, edges,
     np.testing.assert_allclose(mine, theirs, rtol=1e-12, atol=0)
     np.testing.assert_allclose(out[:, 1:], ref["ys"], rtol=1e-12, atol=0)
     assert np.array_equal(out[:, 0], SAVE)  # recorded at the true save time
-    assert np.array_equal(out[SAVE >= edges[-1], 1:],
-                          np.repeat(ref["y_end"][None], 3, 0))  # end state, exactly
+    assert np.array_equal(
+        out[SAVE >= edges[-1], 1:], np.repeat(ref["y_end"][None], 3, 0)
+    )  # end state, exactly
     assert np.array_equal(out[SAVE < 0, 1:], [y0])
 
 
@@ -328,10 +360,13 @@ def test_breakpoint_is_not_smeared(tmp_path):
     assert calls.min() > 0.0 and calls.max() < 10.0 and not np.any(calls == 3.7)
 
 
-RATIONAL = body(2, """
+RATIONAL = body(
+    2,
+    """
 dy[0] = y[1] / t
 dy[1] = y[1] * (y[0] + 2.0 * y[1] - 1.0) / (t * (y[0] - 1.0))
-""")
+""",
+)
 
 
 @pytest.mark.parametrize("method", ["rk45", "rk23"])
@@ -342,8 +377,7 @@ def test_adaptive_respects_tolerances(tmp_path, rtol, method):
     mod = build(tmp_path, "rational", RATIONAL)
     atol = rtol * 1e-3
     t = np.linspace(5.0, 9.0, 41)
-    out, stats, _ = run_adaptive(mod, [], [1 / 3, 2 / 9], [5.0, 9.0], t, rtol, atol,
-                                 method=method)
+    out, stats, _ = run_adaptive(mod, [], [1 / 3, 2 / 9], [5.0, 9.0], t, rtol, atol, method=method)
     y_true = np.stack([t / (t + 10), 10 * t / (t + 10) ** 2], 1)
     e = (out[:, 1:] - y_true) / (atol + rtol * np.abs(y_true))
     e = np.sqrt(np.mean(e**2, axis=1))
@@ -393,22 +427,40 @@ def check_bad_shapes(mod):
     assert mod.rk4(c, np.zeros(2), 0.0, 0.1, save, np.zeros((5, 2))) == -1
     assert mod.euler(c, y0, 0.0, 0.1, save, np.zeros((5, 1))) == -1  # N_OUT columns
     stats = np.zeros(4, np.int64)
-    t = mod.rk45(c, y0, np.array([0.0, 1.0]), np.linspace(0, 1, 5), 1e-6, 1e-9, np.inf, out,
-                 stats)
+    t = mod.rk45(c, y0, np.array([0.0, 1.0]), np.linspace(0, 1, 5), 1e-6, 1e-9, np.inf, out, stats)
     assert stats[3] == 3 and t == 0.0 and not out.any()
     C, Y0 = np.ones((3, 1)), np.ones((3, 1))
     STATUS = np.full(3, 7, np.int64)
     both = np.arange(2)
-    assert mod.fixed_members(C, Y0, 0.0, 0.1, save, 5, both, np.zeros((2, 5, 2)), STATUS,
-                             False) == -1  # one member short
-    assert mod.fixed_members(C, Y0, 0.0, 0.1, save, 5, both, np.zeros((3, 4, 2)), STATUS,
-                             False) == -1  # one saved row short
-    assert mod.fixed_members(C, Y0, 0.0, 0.1, save, 5, np.array([0, 2]),
-                             np.zeros((3, 5, 2)), STATUS, False) == -1  # no column 2
+    assert (
+        mod.fixed_members(C, Y0, 0.0, 0.1, save, 5, both, np.zeros((2, 5, 2)), STATUS, False) == -1
+    )  # one member short
+    assert (
+        mod.fixed_members(C, Y0, 0.0, 0.1, save, 5, both, np.zeros((3, 4, 2)), STATUS, False) == -1
+    )  # one saved row short
+    assert (
+        mod.fixed_members(
+            C, Y0, 0.0, 0.1, save, 5, np.array([0, 2]), np.zeros((3, 5, 2)), STATUS, False
+        )
+        == -1
+    )  # no column 2
     assert (STATUS == 7).all()
-    assert mod.adaptive_members(C, Y0, np.array([0.0, 1.0]), np.linspace(0, 1, 5), 1e-6,
-                                1e-9, np.inf, both, np.zeros((3, 5, 2)),
-                                np.zeros((2, 4), np.int64), False) == -1
+    assert (
+        mod.adaptive_members(
+            C,
+            Y0,
+            np.array([0.0, 1.0]),
+            np.linspace(0, 1, 5),
+            1e-6,
+            1e-9,
+            np.inf,
+            both,
+            np.zeros((3, 5, 2)),
+            np.zeros((2, 4), np.int64),
+            False,
+        )
+        == -1
+    )
 
 
 def test_shapes_that_do_not_fit_are_refused(tmp_path):
@@ -431,8 +483,10 @@ def check_ensembles(mod):
     OUT = np.full((n, 21, 2), np.nan)
     STATS = np.zeros((n, 4), np.int64)
     both = np.arange(2)
-    assert mod.adaptive_members(C, Y0, edges, save_t, 1e-6, 1e-9, np.inf, both, OUT, STATS,
-                                False) == 0
+    assert (
+        mod.adaptive_members(C, Y0, edges, save_t, 1e-6, 1e-9, np.inf, both, OUT, STATS, False)
+        == 0
+    )
     for m in range(n):
         out, stats, _ = run_adaptive(mod, C[m], Y0[m], edges, save_t, 1e-6, 1e-9)
         assert np.array_equal(OUT[m], out) and np.array_equal(STATS[m], stats)
@@ -446,8 +500,7 @@ def check_ensembles(mod):
         OUT = np.full((n, 11, 2), np.nan)
         STATUS = np.full(n, -1, np.int64)
         with np.errstate(all="ignore"):  # the stiffest member oscillates and grows
-            assert mod.fixed_members(C, Y0, 0.0, 0.1, save, 11, both, OUT, STATUS,
-                                     rk4_method) == 0
+            assert mod.fixed_members(C, Y0, 0.0, 0.1, save, 11, both, OUT, STATUS, rk4_method) == 0
             for m in range(n):
                 out = np.full((11, 2), np.nan)
                 status = getattr(mod, single)(C[m], Y0[m], 0.0, 0.1, save, out)
@@ -491,10 +544,8 @@ def test_numba_backend_equals_python_backend(numba_dir, problem):
         assert getattr(py, method)(c, y0, 0.0, 0.025, save, b) == 0
         assert np.array_equal(a, b)
     for method in ("rk45", "rk23"):
-        a, sa, _ = run_adaptive(nb, c, y0, EDGES["breakpoint"], SAVE, 1e-6, 1e-9,
-                                method=method)
-        b, sb, _ = run_adaptive(py, c, y0, EDGES["breakpoint"], SAVE, 1e-6, 1e-9,
-                                method=method)
+        a, sa, _ = run_adaptive(nb, c, y0, EDGES["breakpoint"], SAVE, 1e-6, 1e-9, method=method)
+        b, sb, _ = run_adaptive(py, c, y0, EDGES["breakpoint"], SAVE, 1e-6, 1e-9, method=method)
         assert np.array_equal(sa, sb)
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=0)
 
@@ -541,8 +592,14 @@ def test_numba_disk_cache_serves_a_second_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def probe(path):
-        res = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(path), VDP], env=env,
-                             capture_output=True, text=True, timeout=600, check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", CACHE_PROBE, str(path), VDP],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
         return json.loads(res.stdout.strip().splitlines()[-1])
 
     first = probe(path)
@@ -560,7 +617,8 @@ def test_numba_disk_cache_serves_a_second_process(tmp_path):
         for later in (second, third):
             assert later[name]["misses"] == 0 and later[name]["hits"] == 1, (name, later)
     assert sum(v["seconds"] for v in second.values()) < 0.25 * sum(
-        v["seconds"] for v in first.values())
+        v["seconds"] for v in first.values()
+    )
 
 
 @needs_numba

@@ -60,10 +60,14 @@ LOGISTIC = vensim("P = INTEG(r * P * (1 - P / K), 10)", "r = 0.5", "K = 1000")
 BASS = vensim(
     "Adopters = INTEG(Adoption, 0)",
     "Adoption = (p + q * Adopters / M) * (M - Adopters)",
-    "p = 0.03", "q = 0.38", "M = 1000",
+    "p = 0.03",
+    "q = 0.38",
+    "M = 1000",
 )
 OSCILLATOR = vensim(
-    "x = INTEG(v, 1)", "v = INTEG(-w * w * x, 0)", "w = 1.3",
+    "x = INTEG(v, 1)",
+    "v = INTEG(-w * w * x, 0)",
+    "w = 1.3",
 )
 SUBSCRIPTED = vensim(
     "region: north, south, east",
@@ -73,8 +77,9 @@ SUBSCRIPTED = vensim(
     "Stock[region, product] = INTEG(-rate[region] * Stock[region, product], init[product])",
 )
 STEP_INPUT = vensim("S = INTEG(STEP(h, 3.3), 0)", "h = 2")
-STIFF = vensim("y = INTEG(-a * (y - COS(Time)), 0)", "a = 1000",
-               final_time=10, time_step=0.001, saveper=0.5)
+STIFF = vensim(
+    "y = INTEG(-a * (y - COS(Time)), 0)", "a = 1000", final_time=10, time_step=0.001, saveper=0.5
+)
 
 
 def decay_true(t):
@@ -100,8 +105,10 @@ CLOSED_FORMS = {
     "decay": (DECAY, {"Stock": decay_true}),
     "logistic": (LOGISTIC, {"P": logistic_true}),
     "bass": (BASS, {"Adopters": bass_true}),
-    "oscillator": (OSCILLATOR, {"x": lambda t: np.cos(1.3 * t),
-                                "v": lambda t: -1.3 * np.sin(1.3 * t)}),
+    "oscillator": (
+        OSCILLATOR,
+        {"x": lambda t: np.cos(1.3 * t), "v": lambda t: -1.3 * np.sin(1.3 * t)},
+    ),
     "step": (STEP_INPUT, {"S": lambda t: 2 * np.maximum(t - 3.3, 0)}),
 }
 
@@ -111,7 +118,9 @@ def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("analytic")
     out = {}
     for name, text in [(n, v[0]) for n, v in CLOSED_FORMS.items()] + [
-            ("subscripted", SUBSCRIPTED), ("stiff", STIFF)]:
+        ("subscripted", SUBSCRIPTED),
+        ("stiff", STIFF),
+    ]:
         path = folder / f"{name}.mdl"
         path.write_text(text)
         out[name] = fw.load(path)
@@ -131,15 +140,18 @@ def test_adaptive_matches_closed_form(models, case, method):
     assert frame.attrs["nfev"] > 0
 
 
-@pytest.mark.parametrize("method", [
-    pytest.param(m, marks=pytest.mark.slow) if m == "RK23" else m for m in ADAPTIVE_METHODS])
+@pytest.mark.parametrize(
+    "method",
+    [pytest.param(m, marks=pytest.mark.slow) if m == "RK23" else m for m in ADAPTIVE_METHODS],
+)
 def test_subscripted_stock_keeps_its_order(models, method):
     frame = fw.simulate(models["subscripted"], method=method, rtol=TOL, atol=TOL)
     t = frame.index.to_numpy(float)
     for region, rate in zip(("north", "south", "east"), (0.1, 0.2, 0.3)):
         for product, init in zip(("a", "b"), (5, 7)):
-            assert_matches_closed_form(frame[f"Stock[{region},{product}]"],
-                                       init * np.exp(-rate * t), method)
+            assert_matches_closed_form(
+                frame[f"Stock[{region},{product}]"], init * np.exp(-rate * t), method
+            )
 
 
 def test_subscripted_stock_state_vector_is_flattened_in_xarray_order(models):
@@ -208,12 +220,13 @@ def test_rk4_is_the_rk4_recurrence(models, case):
         if (n + 1) % 8 == 0:
             saved.append(y)
     frame = fw.simulate(models[case], method="rk4")
-    np.testing.assert_allclose(frame[columns].to_numpy(), np.array(saved), rtol=1e-11,
-                               atol=1e-13)
+    np.testing.assert_allclose(frame[columns].to_numpy(), np.array(saved), rtol=1e-11, atol=1e-13)
     assert frame.attrs["nfev"] == 4 * 160
     # and RK4 is fourth order: far closer to the closed form than Euler
-    truth = {"decay": lambda t: decay_true(t)[:, None],
-             "oscillator": lambda t: np.c_[np.cos(1.3 * t), -1.3 * np.sin(1.3 * t)]}[case]
+    truth = {
+        "decay": lambda t: decay_true(t)[:, None],
+        "oscillator": lambda t: np.c_[np.cos(1.3 * t), -1.3 * np.sin(1.3 * t)],
+    }[case]
     t = frame.index.to_numpy(float)
     euler = fw.simulate(models[case], method="euler")
     rk4_error = np.max(np.abs(frame[columns].to_numpy() - truth(t)))
@@ -266,13 +279,16 @@ def erlang_cdf(t, order, delay):
 
 
 DELAYS = vensim(
-    "input = 10", "tau = 4",
+    "input = 10",
+    "tau = 4",
     "smooth 1 = SMOOTHI(input, tau, 0)",
     "smooth 3 = SMOOTH3I(input, tau, 0)",
     "delay 1 = DELAY1I(input, tau, 0)",
     "delay 3 = DELAY3I(input, tau, 0)",
     "delay n = DELAY N(input, tau, 0, 5)",
-    "growing = EXP(g * Time)", "g = 0.1", "avg = 2",
+    "growing = EXP(g * Time)",
+    "g = 0.1",
+    "avg = 2",
     "smoothed growth = SMOOTH(growing, avg)",
     "trend of growth = TREND(growing, avg, 0)",
 )
@@ -282,8 +298,10 @@ def delays_true(t):
     g, avg = 0.1, 2.0
     smooth = np.exp(g * t) / (1 + g * avg) + g * avg / (1 + g * avg) * np.exp(-t / avg)
     return {
-        "smooth 1": 10 * erlang_cdf(t, 1, 4), "smooth 3": 10 * erlang_cdf(t, 3, 4),
-        "delay 1": 10 * erlang_cdf(t, 1, 4), "delay 3": 10 * erlang_cdf(t, 3, 4),
+        "smooth 1": 10 * erlang_cdf(t, 1, 4),
+        "smooth 3": 10 * erlang_cdf(t, 3, 4),
+        "delay 1": 10 * erlang_cdf(t, 1, 4),
+        "delay 3": 10 * erlang_cdf(t, 3, 4),
         "delay n": 10 * erlang_cdf(t, 5, 4),
         "smoothed growth": smooth,
         # TREND = (input - SMOOTH(input, avg, input0 / (1 + trend0*avg))) / (avg * smooth)
@@ -312,8 +330,9 @@ def test_smooth_delay_trend_euler_is_pysd_run(delay_model):
     reference = pysd.load(str(delay_model.py_file)).run()
     frame = fw.simulate(delay_model, method="euler")
     # values, index and columns; PySD keeps integer constants as int64 columns
-    pd.testing.assert_frame_equal(frame, reference, check_exact=False, rtol=ROUND_OFF,
-                                  atol=1e-13, check_dtype=False)
+    pd.testing.assert_frame_equal(
+        frame, reference, check_exact=False, rtol=ROUND_OFF, atol=1e-13, check_dtype=False
+    )
 
 
 def test_delay_rhs_is_pure(delay_model):
@@ -373,8 +392,9 @@ def test_pulse_integrates_to_its_area(pulse_model):
     for method in ("euler", "RK45", "BDF"):
         frame = fw.simulate(pulse_model, method=method, saveper=0.125)
         t = frame.index.to_numpy(float)
-        np.testing.assert_allclose(frame["pulsed"], 4 * np.clip(t - 2, 0, 1.5), rtol=1e-6,
-                                   atol=1e-9)
+        np.testing.assert_allclose(
+            frame["pulsed"], 4 * np.clip(t - 2, 0, 1.5), rtol=1e-6, atol=1e-9
+        )
 
 
 def test_pulse_train_off_the_grid_is_exact_under_adaptive_methods(pulse_model):
@@ -391,9 +411,16 @@ def test_pulse_train_off_the_grid_is_exact_under_adaptive_methods(pulse_model):
 def test_time_switch_in_if_then_else_is_found(write_mdl):
     """A switch written as IF THEN ELSE on Time (here periodic, via MODULO) is located and
     integrated exactly, not left to step-size control (which can step over it)."""
-    model = fw.load(write_mdl(vensim(
-        "flow = IF THEN ELSE(MODULO(Time, 3) < 2, Time, 0)", "S = INTEG(flow, 0)",
-        final_time=20, time_step=1)))
+    model = fw.load(
+        write_mdl(
+            vensim(
+                "flow = IF THEN ELSE(MODULO(Time, 3) < 2, Time, 0)",
+                "S = INTEG(flow, 0)",
+                final_time=20,
+                time_step=1,
+            )
+        )
+    )
     frame = fw.simulate(model)
     t = frame.index.to_numpy(float)
 
@@ -429,8 +456,9 @@ def test_time_series_parameter_knots_are_breakpoints(write_mdl):
     series = pd.Series(values, index=knots)
     frame = fw.simulate(model, {"input": series})
     t = frame.index.to_numpy(float)
-    np.testing.assert_allclose(frame["S"], piecewise_linear_integral(t, knots, values),
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        frame["S"], piecewise_linear_integral(t, knots, values), rtol=1e-6, atol=1e-9
+    )
     assert {2.7, 6.1} <= set(frame.attrs["breakpoints"])
     np.testing.assert_allclose(frame["input"], np.interp(t, knots, values), atol=1e-12)
 
@@ -439,13 +467,20 @@ def test_breakpoints_argument_restarts_at_a_switch_the_model_hides(write_mdl):
     """A switch the engine cannot see (here inside a lookup of Time) is declared with
     `breakpoints=`; the run then restarts there and is exact."""
     knots, values = [0, 4.4, 4.4001, 20], [0, 0, 5, 5]
-    model = fw.load(write_mdl(vensim(
-        "policy(  [(0,0)-(20,10)],(0,0),(4.4,0),(4.4001,5),(20,5))",
-        "input = policy(Time)", "S = INTEG(input, 0)")))
+    model = fw.load(
+        write_mdl(
+            vensim(
+                "policy(  [(0,0)-(20,10)],(0,0),(4.4,0),(4.4001,5),(20,5))",
+                "input = policy(Time)",
+                "S = INTEG(input, 0)",
+            )
+        )
+    )
     frame = fw.simulate(model, breakpoints=[4.4, 4.4001])
     t = frame.index.to_numpy(float)
-    np.testing.assert_allclose(frame["S"], piecewise_linear_integral(t, knots, values),
-                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        frame["S"], piecewise_linear_integral(t, knots, values), rtol=1e-6, atol=1e-9
+    )
     assert {4.4, 4.4001} <= set(frame.attrs["breakpoints"])
 
 
@@ -475,8 +510,9 @@ def test_nonnegative_stock_stops_at_zero(drain_model, method):
     itself is not clamped (PySD's semantics), so Drained keeps growing."""
     frame = fw.simulate(drain_model, method=method, rtol=TOL, atol=TOL)
     t = frame.index.to_numpy(float)
-    np.testing.assert_allclose(frame["Tank"], np.maximum(10 - 2 * t - 0.05 * t * t, 0),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        frame["Tank"], np.maximum(10 - 2 * t - 0.05 * t * t, 0), rtol=1e-6, atol=1e-6
+    )
     assert frame["Tank"].min() >= 0
     np.testing.assert_allclose(frame["Drained"], 2 * t + 0.05 * t * t, rtol=1e-6)
 
@@ -498,7 +534,9 @@ CASCADE = vensim(
     "x0 = INTEG(-k0 * (x0 - COS(Time)), 0)",
     *(f"x{i} = INTEG(-k{i} * (x{i} - x{i - 1}), 0)" for i in range(1, 12)),
     *(f"k{i} = {float(rate)!r}" for i, rate in enumerate(CASCADE_RATES)),
-    final_time=10, time_step=0.001, saveper=0.5,
+    final_time=10,
+    time_step=0.001,
+    saveper=0.5,
 )
 
 
@@ -516,22 +554,23 @@ def test_stiff_cascade_jacobian_uses_the_dependency_graph(tmp_path, monkeypatch,
     compiled = fw.simulate(model, method=method, rtol=1e-6, atol=1e-9)
     calls = []
     original = _system.OdeSystem.rhs
-    monkeypatch.setattr(_system.OdeSystem, "rhs",
-                        lambda self, t, y: calls.append(t) or original(self, t, y))
+    monkeypatch.setattr(
+        _system.OdeSystem, "rhs", lambda self, t, y: calls.append(t) or original(self, t, y)
+    )
     pysd_path = fw.simulate(model, method=method, rtol=1e-6, atol=1e-9, engine="pysd")
     monkeypatch.undo()
     reference = fw.simulate(model, method="Radau", rtol=1e-11, atol=1e-13)
     assert compiled.attrs["engine"].startswith("compiled")
     columns = [f"x{i}" for i in range(12)]
     for frame in (compiled, pysd_path):
-        err = rms_tolerance_units(frame[columns].to_numpy(), reference[columns].to_numpy(),
-                                  1e-6, 1e-9)
+        err = rms_tolerance_units(
+            frame[columns].to_numpy(), reference[columns].to_numpy(), 1e-6, 1e-9
+        )
         assert err < RMS_BOUND[method], err
     assert compiled.attrs["njev"] >= 1 and pysd_path.attrs["njev"] >= 1
     # a Jacobian by finite differences: one evaluation per column (12) on the PySD path,
     # one per group of independent columns (2, plus SciPy's occasional refinement) here
-    per_jacobian = (compiled.attrs["rhs_calls"] - compiled.attrs["nfev"]) \
-        / compiled.attrs["njev"]
+    per_jacobian = (compiled.attrs["rhs_calls"] - compiled.attrs["nfev"]) / compiled.attrs["njev"]
     per_jacobian_pysd = (len(calls) - pysd_path.attrs["nfev"]) / pysd_path.attrs["njev"]
     assert per_jacobian_pysd >= 12
     assert per_jacobian <= 12 / 2 < per_jacobian_pysd

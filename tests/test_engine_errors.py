@@ -60,8 +60,9 @@ def test_parameter_names_are_case_and_python_name_tolerant(levers):
     assert (a["Growth Rate"] == 0.2).all()  # the value was used, not dropped
 
 
-@pytest.mark.parametrize("value", [[0.1, 0.2], np.array([0.1, 0.2]), (0.1,)],
-                         ids=["list", "ndarray", "tuple"])
+@pytest.mark.parametrize(
+    "value", [[0.1, 0.2], np.array([0.1, 0.2]), (0.1,)], ids=["list", "ndarray", "tuple"]
+)
 def test_plain_sequence_for_a_constant_is_refused(levers, value):
     with pytest.raises(ParameterError) as err:
         fw.simulate(levers, {"Growth Rate": value})
@@ -70,17 +71,26 @@ def test_plain_sequence_for_a_constant_is_refused(levers, value):
 
 
 def _by_region(*elements: str) -> xr.DataArray:
-    return xr.DataArray(np.arange(1.0, len(elements) + 1), {"region": list(elements)},
-                        ["region"])
+    return xr.DataArray(np.arange(1.0, len(elements) + 1), {"region": list(elements)}, ["region"])
 
 
-@pytest.mark.parametrize("name, value, expected", [
-    ("drain", xr.DataArray([1.0, 2.0], {"area": ["x", "y"]}, ["area"]),
-     ["drain: ", "'area'", "[region]"]),
-    ("drain", _by_region("north", "south", "west"),
-     ["drain: ", "'region'", "['north', 'south']", "'west'"]),
-    ("Price Level", _by_region("north", "south"), ["Price Level: ", "'region'", "scalar"]),
-], ids=["wrong-dims", "wrong-elements", "for-a-scalar"])
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        (
+            "drain",
+            xr.DataArray([1.0, 2.0], {"area": ["x", "y"]}, ["area"]),
+            ["drain: ", "'area'", "[region]"],
+        ),
+        (
+            "drain",
+            _by_region("north", "south", "west"),
+            ["drain: ", "'region'", "['north', 'south']", "'west'"],
+        ),
+        ("Price Level", _by_region("north", "south"), ["Price Level: ", "'region'", "scalar"]),
+    ],
+    ids=["wrong-dims", "wrong-elements", "for-a-scalar"],
+)
 def test_xarray_that_does_not_fit_the_variable_is_refused(levers, name, value, expected):
     with pytest.raises(ParameterError) as err:
         fw.simulate(levers, {name: value})
@@ -93,9 +103,11 @@ def test_right_xarray_is_used(levers):
     assert frame["drain[south]"].iloc[0] == 5.0
 
 
-@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf,
-                                   pd.Series([0.1, np.nan], index=[0.0, 10.0])],
-                         ids=["nan", "inf", "-inf", "series-with-nan"])
+@pytest.mark.parametrize(
+    "value",
+    [np.nan, np.inf, -np.inf, pd.Series([0.1, np.nan], index=[0.0, 10.0])],
+    ids=["nan", "inf", "-inf", "series-with-nan"],
+)
 def test_non_finite_value_is_refused(levers, value):
     with pytest.raises(ParameterError) as err:
         fw.simulate(levers, {"Growth Rate": value})
@@ -103,11 +115,15 @@ def test_non_finite_value_is_refused(levers, value):
     assert text.startswith("Growth Rate: ") and "not finite" in text
 
 
-@pytest.mark.parametrize("value, problem", [
-    ("0.2", "expected a number, got '0.2'"),
-    (True, "expected a number, got True"),
-    (None, "expected a number, got None"),
-], ids=["str", "bool", "none"])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ("0.2", "expected a number, got '0.2'"),
+        (True, "expected a number, got True"),
+        (None, "expected a number, got None"),
+    ],
+    ids=["str", "bool", "none"],
+)
 def test_non_number_is_refused(levers, value, problem):
     with pytest.raises(ParameterError) as err:
         fw.simulate(levers, {"Growth Rate": value})
@@ -138,15 +154,25 @@ def test_out_of_range_lever_can_warn_or_pass(levers):
 
 
 # -- files -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, content, parts", [
-    ("broken.mdl", "{UTF-8}\nStock = INTEG(((, 1)\n\t~\t\n\t~\t\n\t|\n",
-     ["broken.mdl", "could not translate"]),
-    ("nowhere.mdl", None, ["nowhere.mdl", "no such model file"]),
-    ("model.txt", "x", ["unknown model file type '.txt'", ".mdl"]),
-    # the multi-line error inside is cut to its first line
-    ("model.py", "raise RuntimeError('not a model\\nat all')\n",
-     ["model.py", "could not load", "not a model"]),
-], ids=["does-not-parse", "missing", "unknown-type", "python-not-a-translation"])
+@pytest.mark.parametrize(
+    "name, content, parts",
+    [
+        (
+            "broken.mdl",
+            "{UTF-8}\nStock = INTEG(((, 1)\n\t~\t\n\t~\t\n\t|\n",
+            ["broken.mdl", "could not translate"],
+        ),
+        ("nowhere.mdl", None, ["nowhere.mdl", "no such model file"]),
+        ("model.txt", "x", ["unknown model file type '.txt'", ".mdl"]),
+        # the multi-line error inside is cut to its first line
+        (
+            "model.py",
+            "raise RuntimeError('not a model\\nat all')\n",
+            ["model.py", "could not load", "not a model"],
+        ),
+    ],
+    ids=["does-not-parse", "missing", "unknown-type", "python-not-a-translation"],
+)
 def test_model_file_that_cannot_be_loaded(tmp_path, name, content, parts):
     path = tmp_path / name
     if content is not None:
@@ -168,13 +194,17 @@ def test_method_names_are_case_insensitive(levers):
     assert fw.simulate(levers, method="Euler").attrs["method"] == "euler"
 
 
-@pytest.mark.parametrize("options, problem", [
-    ({"rtol": 0}, "rtol must be a positive finite number, not 0"),
-    ({"atol": -1}, "atol must be a positive finite number, not -1"),
-    ({"rtol": float("nan")}, "rtol must be a positive finite number, not nan"),
-    ({"max_step": 0}, "max_step must be positive, not 0"),
-    ({"breakpoints": [float("inf")]}, "breakpoint inf is not finite"),
-], ids=["rtol0", "atol-neg", "rtol-nan", "max_step0", "bp-inf"])
+@pytest.mark.parametrize(
+    "options, problem",
+    [
+        ({"rtol": 0}, "rtol must be a positive finite number, not 0"),
+        ({"atol": -1}, "atol must be a positive finite number, not -1"),
+        ({"rtol": float("nan")}, "rtol must be a positive finite number, not nan"),
+        ({"max_step": 0}, "max_step must be positive, not 0"),
+        ({"breakpoints": [float("inf")]}, "breakpoint inf is not finite"),
+    ],
+    ids=["rtol0", "atol-neg", "rtol-nan", "max_step0", "bp-inf"],
+)
 def test_bad_solver_options(levers, options, problem):
     with pytest.raises(MethodError) as err:
         fw.simulate(levers, **options)
@@ -198,9 +228,17 @@ def test_nan_names_the_first_non_finite_variable(write_mdl, method):
     """Headroom = 5 - Time turns negative after t = 5 and Margin = SQRT(Headroom) turns
     NaN: the error names Margin (the root), not Stock that it feeds, and no frame comes
     back."""
-    model = fw.load(write_mdl(vensim(
-        "Headroom = 5 - Time", "Margin = SQRT(Headroom)", "Stock = INTEG(Margin, 0)",
-        final_time=10, time_step=0.25)))
+    model = fw.load(
+        write_mdl(
+            vensim(
+                "Headroom = 5 - Time",
+                "Margin = SQRT(Headroom)",
+                "Stock = INTEG(Margin, 0)",
+                final_time=10,
+                time_step=0.25,
+            )
+        )
+    )
     with pytest.raises(NonFiniteError) as err:
         fw.simulate(model, method=method)
     text = one_line(err)
@@ -212,9 +250,18 @@ def test_nan_names_the_first_non_finite_variable(write_mdl, method):
 def test_division_by_zero_names_the_variable(write_mdl):
     """Capacity reaches exactly 0 at t = 5 on Euler's grid; Python raises where NumPy would
     give inf, and the error still names Utilisation = Load / Capacity."""
-    model = fw.load(write_mdl(vensim(
-        "Capacity = INTEG(-1, 5)", "Load = 2", "Utilisation = Load / Capacity",
-        "Stock = INTEG(Utilisation, 0)", final_time=10, time_step=0.25)))
+    model = fw.load(
+        write_mdl(
+            vensim(
+                "Capacity = INTEG(-1, 5)",
+                "Load = 2",
+                "Utilisation = Load / Capacity",
+                "Stock = INTEG(Utilisation, 0)",
+                final_time=10,
+                time_step=0.25,
+            )
+        )
+    )
     with pytest.raises(NonFiniteError) as err:
         fw.simulate(model, method="euler")
     one_line(err, "'Utilisation'", "time 5")
@@ -225,8 +272,9 @@ def test_division_by_zero_names_the_variable(write_mdl):
 
 
 def test_overflow_names_the_variable(write_mdl):
-    model = fw.load(write_mdl(vensim("Boom = EXP(Stock)", "Stock = INTEG(Boom, 700)",
-                                     final_time=10)))
+    model = fw.load(
+        write_mdl(vensim("Boom = EXP(Stock)", "Stock = INTEG(Boom, 700)", final_time=10))
+    )
     with pytest.raises(NonFiniteError) as err:
         fw.simulate(model, method="euler")
     assert "'Boom'" in one_line(err)
@@ -238,7 +286,8 @@ DISCRETE = vensim(
     "Stock A = INTEG(delayed, 0)",
     "sampled = SAMPLE IF TRUE(Time >= 3, input, 0)",
     "Stock B = INTEG(sampled, 0)",
-    final_time=10, time_step=0.5,
+    final_time=10,
+    time_step=0.5,
 )
 
 
@@ -252,14 +301,16 @@ def test_discrete_elements_are_refused_by_continuous_methods(discrete_model, met
     with pytest.raises(UnsupportedElementError) as err:
         fw.simulate(discrete_model, method=method)
     text = one_line(err)
-    assert ("'delayed' uses DELAY FIXED" in text or "'sampled' uses SAMPLE IF TRUE" in text)
+    assert "'delayed' uses DELAY FIXED" in text or "'sampled' uses SAMPLE IF TRUE" in text
     assert "method='euler'" in text
 
 
 @pytest.mark.parametrize("element", ["DELAY FIXED", "SAMPLE IF TRUE"])
 def test_each_discrete_element_is_named(write_mdl, element):
-    equation = {"DELAY FIXED": "out = DELAY FIXED(Time, 2, 0)",
-                "SAMPLE IF TRUE": "out = SAMPLE IF TRUE(Time >= 3, Time, 0)"}[element]
+    equation = {
+        "DELAY FIXED": "out = DELAY FIXED(Time, 2, 0)",
+        "SAMPLE IF TRUE": "out = SAMPLE IF TRUE(Time >= 3, Time, 0)",
+    }[element]
     model = fw.load(write_mdl(vensim(equation, "S = INTEG(out, 0)", final_time=5)))
     with pytest.raises(UnsupportedElementError) as err:
         fw.simulate(model)
@@ -280,8 +331,11 @@ def test_euler_runs_discrete_elements_as_pysd_does(discrete_model):
 
 
 def test_time_varying_delay_n_is_refused_by_adaptive_methods(write_mdl):
-    model = fw.load(write_mdl(vensim(
-        "out = DELAY N(10, 2 + Time / 10, 0, 3)", "S = INTEG(out, 0)", final_time=5)))
+    model = fw.load(
+        write_mdl(
+            vensim("out = DELAY N(10, 2 + Time / 10, 0, 3)", "S = INTEG(out, 0)", final_time=5)
+        )
+    )
     with pytest.raises(UnsupportedElementError) as err:
         fw.simulate(model)
     one_line(err, "'out'", "method='euler'")
@@ -312,11 +366,14 @@ def no_pysd_loop(monkeypatch):
 
 
 @pytest.mark.parametrize("engine", ["compiled", "pysd"])
-@pytest.mark.parametrize(("options", "message"), BAD_CONTROL,
-                         ids=[next(iter(o)) + "=" + str(next(iter(o.values())))
-                              for o, _ in BAD_CONTROL])
-def test_unusable_control_values_are_refused_before_the_run(levers, no_pysd_loop, engine,
-                                                            options, message):
+@pytest.mark.parametrize(
+    ("options", "message"),
+    BAD_CONTROL,
+    ids=[next(iter(o)) + "=" + str(next(iter(o.values()))) for o, _ in BAD_CONTROL],
+)
+def test_unusable_control_values_are_refused_before_the_run(
+    levers, no_pysd_loop, engine, options, message
+):
     with pytest.raises(MethodError) as err:
         fw.simulate(levers, method="euler", engine=engine, **options)
     one_line(err, message)

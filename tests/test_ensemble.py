@@ -42,14 +42,21 @@ REGIONS = vensim(
     "Perceived Population[Region] = SMOOTH(Population[Region], Perception Time) ~ people",
     "Perception Time = 3 ~ Year [1, 10]",
     "Average Size = ZIDZ(Total Population, 3) ~ people",
-    final_time=20, time_step=0.25, time_units="Year", control_limits=True,
+    final_time=20,
+    time_step=0.25,
+    time_units="Year",
+    control_limits=True,
 )
 
 # Exponential decay at rates spanning two orders of magnitude: a closed form per member.
 DECAY = vensim(
     "Stock = INTEG(-Rate * Stock, 1) ~ units",
     "Rate = 1 ~ 1/Time [0.01, 10]",
-    final_time=5, time_step=0.01, saveper=0.5, time_units="Time", control_limits=True,
+    final_time=5,
+    time_step=0.01,
+    saveper=0.5,
+    time_units="Time",
+    control_limits=True,
 )
 
 # A switch: IF THEN ELSE on a state, whose threshold differs between members.
@@ -63,7 +70,10 @@ SWITCH = vensim(
     "Drain = INTEG(-Drain Rate, 1) ~ units",
     "Drain Rate = XIDZ(Drain, Drain Time, 0) + INTEGER(Level) * 0 ~ units/Time",
     "Drain Time = 2 ~ Time [0, 5]",
-    final_time=10, time_step=0.125, time_units="Time", control_limits=True,
+    final_time=10,
+    time_step=0.125,
+    time_units="Time",
+    control_limits=True,
 )
 
 
@@ -71,6 +81,7 @@ SWITCH = vensim(
 def model_of(write_mdl):
     def make(text: str, name: str):
         return fw.load(write_mdl(text, name))
+
     return make
 
 
@@ -96,15 +107,24 @@ def _assert_members_equal_single_runs(model, names, values, options, variables):
     assert result.stats["mode"] == "compiled", result.stats
     assert (result.status == 1).all(), result.errors
     for j, row in enumerate(values):
-        frame = fw.simulate(model, {k: float(v) for k, v in zip(names, row)},
-                            return_columns=variables, **options.simulate_kwargs())
+        frame = fw.simulate(
+            model,
+            {k: float(v) for k, v in zip(names, row)},
+            return_columns=variables,
+            **options.simulate_kwargs(),
+        )
         # the sweep's time coordinate is the clock's (t0 + k dt); the frame's is rounded
         np.testing.assert_allclose(frame.index.to_numpy(dtype=float), times, rtol=1e-12)
         for column, arr in result.columns.items():
             # the same driver on the same constants: equal up to the order of floating
             # point operations, which is the same too (rtol 1e-13 leaves room for FMA)
-            np.testing.assert_allclose(arr[j], frame[column].to_numpy(dtype=float),
-                                       rtol=1e-13, atol=0, err_msg=f"run {j} {column}")
+            np.testing.assert_allclose(
+                arr[j],
+                frame[column].to_numpy(dtype=float),
+                rtol=1e-13,
+                atol=0,
+                err_msg=f"run {j} {column}",
+            )
     return result
 
 
@@ -115,9 +135,13 @@ SIR_PARAMS = ["Contact Infectivity", "Duration"]
 def test_sir_members_equal_single_runs(sir, method):
     rng = np.random.default_rng(1)
     values = np.column_stack([rng.uniform(0.2, 0.5, 6), rng.uniform(3, 8, 6)])
-    _assert_members_equal_single_runs(sir, SIR_PARAMS, values,
-                                      RunOptions(method=method, saveper=2),
-                                      ["Infectious", "Susceptible", "Succumbing"])
+    _assert_members_equal_single_runs(
+        sir,
+        SIR_PARAMS,
+        values,
+        RunOptions(method=method, saveper=2),
+        ["Infectious", "Susceptible", "Succumbing"],
+    )
 
 
 @pytest.mark.parametrize("method", ["euler", "RK45"])
@@ -125,14 +149,23 @@ def test_subscripted_members_equal_single_runs(model_of, method, backend):
     model = model_of(REGIONS, "regions.mdl")
     names = ["Birth Rate", "Capacity", "Crisis Level", "Perception Time"]
     values = _members(model, names, 4, seed=2)
-    variables = ["Population", "Births", "Deaths", "Total Population",
-                 "Perceived Population", "Average Size", "North Share"]
-    result = _assert_members_equal_single_runs(model, names, values, RunOptions(method=method),
-                                               variables)
+    variables = [
+        "Population",
+        "Births",
+        "Deaths",
+        "Total Population",
+        "Perceived Population",
+        "Average Size",
+        "North Share",
+    ]
+    result = _assert_members_equal_single_runs(
+        model, names, values, RunOptions(method=method), variables
+    )
     # fixed-step chunks without Numba run members as rows of NumPy arrays (lock-step)
     lockstep = backend == "python" and method in ("euler", "rk4")
-    assert result.stats["engine"] == ("compiled (numpy lock-step)" if lockstep
-                                      else f"compiled ({backend})")
+    assert result.stats["engine"] == (
+        "compiled (numpy lock-step)" if lockstep else f"compiled ({backend})"
+    )
 
 
 @pytest.mark.parametrize("method", ["euler", "RK45"])
@@ -140,8 +173,13 @@ def test_switches_lookups_and_pulses(model_of, method):
     """Member-specific switch and pulse times: each member gets its own breakpoints."""
     model = model_of(SWITCH, "switch.mdl")
     names = ["Threshold", "Pulse Start", "Drain Time"]
-    _assert_members_equal_single_runs(model, names, _members(model, names, 5, seed=3),
-                                      RunOptions(method=method), ["Level", "Inflow", "Drain"])
+    _assert_members_equal_single_runs(
+        model,
+        names,
+        _members(model, names, 5, seed=3),
+        RunOptions(method=method),
+        ["Level", "Inflow", "Drain"],
+    )
 
 
 def test_each_member_has_its_own_step_size(model_of):
@@ -149,8 +187,9 @@ def test_each_member_has_its_own_step_size(model_of):
     slow one few. Shared steps would give every member the fast one's count."""
     model = model_of(DECAY, "decay.mdl")
     values = np.array([[0.01], [10.0], [0.1]])
-    result = _assert_members_equal_single_runs(model, ["Rate"], values,
-                                               RunOptions(method="RK45"), ["Stock"])
+    result = _assert_members_equal_single_runs(
+        model, ["Rate"], values, RunOptions(method="RK45"), ["Stock"]
+    )
     single = [fw.simulate(model, {"Rate": float(r)}).attrs["nfev"] for (r,) in values]
     assert result.stats["nfev"] == sum(single)
     assert single[1] > 3 * single[0]  # the check has teeth: the counts differ widely
@@ -173,22 +212,30 @@ def test_failed_members_are_isolated_and_recorded(model_of, method):
     assert set(result.errors) == {1, 3}
     assert "non-finite" in result.errors[1] and "'Accumulated'" in result.errors[1]
     assert "fallback" not in result.stats
-    frame = fw.simulate(model, {"Threshold": 30.0}, method=method,
-                        return_columns=["Accumulated"])
-    np.testing.assert_allclose(result.columns["Accumulated"][2], frame["Accumulated"],
-                               rtol=1e-13)
+    frame = fw.simulate(model, {"Threshold": 30.0}, method=method, return_columns=["Accumulated"])
+    np.testing.assert_allclose(result.columns["Accumulated"][2], frame["Accumulated"], rtol=1e-13)
     assert np.isnan(result.columns["Accumulated"][1]).all()
 
 
 def test_a_model_the_compiler_refuses_runs_per_run_on_pysd(model_of):
     """DELAY FIXED is discrete: the compiler refuses it, the chunk runs through simulate."""
-    model = model_of(vensim("Out = DELAY FIXED(In, 2, 0) ~ units", "In = 1 + Gain * Time",
-                            "Gain = 1 ~ units/Time [0, 5]", final_time=5, time_step=0.5,
-                            time_units="Time", control_limits=True), "fixed.mdl")
+    model = model_of(
+        vensim(
+            "Out = DELAY FIXED(In, 2, 0) ~ units",
+            "In = 1 + Gain * Time",
+            "Gain = 1 ~ units/Time [0, 5]",
+            final_time=5,
+            time_step=0.5,
+            time_units="Time",
+            control_limits=True,
+        ),
+        "fixed.mdl",
+    )
     values = np.array([[1.0], [3.0]])
     options = RunOptions(method="euler")
-    result = run_chunk(model, {}, ["Gain"], values, options, ["Out"],
-                       expected_times(model, options))
+    result = run_chunk(
+        model, {}, ["Gain"], values, options, ["Out"], expected_times(model, options)
+    )
     assert "DELAY FIXED" in result.stats["fallback"]
     for j, (gain,) in enumerate(values):
         frame = fw.simulate(model, {"Gain": gain}, method="euler", engine="pysd")
@@ -203,16 +250,24 @@ FLYWHEEL_PARAMS = ["Take Rate", "Seller Deposit", "Ad Budget"]
 def test_flywheel_members_equal_single_runs(flywheel_model, method):
     """The project's model (subscripts, SMOOTHs, lookups, STEP policies) as a chunk."""
     values = np.array([[0.05, 0.0, 2e5], [0.25, 2500.0, 1.5e6], [0.15, 800.0, 8e5]])
-    variables = ["Active Buyers", "Active Sellers", "Platform Cash", "GMV", "Buyer Trust",
-                 "Low Quality Seller Share"]
-    _assert_members_equal_single_runs(flywheel_model, FLYWHEEL_PARAMS, values,
-                                      RunOptions(method=method), variables)
+    variables = [
+        "Active Buyers",
+        "Active Sellers",
+        "Platform Cash",
+        "GMV",
+        "Buyer Trust",
+        "Low Quality Seller Share",
+    ]
+    _assert_members_equal_single_runs(
+        flywheel_model, FLYWHEEL_PARAMS, values, RunOptions(method=method), variables
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("lockstep_wins", [True, False])
-def test_numba_or_lockstep_chosen_by_timing_gives_the_same_runs(model_of, monkeypatch,
-                                                                 lockstep_wins):
+def test_numba_or_lockstep_chosen_by_timing_gives_the_same_runs(
+    model_of, monkeypatch, lockstep_wins
+):
     """Large fixed-step chunks time NumPy lock-step against the Numba loop once and take
     the faster; either way each member equals its single run."""
     pytest.importorskip("numba")
@@ -251,11 +306,13 @@ def test_background_warm_up_fills_numba_s_cache_for_later_processes(model_of):
     from flywheel_sd.engine import modules
 
     path = cm.path("numba")
-    modules.write_module(path, importlib.import_module("flywheel_sd.engine.compiled")
-                         ._body(cm.program), "numba")
+    modules.write_module(
+        path, importlib.import_module("flywheel_sd.engine.compiled")._body(cm.program), "numba"
+    )
     assert not cm.numba_is_warm()
-    subprocess.run([sys.executable, "-m", "flywheel_sd.engine.warm", str(path)], check=True,
-                   timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "flywheel_sd.engine.warm", str(path)], check=True, timeout=600
+    )
     assert cm.numba_is_warm()
     # a later process runs what sweeps and single runs run, and counts compiles
     check = (
@@ -276,6 +333,7 @@ def test_background_warm_up_fills_numba_s_cache_for_later_processes(model_of):
         "print(counts)\n"
         "sys.exit(any(miss or not hit for hit, miss in counts.values()))\n"
     )
-    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
-                          timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=600, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr

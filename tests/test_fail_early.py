@@ -30,7 +30,9 @@ TINY = vensim(
     " ~ Buyer/Month ~ Growth.",
     "Growth Rate = 0.2 ~ 1/Month [0, 1] ~ Fractional growth rate.",
     "Market = 1000 ~ Buyer [1, 100000] ~ Market size.",
-    final_time=10, control_limits=True, control_comments=True,
+    final_time=10,
+    control_limits=True,
+    control_comments=True,
 )
 
 
@@ -88,7 +90,8 @@ def test_run_out_under_a_regular_file(cli, model, a_file, no_runs):
 
 
 def test_run_plot_under_a_regular_file_is_refused_before_out_is_written(
-        cli, model, a_file, tmp_path, no_runs):
+    cli, model, a_file, tmp_path, no_runs
+):
     out = tmp_path / "r.csv"
     bad = a_file / "deeper" / "r.png"
     _usage(cli("run", "--model", model, "--out", out, "--plot", bad), "--plot", bad)
@@ -111,16 +114,17 @@ def test_run_out_that_is_a_folder(cli, model, tmp_path, no_runs):
     _usage(cli("run", "--model", model, "--out", folder), "--out", folder, "folder")
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
-                    reason="root writes into read-only folders; the 'under a regular file' "
-                           "tests cover an unwritable --out")
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="root writes into read-only folders; the 'under a regular file' "
+    "tests cover an unwritable --out",
+)
 def test_run_out_in_a_read_only_folder(cli, model, tmp_path, no_runs):
     folder = tmp_path / "locked"
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        _usage(cli("run", "--model", model, "--out", folder / "sub" / "r.csv"), "--out",
-               "locked")
+        _usage(cli("run", "--model", model, "--out", folder / "sub" / "r.csv"), "--out", "locked")
     finally:
         folder.chmod(0o700)
 
@@ -128,8 +132,11 @@ def test_run_out_in_a_read_only_folder(cli, model, tmp_path, no_runs):
 def test_compare_metrics_plot_under_a_regular_file(cli, model, a_file, tmp_path, no_runs):
     plot = tmp_path / "c.png"
     bad = a_file / "m.png"
-    _usage(cli("compare", "--model", model, "baseline", "--plot", plot, "--metrics-plot",
-               bad), "--metrics-plot", bad)
+    _usage(
+        cli("compare", "--model", model, "baseline", "--plot", plot, "--metrics-plot", bad),
+        "--metrics-plot",
+        bad,
+    )
     assert not plot.exists()
 
 
@@ -140,22 +147,51 @@ def test_compare_out_under_a_regular_file(cli, model, a_file, no_runs):
 def test_sweep_store_under_a_regular_file(cli, model, a_file, no_runs):
     for name in ("s.nc", "s.zarr"):
         bad = a_file / name
-        _usage(cli("sweep", "--model", model, "--param", "Growth Rate", "--n", 4,
-                   "--store", bad), "--store", bad)
+        _usage(
+            cli("sweep", "--model", model, "--param", "Growth Rate", "--n", 4, "--store", bad),
+            "--store",
+            bad,
+        )
     assert a_file.read_text() == "keep me\n"
 
 
 def test_sweep_zarr_store_that_is_a_regular_file(cli, model, tmp_path, no_runs):
     bad = tmp_path / "s.zarr"
     bad.write_text("not a folder")
-    _usage(cli("sweep", "--model", model, "--param", "Growth Rate", "--n", 4, "--store", bad,
-               "--resume"), "--store", bad)
+    _usage(
+        cli(
+            "sweep",
+            "--model",
+            model,
+            "--param",
+            "Growth Rate",
+            "--n",
+            4,
+            "--store",
+            bad,
+            "--resume",
+        ),
+        "--store",
+        bad,
+    )
     assert bad.read_text() == "not a folder"
 
 
 def test_sensitivity_plot_under_a_regular_file(cli, model, a_file, no_runs):
-    _usage(cli("sensitivity", "--model", model, "--param", "Growth Rate", "--metric",
-               "final_active_buyers", "--plot", a_file / "s.png"), "--plot")
+    _usage(
+        cli(
+            "sensitivity",
+            "--model",
+            model,
+            "--param",
+            "Growth Rate",
+            "--metric",
+            "final_active_buyers",
+            "--plot",
+            a_file / "s.png",
+        ),
+        "--plot",
+    )
 
 
 def test_diagram_out_under_a_regular_file(cli, model, a_file):
@@ -165,8 +201,21 @@ def test_diagram_out_under_a_regular_file(cli, model, a_file):
 
 # -- sweep stores given with --resume ----------------------------------------------------------
 def _sweep(model, store, *extra):
-    return ["sweep", "--model", model, "--param", "Growth Rate=0.1:0.3", "--n", 4,
-            "--chunk-size", 2, "--store", store, "--json", *extra]
+    return [
+        "sweep",
+        "--model",
+        model,
+        "--param",
+        "Growth Rate=0.1:0.3",
+        "--n",
+        4,
+        "--chunk-size",
+        2,
+        "--store",
+        store,
+        "--json",
+        *extra,
+    ]
 
 
 def test_resume_onto_an_unrelated_text_file_named_nc(cli, model, tmp_path, no_runs):

@@ -95,8 +95,9 @@ def test_a_pysd_translation_loads(tmp_path):
     reference = pysd.read_vensim(str(path)).run()
     model = fw.load(tmp_path / "decay.py")
     assert model.py_file == tmp_path / "decay.py"
-    pd.testing.assert_frame_equal(fw.simulate(model, method="euler"), reference,
-                                  check_exact=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(
+        fw.simulate(model, method="euler"), reference, check_exact=False, rtol=1e-12
+    )
 
 
 def test_model_pickles_and_simulates_identically(write_mdl):
@@ -107,7 +108,9 @@ def test_model_pickles_and_simulates_identically(write_mdl):
     for method in ("RK45", "euler"):
         pd.testing.assert_frame_equal(
             fw.simulate(clone, {"k": 0.2}, method=method),
-            fw.simulate(model, {"k": 0.2}, method=method), check_exact=True)
+            fw.simulate(model, {"k": 0.2}, method=method),
+            check_exact=True,
+        )
 
 
 def test_params_do_not_leak_between_runs(write_mdl):
@@ -123,14 +126,24 @@ def test_params_do_not_leak_between_runs(write_mdl):
 
 
 def test_metadata(write_mdl):
-    model = fw.load(write_mdl(vensim(
-        "Stock = INTEG(-k * Stock, 100)",
-        "k = 0.3\n\t~\t1/Month [0, 1]\n\t~\tDecay rate.\n\t|", final_time=10)))
+    model = fw.load(
+        write_mdl(
+            vensim(
+                "Stock = INTEG(-k * Stock, 100)",
+                "k = 0.3\n\t~\t1/Month [0, 1]\n\t~\tDecay rate.\n\t|",
+                final_time=10,
+            )
+        )
+    )
     assert model.stocks == ["Stock"]
     assert model.constants == ["k"]
     assert model.ranges == {"k": (0.0, 1.0)}
-    assert model.time_settings() == {"initial_time": 0.0, "final_time": 10.0,
-                                     "time_step": 0.125, "saveper": 1.0}
+    assert model.time_settings() == {
+        "initial_time": 0.0,
+        "final_time": 10.0,
+        "time_step": 0.125,
+        "saveper": 1.0,
+    }
     assert model.default_value("k") == 0.3
     assert model.real_name("K") == "k"
     assert len(model.sha256) == 64
@@ -140,8 +153,11 @@ def test_data_files_travel_with_the_model(tmp_path):
     """A DATA variable read from a .tab file; the file list survives pickling."""
     (tmp_path / "input.tab").write_text("Time\tdemand\n0\t1\n5\t3\n10\t3\n")
     path = tmp_path / "data.mdl"
-    path.write_text(vensim("demand:INTERPOLATE::=\n\t~\t\n\t~\t\n\t|",
-                           "Stock = INTEG(demand, 0)", final_time=10))
+    path.write_text(
+        vensim(
+            "demand:INTERPOLATE::=\n\t~\t\n\t~\t\n\t|", "Stock = INTEG(demand, 0)", final_time=10
+        )
+    )
     model = fw.load(path, data_files=[tmp_path / "input.tab"])
     clone = pickle.loads(pickle.dumps(model))
     assert clone.data_files == [str(tmp_path / "input.tab")]
@@ -177,9 +193,13 @@ def test_the_package_ships_the_default_model():
     root = Path(__file__).resolve().parent.parent
     package = root / "flywheel_sd"
     globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "package-data"]["flywheel_sd"]
-    files = [f"{folder}/{p.name}" for folder in ("scenarios", "models")
-             for p in (package / folder).iterdir()]  # iterdir: models/ is a symlink
+        "package-data"
+    ]["flywheel_sd"]
+    files = [
+        f"{folder}/{p.name}"
+        for folder in ("scenarios", "models")
+        for p in (package / folder).iterdir()
+    ]  # iterdir: models/ is a symlink
     shipped = {f for f in files if any(fnmatch.fnmatch(f, g) for g in globs)}
     assert _model.DEFAULT_MODEL.parent.parent == Path(fw.__file__).parent
     for wanted in ("models/platform_flywheel.mdl", "models/platform_flywheel.loops.toml"):

@@ -24,7 +24,8 @@ TRUST = vensim(
     "Trust Gain = (0.8 - Buyer Trust) / 4 ~ 1/Month",
     "Trust Loss = Shock * (STEP(1, 24) - STEP(1, 30)) ~ 1/Month",
     "Shock = 0 ~ 1/Month [0, 0.2]",
-    final_time=60, time_step=0.25,
+    final_time=60,
+    time_step=0.25,
 )
 
 
@@ -35,9 +36,11 @@ def trust_model(write_mdl):
 
 def test_min_trust_is_the_trough_after_start_up(trust_model):
     base = Scenario("calm", model=trust_model)
-    ds = fw.compare([base, base.derive("shock", Shock=0.05),
-                     base.derive("big_shock", Shock=0.06)],
-                    metrics=["min_trust"], method="euler")
+    ds = fw.compare(
+        [base, base.derive("shock", Shock=0.05), base.derive("big_shock", Shock=0.06)],
+        metrics=["min_trust"],
+        method="euler",
+    )
     value = ds["metrics"].sel(metric="min_trust").to_series()
     trust = ds["Buyer Trust"]
     # Not the initial value (0.5, the same in every scenario, as the old definition gave).
@@ -54,19 +57,23 @@ def test_min_trust_is_the_trough_after_start_up(trust_model):
 def test_months_to_recover_never_versus_not_applicable():
     t = np.arange(0.0, 21.0)
     ref = np.full_like(t, 100.0)
-    back = np.where((t >= 5) & (t < 12), 80.0, 100.0)   # dips at the policy, recovers
-    never = np.where(t >= 5, 80.0, 100.0)               # dips and stays down
-    ds = xr.Dataset({"Active Sellers": (("scenario", "time"), np.vstack([ref, back, never,
-                                                                         never]))},
-                    coords={"time": t, "scenario": ["ref", "back", "never", "no_policy"],
-                            "policy_start": ("scenario", [np.nan, 5.0, 5.0, np.nan])})
+    back = np.where((t >= 5) & (t < 12), 80.0, 100.0)  # dips at the policy, recovers
+    never = np.where(t >= 5, 80.0, 100.0)  # dips and stays down
+    ds = xr.Dataset(
+        {"Active Sellers": (("scenario", "time"), np.vstack([ref, back, never, never]))},
+        coords={
+            "time": t,
+            "scenario": ["ref", "back", "never", "no_policy"],
+            "policy_start": ("scenario", [np.nan, 5.0, 5.0, np.nan]),
+        },
+    )
     metric = metrics.get("months_to_recover")
     value = metric(ds, ds.isel(scenario=0))
     assert float(value.sel(scenario="back")) == 7.0
-    assert float(value.sel(scenario="never")) == math.inf        # never recovered
-    assert math.isnan(float(value.sel(scenario="no_policy")))    # no policy start
+    assert float(value.sel(scenario="never")) == math.inf  # never recovered
+    assert math.isnan(float(value.sel(scenario="no_policy")))  # no policy start
     assert math.isnan(float(value.sel(scenario="ref")))
-    assert math.isnan(float(metric(ds, None).max()))             # no reference run
+    assert math.isnan(float(metric(ds, None).max()))  # no reference run
     assert "inf" in metric.description and "NaN" in metric.description
     # The CLI's tables show them differently: "inf" and "-".
     from flywheel_sd.cli._common import fmt
@@ -80,15 +87,24 @@ LINEAR = vensim(
     "Y = INTEG(3 * X1 + X2, 0) ~ units",
     "X1 = 0.5 ~ units/Time [0, 1]",
     "X2 = 1 ~ units/Time [0, 2]",
-    final_time=1, time_step=0.25, saveper=0.25, time_units="Time", control_limits=True,
+    final_time=1,
+    time_step=0.25,
+    saveper=0.25,
+    time_units="Time",
+    control_limits=True,
 )
 ANALYTIC = np.array([9 / 13, 4 / 13])
 
 
 def _sobol(model, n, seed):
     design = designs.saltelli(["X1", "X2"], n, seed=seed, model=model)
-    return fw.sweep(model, design, metrics={"final": lambda ds: ds["Y"].isel(time=-1)},
-                    method="euler", progress=False)
+    return fw.sweep(
+        model,
+        design,
+        metrics={"final": lambda ds: ds["Y"].isel(time=-1)},
+        method="euler",
+        progress=False,
+    )
 
 
 @pytest.fixture

@@ -76,8 +76,7 @@ def test_seller_quality_mix_and_share_are_plausible(baseline):
 
 
 @pytest.mark.parametrize("variable", HEADLINE)
-def test_euler_at_time_step_agrees_with_the_adaptive_solver(baseline, baseline_euler,
-                                                             variable):
+def test_euler_at_time_step_agrees_with_the_adaptive_solver(baseline, baseline_euler, variable):
     adaptive = baseline[variable]
     euler = baseline_euler[variable].reindex(adaptive.index)
     relative = ((euler - adaptive).abs() / adaptive.abs()).max()

@@ -25,19 +25,36 @@ def run(model, params, columns):
 
 def test_no_buyers_means_no_orders(flywheel_model):
     """An empty market: no buyer ever appears, so no order is ever placed."""
-    out = run(flywheel_model, {"Addressable Market": 0},
-              ["Total Buyers", "Orders", "GMV", "Buyer Adoption"])
+    out = run(
+        flywheel_model,
+        {"Addressable Market": 0},
+        ["Total Buyers", "Orders", "GMV", "Buyer Adoption"],
+    )
     assert (out.abs() <= ZERO).all().all(), out.abs().max().to_dict()
 
 
 def test_no_sellers_means_no_orders_and_no_buyer_growth(flywheel_model):
     """With no sellers there is nothing to buy: no orders, no conversion, and buyers
     cannot grow from selection (they only churn away)."""
-    out = run(flywheel_model, {"Initial Active Sellers": 0},
-              ["Total Active Sellers", "Seller Entry", "Orders", "Conversion Rate",
-               "Buyer Adoption", "Total Buyers"])
-    for column in ("Total Active Sellers", "Seller Entry", "Orders", "Conversion Rate",
-                   "Buyer Adoption"):
+    out = run(
+        flywheel_model,
+        {"Initial Active Sellers": 0},
+        [
+            "Total Active Sellers",
+            "Seller Entry",
+            "Orders",
+            "Conversion Rate",
+            "Buyer Adoption",
+            "Total Buyers",
+        ],
+    )
+    for column in (
+        "Total Active Sellers",
+        "Seller Entry",
+        "Orders",
+        "Conversion Rate",
+        "Buyer Adoption",
+    ):
         assert (out[column].abs() <= ZERO).all(), column
     buyers = out["Total Buyers"].to_numpy()
     assert np.all(np.diff(buyers) <= ZERO), "buyers grew without sellers"
@@ -55,18 +72,30 @@ def test_enormous_deposit_stops_seller_entry(flywheel_model):
 
 def test_no_ads_and_no_initial_buyers_means_nothing_happens(flywheel_model):
     """No buyers to talk and no ads to reach prospects: no buyer, visit or order, ever."""
-    out = run(flywheel_model, {"Ad Budget": 0, "Initial Active Buyers": 0},
-              ["Total Buyers", "Traffic", "Orders", "GMV", "Buyer Adoption", "Seller Entry",
-               "Commission Revenue"])
+    out = run(
+        flywheel_model,
+        {"Ad Budget": 0, "Initial Active Buyers": 0},
+        [
+            "Total Buyers",
+            "Traffic",
+            "Orders",
+            "GMV",
+            "Buyer Adoption",
+            "Seller Entry",
+            "Commission Revenue",
+        ],
+    )
     assert (out.abs() <= ZERO).all().all(), out.abs().max().to_dict()
 
 
 def test_take_rate_of_one_drives_sellers_out(flywheel_model):
     """A platform that keeps the whole sale leaves sellers only losses: none joins, and the
     active sellers leave (down to a tenth of launch within two years, none left by 120)."""
-    out = run(flywheel_model, {"Take Rate": 1},
-              ["Seller Entry", "Total Active Sellers", "Seller Profit[High]",
-               "Seller Profit[Low]"])
+    out = run(
+        flywheel_model,
+        {"Take Rate": 1},
+        ["Seller Entry", "Total Active Sellers", "Seller Profit[High]", "Seller Profit[Low]"],
+    )
     assert (out["Seller Entry"].abs() <= ZERO).all()
     assert (out[["Seller Profit[High]", "Seller Profit[Low]"]] < 0).all().all()
     sellers = out["Total Active Sellers"]
@@ -77,8 +106,11 @@ def test_take_rate_of_one_drives_sellers_out(flywheel_model):
 def test_zero_trust_means_no_conversion(flywheel_model):
     """Buyers who do not trust the platform buy nothing; trust is formed by purchases, so
     with none it stays at zero: conversion, orders and new buyers stay at zero."""
-    out = run(flywheel_model, {"Initial Buyer Trust": 0},
-              ["Buyer Trust", "Conversion Rate", "Orders", "Buyer Adoption", "Traffic"])
+    out = run(
+        flywheel_model,
+        {"Initial Buyer Trust": 0},
+        ["Buyer Trust", "Conversion Rate", "Orders", "Buyer Adoption", "Traffic"],
+    )
     for column in ("Buyer Trust", "Conversion Rate", "Orders", "Buyer Adoption"):
         assert (out[column].abs() <= ZERO).all(), column
     assert out["Traffic"].iloc[0] > 0, "visits still come; they just do not convert"

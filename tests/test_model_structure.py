@@ -28,29 +28,72 @@ from _model_fixtures import (  # noqa: F401 - fixtures, used by name
 
 #: Stocks the brief requires (section 2, "Stocks (at least)").
 REQUIRED_STOCKS = [
-    "Potential Buyers", "Active Buyers", "Members", "Potential Sellers", "Active Sellers",
-    "Traffic", "Buyer Trust", "Platform Cash", "Seller Deposits Held", "Platform Capability",
+    "Potential Buyers",
+    "Active Buyers",
+    "Members",
+    "Potential Sellers",
+    "Active Sellers",
+    "Traffic",
+    "Buyer Trust",
+    "Platform Cash",
+    "Seller Deposits Held",
+    "Platform Capability",
     "Competitor Capability",
 ]
 
 #: Levers other code depends on, by exact name (issue 3), and outputs scenario metrics read.
 REQUIRED_LEVERS = [
-    "Seller Deposit", "Deposit Start Time", "Deposit End Time", "Qualification Strictness",
-    "Qualification Change Time", "Qualification Strictness Late", "Take Rate", "Ad Budget",
-    "Ad Stop Time", "Investor Funding", "Funding Round Time", "Ranking Weight on Quality",
-    "Enforcement Intensity", "Membership Start Time", "Membership Fee", "Membership Benefit",
-    "Logistics Investment", "Innovation Investment", "Competitor Entry Time",
-    "Competitor Strength", "Supply Cost Shock Time", "Supply Cost Shock Size", "Price Level",
-    "Initial Active Buyers", "Initial Active Sellers", "Addressable Market",
-    "Marketplace Switch Time", "Initial Buyer Trust",
+    "Seller Deposit",
+    "Deposit Start Time",
+    "Deposit End Time",
+    "Qualification Strictness",
+    "Qualification Change Time",
+    "Qualification Strictness Late",
+    "Take Rate",
+    "Ad Budget",
+    "Ad Stop Time",
+    "Investor Funding",
+    "Funding Round Time",
+    "Ranking Weight on Quality",
+    "Enforcement Intensity",
+    "Membership Start Time",
+    "Membership Fee",
+    "Membership Benefit",
+    "Logistics Investment",
+    "Innovation Investment",
+    "Competitor Entry Time",
+    "Competitor Strength",
+    "Supply Cost Shock Time",
+    "Supply Cost Shock Size",
+    "Price Level",
+    "Initial Active Buyers",
+    "Initial Active Sellers",
+    "Addressable Market",
+    "Marketplace Switch Time",
+    "Initial Buyer Trust",
 ]
-REQUIRED_OUTPUTS = ["GMV", "Orders", "Low Quality Seller Share", "Seller Entry",
-                    "Total Active Sellers", "Platform Choice Share", "Effective Selection",
-                    "Average Buyer Churn Fraction", "Ad Spend", "Conversion Rate"]
+REQUIRED_OUTPUTS = [
+    "GMV",
+    "Orders",
+    "Low Quality Seller Share",
+    "Seller Entry",
+    "Total Active Sellers",
+    "Platform Choice Share",
+    "Effective Selection",
+    "Average Buyer Churn Fraction",
+    "Ad Spend",
+    "Conversion Rate",
+]
 
 #: One view per sector (design brief section 2, issue 3).
-VIEWS = {"buyers", "sellers", "traffic_and_conversion", "trust", "money",
-         "capability_and_competition"}
+VIEWS = {
+    "buyers",
+    "sellers",
+    "traffic_and_conversion",
+    "trust",
+    "money",
+    "capability_and_competition",
+}
 CONTROL = {"INITIAL TIME", "FINAL TIME", "TIME STEP", "SAVEPER"}
 MAY_BE_NEGATIVE = {"Platform Cash"}  # debt: the brief wants cash negative early
 
@@ -69,8 +112,12 @@ def test_model_loads_with_required_stocks(flywheel_model):
 
 def test_time_settings_are_months_to_120(flywheel_model):
     settings = flywheel_model.time_settings()
-    assert settings == {"initial_time": 0.0, "final_time": 120.0, "time_step": 0.0625,
-                        "saveper": 1.0}
+    assert settings == {
+        "initial_time": 0.0,
+        "final_time": 120.0,
+        "time_step": 0.0625,
+        "saveper": 1.0,
+    }
     units = dict(zip(_doc(flywheel_model)["Real Name"], _doc(flywheel_model)["Units"]))
     assert {units[name] for name in CONTROL} == {"Month"}
 
@@ -83,10 +130,16 @@ def test_file_is_utf8_vensim_text():
 
 def test_every_variable_has_units_and_a_description(flywheel_model):
     doc = _doc(flywheel_model)
-    no_units = [n for n, u in zip(doc["Real Name"], doc["Units"])
-                if not isinstance(u, str) or not u.strip()]
-    no_comment = [n for n, c in zip(doc["Real Name"], doc["Comment"])
-                  if not isinstance(c, str) or len(c.strip()) < 3]
+    no_units = [
+        n
+        for n, u in zip(doc["Real Name"], doc["Units"])
+        if not isinstance(u, str) or not u.strip()
+    ]
+    no_comment = [
+        n
+        for n, c in zip(doc["Real Name"], doc["Comment"])
+        if not isinstance(c, str) or len(c.strip()) < 3
+    ]
     assert not no_units, f"variables without units: {no_units}"
     assert not no_comment, f"variables without a description: {no_comment}"
 
@@ -95,9 +148,19 @@ def test_units_use_the_model_dimensions(flywheel_model):
     allowed = {"Buyer", "Seller", "Visit", "Order", "USD", "Month", "Dmnl"}
     bad = {}
     for name, units in zip(_doc(flywheel_model)["Real Name"], _doc(flywheel_model)["Units"]):
-        words = set(filter(None, (w.strip() for w in
-                                  units.replace("(", " ").replace(")", " ").replace("*", " ")
-                                  .replace("/", " ").split())))
+        words = set(
+            filter(
+                None,
+                (
+                    w.strip()
+                    for w in units.replace("(", " ")
+                    .replace(")", " ")
+                    .replace("*", " ")
+                    .replace("/", " ")
+                    .split()
+                ),
+            )
+        )
         words.discard("1")
         if not words <= allowed:
             bad[name] = units
@@ -111,13 +174,22 @@ def test_every_constant_has_a_range_holding_its_default(flywheel_model):
     problems = []
     for _, row in constants.iterrows():
         lim = row["Limits"]
-        if not (isinstance(lim, tuple) and len(lim) >= 2
-                and all(v is not None and math.isfinite(v) for v in lim[:2])
-                and lim[0] < lim[1]):
+        if not (
+            isinstance(lim, tuple)
+            and len(lim) >= 2
+            and all(v is not None and math.isfinite(v) for v in lim[:2])
+            and lim[0] < lim[1]
+        ):
             problems.append(f"{row['Real Name']}: no [min,max] range ({lim})")
             continue
-        value = np.asarray(getattr(flywheel_model.default_value(row["Real Name"]), "values",
-                                   flywheel_model.default_value(row["Real Name"])), float)
+        value = np.asarray(
+            getattr(
+                flywheel_model.default_value(row["Real Name"]),
+                "values",
+                flywheel_model.default_value(row["Real Name"]),
+            ),
+            float,
+        )
         if np.any(value < lim[0]) or np.any(value > lim[1]):
             problems.append(f"{row['Real Name']} = {value} outside {lim[:2]}")
     assert not problems, "\n".join(problems)
@@ -181,8 +253,11 @@ def test_loop_chain_is_a_closed_path(flywheel_model, key):
         unknown = [name for name in chain if name not in namespace]
         assert not unknown, f"{key}: not model variables: {unknown}"
         py = [namespace[name] for name in chain]
-        broken = [f"{chain[i - 1]} -> {chain[i]}" for i in range(len(py))
-                  if py[i - 1] not in _direct_dependencies(deps, py[i])]
+        broken = [
+            f"{chain[i - 1]} -> {chain[i]}"
+            for i in range(len(py))
+            if py[i - 1] not in _direct_dependencies(deps, py[i])
+        ]
         assert not broken, f"{key}: not dependency edges: {broken}"
 
 
@@ -242,8 +317,9 @@ def test_buyer_chain_conserves_the_addressable_market(baseline, stress_runs, run
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", ["baseline", *STRESS])
-def test_stocks_never_go_negative_and_trust_stays_in_0_1(flywheel_model, baseline,
-                                                         stress_runs, run):
+def test_stocks_never_go_negative_and_trust_stays_in_0_1(
+    flywheel_model, baseline, stress_runs, run
+):
     frame = _runs(baseline, stress_runs)[run]
     stocks = [s for s in flywheel_model.stocks if s not in MAY_BE_NEGATIVE]
     columns = [c for c in frame.columns if c.split("[")[0] in stocks]

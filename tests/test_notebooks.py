@@ -48,8 +48,13 @@ def execute(nb, cwd: Path):
     config.KernelManager.ip = str(sockets / "k")
     try:
         # The client owns (starts, then shuts down and closes) its kernel manager.
-        NotebookClient(nb, config=config, kernel_name="python3", timeout=CELL_TIMEOUT,
-                       resources={"metadata": {"path": str(cwd)}}).execute()
+        NotebookClient(
+            nb,
+            config=config,
+            kernel_name="python3",
+            timeout=CELL_TIMEOUT,
+            resources={"metadata": {"path": str(cwd)}},
+        ).execute()
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
     return nb
@@ -60,8 +65,11 @@ def test_the_kernel_is_this_interpreter(kernel_env, tmp_path):
     from nbformat.v4 import new_code_cell, new_notebook
 
     nb = new_notebook(cells=[new_code_cell("import sys; print(sys.executable)")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     execute(nb, tmp_path)
     assert nb.cells[0].outputs[0]["text"].strip() == sys.executable
 
@@ -82,8 +90,12 @@ def test_notebook_runs_and_answers_in_prose(path, kernel_env, tmp_path):
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     errors = [out for out in outputs if out.output_type == "error"]
     assert not errors
-    prose = [out for out in outputs if out.output_type in ("display_data", "execute_result")
-             and "text/markdown" in out.get("data", {})]
+    prose = [
+        out
+        for out in outputs
+        if out.output_type in ("display_data", "execute_result")
+        and "text/markdown" in out.get("data", {})
+    ]
     assert prose, f"{path.name} shows no generated prose"
     figures = [out for out in outputs if "image/png" in out.get("data", {})]
     assert figures, f"{path.name} shows no plot"

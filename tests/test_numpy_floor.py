@@ -26,16 +26,35 @@ SWEPT = ["Take Rate", "Seller Deposit", "Ad Budget"]  # the benchmark's design
 #: constant.
 MEMBERS = [
     {"Take Rate": 0.12, "Seller Deposit": 800.0, "Ad Budget": 1.2e6},
-    {"Take Rate": 0.28, "Seller Deposit": 2500.0, "Ad Budget": 4e5,
-     "Deposit Start Time": 30.03, "Deposit End Time": 60.5, "Membership Start Time": 24,
-     "Membership Fee": 5, "Membership Benefit": 1, "Logistics Investment": 0.2,
-     "Qualification Change Time": 40.02, "Qualification Strictness Late": 1,
-     "Enforcement Intensity": 0.8},
-    {"Take Rate": 0.06, "Seller Deposit": 300.0, "Ad Budget": 1.9e6,
-     "Supply Cost Shock Time": 24.1, "Supply Cost Shock Size": 1, "Innovation Investment": 0,
-     "Competitor Entry Time": 23.97, "Competitor Strength": 5,
-     "Marketplace Switch Time": 36.04, "Ad Stop Time": 50.01, "Funding Round Time": 7.3,
-     "Funding Round Duration": 2.2, "Seller Working Capital": (2000.0, 800.0)},
+    {
+        "Take Rate": 0.28,
+        "Seller Deposit": 2500.0,
+        "Ad Budget": 4e5,
+        "Deposit Start Time": 30.03,
+        "Deposit End Time": 60.5,
+        "Membership Start Time": 24,
+        "Membership Fee": 5,
+        "Membership Benefit": 1,
+        "Logistics Investment": 0.2,
+        "Qualification Change Time": 40.02,
+        "Qualification Strictness Late": 1,
+        "Enforcement Intensity": 0.8,
+    },
+    {
+        "Take Rate": 0.06,
+        "Seller Deposit": 300.0,
+        "Ad Budget": 1.9e6,
+        "Supply Cost Shock Time": 24.1,
+        "Supply Cost Shock Size": 1,
+        "Innovation Investment": 0,
+        "Competitor Entry Time": 23.97,
+        "Competitor Strength": 5,
+        "Marketplace Switch Time": 36.04,
+        "Ad Stop Time": 50.01,
+        "Funding Round Time": 7.3,
+        "Funding Round Duration": 2.2,
+        "Seller Working Capital": (2000.0, 800.0),
+    },
 ]
 
 
@@ -50,8 +69,10 @@ def floor():
 def _per_member(floor, members) -> dict[str, np.ndarray]:
     """name -> one value per member ((N,) or (N, 2)), defaults where a member leaves it."""
     names = sorted({name for member in members for name in member})
-    return {name: np.array([member.get(name, floor.DEFAULTS[name]) for member in members],
-                           dtype=float) for name in names}
+    return {
+        name: np.array([member.get(name, floor.DEFAULTS[name]) for member in members], dtype=float)
+        for name in names
+    }
 
 
 def _assert_close(got: np.ndarray, ref: np.ndarray, label: str) -> None:
@@ -71,17 +92,23 @@ def test_defaults_are_the_model_file_constants(floor, flywheel_model):
         np.testing.assert_array_equal(np.ravel(value), np.ravel(actual), err_msg=name)
     settings = flywheel_model.time_settings()
     assert (floor.INITIAL_TIME, floor.FINAL_TIME, floor.TIME_STEP, floor.SAVEPER) == (
-        settings["initial_time"], settings["final_time"], settings["time_step"],
-        settings["saveper"])
+        settings["initial_time"],
+        settings["final_time"],
+        settings["time_step"],
+        settings["saveper"],
+    )
 
 
 def test_euler_is_pysd_euler_at_every_saved_time(floor, flywheel_model):
     columns = OUTPUTS + [name for name in floor.STATES if name not in OUTPUTS]
     times, got = floor.euler(_per_member(floor, MEMBERS), columns)
     for j, member in enumerate(MEMBERS):
-        params = {name: xr.DataArray(list(value), {"Quality": list(floor.QUALITY)},
-                                     ["Quality"]) if isinstance(value, tuple) else value
-                  for name, value in member.items()}
+        params = {
+            name: xr.DataArray(list(value), {"Quality": list(floor.QUALITY)}, ["Quality"])
+            if isinstance(value, tuple)
+            else value
+            for name, value in member.items()
+        }
         ref = fw.simulate(flywheel_model, params, method="euler", return_columns=columns)
         np.testing.assert_array_equal(times, ref.index.to_numpy())
         assert set(got) == set(ref.columns)

@@ -95,32 +95,38 @@ def test_bang_subscripts_and_reference_name(section):
 
 def test_computed_order_is_detected(tmp_path):
     path = tmp_path / "orders.mdl"
-    path.write_text(vensim("Order = 3", "In = 1",
-                           "A = SMOOTH N(In, 2, 0, Order)", "B = SMOOTH N(In, 2, 0, 3)"))
+    path.write_text(
+        vensim("Order = 3", "In = 1", "A = SMOOTH N(In, 2, 0, Order)", "B = SMOOTH N(In, 2, 0, 3)")
+    )
     section = compat.parse(path).sections[0]
     assert compat.has_computed_order(_element(section, "A").components[0].ast)
     assert not compat.has_computed_order(_element(section, "B").components[0].ast)
 
 
-@pytest.mark.parametrize(("t0", "t1", "dt", "saveper", "stamps"), [
-    (0, 20, 0.125, 1, None),
-    (0, 10, 0.25, 0.25, None),
-    (1990, 2000, 1 / 3, 1, None),          # saved times off the step grid
-    (0, 7, 1, 2, None),                     # FINAL TIME not on the SAVEPER grid
-    (0, 10, 0.5, 1, [0, 2.5, 3, 10]),       # return_timestamps
-    (-5, 5, 0.0625, 0.5, None),
-])
+@pytest.mark.parametrize(
+    ("t0", "t1", "dt", "saveper", "stamps"),
+    [
+        (0, 20, 0.125, 1, None),
+        (0, 10, 0.25, 0.25, None),
+        (1990, 2000, 1 / 3, 1, None),  # saved times off the step grid
+        (0, 7, 1, 2, None),  # FINAL TIME not on the SAVEPER grid
+        (0, 10, 0.5, 1, [0, 2.5, 3, 10]),  # return_timestamps
+        (-5, 5, 0.0625, 0.5, None),
+    ],
+)
 def test_time_grid_equals_pysd_run_index(tmp_path, t0, t1, dt, saveper, stamps):
     import pysd
 
     path = tmp_path / "clock.mdl"
-    path.write_text(vensim("X = INTEG(1, 0)", initial_time=t0, final_time=t1,
-                           time_step=dt, saveper=saveper))
+    path.write_text(
+        vensim("X = INTEG(1, 0)", initial_time=t0, final_time=t1, time_step=dt, saveper=saveper)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run = pysd.read_vensim(str(path)).run(return_timestamps=stamps)
-    n_steps, save, times = compat.time_grid(float(t0), float(t1), float(dt), float(saveper),
-                                            stamps)
+    n_steps, save, times = compat.time_grid(
+        float(t0), float(t1), float(dt), float(saveper), stamps
+    )
     np.testing.assert_array_equal(times, np.asarray(run.index, dtype=float))
     assert save.sum() == len(times)
     assert len(save) == n_steps + 1

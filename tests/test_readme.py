@@ -19,21 +19,30 @@ from flywheel_sd.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
-TEST_COMMAND = ('python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && '
-                ".venv/bin/python -m pytest -q")
-MAIN_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -q -e . && "
-                ".venv/bin/flywheel compare baseline wish_deposit --plot out/compare.png")
+TEST_COMMAND = (
+    'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && '
+    ".venv/bin/python -m pytest -q"
+)
+MAIN_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e . && "
+    ".venv/bin/flywheel compare baseline wish_deposit --plot out/compare.png"
+)
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
     """(language, body) of every fenced code block."""
-    return [(m.group(1), m.group(2)) for m in
-            re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)]
+    return [
+        (m.group(1), m.group(2))
+        for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+    ]
 
 
 def setup_commands() -> dict[str, str]:
-    found = [body.strip() for _, body in fenced_blocks(README)
-             if body.strip().startswith("python3 -m venv .venv")]
+    found = [
+        body.strip()
+        for _, body in fenced_blocks(README)
+        if body.strip().startswith("python3 -m venv .venv")
+    ]
     assert len(found) == 2, f"expected two set-up commands in the README, found {found}"
     for command in found:
         assert "\n" not in command, f"a set-up command is one line: {command!r}"

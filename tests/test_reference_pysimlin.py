@@ -69,7 +69,8 @@ def assert_relative(ours, ref, pairs, rtol: float, label: str) -> None:
     rel, column, k = worst
     assert rel <= rtol, (
         f"{label}: {column!r} at time {ours.index[k]:g} differs by {rel:.3g} relative "
-        f"(ours {ours[column].iloc[k]!r}); tolerance {rtol:g}")
+        f"(ours {ours[column].iloc[k]!r}); tolerance {rtol:g}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,13 +92,11 @@ def test_compiled_euler_equals_pysd_run(flywheel_model, compiled_euler):
 
 
 def test_compiled_euler_equals_pysimlin(flywheel_model, compiled_euler):
-    simlin = pytest.importorskip("simlin", reason="pysimlin (the 'bench' extra) is not "
-                                 "installed")
+    simlin = pytest.importorskip("simlin", reason="pysimlin (the 'bench' extra) is not installed")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = simlin.load(str(flywheel_model.path)).run(analyze_loops=False).results
-    pairs = [(c, simlin_name(c)) for c in compiled_euler.columns
-             if c not in SIMLIN_UNRECORDED]
+    pairs = [(c, simlin_name(c)) for c in compiled_euler.columns if c not in SIMLIN_UNRECORDED]
     missing = [mine for mine, theirs in pairs if theirs not in ref.columns]
     assert not missing, f"no pysimlin column for {missing}"
     unmatched = set(ref.columns) - {theirs for _, theirs in pairs}

@@ -33,7 +33,9 @@ SMALL = vensim(
     "Deposit Start Time = 10 ~ Month [0, 40] ~ When a policy starts.",
     "Deposit End Time = 20 ~ Month [0, 40] ~ When it ends.",
     "GMV = Active Buyers * 5 ~ USD/Month ~ Sales.",
-    final_time=40, control_limits=True, control_comments=True,
+    final_time=40,
+    control_limits=True,
+    control_comments=True,
 )
 
 
@@ -48,10 +50,19 @@ def logistic(t, r=0.2, k=1000.0, y0=10.0):
 
 def test_builtins_are_listed_and_described():
     names = scenarios.list()
-    for required in ("baseline", "wish_deposit", "ezbuy_stagnation",
-                     "ezbuy_early_transformation", "ezbuy_late_transformation", "amazon_prime",
-                     "ebay_qualification", "launch_ad_burn", "penalty_overreach",
-                     "market_mismatch", "competitor_entry"):
+    for required in (
+        "baseline",
+        "wish_deposit",
+        "ezbuy_stagnation",
+        "ezbuy_early_transformation",
+        "ezbuy_late_transformation",
+        "amazon_prime",
+        "ebay_qualification",
+        "launch_ad_burn",
+        "penalty_overreach",
+        "market_mismatch",
+        "competitor_entry",
+    ):
         assert required in names
     described = scenarios.describe()
     assert all(described[n] for n in names), "every built-in has a one-line description"
@@ -81,16 +92,28 @@ def test_policy_switches_exactly_at_its_times(small):
     # a discontinuity: halving the step must (about) halve their distance to the adaptive run.
     exact = fw.run_scenario(sc, rtol=1e-10, atol=1e-10)["Active Buyers"]
     for method in ("euler", "rk4"):
-        errors = [np.max(np.abs(fw.run_scenario(sc, method=method, time_step=dt)["Active Buyers"]
-                                - exact) / exact) for dt in (0.125, 0.0625)]
+        errors = [
+            np.max(
+                np.abs(fw.run_scenario(sc, method=method, time_step=dt)["Active Buyers"] - exact)
+                / exact
+            )
+            for dt in (0.125, 0.0625)
+        ]
         assert errors[0] < 0.03 and errors[1] < 0.6 * errors[0], (method, errors)
 
 
 def test_round_trip_through_toml_gives_the_same_run(small, tmp_path):
-    sc = Scenario("trip", "A round trip.",
-                  params={"Growth Rate": 0.25, "Ad Budget": Policy(300, 5, 15),
-                          "Cost Per Buyer": pd.Series([10.0, 20.0, 20.0], index=[0.0, 20.0, 40.0])},
-                  model=str(small), events=(("launch", 0.0, 5.0),))
+    sc = Scenario(
+        "trip",
+        "A round trip.",
+        params={
+            "Growth Rate": 0.25,
+            "Ad Budget": Policy(300, 5, 15),
+            "Cost Per Buyer": pd.Series([10.0, 20.0, 20.0], index=[0.0, 20.0, 40.0]),
+        },
+        model=str(small),
+        events=(("launch", 0.0, 5.0),),
+    )
     path = sc.save(tmp_path / "trip.toml")
     back = scenarios.load_file(path)
     assert back.name == sc.name and back.description == sc.description
@@ -127,16 +150,21 @@ def test_file_with_policy_ending_before_start(small, tmp_path):
 
 
 def test_file_with_model_end_time_before_start_time(small, tmp_path):
-    path = _write(tmp_path, small, '[params]\n"Deposit Start Time" = 30\n"Deposit End Time" = 12\n')
+    path = _write(
+        tmp_path, small, '[params]\n"Deposit Start Time" = 30\n"Deposit End Time" = 12\n'
+    )
     with pytest.raises(ParameterError, match=r"bad\.toml.*Deposit End Time.*before"):
         scenarios.get(path)
 
 
-@pytest.mark.parametrize("body, expected", [
-    ('[params]\n"Growth Rate" = "fast"\n', "expected a number"),
-    ('[params\n', "not valid TOML"),
-    ('colour = "red"\n', "unknown top-level key"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ('[params]\n"Growth Rate" = "fast"\n', "expected a number"),
+        ("[params\n", "not valid TOML"),
+        ('colour = "red"\n', "unknown top-level key"),
+    ],
+)
 def test_malformed_files(small, tmp_path, body, expected):
     with pytest.raises(ParameterError, match=expected):
         scenarios.get(_write(tmp_path, small, body))
@@ -147,7 +175,9 @@ def test_nothing_runs_half_configured(small, tmp_path, monkeypatch):
     calls = []
     compare_module = importlib.import_module("flywheel_sd.scenarios.compare")
     real = compare_module.simulate
-    monkeypatch.setattr(compare_module, "simulate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        compare_module, "simulate", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     good = Scenario("good", model=str(small))
     with pytest.raises(ParameterError):
         fw.compare([good, _write(tmp_path, small, '[params]\n"Nope" = 1\n')])
@@ -160,9 +190,13 @@ def test_compare_dataset_and_metrics_table(small):
     base = Scenario("base", params={"Growth Rate": 0.2}, model=str(small))
     faster = Scenario("faster", params={"Growth Rate": 0.3}, model=str(small))
     ran = []
-    ds = fw.compare([base, faster], metrics=["final_active_buyers", "peak_active_buyers_time",
-                                             "cumulative_gmv"], on_run=ran.append,
-                    rtol=1e-9, atol=1e-9)
+    ds = fw.compare(
+        [base, faster],
+        metrics=["final_active_buyers", "peak_active_buyers_time", "cumulative_gmv"],
+        on_run=ran.append,
+        rtol=1e-9,
+        atol=1e-9,
+    )
     assert ran == ["base", "faster"]
     assert set(ds.dims) >= {"scenario", "time"}
     assert list(ds["scenario"].values) == ["base", "faster"]
@@ -174,7 +208,9 @@ def test_compare_dataset_and_metrics_table(small):
     t = ds["time"].values
     fast = logistic(t, r=0.3)
     expected_gmv = np.trapezoid(5 * fast, t) if hasattr(np, "trapezoid") else np.trapz(5 * fast, t)
-    assert table.loc[("faster", "cumulative_gmv"), "value"] == pytest.approx(expected_gmv, rel=1e-6)
+    assert table.loc[("faster", "cumulative_gmv"), "value"] == pytest.approx(
+        expected_gmv, rel=1e-6
+    )
     base_gmv = table.loc[("base", "cumulative_gmv"), "value"]
     pct = table.loc[("faster", "cumulative_gmv"), "diff_pct"]
     assert pct == pytest.approx((expected_gmv - base_gmv) / base_gmv * 100, rel=1e-6)
@@ -183,12 +219,16 @@ def test_compare_dataset_and_metrics_table(small):
 
 
 def test_user_metric_and_recovery_metric(small):
-    metrics.register("half_market_time",
-                     lambda ds: ds["time"].where(ds["Active Buyers"] >= 500).min("time"),
-                     description="first month with half the market", replace=True)
+    metrics.register(
+        "half_market_time",
+        lambda ds: ds["time"].where(ds["Active Buyers"] >= 500).min("time"),
+        description="first month with half the market",
+        replace=True,
+    )
     base = Scenario("base", model=str(small))
-    ds = fw.compare([base, base.derive("fast", **{"Growth Rate": 0.4})],
-                    metrics=["half_market_time"])
+    ds = fw.compare(
+        [base, base.derive("fast", **{"Growth Rate": 0.4})], metrics=["half_market_time"]
+    )
     table = ds.flywheel.metrics
     # Logistic: K/2 is reached at t = ln(K/y0 - 1)/r, rounded up to the saved month.
     for name, r in (("base", 0.2), ("fast", 0.4)):
@@ -199,9 +239,14 @@ def test_months_to_recover_counts_from_the_policy_start():
     t = np.arange(0.0, 21.0)
     ref = np.full_like(t, 100.0)
     dip = np.where((t >= 5) & (t < 12), 80.0, 100.0)
-    ds = xr.Dataset({"Active Sellers": (("scenario", "time"), np.vstack([ref, dip]))},
-                    coords={"time": t, "scenario": ["ref", "dip"],
-                            "policy_start": ("scenario", [np.nan, 5.0])})
+    ds = xr.Dataset(
+        {"Active Sellers": (("scenario", "time"), np.vstack([ref, dip]))},
+        coords={
+            "time": t,
+            "scenario": ["ref", "dip"],
+            "policy_start": ("scenario", [np.nan, 5.0]),
+        },
+    )
     value = metrics.get("months_to_recover")(ds, ds.isel(scenario=0))
     # Below 95% from month 5 to 11; back at month 12: 7 months after the start.
     assert float(value.sel(scenario="dip")) == 7.0
@@ -215,8 +260,10 @@ def test_unknown_metric_lists_valid():
 
 def test_plots_write_nonempty_files(small, tmp_path):
     base = Scenario("base", model=str(small))
-    ds = fw.compare([base, base.derive("ads", **{"Ad Budget": Policy(400, 5, 15)})],
-                    metrics=["final_active_buyers", "cumulative_gmv"])
+    ds = fw.compare(
+        [base, base.derive("ads", **{"Ad Budget": Policy(400, 5, 15)})],
+        metrics=["final_active_buyers", "cumulative_gmv"],
+    )
     for suffix in ("png", "svg"):
         fig = plot_comparison(ds, tmp_path / f"cmp.{suffix}")
         assert (tmp_path / f"cmp.{suffix}").stat().st_size > 1000
@@ -229,10 +276,15 @@ def test_critical_mass_two_fates(small):
     """With a market that decays without ads, a long enough push crosses critical mass."""
     text = SMALL.replace(
         "Growth Rate * Active Buyers * (1 - Active Buyers / Market)",
-        "Growth Rate * Active Buyers * (Active Buyers / Threshold - 1) * (1 - Active Buyers / Market)"
-    ).replace("Ad Budget / Cost Per Buyer", "IF THEN ELSE(Time < Ad Stop Time, Ad Budget / Cost Per Buyer, 0)")
-    text += ("Threshold = 200\n\t~\tBuyer [1, 1000]\n\t~\tAllee threshold.\n\t|\n"
-             "Ad Stop Time = 10\n\t~\tMonth [0, 40]\n\t~\tWhen ads stop.\n\t|\n")
+        "Growth Rate * Active Buyers * (Active Buyers / Threshold - 1) * (1 - Active Buyers / Market)",
+    ).replace(
+        "Ad Budget / Cost Per Buyer",
+        "IF THEN ELSE(Time < Ad Stop Time, Ad Budget / Cost Per Buyer, 0)",
+    )
+    text += (
+        "Threshold = 200\n\t~\tBuyer [1, 1000]\n\t~\tAllee threshold.\n\t|\n"
+        "Ad Stop Time = 10\n\t~\tMonth [0, 40]\n\t~\tWhen ads stop.\n\t|\n"
+    )
     path = small.parent / "allee.mdl"
     path.write_text(text)
     sc = Scenario("allee", params={"Ad Budget": 300}, model=str(path))
@@ -243,10 +295,12 @@ def test_critical_mass_two_fates(small):
     assert lo < found.threshold < hi and hi - lo <= 0.01
     # Closed form of the push: buyers pass the Allee threshold (200) only if the push
     # lasts long enough; the fates just below and above the bracket differ.
-    pd.testing.assert_frame_equal(found.decaying_run,
-                                  fw.run_scenario(sc, params={"Ad Stop Time": lo}))
-    pd.testing.assert_frame_equal(found.growing_run,
-                                  fw.run_scenario(sc, params={"Ad Stop Time": hi}))
+    pd.testing.assert_frame_equal(
+        found.decaying_run, fw.run_scenario(sc, params={"Ad Stop Time": lo})
+    )
+    pd.testing.assert_frame_equal(
+        found.growing_run, fw.run_scenario(sc, params={"Ad Stop Time": hi})
+    )
     below = fw.run_scenario(sc, params={"Ad Stop Time": lo - 0.5})
     above = fw.run_scenario(sc, params={"Ad Stop Time": hi + 0.5})
     assert below["Active Buyers"].iloc[-1] < below["Active Buyers"].loc[round(lo)]

@@ -17,17 +17,42 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def runs():
     """All built-in seed cases, compared once with baseline first."""
-    names = ["baseline", "wish_deposit", "ezbuy_stagnation", "ezbuy_early_transformation",
-             "ezbuy_late_transformation", "amazon_prime", "ebay_qualification",
-             "penalty_overreach", "market_mismatch", "competitor_entry"]
+    names = [
+        "baseline",
+        "wish_deposit",
+        "ezbuy_stagnation",
+        "ezbuy_early_transformation",
+        "ezbuy_late_transformation",
+        "amazon_prime",
+        "ebay_qualification",
+        "penalty_overreach",
+        "market_mismatch",
+        "competitor_entry",
+    ]
     # Only the variables the signatures read, at a tolerance (1e-4) far below the 2%+
     # margins asserted: recording every output dominates the run time of this model.
-    columns = ["Seller Entry", "Total Active Sellers", "Active Sellers", "Low Quality Seller Share",
-               "Buyer Trust", "Active Buyers", "GMV", "Ad Spend", "Members",
-               "Average Buyer Churn Fraction", "Platform Cash", "Effective Selection",
-               "Conversion Rate", "Platform Choice Share"]
-    return fw.compare(names, metrics=["final_active_buyers", "cumulative_gmv", "min_trust"],
-                      return_columns=columns, **FAST)
+    columns = [
+        "Seller Entry",
+        "Total Active Sellers",
+        "Active Sellers",
+        "Low Quality Seller Share",
+        "Buyer Trust",
+        "Active Buyers",
+        "GMV",
+        "Ad Spend",
+        "Members",
+        "Average Buyer Churn Fraction",
+        "Platform Cash",
+        "Effective Selection",
+        "Conversion Rate",
+        "Platform Choice Share",
+    ]
+    return fw.compare(
+        names,
+        metrics=["final_active_buyers", "cumulative_gmv", "min_trust"],
+        return_columns=columns,
+        **FAST,
+    )
 
 
 FAST = {"rtol": 1e-4, "atol": 1e-3}
@@ -53,8 +78,9 @@ def test_wish_deposit(runs):
     share_b = series(runs, base, "Low Quality Seller Share")
     share_w = series(runs, wish, "Low Quality Seller Share")
     assert share_w[74] < share_b[74]
-    trust_diff = window(series(runs, wish, "Buyer Trust") - series(runs, base, "Buyer Trust"),
-                        60, 121)
+    trust_diff = window(
+        series(runs, wish, "Buyer Trust") - series(runs, base, "Buyer Trust"), 60, 121
+    )
     assert trust_diff.min() >= -1e-3
     # Entry recovers within a few months (six) of the removal, to 80% of baseline's.
     assert entry_w[80] >= 0.8 * entry_b[80]
@@ -89,7 +115,9 @@ def test_amazon_prime(runs):
     churn_base = series(runs, "baseline", "Average Buyer Churn Fraction")
     assert churn[120] < churn_base[120], "buyer churn falls"
     for variable in ("Active Buyers", "Total Active Sellers", "GMV", "Platform Cash"):
-        assert series(runs, "amazon_prime", variable)[120] > series(runs, "baseline", variable)[120], variable
+        assert (
+            series(runs, "amazon_prime", variable)[120] > series(runs, "baseline", variable)[120]
+        ), variable
 
 
 def test_ebay_qualification(runs):
@@ -97,19 +125,29 @@ def test_ebay_qualification(runs):
     base = series(runs, "baseline", "Total Active Sellers")
     # A short-term dip: within a year of the change sellers fall at least 2% below baseline.
     assert (window(sellers / base, 60, 72) < 0.98).any()
-    assert series(runs, "ebay_qualification", "Buyer Trust")[120] > series(runs, "baseline", "Buyer Trust")[120]
-    assert (series(runs, "ebay_qualification", "Low Quality Seller Share")[120]
-            < series(runs, "baseline", "Low Quality Seller Share")[120])
+    assert (
+        series(runs, "ebay_qualification", "Buyer Trust")[120]
+        > series(runs, "baseline", "Buyer Trust")[120]
+    )
+    assert (
+        series(runs, "ebay_qualification", "Low Quality Seller Share")[120]
+        < series(runs, "baseline", "Low Quality Seller Share")[120]
+    )
     # Higher quality, lower volume: GMV lower or equal (1% slack), but no collapse (>= 70%).
     ratio = series(runs, "ebay_qualification", "GMV")[120] / series(runs, "baseline", "GMV")[120]
     assert 0.7 <= ratio <= 1.01
 
 
 def test_penalty_overreach(runs):
-    for variable, at_most in (("Total Active Sellers", 0.8), ("Effective Selection", 0.9),
-                              ("Active Buyers", 0.95)):
-        ratio = (series(runs, "penalty_overreach", variable)[120]
-                 / series(runs, "baseline", variable)[120])
+    for variable, at_most in (
+        ("Total Active Sellers", 0.8),
+        ("Effective Selection", 0.9),
+        ("Active Buyers", 0.95),
+    ):
+        ratio = (
+            series(runs, "penalty_overreach", variable)[120]
+            / series(runs, "baseline", variable)[120]
+        )
         assert ratio <= at_most, (variable, ratio)
 
 
@@ -124,13 +162,23 @@ def test_competitor_entry(runs):
     share = series(runs, "competitor_entry", "Platform Choice Share")
     share_base = series(runs, "baseline", "Platform Choice Share")
     assert share[120] < 0.9 * share_base[120], "share is lost"
-    assert series(runs, "competitor_entry", "Active Buyers")[120] < series(runs, "baseline", "Active Buyers")[120]
+    assert (
+        series(runs, "competitor_entry", "Active Buyers")[120]
+        < series(runs, "baseline", "Active Buyers")[120]
+    )
 
 
 def test_launch_ad_burn_has_two_fates():
     """Past critical mass the platform keeps growing after the ads stop; below it, it decays."""
-    found = fw.critical_mass("Ad Budget", 0, 1_000_000, scenario="launch_ad_burn",
-                             tol=20_000, return_columns=["Active Buyers"], **FAST)
+    found = fw.critical_mass(
+        "Ad Budget",
+        0,
+        1_000_000,
+        scenario="launch_ad_burn",
+        tol=20_000,
+        return_columns=["Active Buyers"],
+        **FAST,
+    )
     low, high = found.bracket
     assert low < found.threshold < high and high - low <= 20_000
     stop = fw.scenarios.get("launch_ad_burn").params["Ad Stop Time"]
@@ -143,5 +191,6 @@ def test_launch_ad_burn_has_two_fates():
 def test_comparison_metrics_are_against_baseline(runs):
     table = runs.flywheel.metrics
     assert np.all(table.xs("baseline", level="scenario")["diff"] == 0)
-    assert (table.xs("market_mismatch", level="scenario").loc["final_active_buyers", "diff_pct"]
-            < -50)
+    assert (
+        table.xs("market_mismatch", level="scenario").loc["final_active_buyers", "diff_pct"] < -50
+    )

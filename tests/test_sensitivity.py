@@ -16,7 +16,11 @@ ADDITIVE = vensim(
     "Stock = INTEG(A + 2 * B, 0) ~ units",
     "A = 0.5 ~ units/Time [0, 1]",
     "B = 0.5 ~ units/Time [0, 1]",
-    final_time=1, time_step=0.25, saveper=0.25, time_units="Time", control_limits=True,
+    final_time=1,
+    time_step=0.25,
+    saveper=0.25,
+    time_units="Time",
+    control_limits=True,
 )
 
 
@@ -31,8 +35,7 @@ def additive(write_mdl):
 
 def test_sobol_indices_of_an_additive_model(additive):
     design = designs.saltelli(["A", "B"], 256, seed=3, model=additive)
-    ds = fw.sweep(additive, design, metrics={"final": final_stock}, method="euler",
-                  progress=False)
+    ds = fw.sweep(additive, design, metrics={"final": final_stock}, method="euler", progress=False)
     table = fw.sensitivity(ds, "final", seed=1)
     assert list(table.columns) == ["S1", "S1_conf", "ST", "ST_conf"]
     np.testing.assert_allclose(table["S1"], [0.2, 0.8], atol=0.05)
@@ -49,8 +52,13 @@ def test_morris_indices_of_an_additive_model(additive):
 
 
 def test_sensitivity_needs_the_right_design(additive):
-    ds = fw.sweep(additive, designs.lhs(["A", "B"], 8, seed=0, model=additive),
-                  metrics={"final": final_stock}, method="euler", progress=False)
+    ds = fw.sweep(
+        additive,
+        designs.lhs(["A", "B"], 8, seed=0, model=additive),
+        metrics={"final": final_stock},
+        method="euler",
+        progress=False,
+    )
     with pytest.raises(ParameterError, match="needs a saltelli design"):
         fw.sensitivity(ds, "final")
     with pytest.raises(ParameterError, match="needs a morris design"):
@@ -59,8 +67,7 @@ def test_sensitivity_needs_the_right_design(additive):
 
 def test_sensitivity_refuses_failed_runs(additive):
     design = designs.saltelli(["A", "B"], 8, seed=3, model=additive)
-    ds = fw.sweep(additive, design, metrics={"final": final_stock}, method="euler",
-                  progress=False)
+    ds = fw.sweep(additive, design, metrics={"final": final_stock}, method="euler", progress=False)
     ds["final"][3] = np.nan
     with pytest.raises(ParameterError, match="not finite for 1 of 32 runs"):
         fw.sensitivity(ds, "final")
@@ -68,8 +75,7 @@ def test_sensitivity_refuses_failed_runs(additive):
 
 def test_tornado_chart_of_one_at_a_time_ranges(additive, tmp_path):
     design = designs.oat(["A", "B"], model=additive)
-    ds = fw.sweep(additive, design, metrics={"final": final_stock}, method="euler",
-                  progress=False)
+    ds = fw.sweep(additive, design, metrics={"final": final_stock}, method="euler", progress=False)
     np.testing.assert_allclose(ds["final"].values, [1.5, 1.0, 2.0, 0.5, 2.5])
     path = tmp_path / "charts" / "tornado.png"
     fig = fw.tornado_chart(ds, "final", path)
@@ -80,8 +86,13 @@ def test_tornado_chart_of_one_at_a_time_ranges(additive, tmp_path):
 
 
 def test_fan_chart_of_a_sweep_output(additive, tmp_path):
-    ds = fw.sweep(additive, designs.lhs(["A", "B"], 30, seed=0, model=additive),
-                  outputs=["Stock"], method="euler", progress=False)
+    ds = fw.sweep(
+        additive,
+        designs.lhs(["A", "B"], 30, seed=0, model=additive),
+        outputs=["Stock"],
+        method="euler",
+        progress=False,
+    )
     path = tmp_path / "fan.png"
     fig = fw.fan_chart(ds, "Stock", path, percentiles=(10, 50, 90))
     assert path.stat().st_size > 1000

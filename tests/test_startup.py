@@ -21,10 +21,13 @@ MODEL_STACK = ["pysd", "scipy", "xarray", "pandas"]
 
 def imported_after(code: str) -> set[str]:
     """The top-level packages in sys.modules after running `code` in a fresh interpreter."""
-    probe = (f"import sys\n{code}\nimport json\n"
-             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120, check=False)
+    probe = (
+        f"import sys\n{code}\nimport json\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     return set(json.loads(proc.stdout.strip().splitlines()[-1]))
 
@@ -36,15 +39,22 @@ def test_import_flywheel_sd_is_light():
 
 @pytest.mark.parametrize("argv", [["--help"], ["sweep", "--help"], ["--version"]])
 def test_flywheel_help_is_light(argv):
-    code = ("import contextlib, io\nfrom flywheel_sd.cli import main\n"
-            f"with contextlib.redirect_stdout(io.StringIO()):\n    assert main({argv!r}) == 0")
+    code = (
+        "import contextlib, io\nfrom flywheel_sd.cli import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    assert main({argv!r}) == 0"
+    )
     loaded = imported_after(code)
     assert loaded.isdisjoint(OPTIONAL + MODEL_STACK), sorted(loaded & {*OPTIONAL, *MODEL_STACK})
 
 
 def test_python_dash_m_help_works():
-    proc = subprocess.run([sys.executable, "-m", "flywheel_sd", "--help"], capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flywheel_sd", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0 and "SUBCOMMAND" in proc.stdout
 
 

@@ -17,5 +17,13 @@ from ._app import COMMANDS, build_parser, main
 from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from .describe import read_loops
 
-__all__ = ["COMMANDS", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageError", "build_parser",
-           "main", "read_loops"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageError",
+    "build_parser",
+    "main",
+    "read_loops",
+]

@@ -16,8 +16,9 @@ from . import compare, describe, run, sweep
 from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, SweepFailed, UsageError
 from ._options import Option, add_common, add_group, number, option, param_range, positive_int
 
-DESCRIPTION = ("The ``flywheel`` command: run, compare, sweep and describe flywheel models "
-               "from a shell.")
+DESCRIPTION = (
+    "The ``flywheel`` command: run, compare, sweep and describe flywheel models from a shell."
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,105 +35,191 @@ class Command:
     options: tuple[Option, ...] = ()
 
 
-_SCENARIO_AROUND = ("scenario to {} around (default: baseline, or the --model file's own "
-                    "parameters)")
+_SCENARIO_AROUND = (
+    "scenario to {} around (default: baseline, or the --model file's own parameters)"
+)
 
 COMMANDS = (
     Command(
-        "run", "run one scenario",
+        "run",
+        "run one scenario",
         "Run one scenario (default: baseline, or the --model file's own parameters) and "
         "print a summary of its stocks.",
-        run.cmd_run, ("simulation", "set"),
-        (option("scenario", nargs="?", help="scenario name or .toml file"),
-         option("--columns", nargs="+", metavar="NAME",
-                help="variables to report and save (default: all)"),
-         option("--out", metavar="PATH", help="save the run: results.csv or results.nc"),
-         option("--plot", metavar="PATH", help="save a figure (.png, .svg, .pdf)"))),
+        run.cmd_run,
+        ("simulation", "set"),
+        (
+            option("scenario", nargs="?", help="scenario name or .toml file"),
+            option(
+                "--columns",
+                nargs="+",
+                metavar="NAME",
+                help="variables to report and save (default: all)",
+            ),
+            option("--out", metavar="PATH", help="save the run: results.csv or results.nc"),
+            option("--plot", metavar="PATH", help="save a figure (.png, .svg, .pdf)"),
+        ),
+    ),
     Command(
-        "scenarios", "list the scenarios",
+        "scenarios",
+        "list the scenarios",
         "List the built-in scenarios (and those in $FLYWHEEL_SD_SCENARIOS) with one-line "
         "descriptions.",
-        describe.cmd_scenarios),
+        describe.cmd_scenarios,
+    ),
     Command(
-        "compare", "compare scenarios with metrics",
-        "Run scenarios side by side; print each metric and its change from the first "
-        "scenario.",
-        compare.cmd_compare, ("simulation", "set"),
-        (option("scenarios", nargs="+", metavar="SCENARIO", help="scenario names or files"),
-         option("--metrics", nargs="+", metavar="NAME",
-                help="metrics to report (default: all that apply)"),
-         option("--plot", metavar="PATH", help="save the small-multiples comparison"),
-         option("--metrics-plot", metavar="PATH", help="save a bar chart of the metrics"),
-         option("--out", metavar="PATH",
-                help="save the metrics table (.csv) or the whole comparison (.nc)"))),
+        "compare",
+        "compare scenarios with metrics",
+        "Run scenarios side by side; print each metric and its change from the first scenario.",
+        compare.cmd_compare,
+        ("simulation", "set"),
+        (
+            option("scenarios", nargs="+", metavar="SCENARIO", help="scenario names or files"),
+            option(
+                "--metrics",
+                nargs="+",
+                metavar="NAME",
+                help="metrics to report (default: all that apply)",
+            ),
+            option("--plot", metavar="PATH", help="save the small-multiples comparison"),
+            option("--metrics-plot", metavar="PATH", help="save a bar chart of the metrics"),
+            option(
+                "--out",
+                metavar="PATH",
+                help="save the metrics table (.csv) or the whole comparison (.nc)",
+            ),
+        ),
+    ),
     Command(
-        "sweep", "run a parameter sweep",
+        "sweep",
+        "run a parameter sweep",
         "Sample parameters with a design and run every set, writing results chunk by chunk "
         "to a store.",
-        sweep.cmd_sweep, ("simulation", "design", "set", "executor"),
-        (option("--scenario", help=_SCENARIO_AROUND.format("sweep")),
-         option("--outputs", nargs="+", metavar="NAME",
+        sweep.cmd_sweep,
+        ("simulation", "design", "set", "executor"),
+        (
+            option("--scenario", help=_SCENARIO_AROUND.format("sweep")),
+            option(
+                "--outputs",
+                nargs="+",
+                metavar="NAME",
                 help="variables whose time series to keep (default: the stocks, or none "
-                     "with --metrics)"),
-         option("--metrics", nargs="+", metavar="NAME",
-                help="scalar metrics per run (see 'flywheel compare --help')"),
-         option("--chunk-size", type=positive_int, metavar="N", help="runs per chunk"),
-         option("--store", metavar="PATH",
+                "with --metrics)",
+            ),
+            option(
+                "--metrics",
+                nargs="+",
+                metavar="NAME",
+                help="scalar metrics per run (see 'flywheel compare --help')",
+            ),
+            option("--chunk-size", type=positive_int, metavar="N", help="runs per chunk"),
+            option(
+                "--store",
+                metavar="PATH",
                 help="save results chunk by chunk: out.zarr (a folder), or out.nc (written "
-                     "when the sweep completes; chunks kept in out.nc.parts/ until then)"),
-         option("--resume", action="store_true",
-                help="continue an interrupted sweep in --store, computing only the missing "
-                     "chunks"))),
+                "when the sweep completes; chunks kept in out.nc.parts/ until then)",
+            ),
+            option(
+                "--resume",
+                action="store_true",
+                help="continue an interrupted sweep in --store, computing only the missing chunks",
+            ),
+        ),
+    ),
     Command(
-        "sensitivity", "Sobol or Morris indices of a metric",
+        "sensitivity",
+        "Sobol or Morris indices of a metric",
         "Sensitivity indices of a scalar metric to parameters.",
-        sweep.cmd_sensitivity, ("solver", "set", "executor"),
-        (option("--param", action="append", required=True, metavar="NAME[=LOW:HIGH]",
+        sweep.cmd_sensitivity,
+        ("solver", "set", "executor"),
+        (
+            option(
+                "--param",
+                action="append",
+                required=True,
+                metavar="NAME[=LOW:HIGH]",
                 type=param_range,
-                help="a parameter and its range (default: its documented range); repeat "
-                     "for each"),
-         option("--metric", required=True, help="a metric name (see 'flywheel compare')"),
-         option("--method", dest="analysis", choices=("sobol", "morris"), default="sobol",
-                help="the analysis (default: sobol)"),
-         option("--n", type=positive_int,
+                help="a parameter and its range (default: its documented range); repeat for each",
+            ),
+            option("--metric", required=True, help="a metric name (see 'flywheel compare')"),
+            option(
+                "--method",
+                dest="analysis",
+                choices=("sobol", "morris"),
+                default="sobol",
+                help="the analysis (default: sobol)",
+            ),
+            option(
+                "--n",
+                type=positive_int,
                 help="Sobol: base sample size, a power of two (default 64; runs = n * "
-                     "(parameters + 2)); Morris: trajectories (default 10; runs = n * "
-                     "(parameters + 1))"),
-         option("--seed", type=int, default=0, help="random seed (default 0)"),
-         option("--scenario", help=_SCENARIO_AROUND.format("analyse")),
-         option("--plot", metavar="PATH", help="save a bar chart of the indices"))),
+                "(parameters + 2)); Morris: trajectories (default 10; runs = n * "
+                "(parameters + 1))",
+            ),
+            option("--seed", type=int, default=0, help="random seed (default 0)"),
+            option("--scenario", help=_SCENARIO_AROUND.format("analyse")),
+            option("--plot", metavar="PATH", help="save a bar chart of the indices"),
+        ),
+    ),
     Command(
-        "critical-mass", "find a launch's critical mass by bisection",
-        "The smallest value of a lever at which the platform keeps growing after the push "
-        "stops.",
-        compare.cmd_critical_mass, ("simulation",),
-        (option("--lever", required=True, help="the lever, e.g. 'Ad Budget'"),
-         option("--low", type=number, required=True, help="lower end of the bracket"),
-         option("--high", type=number, required=True, help="upper end of the bracket"),
-         option("--scenario", default="launch_ad_burn",
-                help="scenario to start from (default: launch_ad_burn)"),
-         option("--variable", default="Active Buyers",
-                help="what must keep growing (default: Active Buyers)"),
-         option("--push-end", default="Ad Stop Time",
+        "critical-mass",
+        "find a launch's critical mass by bisection",
+        "The smallest value of a lever at which the platform keeps growing after the push stops.",
+        compare.cmd_critical_mass,
+        ("simulation",),
+        (
+            option("--lever", required=True, help="the lever, e.g. 'Ad Budget'"),
+            option("--low", type=number, required=True, help="lower end of the bracket"),
+            option("--high", type=number, required=True, help="upper end of the bracket"),
+            option(
+                "--scenario",
+                default="launch_ad_burn",
+                help="scenario to start from (default: launch_ad_burn)",
+            ),
+            option(
+                "--variable",
+                default="Active Buyers",
+                help="what must keep growing (default: Active Buyers)",
+            ),
+            option(
+                "--push-end",
+                default="Ad Stop Time",
                 help="when the push ends: a time, or the parameter that holds it (default: "
-                     "Ad Stop Time)"),
-         option("--tol", type=number,
-                help="bracket width to stop at (default: (high - low) / 1000)"),
-         option("--max-runs", type=positive_int, default=40,
-                help="most runs to spend (default 40)"))),
+                "Ad Stop Time)",
+            ),
+            option(
+                "--tol",
+                type=number,
+                help="bracket width to stop at (default: (high - low) / 1000)",
+            ),
+            option(
+                "--max-runs", type=positive_int, default=40, help="most runs to spend (default 40)"
+            ),
+        ),
+    ),
     Command(
-        "describe", "stocks, loops and levers",
+        "describe",
+        "stocks, loops and levers",
         "The model's stocks, feedback loops (from <model>.loops.toml beside the model, if "
         "any) and levers with their ranges and units.",
-        describe.cmd_describe),
+        describe.cmd_describe,
+    ),
     Command(
-        "diagram", "draw the model's structure",
+        "diagram",
+        "draw the model's structure",
         "Draw the model's stock-and-flow structure to a file.",
-        describe.cmd_diagram, (),
-        (option("--out", required=True, metavar="PATH", help="figure file (.png, .svg)"),
-         option("--views", nargs="+", metavar="VIEW",
-                help="draw only these views of the sketch (default: all)"),
-         option("--dpi", type=positive_int, help="resolution of a raster figure"))),
+        describe.cmd_diagram,
+        (),
+        (
+            option("--out", required=True, metavar="PATH", help="figure file (.png, .svg)"),
+            option(
+                "--views",
+                nargs="+",
+                metavar="VIEW",
+                help="draw only these views of the sketch (default: all)",
+            ),
+            option("--dpi", type=positive_int, help="resolution of a raster figure"),
+        ),
+    ),
 )
 
 
@@ -147,12 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``flywheel`` command."""
     from .. import __version__
 
-    parser = _Parser(prog=PROG, description=DESCRIPTION,
-                     epilog="Run 'flywheel SUBCOMMAND --help' for a subcommand's options.")
+    parser = _Parser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog="Run 'flywheel SUBCOMMAND --help' for a subcommand's options.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_common(parser, top=True)
-    sub = parser.add_subparsers(title="subcommands", dest="command", metavar="SUBCOMMAND",
-                                required=True)
+    sub = parser.add_subparsers(
+        title="subcommands", dest="command", metavar="SUBCOMMAND", required=True
+    )
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.description)
         add_common(p, top=False)
@@ -212,8 +303,9 @@ def _classify(err: BaseException) -> tuple[int, str]:
         return EXIT_USAGE, f"no such file: {err.filename or text}"
     if isinstance(err, OSError):
         return EXIT_FAILED, f"{type(err).__name__}: {text}"
-    return EXIT_FAILED, (f"failed: {type(err).__name__}: {text}"
-                         " (rerun with --debug for the traceback)")
+    return EXIT_FAILED, (
+        f"failed: {type(err).__name__}: {text} (rerun with --debug for the traceback)"
+    )
 
 
 def _fail(message: str, debug: bool) -> None:

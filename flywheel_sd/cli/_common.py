@@ -31,8 +31,9 @@ class SweepFailed(Exception):
 # -- files named on the command line -------------------------------------------------------
 # Every output path is checked before any run, so that a typo does not lose the results of a
 # long run: its suffix, and that its folder exists or can be made and is writable.
-def check_suffix(path: str | None, allowed: Sequence[str], option: str,
-                 folder: bool = False) -> Path | None:
+def check_suffix(
+    path: str | None, allowed: Sequence[str], option: str, folder: bool = False
+) -> Path | None:
     """`path` (the value of `option`) as a Path, if it ends in one of `allowed` and can be
     written (`folder`: the output is a folder, e.g. a Zarr store)."""
     if path is None:
@@ -58,6 +59,7 @@ def check_writable(out: Path, option: str, folder: bool = False) -> None:
     """Refuse `out` in one line unless it can be written: not under a regular file, in a
     folder that exists or can be made and is writable; an existing `out` must be a file
     (a folder if `folder`) this user may replace. Nothing is created."""
+
     def refuse(why: str):
         raise UsageError(f"{option} {out}: {why}")
 
@@ -106,8 +108,9 @@ def scenario_for(args, name: str | None):
     if name is None:
         if model is None:
             return scenarios.get("baseline")
-        return Scenario(name=model.stem, description="the model's own parameters",
-                        model=str(model))
+        return Scenario(
+            name=model.stem, description="the model's own parameters", model=str(model)
+        )
     if model is None:
         return scenarios.get(name)
     if name.endswith(".toml") or Path(name).is_file():
@@ -160,8 +163,14 @@ def progress_bar(args, total: int | None, desc: str):
     from tqdm.auto import tqdm
 
     # disable=None: quiet when stderr is not a terminal.
-    return tqdm(total=total, desc=desc, unit="run", file=sys.stderr, leave=False,
-                disable=True if args.quiet or args.json else None)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="run",
+        file=sys.stderr,
+        leave=False,
+        disable=True if args.quiet or args.json else None,
+    )
 
 
 def units_of(model) -> dict[str, str]:
@@ -221,8 +230,11 @@ def print_table(frame, title: str | None = None, wrap: bool = True) -> None:
     frame = frame.copy()
     for column in frame.columns:  # words read better left-aligned (numbers stay right)
         values = frame[column]
-        if values.dtype == object and values.map(type).eq(str).all() and \
-                values.str.contains(r"[A-Za-z]").any():
+        if (
+            values.dtype == object
+            and values.map(type).eq(str).all()
+            and values.str.contains(r"[A-Za-z]").any()
+        ):
             size = max(frame[column].str.len().max(), len(str(column)))
             frame[column] = frame[column].str.ljust(size)
     print(frame.to_string(float_format=fmt, line_width=width, na_rep="-"))
@@ -249,8 +261,9 @@ def sentence(text: str, limit: int | None = None) -> str:
     """The first informative sentence of a comment, cut to `limit` characters."""
     sentences = [s.strip().rstrip(".") for s in " ".join(text.split()).split(". ")]
     sentences = [s for s in sentences if s]
-    while len(sentences) > 1 and (sentences[0].lower().startswith("stock")
-                                  and len(sentences[0]) < 16):
+    while len(sentences) > 1 and (
+        sentences[0].lower().startswith("stock") and len(sentences[0]) < 16
+    ):
         sentences.pop(0)  # "Stock." or "Stock, 0-1." says less than what follows
     first = sentences[0] if sentences else ""
     return first if limit is None or len(first) <= limit else first[: limit - 3] + "..."

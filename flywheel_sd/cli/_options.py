@@ -69,8 +69,11 @@ def setting(text: str) -> tuple[str, Any]:
     from ..scenarios import Policy
 
     try:
-        policy = Policy(amount, _setting_number(text, start),
-                        _setting_number(text, end) if colon and end.strip() else math.inf)
+        policy = Policy(
+            amount,
+            _setting_number(text, start),
+            _setting_number(text, end) if colon and end.strip() else math.inf,
+        )
     except ParameterError as err:
         raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
     return name, policy
@@ -114,7 +117,8 @@ def param_range(text: str) -> ParamRange:
         levels = int(parts[2]) if len(parts) == 3 else None
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected NAME=LOW:HIGH[:N] with numbers, got {text!r}") from None
+            f"expected NAME=LOW:HIGH[:N] with numbers, got {text!r}"
+        ) from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise argparse.ArgumentTypeError(f"{text!r}: the range is empty; need LOW < HIGH")
     if levels is not None and levels < 2:
@@ -127,28 +131,41 @@ def add_common(parser: argparse.ArgumentParser, top: bool) -> None:
     """--model, --json, --quiet, --debug: accepted before or after the subcommand. Only the
     top-level parser sets their defaults, so a subcommand does not undo them."""
     default = (lambda value: value) if top else (lambda value: argparse.SUPPRESS)
-    parser.add_argument("--model", metavar="PATH", default=default(None),
-                        help="model file (.mdl, .xmile or PySD .py); default: the "
-                             "platform flywheel")
-    parser.add_argument("--json", action="store_true", default=default(False),
-                        help="print results as JSON")
-    parser.add_argument("-q", "--quiet", action="store_true", default=default(False),
-                        help="no progress bar")
-    parser.add_argument("--debug", action="store_true", default=default(False),
-                        help="show tracebacks")
+    parser.add_argument(
+        "--model",
+        metavar="PATH",
+        default=default(None),
+        help="model file (.mdl, .xmile or PySD .py); default: the platform flywheel",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print results as JSON"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="no progress bar"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default(False), help="show tracebacks"
+    )
 
 
 def _simulation(method_flag: str) -> list[Option]:
     return [
-        option(method_flag, dest="method", metavar="M",
-               help="integration method: RK45 (default), RK23, DOP853, LSODA, BDF, Radau, "
-                    "euler, rk4"),
+        option(
+            method_flag,
+            dest="method",
+            metavar="M",
+            help="integration method: RK45 (default), RK23, DOP853, LSODA, BDF, Radau, euler, rk4",
+        ),
         option("--rtol", type=positive_number, help="relative tolerance"),
         option("--atol", type=positive_number, help="absolute tolerance"),
-        option("--final-time", type=number, metavar="T",
-               help="end the run at T instead of FINAL TIME"),
-        option("--range-check", choices=("error", "warn", "off"),
-               help="a parameter outside its documented range: error (default), warn or off"),
+        option(
+            "--final-time", type=number, metavar="T", help="end the run at T instead of FINAL TIME"
+        ),
+        option(
+            "--range-check",
+            choices=("error", "warn", "off"),
+            help="a parameter outside its documented range: error (default), warn or off",
+        ),
     ]
 
 
@@ -158,29 +175,57 @@ GROUPS: dict[str, list[Option]] = {
     # `sensitivity` uses --method for the analysis, so its integration method is --solver.
     "solver": _simulation("--solver"),
     "set": [
-        option("--set", action="append", type=setting, default=[], metavar="NAME=VALUE",
-               help="override a parameter in every run (repeatable); NAME=VALUE@START:END "
-                    "sets it only from START to END"),
+        option(
+            "--set",
+            action="append",
+            type=setting,
+            default=[],
+            metavar="NAME=VALUE",
+            help="override a parameter in every run (repeatable); NAME=VALUE@START:END "
+            "sets it only from START to END",
+        ),
     ],
     "executor": [
-        option("--executor", choices=("ensemble", "processes", "dask"),
-               help="where runs go: ensemble (this process, vectorized; default), processes "
-                    "(a local pool) or dask"),
-        option("--scheduler", metavar="ADDR",
-               help="Dask scheduler address, e.g. tcp://host:8786 (implies --executor "
-                    "dask; without it, dask starts a LocalCluster)"),
-        option("--workers", type=positive_int, metavar="N",
-               help="processes for --executor processes or a local Dask cluster"),
+        option(
+            "--executor",
+            choices=("ensemble", "processes", "dask"),
+            help="where runs go: ensemble (this process, vectorized; default), processes "
+            "(a local pool) or dask",
+        ),
+        option(
+            "--scheduler",
+            metavar="ADDR",
+            help="Dask scheduler address, e.g. tcp://host:8786 (implies --executor "
+            "dask; without it, dask starts a LocalCluster)",
+        ),
+        option(
+            "--workers",
+            type=positive_int,
+            metavar="N",
+            help="processes for --executor processes or a local Dask cluster",
+        ),
     ],
     "design": [
-        option("--param", action="append", required=True, type=param_range,
-               metavar="NAME=LOW:HIGH[:N]",
-               help="a swept parameter (repeatable); LOW:HIGH default to its documented "
-                    "range; N = grid levels"),
-        option("--design", choices=("grid", "lhs", "sobol", "morris", "saltelli"),
-               default="lhs", help="sampling design (default: lhs)"),
-        option("--n", type=positive_int,
-               help="number of samples (grid: levels per parameter unless :N given)"),
+        option(
+            "--param",
+            action="append",
+            required=True,
+            type=param_range,
+            metavar="NAME=LOW:HIGH[:N]",
+            help="a swept parameter (repeatable); LOW:HIGH default to its documented "
+            "range; N = grid levels",
+        ),
+        option(
+            "--design",
+            choices=("grid", "lhs", "sobol", "morris", "saltelli"),
+            default="lhs",
+            help="sampling design (default: lhs)",
+        ),
+        option(
+            "--n",
+            type=positive_int,
+            help="number of samples (grid: levels per parameter unless :N given)",
+        ),
         option("--seed", type=int, default=0, help="random seed (default 0)"),
     ],
 }

@@ -56,9 +56,13 @@ def cmd_compare(args) -> int:
         wrote.append(metrics_plot)
 
     if args.json:
-        print_json({"scenarios": [sc.name for sc in resolved],
-                    "metrics": records(table) if table is not None else [],
-                    "wrote": [str(w) for w in wrote]})
+        print_json(
+            {
+                "scenarios": [sc.name for sc in resolved],
+                "metrics": records(table) if table is not None else [],
+                "wrote": [str(w) for w in wrote],
+            }
+        )
         return EXIT_OK
     if table is not None:
         print_table(_metrics_wide(table))
@@ -83,8 +87,9 @@ def _metrics_wide(table):
     for i, name in enumerate(names):
         wide[name] = values[name].reindex(metrics_order)
         if i:
-            wide[f"{name} %chg"] = [("-" if pd.isna(v) else f"{v:+.1f}%")
-                                    for v in pct[name].reindex(metrics_order)]
+            wide[f"{name} %chg"] = [
+                ("-" if pd.isna(v) else f"{v:+.1f}%") for v in pct[name].reindex(metrics_order)
+            ]
     return wide
 
 
@@ -102,8 +107,11 @@ def cmd_critical_mass(args) -> int:
         push_end: float | str = float(args.push_end)
     except ValueError:
         push_end = args.push_end
-    extra: dict[str, Any] = {"variable": args.variable, "push_end": push_end,
-                             "max_runs": args.max_runs}
+    extra: dict[str, Any] = {
+        "variable": args.variable,
+        "push_end": push_end,
+        "max_runs": args.max_runs,
+    }
     if args.tol is not None:
         extra["tol"] = args.tol
     # The bar's length: the two ends of the bracket, then one run per halving.
@@ -111,11 +119,24 @@ def cmd_critical_mass(args) -> int:
     width = abs(args.high - args.low)
     expected = 2 + (math.ceil(math.log2(width / tol)) if tol and width > tol else 0)
     with progress_bar(args, min(args.max_runs, expected), "critical mass") as bar:
-        found = critical_mass(args.lever, args.low, args.high, scenario=sc,
-                              on_run=lambda _: bar.update(1), **extra, **options)
-    result = {"scenario": sc.name, "lever": found.lever, "threshold": found.threshold,
-              "decays_at": found.bracket[0], "grows_at": found.bracket[1],
-              "runs": found.runs, "criterion": found.criterion}
+        found = critical_mass(
+            args.lever,
+            args.low,
+            args.high,
+            scenario=sc,
+            on_run=lambda _: bar.update(1),
+            **extra,
+            **options,
+        )
+    result = {
+        "scenario": sc.name,
+        "lever": found.lever,
+        "threshold": found.threshold,
+        "decays_at": found.bracket[0],
+        "grows_at": found.bracket[1],
+        "runs": found.runs,
+        "criterion": found.criterion,
+    }
     if args.json:
         print_json(result)
     else:

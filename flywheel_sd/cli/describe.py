@@ -71,16 +71,24 @@ def cmd_describe(args) -> int:
     stocks, loops, levers = _describe(model)
     loops_file = _loops_file(model)
     if args.json:
-        print_json({"model": str(model.path), "stocks": records(stocks),
-                    "loops": loops, "loops_file": str(loops_file) if loops_file else None,
-                    "levers": records(levers)})
+        print_json(
+            {
+                "model": str(model.path),
+                "stocks": records(stocks),
+                "loops": loops,
+                "loops_file": str(loops_file) if loops_file else None,
+                "levers": records(levers),
+            }
+        )
         return EXIT_OK
     for table in (stocks, levers):
         table["meaning"] = table["meaning"].map(lambda text: sentence(text, 72))
     times = model.time_settings()
-    print(f"{model.path.name}: {len(stocks)} stocks, {len(loops)} loops, {len(levers)} levers; "
-          f"t = {times['initial_time']:g} to {times['final_time']:g}, "
-          f"TIME STEP {times['time_step']:g}, SAVEPER {times['saveper']:g}")
+    print(
+        f"{model.path.name}: {len(stocks)} stocks, {len(loops)} loops, {len(levers)} levers; "
+        f"t = {times['initial_time']:g} to {times['final_time']:g}, "
+        f"TIME STEP {times['time_step']:g}, SAVEPER {times['saveper']:g}"
+    )
     print()
     print_table(stocks, "Stocks", wrap=False)
     print()
@@ -108,8 +116,12 @@ def _describe(model):
         return value if isinstance(value, str) else ""
 
     stocks = pd.DataFrame(
-        [{"stock": s, "units": text(s, "Units"), "meaning": sentence(text(s, "Comment"))}
-         for s in model.stocks], columns=["stock", "units", "meaning"]).set_index("stock")
+        [
+            {"stock": s, "units": text(s, "Units"), "meaning": sentence(text(s, "Comment"))}
+            for s in model.stocks
+        ],
+        columns=["stock", "units", "meaning"],
+    ).set_index("stock")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -122,17 +134,28 @@ def _describe(model):
         except Exception:  # noqa: BLE001 - a constant that needs data files, say
             value = None
         if isinstance(value, xr.DataArray):
-            shown = ", ".join(f"{'/'.join(map(str, np.atleast_1d(k)))}={fmt(float(v))}"
-                              for k, v in value.to_series().items())
+            shown = ", ".join(
+                f"{'/'.join(map(str, np.atleast_1d(k)))}={fmt(float(v))}"
+                for k, v in value.to_series().items()
+            )
         elif isinstance(value, (int, float, np.number)):
             shown = fmt(float(value))
         else:
             shown = "" if value is None else str(value)
         low, high = model.ranges.get(name, (math.nan, math.nan))
-        rows.append({"lever": name, "default": shown, "min": low, "max": high,
-                     "units": text(name, "Units"), "meaning": sentence(text(name, "Comment"))})
-    levers = pd.DataFrame(rows, columns=["lever", "default", "min", "max", "units",
-                                         "meaning"]).set_index("lever")
+        rows.append(
+            {
+                "lever": name,
+                "default": shown,
+                "min": low,
+                "max": high,
+                "units": text(name, "Units"),
+                "meaning": sentence(text(name, "Comment")),
+            }
+        )
+    levers = pd.DataFrame(
+        rows, columns=["lever", "default", "min", "max", "units", "meaning"]
+    ).set_index("lever")
     return stocks, read_loops(model), levers
 
 
@@ -168,11 +191,11 @@ def read_loops(model) -> list[dict]:
         raise UsageError(f"{path}: not valid TOML ({' '.join(str(err).split())})") from None
     entries = data.get("loop", data.get("loops"))
     if isinstance(entries, dict):
-        entries = [{"id": key, **value} for key, value in entries.items()
-                   if isinstance(value, dict)]
+        entries = [
+            {"id": key, **value} for key, value in entries.items() if isinstance(value, dict)
+        ]
     if entries is None:
-        entries = [{"id": key, **value} for key, value in data.items()
-                   if isinstance(value, dict)]
+        entries = [{"id": key, **value} for key, value in data.items() if isinstance(value, dict)]
     rows = []
     for entry in entries or []:
         if not isinstance(entry, dict):
@@ -181,13 +204,20 @@ def read_loops(model) -> list[dict]:
         polarity = entry.get("polarity", entry.get("type", ""))
         if not polarity and ident[:1] in "RB":
             polarity = {"R": "reinforcing", "B": "balancing"}[ident[:1]]
-        chain = entry.get("path", entry.get("variables", entry.get("links", entry.get(
-            "chain", ""))))
+        chain = entry.get(
+            "path", entry.get("variables", entry.get("links", entry.get("chain", "")))
+        )
         if isinstance(chain, list):
             chain = " -> ".join(map(str, chain))
-        rows.append({"loop": ident, "name": str(entry.get("name", entry.get("title", ""))),
-                     "polarity": str(polarity), "path": str(chain),
-                     "description": " ".join(str(entry.get("description", "")).split())})
+        rows.append(
+            {
+                "loop": ident,
+                "name": str(entry.get("name", entry.get("title", ""))),
+                "polarity": str(polarity),
+                "path": str(chain),
+                "description": " ".join(str(entry.get("description", "")).split()),
+            }
+        )
     return rows
 
 
@@ -197,8 +227,9 @@ def cmd_diagram(args) -> int:
     try:
         from ..diagram import draw_diagram
     except ImportError as err:
-        raise UsageError("this installation cannot draw diagrams "
-                         f"(flywheel_sd.diagram: {err})") from None
+        raise UsageError(
+            f"this installation cannot draw diagrams (flywheel_sd.diagram: {err})"
+        ) from None
     from ..engine.model import DEFAULT_MODEL
 
     model = model_path(args) or DEFAULT_MODEL

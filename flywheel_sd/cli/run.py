@@ -38,9 +38,12 @@ def cmd_run(args) -> int:
     wrote = []  # files first: a closed pipe on stdout must not lose them
     if out is not None or plot is not None:
         ds = frames_to_dataset([frame], [sc.name])
-        ds.attrs.update(policy_windows=json.dumps({sc.name: sc.windows()}),
-                        method=str(frame.attrs.get("method", "")), model=str(model.path),
-                        model_sha256=model.sha256)
+        ds.attrs.update(
+            policy_windows=json.dumps({sc.name: sc.windows()}),
+            method=str(frame.attrs.get("method", "")),
+            model=str(model.path),
+            model_sha256=model.sha256,
+        )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix.lower() == ".csv":
@@ -54,13 +57,22 @@ def cmd_run(args) -> int:
 
     table = _summary(frame, model, args.columns, units)
     if args.json:
-        print_json({"scenario": sc.name, "model": str(model.path),
-                    "method": frame.attrs.get("method"), "summary": records(table),
-                    "wrote": [str(w) for w in wrote]})
+        print_json(
+            {
+                "scenario": sc.name,
+                "model": str(model.path),
+                "method": frame.attrs.get("method"),
+                "summary": records(table),
+                "wrote": [str(w) for w in wrote],
+            }
+        )
     else:
-        print_table(table, f"{sc.name} on {model.path.name} "
-                           f"({frame.attrs.get('method')}, t = {frame.index[0]:g} to "
-                           f"{frame.index[-1]:g})")
+        print_table(
+            table,
+            f"{sc.name} on {model.path.name} "
+            f"({frame.attrs.get('method')}, t = {frame.index[0]:g} to "
+            f"{frame.index[-1]:g})",
+        )
         print_wrote(wrote)
     return EXIT_OK
 
@@ -75,8 +87,16 @@ def _summary(frame, model, columns, units):
         for col in frame.columns:
             if col == name or str(col).startswith(name + "["):
                 series = pd.to_numeric(frame[col], errors="coerce")
-                rows.append({"variable": col, "units": units.get(name, ""),
-                             "initial": float(series.iloc[0]), "final": float(series.iloc[-1]),
-                             "min": float(series.min()), "max": float(series.max())})
-    return pd.DataFrame(rows, columns=["variable", "units", "initial", "final", "min",
-                                       "max"]).set_index("variable")
+                rows.append(
+                    {
+                        "variable": col,
+                        "units": units.get(name, ""),
+                        "initial": float(series.iloc[0]),
+                        "final": float(series.iloc[-1]),
+                        "min": float(series.min()),
+                        "max": float(series.max()),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["variable", "units", "initial", "final", "min", "max"]
+    ).set_index("variable")

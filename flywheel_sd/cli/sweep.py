@@ -49,9 +49,18 @@ def cmd_sweep(args) -> int:
         if stored != design.fingerprint():
             raise UsageError(f"{export} holds a different sweep; choose another path")
         return _report(args, finished, export, resumed=True)
-    ds = sweep(sc, design, outputs=args.outputs, metrics=args.metrics, store=folder,
-               chunk_size=args.chunk_size, progress=not (args.quiet or args.json),
-               resume=args.resume, **_executor(args), **options)
+    ds = sweep(
+        sc,
+        design,
+        outputs=args.outputs,
+        metrics=args.metrics,
+        store=folder,
+        chunk_size=args.chunk_size,
+        progress=not (args.quiet or args.json),
+        resume=args.resume,
+        **_executor(args),
+        **options,
+    )
     if export is not None:
         write_netcdf(ds.load(), export)
         shutil.rmtree(folder, ignore_errors=True)
@@ -75,8 +84,9 @@ def _sample(kind: str, args, model, levels: dict[str, int] | None = None):
     params = {p.name: (p.low, p.high) if p.low is not None else None for p in args.param}
     n = args.n or _DEFAULT_N[kind]
     if kind == "grid":
-        return designs.grid(params, {name: (levels or {}).get(name, n) for name in params},
-                            model=model)
+        return designs.grid(
+            params, {name: (levels or {}).get(name, n) for name in params}, model=model
+        )
     return getattr(designs, kind)(params, n, seed=args.seed, model=model)
 
 
@@ -136,31 +146,50 @@ def _report(args, ds, store: Path | None, resumed: bool = False) -> int:
         columns = {m: np.asarray(ds[m].values, dtype=float)[ok] for m in metric_names}
         what = "the metrics"
     else:
-        columns = {str(v): np.asarray(ds[v].isel(time=-1).values, dtype=float)[ok]
-                   for v in ds.data_vars if "time" in ds[v].dims}
+        columns = {
+            str(v): np.asarray(ds[v].isel(time=-1).values, dtype=float)[ok]
+            for v in ds.data_vars
+            if "time" in ds[v].dims
+        }
         what = f"the final values (t = {float(ds['time'][-1]):g})" if "time" in ds.dims else ""
     rows = []
     for name, values in columns.items():
         values = values[np.isfinite(values)]
         if values.size:
             q = np.percentile(values, [0, 5, 50, 95, 100])
-            rows.append({"variable": name, "min": q[0], "p5": q[1], "median": q[2],
-                         "p95": q[3], "max": q[4]})
+            rows.append(
+                {
+                    "variable": name,
+                    "min": q[0],
+                    "p5": q[1],
+                    "median": q[2],
+                    "p95": q[3],
+                    "max": q[4],
+                }
+            )
     table = pd.DataFrame(rows, columns=["variable", "min", "p5", "median", "p95", "max"])
     table = table.set_index("variable")
-    head = {"model": ds.attrs.get("model", ""), "summary_of": what,
-            "scenario": ds.attrs.get("scenario", ""),
-            "design": ds.attrs.get("design_kind", ""), "runs": n, "ok": n_ok,
-            "failed": n - n_ok, "method": ds.attrs.get("method", ""),
-            "executor": ds.attrs.get("executor", ""),
-            "store": str(store) if store is not None else None}
+    head = {
+        "model": ds.attrs.get("model", ""),
+        "summary_of": what,
+        "scenario": ds.attrs.get("scenario", ""),
+        "design": ds.attrs.get("design_kind", ""),
+        "runs": n,
+        "ok": n_ok,
+        "failed": n - n_ok,
+        "method": ds.attrs.get("method", ""),
+        "executor": ds.attrs.get("executor", ""),
+        "store": str(store) if store is not None else None,
+    }
     if args.json:
         print_json({**head, "summary": records(table), "failures": failures})
     else:
-        print(f"sweep of {Path(head['model']).name} ({head['scenario'] or 'own parameters'}): "
-              f"{n} runs ({head['design']}), {n_ok} ok, {n - n_ok} failed; method "
-              f"{head['method']}, executor {head['executor']}"
-              + (" (already complete)" if resumed else ""))
+        print(
+            f"sweep of {Path(head['model']).name} ({head['scenario'] or 'own parameters'}): "
+            f"{n} runs ({head['design']}), {n_ok} ok, {n - n_ok} failed; method "
+            f"{head['method']}, executor {head['executor']}"
+            + (" (already complete)" if resumed else "")
+        )
         for failure in failures[:5]:
             print(f"  run {failure['run']} failed: {failure['error']}")
         if len(failures) > 5:
@@ -190,29 +219,44 @@ def cmd_sensitivity(args) -> int:
     design = _sample("saltelli" if args.analysis == "sobol" else "morris", args, model)
     options = simulate_options(args)
     options.pop("params", None)  # --set is in the scenario
-    ds = sweep(sc, design, metrics=[metric], progress=not (args.quiet or args.json),
-               **_executor(args), **options)
+    ds = sweep(
+        sc,
+        design,
+        metrics=[metric],
+        progress=not (args.quiet or args.json),
+        **_executor(args),
+        **options,
+    )
     status = np.asarray(ds["status"].values)
     if (status != 1).any():
         first = str(np.asarray(ds["error"].values)[np.flatnonzero(status != 1)[0]])
-        raise SweepFailed(f"{int((status != 1).sum())} of {status.size} runs failed, and "
-                          f"{args.analysis} needs every run; the first: {first}")
+        raise SweepFailed(
+            f"{int((status != 1).sum())} of {status.size} runs failed, and "
+            f"{args.analysis} needs every run; the first: {first}"
+        )
     table = analyse(ds, metric, method=args.analysis, seed=args.seed)
     table = table.sort_values("ST" if args.analysis == "sobol" else "mu_star", ascending=False)
     wrote = []
     if plot is not None:
         _plot_indices(table, args.analysis, metric, plot)
         wrote.append(plot)
-    head = {"model": str(model.path), "scenario": sc.name, "metric": metric,
-            "method": args.analysis, "runs": int(status.size)}
+    head = {
+        "model": str(model.path),
+        "scenario": sc.name,
+        "metric": metric,
+        "method": args.analysis,
+        "runs": int(status.size),
+    }
     if args.json:
         print_json({**head, "indices": records(table), "wrote": [str(w) for w in wrote]})
         return EXIT_OK
-    what = ("Sobol indices (S1 first order, ST total; _conf: half-width of the "
-            f"{table.attrs.get('conf_level', 0.95):.0%} interval)" if args.analysis == "sobol"
-            else "Morris elementary effects (mu_star: mean absolute effect)")
-    print_table(table, f"{what} of {metric} on {model.path.name} ({sc.name}), "
-                       f"{status.size} runs:")
+    what = (
+        "Sobol indices (S1 first order, ST total; _conf: half-width of the "
+        f"{table.attrs.get('conf_level', 0.95):.0%} interval)"
+        if args.analysis == "sobol"
+        else "Morris elementary effects (mu_star: mean absolute effect)"
+    )
+    print_table(table, f"{what} of {metric} on {model.path.name} ({sc.name}), {status.size} runs:")
     print_wrote(wrote)
     return EXIT_OK
 
@@ -226,8 +270,9 @@ def _plot_indices(table, method: str, metric: str, path: Path) -> None:
     pos = np.arange(len(table))[::-1]
     if method == "sobol":
         ax.barh(pos + 0.2, table["ST"], height=0.4, xerr=table["ST_conf"], label="total (ST)")
-        ax.barh(pos - 0.2, table["S1"], height=0.4, xerr=table["S1_conf"],
-                label="first order (S1)")
+        ax.barh(
+            pos - 0.2, table["S1"], height=0.4, xerr=table["S1_conf"], label="first order (S1)"
+        )
         ax.set_xlabel(f"Sobol index of {metric}")
     else:
         ax.barh(pos, table["mu_star"], xerr=table["mu_star_conf"], label="mu*")

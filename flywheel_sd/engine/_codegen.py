@@ -19,7 +19,7 @@ from ._ir import NotCompilable, Program, specialized_lookup
 _PLACEHOLDER = re.compile("\x02([^\x03]*)\x03")
 
 # Helpers shared by the scalar backends; written so Numba compiles them.
-RUNTIME_SCALAR = '''
+RUNTIME_SCALAR = """
 @_jit
 def _clamp(dy, y):
     return 0.0 if (y <= 0 and dy < 0) else dy
@@ -123,7 +123,7 @@ def _lookup(x, xs, ys, mode):
         if out != out and ys[j] == ys[j + 1]:
             out = ys[j]
     return out
-'''
+"""
 
 RUNTIME_VECTOR = '''
 def _clamp(dy, y):
@@ -210,8 +210,7 @@ def generate(comp) -> Program:
     for key, node in nodes.items():
         for dep in node.deps | node.init_deps | node.flow_deps:
             if dep != "time" and dep not in nodes:
-                raise NotCompilable(f"{node.column or key} reads {dep}, which no equation "
-                                    "defines")
+                raise NotCompilable(f"{node.column or key} reads {dep}, which no equation defines")
     dynamic = _dynamic(nodes)
     for deps, message in comp.constant_checks:  # constant in time (derived ones too)
         if not all(d in nodes and d not in dynamic for d in deps):
@@ -254,8 +253,9 @@ def generate(comp) -> Program:
 
     columns, column_nodes = _columns(comp)
     flows = {n.key: n for n in stocks}
-    needed_rhs = _closure(nodes, dynamic, set().union(*(n.flow_deps for n in stocks))
-                          if stocks else set())
+    needed_rhs = _closure(
+        nodes, dynamic, set().union(*(n.flow_deps for n in stocks)) if stocks else set()
+    )
     lines += ["", "", "@_jit", "def rhs(t, y, c, dy):"]
     lines += _prelude(stocks) + _aux_lines(nodes, dynamic, needed_rhs, storage, fill)
     for key, node in flows.items():
@@ -278,12 +278,18 @@ def generate(comp) -> Program:
     lines += python_side
     return Program(
         body="\n".join(lines) + "\n",
-        n_c=comp.n_c, n_states=comp.n_states, c_default=list(comp.c_default),
-        params=_params(comp), columns=columns,
+        n_c=comp.n_c,
+        n_states=comp.n_states,
+        c_default=list(comp.c_default),
+        params=_params(comp),
+        columns=columns,
         eval_order=_evaluation_order(nodes, column_nodes, dynamic),
-        column_of=_column_of(comp, columns), state_names=list(comp.state_names),
-        nonneg=[n.nonneg for n in stocks], series=_series(comp),
-        time_equality=comp.time_equality, subscripts=comp.subs,
+        column_of=_column_of(comp, columns),
+        state_names=list(comp.state_names),
+        nonneg=[n.nonneg for n in stocks],
+        series=_series(comp),
+        time_equality=comp.time_equality,
+        subscripts=comp.subs,
         state_deps=_state_dependencies(nodes, stocks),
         event_slots=_slots_read(python_side, "def events(", "def guards("),
         guard_slots=_slots_read(python_side, "def guards(", None),
@@ -294,7 +300,7 @@ def _slots_read(lines, start, stop) -> list[int]:
     """The c slots that the generated functions from `start` to `stop` read: which
     constants a member's breakpoints (events, switches) or guards depend on."""
     text = "\n".join(lines)
-    text = text[text.index(start):text.index(stop) if stop else None]
+    text = text[text.index(start) : text.index(stop) if stop else None]
     return sorted({int(k) for k in re.findall(r"c\[(\d+)\]", text)} - {0, 1, 2, 3, 4})
 
 
@@ -324,22 +330,32 @@ def _lookup_function(index, xs, ys, mode) -> list[str]:
     x = [repr(float(v)) for v in xs]
     y = [repr(float(v)) for v in ys]
     lines = ["", "", "@_jit", f"def _lk{index}(x):", "    if x != x:", "        return x"]
-    high = y[-1] if mode != 2 else \
-        f"{y[-1]} + ({y[-1]} - {y[-2]}) / ({x[-1]} - {x[-2]}) * (x - {x[-1]})"
+    high = (
+        y[-1]
+        if mode != 2
+        else f"{y[-1]} + ({y[-1]} - {y[-2]}) / ({x[-1]} - {x[-2]}) * (x - {x[-1]})"
+    )
     low = y[0] if mode != 2 else f"{y[0]} + ({y[1]} - {y[0]}) / ({x[1]} - {x[0]}) * (x - {x[0]})"
-    lines += [f"    if x > {x[-1]}:", f"        return {high}",
-              f"    if x < {x[0]}:", f"        return {low}"]
+    lines += [
+        f"    if x > {x[-1]}:",
+        f"        return {high}",
+        f"    if x < {x[0]}:",
+        f"        return {low}",
+    ]
     for j in range(len(x) - 1):
         lines.append(f"    if x < {x[j + 1]}:")
         if mode == 1:
             lines.append(f"        return {y[j]}")
             continue
-        lines += [f"        if x == {x[j]}:", f"            return {y[j]}",
-                  f"        slope = ({y[j + 1]} - {y[j]}) / ({x[j + 1]} - {x[j]})",
-                  f"        out = slope * (x - {x[j]}) + {y[j]}",
-                  "        if out != out:",
-                  f"            out = slope * (x - {x[j + 1]}) + {y[j + 1]}",
-                  "        return out"]
+        lines += [
+            f"        if x == {x[j]}:",
+            f"            return {y[j]}",
+            f"        slope = ({y[j + 1]} - {y[j]}) / ({x[j + 1]} - {x[j]})",
+            f"        out = slope * (x - {x[j]}) + {y[j]}",
+            "        if out != out:",
+            f"            out = slope * (x - {x[j + 1]}) + {y[j + 1]}",
+            "        return out",
+        ]
     # x is the last point (or equals the last points of a repeated one)
     lines.append(f"    return {y[-1]}")
     return lines
@@ -391,8 +407,12 @@ def _closure(nodes, dynamic, roots) -> set:
 
 
 def _prelude(stocks) -> list:
-    return [f"    y{n.slot} = np.maximum(y[{n.slot}], 0.0)" if n.nonneg
-            else f"    y{n.slot} = y[{n.slot}]" for n in stocks]
+    return [
+        f"    y{n.slot} = np.maximum(y[{n.slot}], 0.0)"
+        if n.nonneg
+        else f"    y{n.slot} = y[{n.slot}]"
+        for n in stocks
+    ]
 
 
 def _aux_lines(nodes, dynamic, needed, storage, fill) -> list:
@@ -422,8 +442,7 @@ def _init_function(comp, nodes, storage, fill) -> list:
         if node.kind == "const" or storage[key].startswith("c[") and node.kind == "aux":
             graph[key] = set()
             continue
-        deps = node.init_deps if node.kind in ("stock", "initial") or node.init_expr \
-            else node.deps
+        deps = node.init_deps if node.kind in ("stock", "initial") or node.init_expr else node.deps
         graph[key] = {d for d in deps if d in nodes}
         todo.extend(graph[key])
     local = {}
@@ -432,8 +451,9 @@ def _init_function(comp, nodes, storage, fill) -> list:
         node = nodes[key]
         if node.kind == "const" or (node.kind == "aux" and storage[key].startswith("c[")):
             continue
-        text = _PLACEHOLDER.sub(lambda m: local.get(m.group(1), storage[m.group(1)]),
-                                node.init_expr or node.expr)
+        text = _PLACEHOLDER.sub(
+            lambda m: local.get(m.group(1), storage[m.group(1)]), node.init_expr or node.expr
+        )
         name = f"i{len(local)}"
         local[key] = name
         lines.append(f"    {name} = {text}")
@@ -453,8 +473,9 @@ def _columns(comp) -> tuple[list, list]:
             continue
         keys = [comp.key_of(key, combo) for combo in comp.elements_of(comp.final_dims[key])]
         entries = [(comp.nodes[k].column, k) for k in keys if k in comp.nodes]
-        (control if key in ("initial_time", "final_time", "time_step", "saveper")
-         else others).extend(entries)
+        (
+            control if key in ("initial_time", "final_time", "time_step", "saveper") else others
+        ).extend(entries)
     chosen = control + others
     return [c for c, _ in chosen], [k for _, k in chosen]
 
@@ -469,9 +490,11 @@ def _column_of(comp, columns) -> dict:
     out: dict = {}
     index = {c: i for i, c in enumerate(columns)}
     for key, element in comp.elements.items():
-        cols = [comp.nodes[k].column for k in
-                (comp.key_of(key, combo) for combo in comp.elements_of(comp.final_dims[key]))
-                if k in comp.nodes]
+        cols = [
+            comp.nodes[k].column
+            for k in (comp.key_of(key, combo) for combo in comp.elements_of(comp.final_dims[key]))
+            if k in comp.nodes
+        ]
         if cols and all(c in index for c in cols):
             out[element.name] = [index[c] for c in cols]
     return out
@@ -509,8 +532,10 @@ def _python_side(comp, nodes, storage, fill) -> list:
     lines += ["", "", "def guards(c):", "    t = c[1]", "    out = []"]
     for code, deps, message in comp.guards:
         # evaluated after setup, at INITIAL TIME (as PySD initialises its objects)
-        if not all(d in nodes and nodes[d].kind != "initial" and storage[d].startswith("c[")
-                   for d in deps - {"time"}):
+        if not all(
+            d in nodes and nodes[d].kind != "initial" and storage[d].startswith("c[")
+            for d in deps - {"time"}
+        ):
             raise NotCompilable(message + " (delay time not constant)")
         lines.append(f"    if not ({fill(code)}):")
         lines.append(f"        out.append({message!r})")

@@ -23,18 +23,18 @@ class NotCompilable(Exception):
 class Node:
     """One scalar value of the model: a variable's element, or a hidden stateful stage."""
 
-    key: str                     # unique, e.g. "active_sellers[High]"
-    column: str | None           # the output column ("Active Sellers[High]"), None if hidden
-    kind: str                    # "const", "aux", "stock", "initial"
-    expr: str = ""               # run-time expression (aux, derived const)
-    init_expr: str = ""          # initial value (stocks) or init-phase expression
+    key: str  # unique, e.g. "active_sellers[High]"
+    column: str | None  # the output column ("Active Sellers[High]"), None if hidden
+    kind: str  # "const", "aux", "stock", "initial"
+    expr: str = ""  # run-time expression (aux, derived const)
+    init_expr: str = ""  # initial value (stocks) or init-phase expression
     deps: set = field(default_factory=set)
     init_deps: set = field(default_factory=set)
-    flow: str = ""               # stocks: the derivative expression
+    flow: str = ""  # stocks: the derivative expression
     flow_deps: set = field(default_factory=set)
     nonneg: bool = False
-    value: float = math.nan      # leaf constants: the file's value
-    slot: int = -1               # c index (consts, initials) or y index (stocks)
+    value: float = math.nan  # leaf constants: the file's value
+    slot: int = -1  # c index (consts, initials) or y index (stocks)
 
 
 @dataclass
@@ -48,14 +48,14 @@ class Program:
     body: str
     n_c: int
     n_states: int
-    c_default: list            # float per c slot (NaN for computed ones)
-    params: dict               # Vensim name -> c slots of its elements (leaf constants)
-    columns: list              # output columns, in PySD's default order
-    eval_order: list           # column indices in the order record() computes them
-    column_of: dict            # Vensim name -> output column indices
-    state_names: list          # per state slot, the variable it belongs to
+    c_default: list  # float per c slot (NaN for computed ones)
+    params: dict  # Vensim name -> c slots of its elements (leaf constants)
+    columns: list  # output columns, in PySD's default order
+    eval_order: list  # column indices in the order record() computes them
+    column_of: dict  # Vensim name -> output column indices
+    state_names: list  # per state slot, the variable it belongs to
     nonneg: list
-    series: dict               # Vensim name -> (c slot of its knots, number of knots)
+    series: dict  # Vensim name -> (c slot of its knots, number of knots)
     time_equality: str | None  # a variable that tests Time = x (adaptive methods refuse it)
     subscripts: dict
     state_deps: list = field(default_factory=list)  # Jacobian sparsity, by state

@@ -64,8 +64,9 @@ def subscript_mappings(section) -> dict[str, list[str]]:
     for name, targets in _manager(section).mapping.items():
         names = []
         for target in targets or []:
-            names.append(target if isinstance(target, str) else getattr(target, "name", None)
-                         or str(target))
+            names.append(
+                target if isinstance(target, str) else getattr(target, "name", None) or str(target)
+            )
         out[name] = names
     return out
 
@@ -82,8 +83,10 @@ def subscript_numbers(section) -> dict[str, tuple]:
         for i, element in enumerate(elements, start=1):
             out[_clean(element)] = (None, [float(i)])
         for sub in subranges:
-            out[_clean(sub)] = (sub, [float(elements.index(e) + 1)
-                                      for e in manager.subscripts[sub]])
+            out[_clean(sub)] = (
+                sub,
+                [float(elements.index(e) + 1) for e in manager.subscripts[sub]],
+            )
     return out
 
 
@@ -131,25 +134,38 @@ def _nodes(ast):
 
 def bang_subscripts(ast) -> list[str]:
     """Every ``Range!`` subscript used inside `ast`, in order of appearance."""
-    return [s for node in _nodes(ast) if ast_kind(node) == "SubscriptsReferenceStructure"
-            for s in node.subscripts if s.endswith("!")]
+    return [
+        s
+        for node in _nodes(ast)
+        if ast_kind(node) == "SubscriptsReferenceStructure"
+        for s in node.subscripts
+        if s.endswith("!")
+    ]
 
 
 def has_computed_order(ast) -> bool:
     """Whether `ast` holds a SMOOTH N or DELAY N whose order is not a number."""
-    return any(ast_kind(node) in ("SmoothNStructure", "DelayNStructure")
-               and not isinstance(node.order, (int, float, np.integer, np.floating))
-               for node in _nodes(ast))
+    return any(
+        ast_kind(node) in ("SmoothNStructure", "DelayNStructure")
+        and not isinstance(node.order, (int, float, np.integer, np.floating))
+        for node in _nodes(ast)
+    )
 
 
-_EXTERNAL_KEYS = {"GetConstantsStructure": "__external__",
-                  "GetLookupsStructure": "__lookup__", "GetDataStructure": "__data__",
-                  "DataStructure": "__data__"}
+_EXTERNAL_KEYS = {
+    "GetConstantsStructure": "__external__",
+    "GetLookupsStructure": "__lookup__",
+    "GetDataStructure": "__data__",
+    "DataStructure": "__data__",
+}
 
 
-_OBJECT_PREFIX = {"GetConstantsStructure": "_ext_constant_",
-                  "GetLookupsStructure": "_ext_lookup_", "GetDataStructure": "_ext_data_",
-                  "DataStructure": "_data_"}
+_OBJECT_PREFIX = {
+    "GetConstantsStructure": "_ext_constant_",
+    "GetLookupsStructure": "_ext_lookup_",
+    "GetDataStructure": "_ext_data_",
+    "DataStructure": "_data_",
+}
 
 
 def external_values(pysd_model, name: str, kind: str, combo: tuple):
@@ -172,12 +188,14 @@ def external_values(pysd_model, name: str, kind: str, combo: tuple):
     if data is None:
         raise ValueError(f"{name}: PySD has no data for it (data_files not given?)")
     axis = {"__external__": None, "__lookup__": "lookup_dim", "__data__": "time"}[
-        _EXTERNAL_KEYS[kind]]
+        _EXTERNAL_KEYS[kind]
+    ]
     if isinstance(data, xr.DataArray):
         dims = [d for d in data.dims if d != axis]
         if len(dims) != len(combo):
-            raise ValueError(f"{name}: {len(dims)} dimensions in PySD's data, "
-                             f"{len(combo)} subscripts")
+            raise ValueError(
+                f"{name}: {len(dims)} dimensions in PySD's data, {len(combo)} subscripts"
+            )
         if dims:
             data = data.sel({d: e for d, e in zip(dims, combo)})
         if axis is None:
@@ -195,8 +213,9 @@ def real_names(section) -> list[str]:
     return [element.name for element in section.elements]
 
 
-def time_grid(t0: float, t1: float, dt: float, saveper: float,
-              return_timestamps=None) -> tuple[int, np.ndarray, np.ndarray]:
+def time_grid(
+    t0: float, t1: float, dt: float, saveper: float, return_timestamps=None
+) -> tuple[int, np.ndarray, np.ndarray]:
     """PySD's fixed-step clock: the number of steps, which step times it records (a bool
     per step time, the final one included) and the recorded times as its output index
     shows them (rounded as ``Time.round()`` does). Walked on PySD's own `Time` object, so
@@ -226,6 +245,7 @@ def time_grid(t0: float, t1: float, dt: float, saveper: float,
 # The PySD path (pysd_path.py, simulate.py's `_Run`) drives a loaded PySD model directly.
 # These are the private attributes it needs, each behind one function, so a PySD release
 # that renames one breaks here, and `tests/test_pysd_compat.py` says which.
+
 
 def dynamic_elements(container) -> list:
     """The stateful elements a PySD model (or macro) integrates."""
@@ -257,13 +277,22 @@ def set_clock(time, value) -> None:
     time._time = value
 
 
-def configure_run(pysd_model, params, return_columns, return_timestamps, final_time,
-                  time_step, saveper) -> None:
+def configure_run(
+    pysd_model, params, return_columns, return_timestamps, final_time, time_step, saveper
+) -> None:
     """Configure a PySD model exactly as ``Model.run()`` does before its loop."""
     pysd_model._stepper_mode = False
-    pysd_model._config_simulation(params or None, return_columns, return_timestamps,
-                                  "original", final_time, time_step, saveper,
-                                  cache_output=True, progress=False)
+    pysd_model._config_simulation(
+        params or None,
+        return_columns,
+        return_timestamps,
+        "original",
+        final_time,
+        time_step,
+        saveper,
+        cache_output=True,
+        progress=False,
+    )
 
 
 def set_control_vars(pysd_model, return_timestamps, final_time, time_step, saveper) -> None:

@@ -18,8 +18,16 @@ class StatefulStructures:
     # -- stateful structures ----------------------------------------------------------
     def _hidden_stock(self, label, flow, flow_deps, init, init_deps) -> str:
         key = f"_{label}{next(self.hidden)}"
-        node = Node(key, None, "stock", slot=self.y_slot(f"{self._current} ({label})"),
-                    flow=flow, flow_deps=flow_deps, init_expr=init, init_deps=init_deps)
+        node = Node(
+            key,
+            None,
+            "stock",
+            slot=self.y_slot(f"{self._current} ({label})"),
+            flow=flow,
+            flow_deps=flow_deps,
+            init_expr=init,
+            init_deps=init_deps,
+        )
         self.nodes[key] = node
         return key
 
@@ -34,8 +42,13 @@ class StatefulStructures:
             order = self._static(ast_order, ctx, what)
             code, code_deps = self._inline_init(*self.expr(ast_order, ctx, phase="init"))
             shown = what if what != "SMOOTH" else "SMOOTH N"
-            self.guards.append((f"({code}) == {order!r}", code_deps,
-                                f"{self._current}: {shown} order differs from the file's"))
+            self.guards.append(
+                (
+                    f"({code}) == {order!r}",
+                    code_deps,
+                    f"{self._current}: {shown} order differs from the file's",
+                )
+            )
         if order != int(order) or order < 1:
             raise NotCompilable(f"{self._current}: {what} of order {order:g}")
         return int(order)
@@ -53,8 +66,9 @@ class StatefulStructures:
             if node.kind == "const":
                 out_deps.add(key)
                 return match.group(0)
-            inner, inner_deps = (node.init_expr, node.init_deps) if node.init_expr \
-                else (node.expr, node.deps)
+            inner, inner_deps = (
+                (node.init_expr, node.init_deps) if node.init_expr else (node.expr, node.deps)
+            )
             out_deps.update(inner_deps & {"time"})
             return "(" + _PLACEHOLDER.sub(expand, inner) + ")"
 
@@ -67,8 +81,7 @@ class StatefulStructures:
             return float(ast)
         kind = compat.ast_kind(ast)
         if kind == "ReferenceStructure" and ast.reference in self.elements:
-            combo = self._resolve(ast.reference, getattr(ast.subscripts, "subscripts", None),
-                                  ctx)
+            combo = self._resolve(ast.reference, getattr(ast.subscripts, "subscripts", None), ctx)
             node = self.nodes.get(self.key_of(ast.reference, combo))
             if node is not None and node.kind == "const" and node.slot >= N_RESERVED:
                 return node.value
@@ -79,8 +92,12 @@ class StatefulStructures:
             if len(values) > 1:
                 out = values[0]
                 for op, v in zip(ast.operators, values[1:]):
-                    out = {"+": out + v, "-": out - v, "*": out * v,
-                           "/": out / v if v else math.nan}.get(op, math.nan)
+                    out = {
+                        "+": out + v,
+                        "-": out - v,
+                        "*": out * v,
+                        "/": out / v if v else math.nan,
+                    }.get(op, math.nan)
                 if not math.isnan(out):
                     return out
         return self._evaluate_init(ast, ctx, what)
@@ -101,15 +118,20 @@ class StatefulStructures:
             if dep not in memo:
                 node = self.nodes.get(dep)
                 if node is None:
-                    raise NotCompilable(f"{self._current}: {what} with an order that "
-                                        "depends on a variable not known at compile time")
+                    raise NotCompilable(
+                        f"{self._current}: {what} with an order that "
+                        "depends on a variable not known at compile time"
+                    )
                 if node.kind == "const":
                     memo[dep] = float(node.value)
                 else:
                     use_init = node.kind in ("stock", "initial") or node.init_expr
                     memo[dep] = self._run_init(
                         node.init_expr if use_init else node.expr,
-                        node.init_deps if use_init else node.deps, what, memo)
+                        node.init_deps if use_init else node.deps,
+                        what,
+                        memo,
+                    )
             values[dep] = repr(memo[dep])
         c = list(self.c_default[:N_RESERVED])
         if math.isnan(c[3]):
@@ -125,9 +147,16 @@ class StatefulStructures:
         keys = [f"_{label}{next(self.hidden)}" for _ in range(order)]
         for i, key in enumerate(keys):
             flow, flow_deps = flow_of(i, keys)
-            self.nodes[key] = Node(key, None, "stock", slot=self.y_slot(
-                f"{self._current} ({label} {i + 1})"), flow=flow, flow_deps=flow_deps,
-                init_expr=init, init_deps=set(init_deps))
+            self.nodes[key] = Node(
+                key,
+                None,
+                "stock",
+                slot=self.y_slot(f"{self._current} ({label} {i + 1})"),
+                flow=flow,
+                flow_deps=flow_deps,
+                init_expr=init,
+                init_deps=set(init_deps),
+            )
         return keys
 
     def _e_SmoothStructure(self, ast, ctx, deps, label="smooth"):
@@ -140,8 +169,7 @@ class StatefulStructures:
             target = x if i == 0 else f"{ref(keys[i - 1])}"
             tdeps = set(xd) if i == 0 else {keys[i - 1]}
             # PySD: (targets - state) * order / smooth_time
-            return (f"((({target}) - {ref(keys[i])}) * {order} / ({tau}))",
-                    tdeps | td | {keys[i]})
+            return (f"((({target}) - {ref(keys[i])}) * {order} / ({tau}))", tdeps | td | {keys[i]})
 
         keys = self._stages(label, order, init, idep, flow_of)
         deps.add(keys[-1])
@@ -194,7 +222,8 @@ class StatefulStructures:
     def _e_DelayNStructure(self, ast, ctx, deps):
         _tau, td = self.expr(ast.delay_time, ctx)
         self.constant_checks.append(
-            (td, f"{self._current} uses DELAY N with a time-varying delay time"))
+            (td, f"{self._current} uses DELAY N with a time-varying delay time")
+        )
         return self._e_DelayStructure(ast, ctx, deps, "DELAY N")
 
     def _e_TrendStructure(self, ast, ctx, deps):
@@ -204,11 +233,16 @@ class StatefulStructures:
         avg0, a0d = self.expr(ast.average_time, ctx, phase="init")
         tr0, tr0d = self.expr(ast.initial_trend, ctx, phase="init")
         key = f"_trend{next(self.hidden)}"
-        self.nodes[key] = Node(key, None, "stock", slot=self.y_slot(f"{self._current} (trend)"),
-                               flow=f"((({x}) - {ref(key)}) / ({avg}))",
-                               flow_deps=xd | ad | {key},
-                               init_expr=f"({x0}) / (1 + ({tr0}) * ({avg0}))",
-                               init_deps=x0d | a0d | tr0d)
+        self.nodes[key] = Node(
+            key,
+            None,
+            "stock",
+            slot=self.y_slot(f"{self._current} (trend)"),
+            flow=f"((({x}) - {ref(key)}) / ({avg}))",
+            flow_deps=xd | ad | {key},
+            init_expr=f"({x0}) / (1 + ({tr0}) * ({avg0}))",
+            init_deps=x0d | a0d | tr0d,
+        )
         deps.update(xd | ad | {key})
         return f"_zidz(({x}) - {ref(key)}, ({avg}) * np.abs({ref(key)}))"
 
@@ -219,19 +253,25 @@ class StatefulStructures:
         x0, x0d = self.expr(ast.input, ctx, phase="init")
         tr0, tr0d = self.expr(ast.initial_trend, ctx, phase="init")
         key = f"_forecast{next(self.hidden)}"
-        self.nodes[key] = Node(key, None, "stock",
-                               slot=self.y_slot(f"{self._current} (forecast)"),
-                               flow=f"((({x}) - {ref(key)}) / ({avg}))",
-                               flow_deps=xd | ad | {key},
-                               init_expr=f"({x0}) / (1 + ({tr0}))", init_deps=x0d | tr0d)
+        self.nodes[key] = Node(
+            key,
+            None,
+            "stock",
+            slot=self.y_slot(f"{self._current} (forecast)"),
+            flow=f"((({x}) - {ref(key)}) / ({avg}))",
+            flow_deps=xd | ad | {key},
+            init_expr=f"({x0}) / (1 + ({tr0}))",
+            init_deps=x0d | tr0d,
+        )
         deps.update(xd | ad | hd | {key})
         return f"(({x}) * (1 + _zidz(({x}) - {ref(key)}, ({avg}) * {ref(key)}) * ({hor})))"
 
     def _e_InitialStructure(self, ast, ctx, deps):
         key = f"_initial{next(self.hidden)}"
         init, idep = self.expr(ast.initial, ctx, phase="init")
-        self.nodes[key] = Node(key, None, "initial", slot=self.c_slot(), init_expr=init,
-                               init_deps=idep)
+        self.nodes[key] = Node(
+            key, None, "initial", slot=self.c_slot(), init_expr=init, init_deps=idep
+        )
         deps.add(key)
         return f"{ref(key)}"
 

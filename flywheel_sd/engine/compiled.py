@@ -35,7 +35,7 @@ class CompiledModel:
         self.program = program
         self.folder = folder
         self.stem = stem
-        self.dims = dims          # Vensim name -> subscript ranges (for DataArray values)
+        self.dims = dims  # Vensim name -> subscript ranges (for DataArray values)
         self._modules: dict = {}
         self.single_runs = 0  # one-off runs in this process (see run.choose_backend)
         self.strategy: dict = {}  # (method, runs) -> NumPy lock-step beats Numba?
@@ -68,8 +68,11 @@ class CompiledModel:
     def warm_in_background(self) -> None:
         """Compile the Numba module in a detached process, once, so that later runs find
         the on-disk cache; this process meanwhile runs on the Python backend."""
-        if (not modules.numba_available() or os.environ.get("FLYWHEEL_SD_JIT") == "off"
-                or os.name != "posix"):
+        if (
+            not modules.numba_available()
+            or os.environ.get("FLYWHEEL_SD_JIT") == "off"
+            or os.name != "posix"
+        ):
             return
         marker = self.folder / f"{self.stem}_numba.warming"
         try:
@@ -81,9 +84,18 @@ class CompiledModel:
         # through a shell that backgrounds it and exits: the warmer outlives this process
         # and is never a child to wait for
         subprocess.run(
-            ["sh", "-c", '"$@" </dev/null >/dev/null 2>&1 &', "sh", sys.executable, "-m",
-             "flywheel_sd.engine.warm", str(self.path("numba"))],
-            check=False, timeout=10,
+            [
+                "sh",
+                "-c",
+                '"$@" </dev/null >/dev/null 2>&1 &',
+                "sh",
+                sys.executable,
+                "-m",
+                "flywheel_sd.engine.warm",
+                str(self.path("numba")),
+            ],
+            check=False,
+            timeout=10,
         )
 
     def control_values(self) -> list[float]:
@@ -103,8 +115,12 @@ class CompiledModel:
         c[4] = 0.0  # PySD's time functions on the fixed-step grid; adaptive runs set 1
         for name, value in params.items():
             self.set_param(c, name, value)
-        for key, slot in (("time_step", 0), ("initial_time", 1), ("final_time", 2),
-                          ("saveper", 3)):
+        for key, slot in (
+            ("time_step", 0),
+            ("initial_time", 1),
+            ("final_time", 2),
+            ("saveper", 3),
+        ):
             if control.get(key) is not None:
                 c[slot] = float(control[key])
         if math.isnan(c[3]):
@@ -120,8 +136,8 @@ class CompiledModel:
             series = value if isinstance(value, pd.Series) else None
             if series is None or len(series) != n:
                 raise NotCompilable(f"{name}: time series variant mismatch")
-            c[slot:slot + n] = np.asarray(series.index, dtype=float)
-            c[slot + n:slot + 2 * n] = np.asarray(series.values, dtype=float)
+            c[slot : slot + n] = np.asarray(series.index, dtype=float)
+            c[slot + n : slot + 2 * n] = np.asarray(series.values, dtype=float)
             return
         slots = p.params.get(name)
         if slots is None:
@@ -135,8 +151,11 @@ class CompiledModel:
         if isinstance(value, xr.DataArray):
             dims = [d for d in self.dims.get(name, []) if d in value.dims]
             array = value.transpose(*dims).values if dims else value.values
-            return np.broadcast_to(np.asarray(array, dtype=float).ravel(), (size,)) \
-                if array.size in (1, size) else _shape_error(name)
+            return (
+                np.broadcast_to(np.asarray(array, dtype=float).ravel(), (size,))
+                if array.size in (1, size)
+                else _shape_error(name)
+            )
         if callable(value):
             raise NotCompilable(f"{name} is given as a function")
         return np.full(size, float(value))
@@ -169,8 +188,11 @@ def compiled(model, series: dict | None = None) -> CompiledModel:
     """
     series = dict(sorted((series or {}).items()))
     folder = Path(model.py_file).parent
-    variant = hashlib.sha256(repr(sorted(series.items())).encode()).hexdigest()[:10] \
-        if series else "base"
+    variant = (
+        hashlib.sha256(repr(sorted(series.items())).encode()).hexdigest()[:10]
+        if series
+        else "base"
+    )
     stem = f"compiled_v{COMPILER_VERSION}_{variant}"
     memo_key = (str(folder), stem)
     with _LOCK:
@@ -209,8 +231,9 @@ def _compile(model, series: dict, refused: Path) -> Program:
         raise NotCompilable("a PySD-translated .py has no abstract model to compile")
     try:
         abstract = compat.parse(source)
-        return Compiler(abstract.sections[0], series, model.pysd_model,
-                        macros=abstract.sections[1:]).compile()
+        return Compiler(
+            abstract.sections[0], series, model.pysd_model, macros=abstract.sections[1:]
+        ).compile()
     except NotCompilable as err:
         if not series:  # a refused variant may still compile without its time series
             _write_atomic(refused, str(err).encode("utf-8"))

@@ -47,14 +47,13 @@ class Compiler(StatefulStructures):
     """One pass over an abstract section. `series` maps Vensim names of constants that are
     overridden by a time series to their number of knots (a variant of the program)."""
 
-    def __init__(self, section, series: dict | None = None, pysd_model=None,
-                 macros=()):
+    def __init__(self, section, series: dict | None = None, pysd_model=None, macros=()):
         self.section = section
         # macros are inlined at each call: one copy of their variables per call site
         self.macros = {m.name: m for m in macros}
-        self._scopes: list[dict] = []      # inside a macro: its names -> node keys
-        self._macro_calls: dict = {}       # (call, context) -> the copy's output key
-        self._stateful: dict = {}          # (structure, context) -> (text, deps)
+        self._scopes: list[dict] = []  # inside a macro: its names -> node keys
+        self._macro_calls: dict = {}  # (call, context) -> the copy's output key
+        self._stateful: dict = {}  # (structure, context) -> (text, deps)
         # a callable giving the loaded PySD model, to read GET XLS/DIRECT and DATA values
         self._pysd_model_of = pysd_model
         self._pysd_model = None
@@ -65,15 +64,15 @@ class Compiler(StatefulStructures):
             self.elements[key] = element
             self.final_dims[key] = compat.final_dims(section, element)
         # read after the merges: merging partial definitions may add ranges ("Dims1")
-        self.subs = compat.subscript_ranges(section)          # range -> elements
-        self.mapping = compat.subscript_mappings(section)     # range -> [mapped ranges]
-        self.range_of = {clean(r): r for r in self.subs}      # clean name -> range
+        self.subs = compat.subscript_ranges(section)  # range -> elements
+        self.mapping = compat.subscript_mappings(section)  # range -> [mapped ranges]
+        self.range_of = {clean(r): r for r in self.subs}  # clean name -> range
         # a subscript range or element used as a value: its position(s) in its main range
         self.numbers = compat.subscript_numbers(section)
         self.series_req = {clean(k): v for k, v in (series or {}).items()}
         self.nodes: dict[str, Node] = {}
-        self.lookups: dict[str, tuple] = {}   # key -> (xs, ys, mode)
-        self._inline: dict[tuple, str] = {}   # an inline table is emitted once
+        self.lookups: dict[str, tuple] = {}  # key -> (xs, ys, mode)
+        self._inline: dict[tuple, str] = {}  # an inline table is emitted once
         self.n_c = N_RESERVED
         self.c_default = [math.nan] * N_RESERVED
         self.n_states = 0
@@ -83,7 +82,7 @@ class Compiler(StatefulStructures):
         self.switches: list = []
         self.guards: list = []
         self.time_equality = None
-        self.constant_checks: list = []   # (deps, message): must be constant in time
+        self.constant_checks: list = []  # (deps, message): must be constant in time
         self._current = ""
         self._phase = "run"
 
@@ -113,10 +112,14 @@ class Compiler(StatefulStructures):
         # constants (a SMOOTH N/DELAY N order reads their values), then the rest
         def rank(component):
             if component.type == "Lookup" or compat.ast_kind(component.ast) in (
-                    "LookupsStructure", "GetLookupsStructure"):
+                "LookupsStructure",
+                "GetLookupsStructure",
+            ):
                 return 0
             if _is_number(component.ast) or compat.ast_kind(component.ast) in (
-                    "ndarray", "GetConstantsStructure"):
+                "ndarray",
+                "GetConstantsStructure",
+            ):
                 return 1
             # last: a SMOOTH N/DELAY N whose order is an expression (of variables that
             # must be defined by then: the order is evaluated at INITIAL TIME now)
@@ -140,15 +143,21 @@ class Compiler(StatefulStructures):
         if slot is None:
             raise NotCompilable(f"control variable {element.name!r}")
         ast = element.components[0].ast
-        if key == "saveper" and compat.ast_kind(ast) == "ReferenceStructure" \
-                and ast.reference == "time_step" and not ast.subscripts:
+        if (
+            key == "saveper"
+            and compat.ast_kind(ast) == "ReferenceStructure"
+            and ast.reference == "time_step"
+            and not ast.subscripts
+        ):
             # SAVEPER = TIME STEP: a NaN default, which CompiledModel.constants() sets to
             # the run's TIME STEP (an overridden TIME STEP included, as PySD does)
             self.nodes[key] = Node(key, element.name, "const", value=math.nan, slot=slot)
             return
         if not _is_number(ast):
-            raise NotCompilable(f"{element.name} given by an expression (a control "
-                                "variable that may change during the run)")
+            raise NotCompilable(
+                f"{element.name} given by an expression (a control "
+                "variable that may change during the run)"
+            )
         self.c_default[slot] = float(ast)
         self.nodes[key] = Node(key, element.name, "const", value=float(ast), slot=slot)
 
@@ -183,28 +192,35 @@ class Compiler(StatefulStructures):
         kind = compat.ast_kind(ast)
         if key in self.nodes:
             raise NotCompilable(f"{column} defined twice")
-        if kind in ("DataStructure", "GetDataStructure", "GetLookupsStructure",
-                    "GetConstantsStructure"):
+        if kind in (
+            "DataStructure",
+            "GetDataStructure",
+            "GetLookupsStructure",
+            "GetConstantsStructure",
+        ):
             self._external(key, column, kind, ctx)
             return
         if component.type == "Lookup" or kind == "LookupsStructure":
             self.lookups[key] = self._table(ast)
             return
         if _is_number(ast) or kind == "ndarray":
-            value = float(np.asarray(ast).reshape(-1)[
-                self._flat_index(component.subscripts[0], ctx)]) \
-                if kind == "ndarray" else float(ast)
+            value = (
+                float(np.asarray(ast).reshape(-1)[self._flat_index(component.subscripts[0], ctx)])
+                if kind == "ndarray"
+                else float(ast)
+            )
             name = clean(self._current)
             if name in self.series_req:
                 n = self.series_req[name]
                 node = Node(key, column, "aux", slot=self.c_slot(size=2 * n), value=value)
-                node.expr = f"np.interp(t, c[{node.slot}:{node.slot + n}], " \
-                            f"c[{node.slot + n}:{node.slot + 2 * n}])"
+                node.expr = (
+                    f"np.interp(t, c[{node.slot}:{node.slot + n}], "
+                    f"c[{node.slot + n}:{node.slot + 2 * n}])"
+                )
                 node.deps = {"time"}
                 self.nodes[key] = node
                 return
-            self.nodes[key] = Node(key, column, "const", value=value,
-                                   slot=self.c_slot(value))
+            self.nodes[key] = Node(key, column, "const", value=value, slot=self.c_slot(value))
             return
         node = Node(key, column, "aux")
         self.nodes[key] = node
@@ -236,8 +252,10 @@ class Compiler(StatefulStructures):
         try:
             xs, ys, interp = compat.external_values(self._pysd_model, name, kind, combo)
         except Exception as err:  # noqa: BLE001 -- any reading problem: PySD path
-            raise NotCompilable(f"{column} uses {what} that the compiler could not read "
-                                f"({type(err).__name__}: {err})") from None
+            raise NotCompilable(
+                f"{column} uses {what} that the compiler could not read "
+                f"({type(err).__name__}: {err})"
+            ) from None
         if xs is None:  # a constant
             self.nodes[key] = Node(key, column, "const", value=ys, slot=self.c_slot(ys))
             return
@@ -277,13 +295,18 @@ class Compiler(StatefulStructures):
             if compat.is_control(element) or compat.is_lookup(element):
                 continue
             filled = len(element.components) > 1 or any(
-                compat.ast_kind(c.ast) in _EXTERNAL for c in element.components)
+                compat.ast_kind(c.ast) in _EXTERNAL for c in element.components
+            )
             for combo in self.elements_of(dims):
                 node_key = self.key_of(key, combo)
                 if node_key not in self.nodes and filled:
-                    self.nodes[node_key] = Node(node_key, self.key_of(element.name, combo),
-                                                "const", value=math.nan,
-                                                slot=self.c_slot(math.nan))
+                    self.nodes[node_key] = Node(
+                        node_key,
+                        self.key_of(element.name, combo),
+                        "const",
+                        value=math.nan,
+                        slot=self.c_slot(math.nan),
+                    )
 
     # -- expressions ------------------------------------------------------------------
     def expr(self, ast, ctx, phase="run") -> tuple[str, set]:
@@ -331,9 +354,12 @@ class Compiler(StatefulStructures):
         # precedence applies to it: a negative number before ``^`` is the operand of a
         # unary minus that binds looser than ``**`` (-2^2 is -4, as in PySD). Leave such a
         # literal bare; every other operand keeps its own parentheses.
-        pieces = [a if (_is_number(raw) and float(raw) < 0 and i < len(ops)
-                        and ops[i] == "^") else f"({a})"
-                  for i, (a, raw) in enumerate(zip(args, ast.arguments))]
+        pieces = [
+            a
+            if (_is_number(raw) and float(raw) < 0 and i < len(ops) and ops[i] == "^")
+            else f"({a})"
+            for i, (a, raw) in enumerate(zip(args, ast.arguments))
+        ]
         text = pieces[0]
         for op, piece in zip(ops, pieces[1:]):
             text += f" {_OPS[op]} {piece}"
@@ -352,8 +378,11 @@ class Compiler(StatefulStructures):
             # PySD nests these right to left: a AND (b AND c)
             text = f"({args[-1]})"
             for op, arg in zip(reversed(ops), reversed(args[:-1])):
-                text = f"{_LOGIC[op]}(({arg}), {text})" if op in _LOGIC \
+                text = (
+                    f"{_LOGIC[op]}(({arg}), {text})"
+                    if op in _LOGIC
                     else f"(({arg}) {_OPS[op]} {text})"
+                )
             return text
         if len(args) != 2:
             raise NotCompilable(f"{self._current}: chained comparison")
@@ -378,8 +407,7 @@ class Compiler(StatefulStructures):
             return f"c[{CONTROL[name]}]"
         if self._scopes and name in self._scopes[-1]:
             if getattr(ast.subscripts, "subscripts", None):
-                raise NotCompilable(f"{self._current}: a subscripted reference inside a "
-                                    "macro")
+                raise NotCompilable(f"{self._current}: a subscripted reference inside a macro")
             key = self._scopes[-1][name]
             deps.add(key)
             return ref(key)
@@ -448,8 +476,7 @@ class Compiler(StatefulStructures):
         if fname in self.macros:
             return self._macro_call(ast, fname, args, ctx, deps)
         if fname in self.elements:  # a lookup call
-            combo = self._resolve(fname, getattr(ast.function.subscripts, "subscripts", None),
-                                  ctx)
+            combo = self._resolve(fname, getattr(ast.function.subscripts, "subscripts", None), ctx)
             key = self.key_of(fname, combo)
             if key not in self.lookups:
                 self._lookup_table_of(fname, key)
@@ -483,8 +510,7 @@ class Compiler(StatefulStructures):
             return f"(({a[0]}) - _quantum({a[0]}, {a[1]}))"
         if fname == "log":
             return f"(np.log({a[0]})/np.log({a[1]}))"
-        if fname in ("step", "pulse", "pulse_train", "ramp", "Xramp", "Xpulse",
-                     "Xpulse_train"):
+        if fname in ("step", "pulse", "pulse_train", "ramp", "Xramp", "Xpulse", "Xpulse_train"):
             deps.add("time")
             if self._phase == "run":
                 self.events.append((fname, a, local))
@@ -504,12 +530,14 @@ class Compiler(StatefulStructures):
         section = self.macros[fname]
         if section.returns:
             raise NotCompilable(f"{self._current}: macro {fname} with several outputs")
-        if section.subscripts or any(c.subscripts[0] or c.subscripts[1]
-                                     for e in section.elements for c in e.components):
+        if section.subscripts or any(
+            c.subscripts[0] or c.subscripts[1] for e in section.elements for c in e.components
+        ):
             raise NotCompilable(f"{self._current}: a macro with subscripts ({fname})")
         if len(args) != len(section.params):
-            raise NotCompilable(f"{self._current}: macro {fname} called with "
-                                f"{len(args)} arguments")
+            raise NotCompilable(
+                f"{self._current}: macro {fname} called with {len(args)} arguments"
+            )
         prefix = f"_{fname}{next(self.hidden)}."
         scope = {}
         for param, arg in zip(section.params, args):
@@ -607,24 +635,65 @@ class Compiler(StatefulStructures):
         return generate(self)
 
 
-_OPS = {"^": "**", "*": "*", "/": "/", "+": "+", "-": "-", "=": "==", "<>": "!=",
-        ">=": ">=", ">": ">", "<=": "<=", "<": "<"}
+_OPS = {
+    "^": "**",
+    "*": "*",
+    "/": "/",
+    "+": "+",
+    "-": "-",
+    "=": "==",
+    "<>": "!=",
+    ">=": ">=",
+    ">": ">",
+    "<=": "<=",
+    "<": "<",
+}
 _LOGIC = {":AND:": "_and", ":OR:": "_or"}
-_EXTERNAL = ("DataStructure", "GetDataStructure", "GetLookupsStructure",
-             "GetConstantsStructure")
-_REFUSED_CALLS = {name: name.upper().replace("_", " ") for name in (
-    "vector_select", "vector_sort_order", "vector_rank", "vector_reorder", "invert_matrix",
-    "get_time_value", "random_uniform", "random_normal", "random_poisson",
-    "random_exponential", "random_0_1")}
-_STATEFUL = ("SmoothStructure", "SmoothNStructure", "DelayStructure", "DelayNStructure",
-             "TrendStructure", "ForecastStructure", "InitialStructure", "IntegStructure")
+_EXTERNAL = ("DataStructure", "GetDataStructure", "GetLookupsStructure", "GetConstantsStructure")
+_REFUSED_CALLS = {
+    name: name.upper().replace("_", " ")
+    for name in (
+        "vector_select",
+        "vector_sort_order",
+        "vector_rank",
+        "vector_reorder",
+        "invert_matrix",
+        "get_time_value",
+        "random_uniform",
+        "random_normal",
+        "random_poisson",
+        "random_exponential",
+        "random_0_1",
+    )
+}
+_STATEFUL = (
+    "SmoothStructure",
+    "SmoothNStructure",
+    "DelayStructure",
+    "DelayNStructure",
+    "TrendStructure",
+    "ForecastStructure",
+    "InitialStructure",
+    "IntegStructure",
+)
 _DATA_MODES = {"interpolate": 0, "hold_backward": 1, "look_forward": 3, "raw": 4}
 _NUMPY = {
-    "abs": "np.abs({0})", "power": "np.power({0}, {1})", "min": "np.minimum({0}, {1})",
-    "max": "np.maximum({0}, {1})", "exp": "np.exp({0})", "sin": "np.sin({0})",
-    "cos": "np.cos({0})", "tan": "np.tan({0})", "arcsin": "np.arcsin({0})",
-    "arccos": "np.arccos({0})", "arctan": "np.arctan({0})", "sinh": "np.sinh({0})",
-    "cosh": "np.cosh({0})", "tanh": "np.tanh({0})", "sqrt": "np.sqrt({0})",
-    "ln": "np.log({0})", "pi": "np.pi",
+    "abs": "np.abs({0})",
+    "power": "np.power({0}, {1})",
+    "min": "np.minimum({0}, {1})",
+    "max": "np.maximum({0}, {1})",
+    "exp": "np.exp({0})",
+    "sin": "np.sin({0})",
+    "cos": "np.cos({0})",
+    "tan": "np.tan({0})",
+    "arcsin": "np.arcsin({0})",
+    "arccos": "np.arccos({0})",
+    "arctan": "np.arctan({0})",
+    "sinh": "np.sinh({0})",
+    "cosh": "np.cosh({0})",
+    "tanh": "np.tanh({0})",
+    "sqrt": "np.sqrt({0})",
+    "ln": "np.log({0})",
+    "pi": "np.pi",
 }
 _REDUCTIONS = {"sum": "+", "prod": "*", "vmin": "np.minimum", "vmax": "np.maximum"}

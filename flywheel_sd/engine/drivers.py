@@ -74,39 +74,44 @@ BAD_ARGS = 3  # array shapes do not fit the model (nothing was integrated)
 
 # Dormand-Prince 5(4), as scipy.integrate.RK45 (same expressions, hence same doubles).
 _RK45_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0])
-_RK45_A = np.array([
-    [0.0, 0.0, 0.0, 0.0, 0.0],
-    [1 / 5, 0.0, 0.0, 0.0, 0.0],
-    [3 / 40, 9 / 40, 0.0, 0.0, 0.0],
-    [44 / 45, -56 / 15, 32 / 9, 0.0, 0.0],
-    [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0.0],
-    [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
-])
+_RK45_A = np.array(
+    [
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+        [1 / 5, 0.0, 0.0, 0.0, 0.0],
+        [3 / 40, 9 / 40, 0.0, 0.0, 0.0],
+        [44 / 45, -56 / 15, 32 / 9, 0.0, 0.0],
+        [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0.0],
+        [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656],
+    ]
+)
 _RK45_B = np.array([35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84])
-_RK45_E = np.array([-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525,
-                    1 / 40])
+_RK45_E = np.array([-71 / 57600, 0.0, 71 / 16695, -71 / 1920, 17253 / 339200, -22 / 525, 1 / 40])
 # Shampine's quartic dense output (the optimum c_6), one row per stage.
-_RK45_P = np.array([
-    [1.0, -8048581381 / 2820520608, 8663915743 / 2820520608,
-     -12715105075 / 11282082432],
-    [0.0, 0.0, 0.0, 0.0],
-    [0.0, 131558114200 / 32700410799, -68118460800 / 10900136933,
-     87487479700 / 32700410799],
-    [0.0, -1754552775 / 470086768, 14199869525 / 1410260304,
-     -10690763975 / 1880347072],
-    [0.0, 127303824393 / 49829197408, -318862633887 / 49829197408,
-     701980252875 / 199316789632],
-    [0.0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844],
-    [0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423],
-])
+_RK45_P = np.array(
+    [
+        [1.0, -8048581381 / 2820520608, 8663915743 / 2820520608, -12715105075 / 11282082432],
+        [0.0, 0.0, 0.0, 0.0],
+        [0.0, 131558114200 / 32700410799, -68118460800 / 10900136933, 87487479700 / 32700410799],
+        [0.0, -1754552775 / 470086768, 14199869525 / 1410260304, -10690763975 / 1880347072],
+        [
+            0.0,
+            127303824393 / 49829197408,
+            -318862633887 / 49829197408,
+            701980252875 / 199316789632,
+        ],
+        [0.0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844],
+        [0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423],
+    ]
+)
 
 # Bogacki-Shampine 3(2), as scipy.integrate.RK23, with its cubic Hermite dense output.
 _RK23_C = np.array([0.0, 1 / 2, 3 / 4])
 _RK23_A = np.array([[0.0, 0.0, 0.0], [1 / 2, 0.0, 0.0], [0.0, 3 / 4, 0.0]])
 _RK23_B = np.array([2 / 9, 1 / 3, 4 / 9])
 _RK23_E = np.array([5 / 72, -1 / 12, -1 / 9, 1 / 8])
-_RK23_P = np.array([[1.0, -4 / 3, 5 / 9], [0.0, 1.0, -2 / 3], [0.0, 4 / 3, -8 / 9],
-                    [0.0, -1.0, 1.0]])
+_RK23_P = np.array(
+    [[1.0, -4 / 3, 5 / 9], [0.0, 1.0, -2 / 3], [0.0, 4 / 3, -8 / 9], [0.0, -1.0, 1.0]]
+)
 
 _SAFETY = 0.9
 _MIN_FACTOR = 0.2
@@ -141,8 +146,12 @@ def _all_finite(x):
 
 @_jit
 def _fits(y0, out, n_rows):
-    return (y0.shape[0] == N_STATES and NONNEG.shape[0] == N_STATES
-            and out.shape[0] >= n_rows and out.shape[1] >= N_OUT)
+    return (
+        y0.shape[0] == N_STATES
+        and NONNEG.shape[0] == N_STATES
+        and out.shape[0] >= n_rows
+        and out.shape[1] >= N_OUT
+    )
 
 
 @_jit
@@ -253,8 +262,7 @@ def _eval(t, lo, hi, y, c, dy):
 
 
 @_jit
-def _initial_step(t0, y0, f0, t_bound, max_step, order, rtol, atol, c, lo, hi,
-                  scale, work, f1):
+def _initial_step(t0, y0, f0, t_bound, max_step, order, rtol, atol, c, lo, hi, scale, work, f1):
     """scipy.integrate._ivp.common.select_initial_step (direction +1); one rhs call."""
     n = y0.shape[0]
     interval_length = abs(t_bound - t0)
@@ -309,8 +317,7 @@ def _interpolate(ts, t_old, t_new, y_old, K, P, Q, have_q, yout):
 
 
 @_jit
-def _rk_adaptive(c, y0, edges, save_t, rtol, atol, max_step, out, stats,
-                 A, B, C, E, P, order):
+def _rk_adaptive(c, y0, edges, save_t, rtol, atol, max_step, out, stats, A, B, C, E, P, order):
     """SciPy's explicit RK solver (RungeKutta._step_impl) once per segment of ``edges``;
     ``order`` is the error estimator's.  Returns the time reached."""
     n = y0.shape[0]
@@ -369,8 +376,9 @@ def _rk_adaptive(c, y0, edges, save_t, rtol, atol, max_step, out, stats,
             stats[2] = n_rej
             stats[3] = NONFINITE
             return t
-        h_abs = _initial_step(t, y, K[ns], b, max_step, order, rtol, atol, c, lo, hi,
-                              scale, work, yt)
+        h_abs = _initial_step(
+            t, y, K[ns], b, max_step, order, rtol, atol, c, lo, hi, scale, work, yt
+        )
         nfev += 1
         while True:
             min_step = 10 * abs(np.nextafter(t, np.inf) - t)
@@ -424,13 +432,13 @@ def _rk_adaptive(c, y0, edges, save_t, rtol, atol, max_step, out, stats,
                     if error_norm == 0:
                         factor = _MAX_FACTOR
                     else:
-                        factor = _pymin(_MAX_FACTOR, _SAFETY * error_norm ** err_exp)
+                        factor = _pymin(_MAX_FACTOR, _SAFETY * error_norm**err_exp)
                     if rejected:
                         factor = _pymin(1.0, factor)
                     h_abs *= factor
                     accepted = True
                 else:
-                    h_abs *= _pymax(_MIN_FACTOR, _SAFETY * error_norm ** err_exp)
+                    h_abs *= _pymax(_MIN_FACTOR, _SAFETY * error_norm**err_exp)
                     rejected = True
                     n_rej += 1
                     # the rejected step overwrote K[ns]; restore f(t, y) from K[0]
@@ -467,15 +475,45 @@ def rk45(c, y0, edges, save_t, rtol, atol, max_step, out, stats):
     of ``out`` records save_t[i] (sorted ascending).  ``stats`` (int64, >= 4) receives
     nfev, accepted steps, rejected steps, status (OK / TOO_SMALL_STEP / NONFINITE).
     Returns the time reached (t1 unless the status says otherwise)."""
-    return _rk_adaptive(c, y0, edges, save_t, rtol, atol, max_step, out, stats,
-                        _RK45_A, _RK45_B, _RK45_C, _RK45_E, _RK45_P, 4)
+    return _rk_adaptive(
+        c,
+        y0,
+        edges,
+        save_t,
+        rtol,
+        atol,
+        max_step,
+        out,
+        stats,
+        _RK45_A,
+        _RK45_B,
+        _RK45_C,
+        _RK45_E,
+        _RK45_P,
+        4,
+    )
 
 
 @_jit
 def rk23(c, y0, edges, save_t, rtol, atol, max_step, out, stats):
     """As :func:`rk45`, with SciPy's RK23 (Bogacki-Shampine)."""
-    return _rk_adaptive(c, y0, edges, save_t, rtol, atol, max_step, out, stats,
-                        _RK23_A, _RK23_B, _RK23_C, _RK23_E, _RK23_P, 2)
+    return _rk_adaptive(
+        c,
+        y0,
+        edges,
+        save_t,
+        rtol,
+        atol,
+        max_step,
+        out,
+        stats,
+        _RK23_A,
+        _RK23_B,
+        _RK23_C,
+        _RK23_E,
+        _RK23_P,
+        2,
+    )
 
 
 @_jit

@@ -19,8 +19,9 @@ import numpy as np
 from .compiler import NotCompilable
 
 
-def constants_matrix(cm, base_params: dict, names: list[str], values: np.ndarray,
-                     control: dict) -> np.ndarray:
+def constants_matrix(
+    cm, base_params: dict, names: list[str], values: np.ndarray, control: dict
+) -> np.ndarray:
     """One row of constants per member: the base parameters, then the design's values."""
     c0 = cm.constants(base_params, control)
     C = np.repeat(c0[None, :], len(values), axis=0)
@@ -28,14 +29,27 @@ def constants_matrix(cm, base_params: dict, names: list[str], values: np.ndarray
         slots = cm.program.params.get(name)
         if slots is None:
             raise NotCompilable(f"{name!r} is not a constant of the model")
-        C[:, slots] = values[:, j:j + 1]
+        C[:, slots] = values[:, j : j + 1]
     return C
 
 
-def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray, *,
-                method: str, rtol: float, atol: float, max_step: float | None,
-                control: dict, return_timestamps, breakpoints, columns: list[int],
-                lockstep: bool = False):
+def run_members(
+    cm,
+    mod,
+    base_params: dict,
+    names: list[str],
+    values: np.ndarray,
+    *,
+    method: str,
+    rtol: float,
+    atol: float,
+    max_step: float | None,
+    control: dict,
+    return_timestamps,
+    breakpoints,
+    columns: list[int],
+    lockstep: bool = False,
+):
     """Integrate every member; returns (times, OUT (n, n_times, n_columns), ok mask,
     errors {member: reason}, stats). With `lockstep`, fixed-step methods run all members
     at once as rows of NumPy arrays (`_lockstep`), for the plain-Python backend."""
@@ -59,15 +73,27 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
         else:
             mod.init_members(C, Y0, status)
         guarded = cm.program.guard_slots
-        for m in (range(n) if guarded and _varies(C, guarded) else range(min(n, 1))):
+        for m in range(n) if guarded and _varies(C, guarded) else range(min(n, 1)):
             if mod.guards(C[m]):
                 raise NotCompilable(mod.guards(C[m])[0])
         if lockstep:
             failed = _lockstep(cm, C, method, save, sel, OUT)
             nfev = n * n_steps * (1 if method == "euler" else 4)
         elif method in ("euler", "rk4"):
-            _fits(mod.fixed_members(C, Y0, float(C[0, 1]), float(C[0, 0]), save, len(times),
-                                    sel, OUT, status, method == "rk4"))
+            _fits(
+                mod.fixed_members(
+                    C,
+                    Y0,
+                    float(C[0, 1]),
+                    float(C[0, 0]),
+                    save,
+                    len(times),
+                    sel,
+                    OUT,
+                    status,
+                    method == "rk4",
+                )
+            )
             nfev = n * n_steps * (1 if method == "euler" else 4)
             failed = status != 0
         else:
@@ -78,10 +104,21 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
             save_t = single.clock_times(C[0], save)
             for idx, edges in _edge_groups(cm, mod, C, breakpoints):
                 out, st = OUT[idx], stats[idx]  # copies (fancy indexing): written back
-                _fits(mod.adaptive_members(C[idx], Y0[idx], edges, save_t, float(rtol),
-                                           float(atol), math.inf if max_step is None
-                                           else float(max_step), sel, out, st,
-                                           method == "RK23"))
+                _fits(
+                    mod.adaptive_members(
+                        C[idx],
+                        Y0[idx],
+                        edges,
+                        save_t,
+                        float(rtol),
+                        float(atol),
+                        math.inf if max_step is None else float(max_step),
+                        sel,
+                        out,
+                        st,
+                        method == "RK23",
+                    )
+                )
                 OUT[idx], stats[idx] = out, st
             nfev = int(stats[:, 0].sum())
             failed = stats[:, 3] != 0
@@ -89,13 +126,17 @@ def run_members(cm, mod, base_params: dict, names: list[str], values: np.ndarray
     reason = {}
     for i, m in enumerate(np.flatnonzero(failed)):
         if i < DIAGNOSED:
-            reason[int(m)] = str(single.diagnose(cm, C[m], method, return_timestamps, rtol,
-                                                 atol, max_step, breakpoints or ()))
+            reason[int(m)] = str(
+                single.diagnose(
+                    cm, C[m], method, return_timestamps, rtol, atol, max_step, breakpoints or ()
+                )
+            )
         else:
-            reason[int(m)] = "a state or derivative became non-finite, or the step size " \
-                             "collapsed (run it alone with simulate() for details)"
-    return times, OUT, ~failed, reason, {"mode": "compiled", "nfev": nfev,
-                                         "lockstep": lockstep}
+            reason[int(m)] = (
+                "a state or derivative became non-finite, or the step size "
+                "collapsed (run it alone with simulate() for details)"
+            )
+    return times, OUT, ~failed, reason, {"mode": "compiled", "nfev": nfev, "lockstep": lockstep}
 
 
 def _fits(code: int) -> None:

@@ -65,10 +65,13 @@ def _fall_back(configured: Path, err: OSError) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix="flywheel_sd-cache-"))
         atexit.register(shutil.rmtree, tmp, True)
         _fallback[str(configured)] = tmp
-    warnings.warn(CacheWarning(
-        f"the translation cache {configured} cannot be written ({_first_line(err)}); "
-        f"using {tmp} for this process; set FLYWHEEL_SD_CACHE to a writable folder"
-    ), stacklevel=5)
+    warnings.warn(
+        CacheWarning(
+            f"the translation cache {configured} cannot be written ({_first_line(err)}); "
+            f"using {tmp} for this process; set FLYWHEEL_SD_CACHE to a writable folder"
+        ),
+        stacklevel=5,
+    )
     return tmp
 
 
@@ -129,10 +132,13 @@ def _translate(source: Path) -> Path:
         try:
             if problem is not None:
                 _discard(target_dir)
-                warnings.warn(CacheWarning(
-                    f"the cached translation {target_dir} is damaged ({problem}); "
-                    "discarded, translating the model again"
-                ), stacklevel=4)
+                warnings.warn(
+                    CacheWarning(
+                        f"the cached translation {target_dir} is damaged ({problem}); "
+                        "discarded, translating the model again"
+                    ),
+                    stacklevel=4,
+                )
             root.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(prefix=".translating-", dir=root))
         except OSError as err:
@@ -261,6 +267,8 @@ def _stale(model: Model) -> bool:
     if model.py_file == model.path:  # a .py loaded as it is: no cache entry
         return False
     return _entry_problem(model.py_file.parent, model.py_file.name) is not None
+
+
 _MEMO_SIZE = 8
 
 
@@ -344,8 +352,9 @@ class Model:
         """The underlying ``pysd`` model, reloaded if a previous run modified it."""
         if self._pysd is None or fresh or self._pysd_dirty:
             try:
-                self._pysd = pysd.load(str(self.py_file), data_files=self.data_files,
-                                       initialize=False)
+                self._pysd = pysd.load(
+                    str(self.py_file), data_files=self.data_files, initialize=False
+                )
             except Exception as err:
                 raise ModelFileError(
                     f"{self.path}: PySD could not load the translation ({_first_line(err)})"
@@ -461,14 +470,14 @@ class Model:
                 raise ParameterError(
                     f"{real!r} is a stock: a value for it would hold it fixed for the whole "
                     "run instead of integrating it; set the constant its initial value "
-                    "comes from (see `flywheel describe`)")
+                    "comes from (see `flywheel describe`)"
+                )
             _check_value(real, value)
             self._check_dims(real, value)
             if range_check != "off" and real in self.ranges:
                 _check_range(real, value, self.ranges[real], range_check)
             out[real] = value
         return out
-
 
     @cached_property
     def subscripts(self) -> dict[str, list[str]]:
@@ -498,8 +507,7 @@ class Model:
                 )
             for dim in array.dims:
                 elements = self.subscripts.get(dim)
-                given = [str(c) for c in array.coords[dim].values] if dim in array.coords \
-                    else None
+                given = [str(c) for c in array.coords[dim].values] if dim in array.coords else None
                 if elements is not None and given != [str(e) for e in elements]:
                     raise ParameterError(
                         f"{name}: dimension {dim!r} must have the elements "
@@ -543,8 +551,11 @@ def _check_value(name: str, value: Any) -> None:
         raise ParameterError(f"{name}: expected a number, got {_short(value)}") from err
     if not np.all(np.isfinite(values)):
         bad = values[~np.isfinite(values)].ravel()[0]
-        where = f"{np.count_nonzero(~np.isfinite(values))} of {values.size} values are" \
-            if values.size > 1 else "value is"
+        where = (
+            f"{np.count_nonzero(~np.isfinite(values))} of {values.size} values are"
+            if values.size > 1
+            else "value is"
+        )
         raise ParameterError(f"{name}: {where} not finite ({bad})")
 
 
@@ -567,5 +578,3 @@ def _check_range(name: str, value: Any, bounds: tuple[float, float], mode: str) 
 
 class RangeWarning(UserWarning):
     """A parameter was set outside its documented range (with range_check='warn')."""
-
-

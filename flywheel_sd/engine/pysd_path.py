@@ -87,20 +87,26 @@ class OdeSystem:
                 shape, dims, coords = np.shape(state), None, None
             size = int(np.prod(shape)) if shape else 1
             self.slots.append(
-                Slot(element, start, start + size, shape, dims, coords,
-                     isinstance(element, statefuls.NonNegativeInteg))
+                Slot(
+                    element,
+                    start,
+                    start + size,
+                    shape,
+                    dims,
+                    coords,
+                    isinstance(element, statefuls.NonNegativeInteg),
+                )
             )
             start += size
         self.size = start
         self.nonnegative = np.zeros(self.size, dtype=bool)
         for slot in self.slots:
-            self.nonnegative[slot.start:slot.stop] = slot.nonnegative
+            self.nonnegative[slot.start : slot.stop] = slot.nonnegative
         self.any_nonnegative = bool(self.nonnegative.any())
         self._delay_times = None
         # Fast paths: scalar stocks are set and read as a list; xarray states are rebuilt
         # from their initial array (same coordinate indexes, cheaper than a constructor).
-        self._scalar = [(s.element, s.start) for s in self.slots if s.dims is None
-                        and not s.shape]
+        self._scalar = [(s.element, s.start) for s in self.slots if s.dims is None and not s.shape]
         self._arrays = [s for s in self.slots if s.dims is not None or s.shape]
         self._templates = {id(s): s.element.state for s in self.slots if s.dims is not None}
         self._all_scalar = not self._arrays
@@ -121,8 +127,13 @@ class OdeSystem:
         if names:
             py = names[0]
             element = getattr(self.model.components, py, None)
-            name = (self._real_names.get(py) if py in self._real_names
-                    else self.element_name(element) if element is not None else py)
+            name = (
+                self._real_names.get(py)
+                if py in self._real_names
+                else self.element_name(element)
+                if element is not None
+                else py
+            )
             raise UnsupportedElementError(
                 f"{name!r} tests Time for equality, an event at one instant that only a "
                 f"fixed time step sees; {method!r} cannot integrate it; use method='euler'"
@@ -144,7 +155,7 @@ class OdeSystem:
         for slot in self.slots:
             state = slot.element.state
             values = state.values if isinstance(state, xr.DataArray) else state
-            y[slot.start:slot.stop] = np.ravel(values)
+            y[slot.start : slot.stop] = np.ravel(values)
         return y
 
     def set_state(self, t: float, y: np.ndarray) -> None:
@@ -156,10 +167,11 @@ class OdeSystem:
         for element, index in self._scalar:
             compat.set_state(element, values[index])
         for slot in self._arrays:
-            data = y[slot.start:slot.stop].reshape(slot.shape).copy()
+            data = y[slot.start : slot.stop].reshape(slot.shape).copy()
             if slot.dims is not None:
-                compat.set_state(slot.element,
-                                 self._templates[id(slot)].copy(deep=False, data=data))
+                compat.set_state(
+                    slot.element, self._templates[id(slot)].copy(deep=False, data=data)
+                )
             else:
                 compat.set_state(slot.element, data)
         self.model.clean_caches()
@@ -177,7 +189,7 @@ class OdeSystem:
         dy = np.empty(self.size)
         for slot in self.slots:
             value = slot.element.ddt()
-            dy[slot.start:slot.stop] = np.ravel(
+            dy[slot.start : slot.stop] = np.ravel(
                 value.values if isinstance(value, xr.DataArray) else value
             )
         for element, times in zip(self.delay_n, saved):
@@ -207,8 +219,11 @@ class OdeSystem:
         for element in self.delay_n:
             current = np.asarray(element.delay_time_func(), dtype=float)
             first = np.asarray(
-                element.times[0].values if isinstance(element.times, xr.DataArray)
-                else element.times[0], dtype=float)
+                element.times[0].values
+                if isinstance(element.times, xr.DataArray)
+                else element.times[0],
+                dtype=float,
+            )
             if not np.allclose(current, first, rtol=1e-12, atol=0):
                 raise UnsupportedElementError(
                     f"{self.element_name(element)!r} uses DELAY N with a time-varying delay "
@@ -249,8 +264,9 @@ class OdeSystem:
                 except Exception:
                     continue
                 try:
-                    arr = np.asarray(value.values if isinstance(value, xr.DataArray) else value,
-                                     dtype=float)
+                    arr = np.asarray(
+                        value.values if isinstance(value, xr.DataArray) else value, dtype=float
+                    )
                 except (TypeError, ValueError):
                     continue
                 if not np.all(np.isfinite(arr)):
@@ -336,8 +352,13 @@ _JUMPY_FUNCS = {"modulo", "integer", "quantum"}  # functions of time with jumps
 
 
 def _calls_time(node) -> bool:
-    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-               and n.func.id == "time" and not n.args for n in ast.walk(node))
+    return any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Name)
+        and n.func.id == "time"
+        and not n.args
+        for n in ast.walk(node)
+    )
 
 
 def time_switch_breakpoints(pysd_model, t0: float, t1: float, dt: float) -> list[float]:
@@ -371,18 +392,21 @@ def time_switch_breakpoints(pysd_model, t0: float, t1: float, dt: float) -> list
         if name in cache_type:  # a model variable that changes over time
             return False
         module = getattr(obj, "__module__", "") or getattr(obj, "__name__", "")
-        return module.startswith(("pysd.py_backend", "numpy", "xarray", "builtins",
-                                  "flywheel_sd"))
+        return module.startswith(("pysd.py_backend", "numpy", "xarray", "builtins", "flywheel_sd"))
 
     nodes = []
     for node in ast.walk(tree):
-        jumpy = (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                 and node.func.id in _JUMPY_FUNCS)
+        jumpy = (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _JUMPY_FUNCS
+        )
         if not (isinstance(node, ast.Compare) or jumpy) or not _calls_time(node):
             continue
         names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
         if any(isinstance(n, ast.Lambda) for n in ast.walk(node)) or not all(
-                allowed(n) for n in names):
+            allowed(n) for n in names
+        ):
             continue
         nodes.append((compile(ast.Expression(node), "<switch>", "eval"), not jumpy))
 
@@ -416,8 +440,13 @@ def _evaluate(code, namespace, time, ts: np.ndarray) -> np.ndarray | None:
             try:
                 compat.set_clock(time, float(t))
                 out = eval(code, namespace)
-                rows.append(np.ravel(np.asarray(
-                    out.values if isinstance(out, xr.DataArray) else out, dtype=float)))
+                rows.append(
+                    np.ravel(
+                        np.asarray(
+                            out.values if isinstance(out, xr.DataArray) else out, dtype=float
+                        )
+                    )
+                )
             except Exception:
                 return None
     try:
@@ -472,9 +501,12 @@ def time_equalities(pysd_model) -> list[str]:
         else:
             continue
         for node in ast.walk(top):
-            if (isinstance(node, ast.Compare)
-                    and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops)
-                    and _calls_time(node) and name not in out):
+            if (
+                isinstance(node, ast.Compare)
+                and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops)
+                and _calls_time(node)
+                and name not in out
+            ):
                 out.append(name)
     return out
 

@@ -40,7 +40,7 @@ NUMBA_AFTER_RUNS = 5
 
 
 def choose_backend(cm: CompiledModel, backend: str | None, runs: int = 1) -> str:
-    """"numba" for many runs, or once this process has made a few single runs of the model
+    """ "numba" for many runs, or once this process has made a few single runs of the model
     (or has its Numba code loaded already); "python" for a one-off run, while Numba's cache
     is warmed in the background for later. FLYWHEEL_SD_JIT=off|eager overrides."""
     if backend in ("python", "numba"):
@@ -66,21 +66,27 @@ def _grid(t0, t1, dt, saveper, timestamps):
 MAX_STEPS = 5e7
 
 
-def check_control(time_step: float, initial_time: float, final_time: float,
-                  saveper: float) -> None:
+def check_control(
+    time_step: float, initial_time: float, final_time: float, saveper: float
+) -> None:
     """Raise `MethodError` (one line, before any work) for control values no run can use:
     a TIME STEP or SAVEPER that is not a positive number (0 would loop forever), a FINAL
     TIME that is not after INITIAL TIME (a run of nothing), or too many steps."""
     for name, value in (("TIME STEP", time_step), ("SAVEPER", saveper)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise MethodError(f"{name} must be a positive number, not {value!r}")
-    if not (math.isfinite(initial_time) and math.isfinite(final_time)) \
-            or final_time <= initial_time:
-        raise MethodError(f"FINAL TIME ({final_time:g}) must be a number after INITIAL TIME "
-                          f"({initial_time:g})")
+    if (
+        not (math.isfinite(initial_time) and math.isfinite(final_time))
+        or final_time <= initial_time
+    ):
+        raise MethodError(
+            f"FINAL TIME ({final_time:g}) must be a number after INITIAL TIME ({initial_time:g})"
+        )
     if (final_time - initial_time) / time_step > MAX_STEPS:
-        raise MethodError(f"{(final_time - initial_time) / time_step:.3g} steps of TIME STEP "
-                          f"{time_step:g}: too many; use a larger time step")
+        raise MethodError(
+            f"{(final_time - initial_time) / time_step:.3g} steps of TIME STEP "
+            f"{time_step:g}: too many; use a larger time step"
+        )
 
 
 def grid(c: np.ndarray, return_timestamps=None):
@@ -116,9 +122,17 @@ def fixed_step(cm: CompiledModel, mod, c, method, return_timestamps):
         status = fixed_driver(mod, method)(c, y0, float(c[1]), float(c[0]), save, out)
     if status:
         raise diagnose(cm, c, method, return_timestamps, None, None, None, ())
-    stats = {"method": method, "nfev": n_steps * (1 if method == "euler" else 4),
-             "n_steps": n_steps, "status": 0, "message": "fixed step completed",
-             "time_step": float(c[0]), "rtol": None, "atol": None, "breakpoints": []}
+    stats = {
+        "method": method,
+        "nfev": n_steps * (1 if method == "euler" else 4),
+        "n_steps": n_steps,
+        "status": 0,
+        "message": "fixed step completed",
+        "time_step": float(c[0]),
+        "rtol": None,
+        "atol": None,
+        "breakpoints": [],
+    }
     return times, out, stats
 
 
@@ -164,14 +178,17 @@ def _rk4_step(rhs, c, t, y, h):
 
 def _nonfinite_message(cm, row, t, dy=None) -> str:
     program = cm.program
-    culprit = next((program.columns[i] for i in program.eval_order
-                    if not math.isfinite(row[i])), None)
+    culprit = next(
+        (program.columns[i] for i in program.eval_order if not math.isfinite(row[i])), None
+    )
     where = f"variable {culprit!r}" if culprit else "a state derivative"
     if culprit is None and dy is not None and not np.isfinite(dy).all():
         state = program.state_names[int(np.argmax(~np.isfinite(dy)))]
         where = f"the rate of change of {state!r}"
-    return (f"{where} became non-finite at time {t:g}; check its equation and inputs "
-            "(division by zero, overflow), or try method='BDF' / a smaller max_step")
+    return (
+        f"{where} became non-finite at time {t:g}; check its equation and inputs "
+        "(division by zero, overflow), or try method='BDF' / a smaller max_step"
+    )
 
 
 def checked_rhs(cm, mod):
@@ -199,23 +216,34 @@ def diagnose(cm, c, method, return_timestamps, rtol, atol, max_step, extra) -> E
                 _, save, times = grid(c, return_timestamps)
                 y0 = initial_state(mod, c, cm.program)
                 out = np.full((len(times), len(cm.program.columns)), np.nan)
-                status = fixed_driver(mod, method, rhs)(c, y0, float(c[1]), float(c[0]),
-                                                        save, out)
+                status = fixed_driver(mod, method, rhs)(c, y0, float(c[1]), float(c[0]), save, out)
                 if status:
                     t = float(c[1]) + (status - 1) * float(c[0])
                     return NonFiniteError(
                         f"a state became non-finite at time {t:g} (overflow); check the "
-                        "model's growth rates, or try a smaller TIME STEP")
+                        "model's growth rates, or try a smaller TIME STEP"
+                    )
             else:
-                adaptive(cm, mod, c, method, rtol, atol, max_step, extra, return_timestamps,
-                         rhs=rhs)
+                adaptive(
+                    cm, mod, c, method, rtol, atol, max_step, extra, return_timestamps, rhs=rhs
+                )
     except (NonFiniteError, SolverError) as err:
         return err
     return SolverError(f"{method} failed; try method='BDF' or 'LSODA', or method='euler'")
 
 
-def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_breaks,
-             return_timestamps, rhs=None):
+def adaptive(
+    cm: CompiledModel,
+    mod,
+    c,
+    method,
+    rtol,
+    atol,
+    max_step,
+    extra_breaks,
+    return_timestamps,
+    rhs=None,
+):
     """An adaptive run, piecewise between breakpoints, evaluated from inside each piece;
     exact STEP/PULSE edges (c[4] = 1)."""
     program = cm.program
@@ -223,7 +251,8 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
         raise UnsupportedElementError(
             f"{program.time_equality!r} tests Time for equality, an event at one instant "
             f"that only a fixed time step sees; {method!r} cannot integrate it; "
-            "use method='euler'")
+            "use method='euler'"
+        )
     c = c.copy()
     c[4] = 1.0
     _, save, times = grid(c, return_timestamps)
@@ -237,23 +266,43 @@ def adaptive(cm: CompiledModel, mod, c, method, rtol, atol, max_step, extra_brea
     if method in GENERATED_ADAPTIVE and rhs is None:
         stats_arr = np.zeros(8, dtype=np.int64)
         with np.errstate(all="ignore"):
-            getattr(mod, GENERATED_ADAPTIVE[method])(c, y0, edges, save_t, float(rtol),
-                                                     float(atol), max_step, out, stats_arr)
+            getattr(mod, GENERATED_ADAPTIVE[method])(
+                c, y0, edges, save_t, float(rtol), float(atol), max_step, out, stats_arr
+            )
         status = int(stats_arr[3])
         nfev, n_steps = int(stats_arr[0]), int(stats_arr[1])
         if status:
-            raise diagnose(cm, c, method, return_timestamps, rtol, atol, max_step,
-                           extra_breaks)
+            raise diagnose(cm, c, method, return_timestamps, rtol, atol, max_step, extra_breaks)
         njev = nlu = 0
         rhs_calls = nfev
     else:
         nfev, njev, nlu, n_steps, rhs_calls = _solve_ivp(
-            mod, c, y0, edges, save_t, method, rtol, atol, max_step, out,
-            rhs or checked_rhs(cm, mod), jacobian_sparsity(program, method))
-    stats = {"method": method, "nfev": nfev, "rhs_calls": rhs_calls, "njev": njev, "nlu": nlu,
-             "n_steps": n_steps, "status": 0,
-             "message": "integration completed", "rtol": rtol, "atol": atol,
-             "breakpoints": [float(b) for b in breaks]}
+            mod,
+            c,
+            y0,
+            edges,
+            save_t,
+            method,
+            rtol,
+            atol,
+            max_step,
+            out,
+            rhs or checked_rhs(cm, mod),
+            jacobian_sparsity(program, method),
+        )
+    stats = {
+        "method": method,
+        "nfev": nfev,
+        "rhs_calls": rhs_calls,
+        "njev": njev,
+        "nlu": nlu,
+        "n_steps": n_steps,
+        "status": 0,
+        "message": "integration completed",
+        "rtol": rtol,
+        "atol": atol,
+        "breakpoints": [float(b) for b in breaks],
+    }
     return times, out, stats
 
 
@@ -281,8 +330,7 @@ def jacobian_sparsity(program, method: str):
     return pattern.tocsr()
 
 
-def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs,
-               sparsity=None):
+def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs, sparsity=None):
     """solve_ivp on the compiled RHS, piecewise; the outputs recorded at the save times."""
     n = len(y0)
 
@@ -291,16 +339,18 @@ def _solve_ivp(mod, c, y0, edges, save_t, method, rtol, atol, max_step, out, rhs
         rhs(t, y, c, dy)
         return dy
 
-    saved_y, counts = piecewise_solve_ivp(evaluate, y0, edges, save_t, method, rtol, atol,
-                                          max_step, sparsity)
+    saved_y, counts = piecewise_solve_ivp(
+        evaluate, y0, edges, save_t, method, rtol, atol, max_step, sparsity
+    )
     with np.errstate(all="ignore"):
         for i, (t, yy) in enumerate(zip(save_t, saved_y)):
             mod.record(t, yy, c, out[i])
     return counts["nfev"], counts["njev"], counts["nlu"], counts["n_steps"], counts["calls"]
 
 
-def piecewise_solve_ivp(evaluate, y0, edges, save_t, method, rtol, atol, max_step=None,
-                        sparsity=None) -> tuple[np.ndarray, dict]:
+def piecewise_solve_ivp(
+    evaluate, y0, edges, save_t, method, rtol, atol, max_step=None, sparsity=None
+) -> tuple[np.ndarray, dict]:
     """``scipy.integrate.solve_ivp`` from breakpoint to breakpoint (`edges`), each piece
     evaluated from inside (a switch at an edge takes its value within the piece, whatever
     round-off does to time at the edge). Returns the states at `save_t` (dense output; the
@@ -328,22 +378,34 @@ def piecewise_solve_ivp(evaluate, y0, edges, save_t, method, rtol, atol, max_ste
 
         try:
             with np.errstate(all="ignore"):
-                sol = solve_ivp(fun, (a, b), y, method=method, rtol=rtol, atol=atol,
-                                dense_output=True, **options)
+                sol = solve_ivp(
+                    fun,
+                    (a, b),
+                    y,
+                    method=method,
+                    rtol=rtol,
+                    atol=atol,
+                    dense_output=True,
+                    **options,
+                )
         except FlywheelError:
             raise
         except Exception as err:  # a failure inside SciPy's linear algebra, say
             text = str(err).strip().splitlines()
             detail = f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-            raise SolverError(f"{method} failed between t={a:g} and t={b:g} ({detail}); "
-                              "try method='BDF' or 'LSODA', or a smaller max_step") from err
+            raise SolverError(
+                f"{method} failed between t={a:g} and t={b:g} ({detail}); "
+                "try method='BDF' or 'LSODA', or a smaller max_step"
+            ) from err
         for key in ("nfev", "njev", "nlu"):
             counts[key] += int(getattr(sol, key, 0) or 0)
         counts["n_steps"] += len(sol.t) - 1
         if sol.status != 0:
-            raise SolverError(f"{method} stopped at t={sol.t[-1]:g} of {t1:g}: {sol.message};"
-                              " try method='BDF' or 'LSODA' (stiff models), looser "
-                              "rtol/atol, or method='euler'")
+            raise SolverError(
+                f"{method} stopped at t={sol.t[-1]:g} of {t1:g}: {sol.message};"
+                " try method='BDF' or 'LSODA' (stiff models), looser "
+                "rtol/atol, or method='euler'"
+            )
         # save times in [a, b); the last piece also takes times a round-off past t1
         here = (save_t >= a) & ((save_t < b) | (b >= t1))
         if here.any():
@@ -388,6 +450,7 @@ def _event_times(events, dt, t1) -> set:
 def _switch_times(mod, c, t0, t1) -> set:
     """Locate by bisection every change of the model's Time comparisons on a TIME STEP
     grid (a switch that comes and goes within one step is not seen, as under Euler)."""
+
     def values(t):
         return np.array([float(v) for v in mod.switches(t, c)], dtype=float)
 

@@ -130,22 +130,33 @@ def simulate(
     if engine not in ENGINES:
         raise MethodError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     if engine != "pysd":
-        frame = _compiled_run(model, params, engine, method=method, rtol=rtol, atol=atol,
-                              max_step=max_step, final_time=final_time, time_step=time_step,
-                              saveper=saveper, return_timestamps=return_timestamps,
-                              return_columns=return_columns, breakpoints=breakpoints)
+        frame = _compiled_run(
+            model,
+            params,
+            engine,
+            method=method,
+            rtol=rtol,
+            atol=atol,
+            max_step=max_step,
+            final_time=final_time,
+            time_step=time_step,
+            saveper=saveper,
+            return_timestamps=return_timestamps,
+            return_columns=return_columns,
+            breakpoints=breakpoints,
+        )
         if frame is not None:
             return frame
 
     _check_control(model, final_time, time_step, saveper)
-    run = _Run(model, params, final_time, time_step, saveper, return_timestamps,
-               return_columns)
+    run = _Run(model, params, final_time, time_step, saveper, return_timestamps, return_columns)
     try:
         if method in FIXED_METHODS:
             stats = run.fixed_step(method)
         else:
-            stats = run.adaptive(method, rtol, atol, max_step,
-                                 _breakpoints(run, params, breakpoints))
+            stats = run.adaptive(
+                method, rtol, atol, max_step, _breakpoints(run, params, breakpoints)
+            )
         frame = run.collect()
     finally:
         run.close()
@@ -159,21 +170,40 @@ def _check_control(model: Model, final_time, time_step, saveper) -> None:
     end with a TIME STEP of 0); the compiled engine makes the same check in `run.grid`."""
     from .run import check_control
 
-    for name, value in (("final_time", final_time), ("time_step", time_step),
-                        ("saveper", saveper)):
+    for name, value in (
+        ("final_time", final_time),
+        ("time_step", time_step),
+        ("saveper", saveper),
+    ):
         if value is not None and not isinstance(value, (int, float)):
             raise MethodError(f"{name} must be a number, not {value!r}")
     settings = model.time_settings()
     time_step = settings["time_step"] if time_step is None else float(time_step)
     saveper = settings["saveper"] if saveper is None else float(saveper)
-    check_control(time_step, settings["initial_time"],
-                  settings["final_time"] if final_time is None else float(final_time),
-                  saveper)
+    check_control(
+        time_step,
+        settings["initial_time"],
+        settings["final_time"] if final_time is None else float(final_time),
+        saveper,
+    )
 
 
-def _compiled_run(model: Model, params: dict, engine: str, *, method, rtol, atol, max_step,
-                  final_time, time_step, saveper, return_timestamps, return_columns,
-                  breakpoints) -> pd.DataFrame | None:
+def _compiled_run(
+    model: Model,
+    params: dict,
+    engine: str,
+    *,
+    method,
+    rtol,
+    atol,
+    max_step,
+    final_time,
+    time_step,
+    saveper,
+    return_timestamps,
+    return_columns,
+    breakpoints,
+) -> pd.DataFrame | None:
     """The run on the compiled engine, or None (after a one-line notice) where the
     compiler does not cover the model or these options."""
     from . import NotCompilable, run
@@ -182,8 +212,9 @@ def _compiled_run(model: Model, params: dict, engine: str, *, method, rtol, atol
         cm = model.compiled(params)
         backend = run.choose_backend(cm, None)
         mod = cm.module(backend)
-        c = cm.constants(params, {"final_time": final_time, "time_step": time_step,
-                                  "saveper": saveper})
+        c = cm.constants(
+            params, {"final_time": final_time, "time_step": time_step, "saveper": saveper}
+        )
         if method in FIXED_METHODS:
             times, out, stats = run.fixed_step(cm, mod, c, method, return_timestamps)
         else:
@@ -194,19 +225,21 @@ def _compiled_run(model: Model, params: dict, engine: str, *, method, rtol, atol
             for value in params.values():
                 if isinstance(value, pd.Series):
                     extra += [float(t) for t in value.index]
-            times, out, stats = run.adaptive(cm, mod, c, method, rtol, atol, max_step,
-                                             extra, return_timestamps)
+            times, out, stats = run.adaptive(
+                cm, mod, c, method, rtol, atol, max_step, extra, return_timestamps
+            )
         frame = run.to_frame(cm, model, times, out, return_columns)
     except NotCompilable as reason:
         if engine == "compiled":
             raise UnsupportedElementError(
-                f"{model.path.name}: the compiled engine does not cover this run "
-                f"({reason})") from None
+                f"{model.path.name}: the compiled engine does not cover this run ({reason})"
+            ) from None
         _notice(model, str(reason))
         return None
     frame.attrs.update(stats)
-    frame.attrs.update(model=str(model.path), model_sha256=model.sha256,
-                       engine=f"compiled ({backend})")
+    frame.attrs.update(
+        model=str(model.path), model_sha256=model.sha256, engine=f"compiled ({backend})"
+    )
     return frame
 
 
@@ -217,8 +250,9 @@ def _notice(model: Model, reason: str) -> None:
     key = (str(model.path), reason)
     if key not in _NOTICED:
         _NOTICED.add(key)
-        warnings.warn(f"{model.path.name}: {reason}: running on the PySD path",
-                      PySDPathWarning, stacklevel=4)
+        warnings.warn(
+            f"{model.path.name}: {reason}: running on the PySD path", PySDPathWarning, stacklevel=4
+        )
 
 
 def _breakpoints(run: _Run, params: dict, extra: Iterable[float] | None) -> list[float]:
@@ -238,8 +272,9 @@ def _breakpoints(run: _Run, params: dict, extra: Iterable[float] | None) -> list
 class _Run:
     """One configured run of a PySD model, from parameters to output frame."""
 
-    def __init__(self, model, params, final_time, time_step, saveper, return_timestamps,
-                 return_columns):
+    def __init__(
+        self, model, params, final_time, time_step, saveper, return_timestamps, return_columns
+    ):
         self.model = model
         pm = model._checkout()
         self.pysd = pm
@@ -249,14 +284,14 @@ class _Run:
             with warnings.catch_warnings():
                 # PySD warns when a constant is replaced by a time series: that is the point.
                 warnings.filterwarnings("ignore", message="Replacing .*")
-                compat.configure_run(pm, params, return_columns, return_timestamps,
-                                     final_time, time_step, saveper)
+                compat.configure_run(
+                    pm, params, return_columns, return_timestamps, final_time, time_step, saveper
+                )
         except FlywheelError:
             raise
         except (KeyError, NameError, ValueError, TypeError) as err:
             raise SolverError(
-                f"{model.path.name}: could not set up the run "
-                f"({_first_line(err)})"
+                f"{model.path.name}: could not set up the run ({_first_line(err)})"
             ) from err
         self.output = ModelOutput(None)
         self.output.set_capture_elements(pm.capture_elements)
@@ -308,33 +343,54 @@ class _Run:
             if time.in_return():
                 self._record(t, y, at_state=True)
         nfev = steps * (1 if method == "euler" else 4)
-        return {"method": method, "nfev": nfev, "n_steps": steps, "status": 0,
-                "message": "fixed step completed", "time_step": float(time.time_step()),
-                "rtol": None, "atol": None, "breakpoints": []}
+        return {
+            "method": method,
+            "nfev": nfev,
+            "n_steps": steps,
+            "status": 0,
+            "message": "fixed step completed",
+            "time_step": float(time.time_step()),
+            "rtol": None,
+            "atol": None,
+            "breakpoints": [],
+        }
 
     # -- adaptive ---------------------------------------------------------------------
     def adaptive(self, method, rtol, atol, max_step, breakpoints) -> dict:
         system, time = self.system, self.pysd.time
         system.refuse_discrete(method)
         system.refuse_time_equality(method)
-        for key, vensim in (("final_time", "FINAL TIME"), ("time_step", "TIME STEP"),
-                            ("saveper", "SAVEPER")):
+        for key, vensim in (
+            ("final_time", "FINAL TIME"),
+            ("time_step", "TIME STEP"),
+            ("saveper", "SAVEPER"),
+        ):
             if self.pysd.cache_type.get(key) == "step":
                 raise UnsupportedElementError(
                     f"{vensim} changes during the run, which fixes the output times only "
                     f"step by step; {method!r} cannot follow it; use method='euler'"
                 )
         self._patch(exact_time_functions(time))
-        switches = time_switch_breakpoints(self.pysd, self.t0, self.t1,
-                                           float(time.time_step()))
+        switches = time_switch_breakpoints(self.pysd, self.t0, self.t1, float(time.time_step()))
         breakpoints = sorted(set(breakpoints).union(switches))
         save = np.array(save_times(self.pysd.time))
         edges = [self.t0, *breakpoints, self.t1]
         y = system.get_state()
-        stats = {"method": method, "nfev": 0, "njev": 0, "nlu": 0, "n_steps": 0, "status": 0,
-                 "message": "", "rtol": rtol, "atol": atol, "breakpoints": list(breakpoints)}
-        saved_y, counts = piecewise_solve_ivp(system.rhs, y, edges, save, method, rtol, atol,
-                                              max_step)
+        stats = {
+            "method": method,
+            "nfev": 0,
+            "njev": 0,
+            "nlu": 0,
+            "n_steps": 0,
+            "status": 0,
+            "message": "",
+            "rtol": rtol,
+            "atol": atol,
+            "breakpoints": list(breakpoints),
+        }
+        saved_y, counts = piecewise_solve_ivp(
+            system.rhs, y, edges, save, method, rtol, atol, max_step
+        )
         for key in ("nfev", "njev", "nlu", "n_steps"):
             stats[key] = counts[key]
         stats["message"] = "integration completed"
@@ -369,8 +425,7 @@ class _Run:
             raise self.system.nonfinite_error(t) from err
         except Exception as err:
             raise SolverError(
-                f"evaluating the outputs at time {t:g} failed "
-                f"({_first_line(err)})"
+                f"evaluating the outputs at time {t:g} failed ({_first_line(err)})"
             ) from err
 
     def collect(self) -> pd.DataFrame:

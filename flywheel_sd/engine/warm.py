@@ -24,8 +24,7 @@ def warm(path: Path) -> None:
         mod.init(c, y)
         mod.euler(c, y, 0.0, 1.0, np.array([True, True]), out)
         stats = np.zeros(8, dtype=np.int64)
-        mod.rk45(c, y, np.array([0.0, 1.0]), np.array([0.0, 1.0]), 1e-6, 1e-6, np.inf, out,
-                 stats)
+        mod.rk45(c, y, np.array([0.0, 1.0]), np.array([0.0, 1.0]), 1e-6, 1e-6, np.inf, out, stats)
         # the members drivers, with the argument types engine.ensemble passes
         C = np.repeat(c[None, :], 2, axis=0)
         Y0 = np.zeros((2, mod.N_STATES))
@@ -34,8 +33,19 @@ def warm(path: Path) -> None:
         OUT = np.zeros((2, 2, 1))
         mod.init_members(C, Y0, status)
         mod.fixed_members(C, Y0, 0.0, 1.0, np.array([True, True]), 2, sel, OUT, status, False)
-        mod.adaptive_members(C, Y0, np.array([0.0, 1.0]), np.array([0.0, 1.0]), 1e-6, 1e-6,
-                             np.inf, sel, OUT, np.zeros((2, 8), dtype=np.int64), False)
+        mod.adaptive_members(
+            C,
+            Y0,
+            np.array([0.0, 1.0]),
+            np.array([0.0, 1.0]),
+            1e-6,
+            1e-6,
+            np.inf,
+            sel,
+            OUT,
+            np.zeros((2, 8), dtype=np.int64),
+            False,
+        )
 
 
 def main(argv=None) -> int:

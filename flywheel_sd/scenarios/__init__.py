@@ -23,9 +23,11 @@ def _folders() -> builtins.list[Path]:
     extra = [Path(p) for p in os.environ.get("FLYWHEEL_SD_SCENARIOS", "").split(os.pathsep) if p]
     for folder in extra:
         if not folder.is_dir():
-            raise ParameterError(f"FLYWHEEL_SD_SCENARIOS names {str(folder)!r}, which is not a "
-                                 "folder; set it to folders of scenario files (separated by "
-                                 f"{os.pathsep!r}) or unset it")
+            raise ParameterError(
+                f"FLYWHEEL_SD_SCENARIOS names {str(folder)!r}, which is not a "
+                "folder; set it to folders of scenario files (separated by "
+                f"{os.pathsep!r}) or unset it"
+            )
     return [BUILTIN_DIR, *extra]
 
 
@@ -49,7 +51,8 @@ def _catalogue() -> tuple[dict[str, Path], dict[str, str]]:
                     raise ParameterError(
                         f"{path}: the name {name!r} is a built-in scenario's "
                         f"({builtin[name].name}); rename it, or add "
-                        "'replaces_builtin = true' to replace the built-in")
+                        "'replaces_builtin = true' to replace the built-in"
+                    )
             except ParameterError as err:
                 broken[path.stem] = str(err)
                 continue
@@ -103,8 +106,9 @@ def _load(path: Path, validate: bool, seen: tuple) -> Scenario:
             raise ParameterError(f"{path}: 'extends' forms a cycle through {parent!r}")
         files = _files()
         if parent not in files:
-            raise ParameterError(f"{path}: 'extends': "
-                                 + unknown_name_message("scenario", parent, files))
+            raise ParameterError(
+                f"{path}: 'extends': " + unknown_name_message("scenario", parent, files)
+            )
         base = _load(files[parent], validate=False, seen=(*seen, data.get("name")))
     scenario = from_dict(data, source=str(path), base=base)
     if validate:

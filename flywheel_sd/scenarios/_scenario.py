@@ -35,14 +35,17 @@ class Policy:
     def __post_init__(self):
         for key in ("value", "start"):
             if not isinstance(getattr(self, key), (int, float)) or not math.isfinite(
-                    getattr(self, key)):
-                raise ParameterError(f"policy {key} must be a finite number, "
-                                     f"not {getattr(self, key)!r}")
+                getattr(self, key)
+            ):
+                raise ParameterError(
+                    f"policy {key} must be a finite number, not {getattr(self, key)!r}"
+                )
         if not isinstance(self.end, (int, float)) or math.isnan(self.end):
             raise ParameterError(f"policy end must be a number, not {self.end!r}")
         if self.end <= self.start:
-            raise ParameterError(f"policy ends (t={self.end:g}) before it starts "
-                                 f"(t={self.start:g})")
+            raise ParameterError(
+                f"policy ends (t={self.end:g}) before it starts (t={self.start:g})"
+            )
 
     def series(self, base: Any, t0: float, t1: float) -> pd.Series:
         """The policy as a step-shaped time series (right-continuous, as STEP is)."""
@@ -81,8 +84,13 @@ class Scenario:
     def derive(self, name: str, description: str = "", **params: Any) -> Scenario:
         """A new scenario: this one plus more overrides (keyword names use Python names)."""
         merged = {**self.params, **params}
-        return replace(self, name=name, description=description or self.description,
-                       params=merged, source=None)
+        return replace(
+            self,
+            name=name,
+            description=description or self.description,
+            params=merged,
+            source=None,
+        )
 
     def load_model(self) -> Model:
         return load(self.model)
@@ -118,8 +126,9 @@ class Scenario:
             start = self._effective(model, real)
             end = self._effective(model, end_name)
             if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end < start:
-                raise ParameterError(f"{self._where(end_name)}: ends (t={end:g}) before "
-                                     f"{real!r} (t={start:g})")
+                raise ParameterError(
+                    f"{self._where(end_name)}: ends (t={end:g}) before {real!r} (t={start:g})"
+                )
 
     def _effective(self, model: Model, name: str) -> Any:
         for key, value in self.params.items():
@@ -155,11 +164,15 @@ class Scenario:
             if isinstance(value, Policy):
                 params[key] = value.to_dict()
             elif isinstance(value, pd.Series):
-                params[key] = {"time": [float(t) for t in value.index],
-                               "value": [float(v) for v in value.values]}
+                params[key] = {
+                    "time": [float(t) for t in value.index],
+                    "value": [float(v) for v in value.values],
+                }
             elif isinstance(value, xr.DataArray):
-                raise ParameterError(f"{self._where(key)}: subscripted values cannot be "
-                                     "written to a scenario file yet")
+                raise ParameterError(
+                    f"{self._where(key)}: subscripted values cannot be "
+                    "written to a scenario file yet"
+                )
             else:
                 params[key] = float(value)
         out = {"name": self.name, "description": self.description}
@@ -167,8 +180,9 @@ class Scenario:
             out["model"] = self.model
         out["params"] = params
         if self.events:
-            out["events"] = [{"label": label, "start": start, "end": end}
-                             for label, start, end in self.events]
+            out["events"] = [
+                {"label": label, "start": start, "end": end} for label, start, end in self.events
+            ]
         return out
 
     def save(self, path: str | Path) -> Path:
@@ -180,9 +194,11 @@ class Scenario:
 
 def _param_from_toml(where: str, key: str, value: Any) -> Any:
     if isinstance(value, bool) or isinstance(value, str):
-        raise ParameterError(f"{where}: {key!r}: expected a number, a policy "
-                             "{value, start, end} or a series {time, value}, "
-                             f"not {value!r}")
+        raise ParameterError(
+            f"{where}: {key!r}: expected a number, a policy "
+            "{value, start, end} or a series {time, value}, "
+            f"not {value!r}"
+        )
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise ParameterError(f"{where}: {key!r}: value is not finite")
@@ -192,8 +208,9 @@ def _param_from_toml(where: str, key: str, value: Any) -> Any:
     keys = set(value)
     try:
         if keys <= {"value", "start", "end"} and {"value", "start"} <= keys:
-            return Policy(float(value["value"]), float(value["start"]),
-                          float(value.get("end", math.inf)))
+            return Policy(
+                float(value["value"]), float(value["start"]), float(value.get("end", math.inf))
+            )
         if keys == {"time", "value"}:
             times = np.asarray(value["time"], dtype=float)
             values = np.asarray(value["value"], dtype=float)
@@ -204,24 +221,34 @@ def _param_from_toml(where: str, key: str, value: Any) -> Any:
             return pd.Series(values, index=times)
     except (ParameterError, TypeError, ValueError) as err:
         raise ParameterError(f"{where}: {key!r}: {err}") from None
-    raise ParameterError(f"{where}: {key!r}: expected {{value, start[, end]}} or "
-                         f"{{time, value}}, got keys {sorted(keys)}")
+    raise ParameterError(
+        f"{where}: {key!r}: expected {{value, start[, end]}} or "
+        f"{{time, value}}, got keys {sorted(keys)}"
+    )
 
 
 #: The keys a scenario file may hold. `replaces_builtin = true` lets a user's scenario take
 #: the name of a built-in one (otherwise that is an error, not a silent replacement).
-TOP_LEVEL_KEYS = ("name", "description", "model", "params", "extends", "events",
-                  "replaces_builtin")
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "model",
+    "params",
+    "extends",
+    "events",
+    "replaces_builtin",
+)
 
 
-def from_dict(data: Mapping, source: str | None = None, base: Scenario | None = None
-              ) -> Scenario:
+def from_dict(data: Mapping, source: str | None = None, base: Scenario | None = None) -> Scenario:
     """Build a scenario from parsed TOML (`base`: the scenario it extends)."""
     where = source or "scenario"
     unknown = set(data) - set(TOP_LEVEL_KEYS)
     if unknown:
-        raise ParameterError(f"{where}: unknown top-level key(s) {sorted(unknown)}; "
-                             f"expected {', '.join(TOP_LEVEL_KEYS)}")
+        raise ParameterError(
+            f"{where}: unknown top-level key(s) {sorted(unknown)}; "
+            f"expected {', '.join(TOP_LEVEL_KEYS)}"
+        )
     if "name" not in data or not isinstance(data["name"], str):
         raise ParameterError(f"{where}: 'name' (a string) is required")
     for key in ("description", "model", "extends"):
@@ -237,28 +264,47 @@ def from_dict(data: Mapping, source: str | None = None, base: Scenario | None = 
     model = data.get("model", base.model if base else None)
     if model and source and not Path(model).is_absolute():
         model = str((Path(source).parent / model).resolve())
-    events = tuple(_event(where, e) for e in data.get("events", ())) if "events" in data else (
-        base.events if base else ())
-    return Scenario(name=data["name"], description=data.get("description", ""),
-                    params=params, model=model, events=events, source=source)
+    events = (
+        tuple(_event(where, e) for e in data.get("events", ()))
+        if "events" in data
+        else (base.events if base else ())
+    )
+    return Scenario(
+        name=data["name"],
+        description=data.get("description", ""),
+        params=params,
+        model=model,
+        events=events,
+        source=source,
+    )
 
 
 def _event(where: str, event: Any) -> tuple[str, float, float]:
-    if not isinstance(event, dict) or set(event) - {"label", "start", "end"} or "start" not in event:
-        raise ParameterError(f"{where}: 'events': each needs start (and label, end), "
-                             f"got {event!r}")
+    if (
+        not isinstance(event, dict)
+        or set(event) - {"label", "start", "end"}
+        or "start" not in event
+    ):
+        raise ParameterError(
+            f"{where}: 'events': each needs start (and label, end), got {event!r}"
+        )
     try:
         start, end = float(event["start"]), float(event.get("end", math.inf))
     except (TypeError, ValueError):
-        raise ParameterError(f"{where}: 'events': {event.get('label', '')!r}: start and end "
-                             f"must be numbers, got {event.get('start')!r} and "
-                             f"{event.get('end', 'none')!r}") from None
+        raise ParameterError(
+            f"{where}: 'events': {event.get('label', '')!r}: start and end "
+            f"must be numbers, got {event.get('start')!r} and "
+            f"{event.get('end', 'none')!r}"
+        ) from None
     if not math.isfinite(start) or math.isnan(end):
-        raise ParameterError(f"{where}: 'events': {event.get('label', '')!r}: start must be "
-                             "a finite number")
+        raise ParameterError(
+            f"{where}: 'events': {event.get('label', '')!r}: start must be a finite number"
+        )
     if end <= start:
-        raise ParameterError(f"{where}: 'events': {event.get('label', '')!r} ends "
-                             f"(t={end:g}) before it starts (t={start:g})")
+        raise ParameterError(
+            f"{where}: 'events': {event.get('label', '')!r} ends "
+            f"(t={end:g}) before it starts (t={start:g})"
+        )
     return (str(event.get("label", "")), start, end)
 
 

@@ -41,13 +41,15 @@ def _run(sc: Scenario, model, **options: Any) -> pd.DataFrame:
     params.update(options.pop("params", None) or {})
     breaks += list(options.pop("breakpoints", None) or ())
     frame = simulate(model, params, breakpoints=breaks, **options)
-    frame.attrs.update(scenario=sc.name, policy_windows=sc.windows(),
-                       policy_start=sc.policy_start())
+    frame.attrs.update(
+        scenario=sc.name, policy_windows=sc.windows(), policy_start=sc.policy_start()
+    )
     return frame
 
 
-def frames_to_dataset(frames: Sequence[pd.DataFrame], names: Sequence[str],
-                      dim: str = "scenario") -> xr.Dataset:
+def frames_to_dataset(
+    frames: Sequence[pd.DataFrame], names: Sequence[str], dim: str = "scenario"
+) -> xr.Dataset:
     """Stack run frames into a Dataset with dims (`dim`, time), one variable per column."""
     datasets = []
     for frame in frames:
@@ -58,8 +60,13 @@ def frames_to_dataset(frames: Sequence[pd.DataFrame], names: Sequence[str],
     return ds.assign_coords({dim: list(names)})
 
 
-def compare(names_or_scenarios: Iterable[str | Scenario], *, metrics: Sequence[str] | None = None,
-            on_run: Callable[[str], Any] | None = None, **simulate_options: Any) -> xr.Dataset:
+def compare(
+    names_or_scenarios: Iterable[str | Scenario],
+    *,
+    metrics: Sequence[str] | None = None,
+    on_run: Callable[[str], Any] | None = None,
+    **simulate_options: Any,
+) -> xr.Dataset:
     """Run scenarios side by side; return a Dataset with dims ``scenario`` and ``time``.
 
     One variable per model output, plus ``metrics`` (dims ``scenario`` x ``metric``).
@@ -121,11 +128,19 @@ def metrics_table(ds: xr.Dataset) -> pd.DataFrame:
     rows = []
     for scenario in values.index:
         for metric in values.columns:
-            rows.append((scenario, metric, values.at[scenario, metric],
-                         diff.at[scenario, metric], pct.at[scenario, metric],
-                         units.get(metric, "")))
-    return pd.DataFrame(rows, columns=["scenario", "metric", "value", "diff", "diff_pct",
-                                       "units"]).set_index(["scenario", "metric"])
+            rows.append(
+                (
+                    scenario,
+                    metric,
+                    values.at[scenario, metric],
+                    diff.at[scenario, metric],
+                    pct.at[scenario, metric],
+                    units.get(metric, ""),
+                )
+            )
+    return pd.DataFrame(
+        rows, columns=["scenario", "metric", "value", "diff", "diff_pct", "units"]
+    ).set_index(["scenario", "metric"])
 
 
 @xr.register_dataset_accessor("flywheel")
@@ -174,11 +189,19 @@ def keeps_growing(frame: pd.DataFrame, variable: str, push_end: float) -> bool:
     return float(series.iloc[-1]) > at_end_of_push
 
 
-def critical_mass(lever: str, low: float, high: float, *, scenario: str | Scenario = "launch_ad_burn",
-                  variable: str = "Active Buyers", push_end: float | str = "Ad Stop Time",
-                  tol: float | None = None, max_runs: int = 40,
-                  on_run: Callable[[str], Any] | None = None,
-                  **simulate_options: Any) -> CriticalMass:
+def critical_mass(
+    lever: str,
+    low: float,
+    high: float,
+    *,
+    scenario: str | Scenario = "launch_ad_burn",
+    variable: str = "Active Buyers",
+    push_end: float | str = "Ad Stop Time",
+    tol: float | None = None,
+    max_runs: int = 40,
+    on_run: Callable[[str], Any] | None = None,
+    **simulate_options: Any,
+) -> CriticalMass:
     """Bisect `lever` in [low, high] for the critical mass of `scenario`.
 
     "Keeps growing" means: `variable` at the end of the run exceeds its value at the end of
@@ -234,7 +257,16 @@ def critical_mass(lever: str, low: float, high: float, *, scenario: str | Scenar
         else:
             frames.pop(decays)
             decays = mid
-    criterion = (f"{variable} at the end of the run > {variable} when the push ends "
-                 f"({push_end if isinstance(push_end, str) else f't={push_end:g}'})")
-    return CriticalMass(lever, 0.5 * (decays + grows), (decays, grows), runs, criterion,
-                        frames[decays], frames[grows])
+    criterion = (
+        f"{variable} at the end of the run > {variable} when the push ends "
+        f"({push_end if isinstance(push_end, str) else f't={push_end:g}'})"
+    )
+    return CriticalMass(
+        lever,
+        0.5 * (decays + grows),
+        (decays, grows),
+        runs,
+        criterion,
+        frames[decays],
+        frames[grows],
+    )

@@ -43,9 +43,17 @@ class RunOptions:
     breakpoints: tuple = ()
 
     def simulate_kwargs(self) -> dict:
-        out = {"method": self.method, "rtol": self.rtol, "atol": self.atol, "max_step": self.max_step,
-                   "final_time": self.final_time, "time_step": self.time_step, "saveper": self.saveper,
-                   "breakpoints": list(self.breakpoints), "range_check": "off"}
+        out = {
+            "method": self.method,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "max_step": self.max_step,
+            "final_time": self.final_time,
+            "time_step": self.time_step,
+            "saveper": self.saveper,
+            "breakpoints": list(self.breakpoints),
+            "range_check": "off",
+        }
         if self.return_timestamps is not None:
             ts = self.return_timestamps
             out["return_timestamps"] = list(ts) if isinstance(ts, tuple) else ts
@@ -61,7 +69,6 @@ class ChunkResult:
     status: np.ndarray  # 1 ok, 2 failed
     errors: dict[int, str] = field(default_factory=dict)  # local run index -> reason
     stats: dict = field(default_factory=dict)
-
 
 
 STATUS_OK, STATUS_FAILED = 1, 2
@@ -105,14 +112,20 @@ def expected_times(model: Model, options: RunOptions) -> np.ndarray:
 
     ts = options.return_timestamps
     ts = list(ts) if isinstance(ts, tuple) else ts
-    control = {"final_time": options.final_time, "time_step": options.time_step,
-               "saveper": options.saveper}
+    control = {
+        "final_time": options.final_time,
+        "time_step": options.time_step,
+        "saveper": options.saveper,
+    }
     try:
         cm = model.compiled()
         c = cm.constants({}, control)
-        c[:4] = [v if control.get(k) is None else float(control[k])
-                 for k, v in zip(("time_step", "initial_time", "final_time", "saveper"),
-                                 cm.control_values())]
+        c[:4] = [
+            v if control.get(k) is None else float(control[k])
+            for k, v in zip(
+                ("time_step", "initial_time", "final_time", "saveper"), cm.control_values()
+            )
+        ]
         _, save, _ = single.grid(c, ts)
         return single.clock_times(c, save)
     except NotCompilable:
@@ -127,38 +140,62 @@ def expected_times(model: Model, options: RunOptions) -> np.ndarray:
     return np.asarray(save_times(time), dtype=float)
 
 
-def simulate_member(model: Model, base_params: dict, names: list[str], row: np.ndarray,
-                    options: RunOptions, variables: list[str],
-                    columns: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def simulate_member(
+    model: Model,
+    base_params: dict,
+    names: list[str],
+    row: np.ndarray,
+    options: RunOptions,
+    variables: list[str],
+    columns: list[str],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One member alone, with `simulate`: (times, {column: values over time})."""
     params = {**base_params, **{name: float(v) for name, v in zip(names, row)}}
-    frame = simulate(model, params, return_columns=list(variables) or None,
-                     **options.simulate_kwargs())
+    frame = simulate(
+        model, params, return_columns=list(variables) or None, **options.simulate_kwargs()
+    )
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise RuntimeError(f"simulate() returned no column {missing[0]!r}")
-    return (np.asarray(frame.index, dtype=float),
-            {c: np.asarray(frame[c].values, dtype=float) for c in columns})
+    return (
+        np.asarray(frame.index, dtype=float),
+        {c: np.asarray(frame[c].values, dtype=float) for c in columns},
+    )
 
 
-def per_run_chunk(model, base_params, names, values, options, variables, times,
-                  columns) -> ChunkResult:
+def per_run_chunk(
+    model, base_params, names, values, options, variables, times, columns
+) -> ChunkResult:
     """Integrate each member alone; numeric failures are recorded, not raised."""
     n = len(values)
     out = {c: np.full((n, len(times)), np.nan) for c in columns}
     status = np.full(n, STATUS_OK, dtype=np.int8)
     errors: dict[int, str] = {}
     for i in range(n):
-        _single_into(model, base_params, names, values, options, variables, times, columns,
-                     i, out, status, errors)
+        _single_into(
+            model,
+            base_params,
+            names,
+            values,
+            options,
+            variables,
+            times,
+            columns,
+            i,
+            out,
+            status,
+            errors,
+        )
     return ChunkResult(times, out, status, errors, {"mode": "per-run", "nfev": None})
 
 
-def _single_into(model, base_params, names, values, options, variables, times, columns, i,
-                 out, status, errors) -> None:
+def _single_into(
+    model, base_params, names, values, options, variables, times, columns, i, out, status, errors
+) -> None:
     try:
-        t_ref, ref = simulate_member(model, base_params, names, values[i], options, variables,
-                                     columns)
+        t_ref, ref = simulate_member(
+            model, base_params, names, values[i], options, variables, columns
+        )
     except SolverError as err:  # NonFiniteError included: the run failed numerically
         status[i] = STATUS_FAILED
         errors[i] = _first_line(err)
@@ -169,17 +206,28 @@ def _single_into(model, base_params, names, values, options, variables, times, c
         out[c][i] = ref[c]
 
 
-def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndarray,
-              options: RunOptions, variables: list[str], times: np.ndarray, *,
-              vectorize: bool = True, **_unused: Any) -> ChunkResult:
+def run_chunk(
+    model: Model,
+    base_params: dict,
+    names: list[str],
+    values: np.ndarray,
+    options: RunOptions,
+    variables: list[str],
+    times: np.ndarray,
+    *,
+    vectorize: bool = True,
+    **_unused: Any,
+) -> ChunkResult:
     """Integrate one chunk of runs (rows of `values`): on the compiled engine, or else (or
     with ``vectorize=False``) run by run with `simulate`; ``stats["fallback"]`` says why.
     Failed members are recorded (status, one-line reason), never raised."""
     values = np.asarray(values, dtype=float).reshape(len(values), len(names))
     if len(values) == 0:
-        return ChunkResult(times, {c: np.empty((0, len(times)))
-                                   for c in column_names(model, variables)},
-                           np.empty(0, dtype=np.int8))
+        return ChunkResult(
+            times,
+            {c: np.empty((0, len(times))) for c in column_names(model, variables)},
+            np.empty(0, dtype=np.int8),
+        )
     reason = "vectorize=False"
     if vectorize:
         result = compiled_chunk(model, base_params, names, values, options, variables, times)
@@ -187,8 +235,7 @@ def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndar
             return result
         reason = result
     columns = column_names(model, variables)
-    result = per_run_chunk(model, base_params, names, values, options, variables, times,
-                           columns)
+    result = per_run_chunk(model, base_params, names, values, options, variables, times, columns)
     if vectorize:
         result.stats["fallback"] = reason
     return result
@@ -199,9 +246,15 @@ def run_chunk(model: Model, base_params: dict, names: list[str], values: np.ndar
 NUMBA_MIN_RUNS = 200
 
 
-def compiled_chunk(model: Model, base_params: dict, names: list[str], values: np.ndarray,
-                   options: RunOptions, variables: list[str],
-                   times: np.ndarray) -> ChunkResult | str:
+def compiled_chunk(
+    model: Model,
+    base_params: dict,
+    names: list[str],
+    values: np.ndarray,
+    options: RunOptions,
+    variables: list[str],
+    times: np.ndarray,
+) -> ChunkResult | str:
     """The chunk on the compiled engine, each member with its own integration (so each
     equals its single run); where the compiler does not cover the model or options, the
     reason (a string)."""
@@ -212,7 +265,8 @@ def compiled_chunk(model: Model, base_params: dict, names: list[str], values: np
     try:
         cm = model.compiled(base_params)
         backend = single.choose_backend(
-            cm, None, runs=len(values) if len(values) >= NUMBA_MIN_RUNS else 1)
+            cm, None, runs=len(values) if len(values) >= NUMBA_MIN_RUNS else 1
+        )
         mod = cm.module(backend)
         params = model.check_params(base_params, "off")
         program = cm.program
@@ -224,26 +278,41 @@ def compiled_chunk(model: Model, base_params: dict, names: list[str], values: np
             index += cols
             columns += [program.columns[i] for i in cols]
         ts = options.return_timestamps
-        control = {"final_time": options.final_time, "time_step": options.time_step,
-                   "saveper": options.saveper}
-        settings = {"method": options.method, "rtol": options.rtol, "atol": options.atol,
-                    "max_step": options.max_step, "control": control,
-                    "return_timestamps": list(ts) if isinstance(ts, tuple) else ts,
-                    "breakpoints": list(options.breakpoints), "columns": index}
+        control = {
+            "final_time": options.final_time,
+            "time_step": options.time_step,
+            "saveper": options.saveper,
+        }
+        settings = {
+            "method": options.method,
+            "rtol": options.rtol,
+            "atol": options.atol,
+            "max_step": options.max_step,
+            "control": control,
+            "return_timestamps": list(ts) if isinstance(ts, tuple) else ts,
+            "breakpoints": list(options.breakpoints),
+            "columns": index,
+        }
         lockstep = backend == "python" and not cm.program.series
-        if backend == "numba" and options.method in ("euler", "rk4") \
-                and not cm.program.series and len(values) >= PROBE_MIN_RUNS:
+        if (
+            backend == "numba"
+            and options.method in ("euler", "rk4")
+            and not cm.program.series
+            and len(values) >= PROBE_MIN_RUNS
+        ):
             lockstep = _lockstep_is_faster(cm, mod, params, names, values, settings)
-        t, out, ok, errors, stats = run_members(cm, mod, params, names, values,
-                                                lockstep=lockstep, **settings)
+        t, out, ok, errors, stats = run_members(
+            cm, mod, params, names, values, lockstep=lockstep, **settings
+        )
     except NotCompilable as reason:
         return f"the compiled engine does not cover it ({reason})"
     if len(t) != len(times) or not np.allclose(t, times, rtol=0, atol=1e-9):
         raise RuntimeError("the compiled engine saved other times than the sweep expects")
     status = np.where(ok, STATUS_OK, STATUS_FAILED).astype(np.int8)
     data = {c: np.ascontiguousarray(out[:, :, j]) for j, c in enumerate(columns)}
-    stats["engine"] = "compiled (numpy lock-step)" if stats.get("lockstep") \
-        else f"compiled ({backend})"
+    stats["engine"] = (
+        "compiled (numpy lock-step)" if stats.get("lockstep") else f"compiled ({backend})"
+    )
     return ChunkResult(times, data, status, errors, stats)
 
 
@@ -301,8 +370,9 @@ def _lockstep_is_faster(cm, mod, params, names, values, settings) -> bool:
 
 def fallback_notice(reason: str) -> None:
     """The one-line notice of a sweep that integrates per run instead of as an ensemble."""
-    warnings.warn(f"sweep falls back to per-run integration: {reason}",
-                  EnsembleFallbackWarning, stacklevel=3)
+    warnings.warn(
+        f"sweep falls back to per-run integration: {reason}", EnsembleFallbackWarning, stacklevel=3
+    )
 
 
 __all__ = [

@@ -36,8 +36,9 @@ def _design_info(result: xr.Dataset) -> dict:
     try:
         return json.loads(result.attrs["design"])
     except (KeyError, TypeError, json.JSONDecodeError) as err:
-        raise ParameterError("this Dataset is not a flywheel_sd sweep result (no 'design' in "
-                             "its attrs)") from err
+        raise ParameterError(
+            "this Dataset is not a flywheel_sd sweep result (no 'design' in its attrs)"
+        ) from err
 
 
 def _metric_values(result: xr.Dataset, metric: str | Callable) -> tuple[str, np.ndarray]:
@@ -59,18 +60,27 @@ def _metric_values(result: xr.Dataset, metric: str | Callable) -> tuple[str, np.
         try:
             da = func(result)
         except KeyError as err:
-            raise ParameterError(f"metric {name!r} needs variable {err.args[0]!r}, which "
-                                 "the sweep did not keep (add it to outputs=)") from err
+            raise ParameterError(
+                f"metric {name!r} needs variable {err.args[0]!r}, which "
+                "the sweep did not keep (add it to outputs=)"
+            ) from err
         da = da if isinstance(da, xr.DataArray) else xr.DataArray(da)
     if set(da.dims) != {"run"}:
-        raise ParameterError(f"metric {name!r} must give one value per run (dims ('run',)), "
-                             f"not dims {da.dims}")
+        raise ParameterError(
+            f"metric {name!r} must give one value per run (dims ('run',)), not dims {da.dims}"
+        )
     return name, np.asarray(da.values, dtype=float)
 
 
-def sensitivity(result: xr.Dataset, metric: str | Callable, *, method: str | None = None,
-                conf_level: float = 0.95, num_resamples: int = 100,
-                seed: int | np.random.Generator | None = None) -> pd.DataFrame:
+def sensitivity(
+    result: xr.Dataset,
+    metric: str | Callable,
+    *,
+    method: str | None = None,
+    conf_level: float = 0.95,
+    num_resamples: int = 100,
+    seed: int | np.random.Generator | None = None,
+) -> pd.DataFrame:
     """Sobol (first-order and total) or Morris indices of a scalar metric of a sweep.
 
     Parameters
@@ -108,41 +118,64 @@ def sensitivity(result: xr.Dataset, metric: str | Callable, *, method: str | Non
         raise ParameterError(
             f"sensitivity needs a saltelli design (method='sobol') or a morris design "
             f"(method='morris'); this sweep ran a {kind!r} design"
-            + ("" if method is None else f" and method {method!r} is unknown"))
+            + ("" if method is None else f" and method {method!r} is unknown")
+        )
     wanted = {"sobol": "saltelli", "morris": "morris"}[method]
     if kind != wanted:
-        raise ParameterError(f"method={method!r} needs a {wanted} design; this sweep ran a "
-                             f"{kind!r} design")
+        raise ParameterError(
+            f"method={method!r} needs a {wanted} design; this sweep ran a {kind!r} design"
+        )
     name, y = _metric_values(result, metric)
     bad = ~np.isfinite(y)
     if bad.any():
-        raise ParameterError(f"metric {name!r} is not finite for {int(bad.sum())} of {len(y)} "
-                             "runs (failed runs?); Sobol and Morris need every run")
+        raise ParameterError(
+            f"metric {name!r} is not finite for {int(bad.sum())} of {len(y)} "
+            "runs (failed runs?); Sobol and Morris need every run"
+        )
     names = info["names"]
-    problem = {"num_vars": len(names), "names": names,
-               "bounds": [info["bounds"][n] for n in names]}
+    problem = {
+        "num_vars": len(names),
+        "names": names,
+        "bounds": [info["bounds"][n] for n in names],
+    }
     s = _seed_int(seed)
     options = info.get("options", {})
     if method == "sobol":
         from SALib.analyze import sobol as sobol_analyze
 
-        out = sobol_analyze.analyze(problem, y,
-                                    calc_second_order=bool(options.get("calc_second_order")),
-                                    num_resamples=num_resamples, conf_level=conf_level,
-                                    seed=s)
-        frame = pd.DataFrame({k: out[k] for k in ("S1", "S1_conf", "ST", "ST_conf")},
-                             index=pd.Index(names, name="parameter"))
+        out = sobol_analyze.analyze(
+            problem,
+            y,
+            calc_second_order=bool(options.get("calc_second_order")),
+            num_resamples=num_resamples,
+            conf_level=conf_level,
+            seed=s,
+        )
+        frame = pd.DataFrame(
+            {k: out[k] for k in ("S1", "S1_conf", "ST", "ST_conf")},
+            index=pd.Index(names, name="parameter"),
+        )
         _warn_wide_intervals(frame, name, options.get("n"), len(y))
     else:
         from SALib.analyze import morris as morris_analyze
 
         x = np.column_stack([np.asarray(result[n].values, dtype=float) for n in names])
-        out = morris_analyze.analyze(problem, x, y, num_resamples=num_resamples,
-                                     conf_level=conf_level,
-                                     num_levels=int(options.get("num_levels", 4)), seed=s)
-        frame = pd.DataFrame({k: np.asarray(out[k], dtype=float)
-                              for k in ("mu", "mu_star", "sigma", "mu_star_conf")},
-                             index=pd.Index(names, name="parameter"))
+        out = morris_analyze.analyze(
+            problem,
+            x,
+            y,
+            num_resamples=num_resamples,
+            conf_level=conf_level,
+            num_levels=int(options.get("num_levels", 4)),
+            seed=s,
+        )
+        frame = pd.DataFrame(
+            {
+                k: np.asarray(out[k], dtype=float)
+                for k in ("mu", "mu_star", "sigma", "mu_star_conf")
+            },
+            index=pd.Index(names, name="parameter"),
+        )
     frame.attrs.update(metric=name, method=method, runs=len(y), conf_level=conf_level)
     return frame
 
@@ -152,15 +185,21 @@ def _warn_wide_intervals(frame: pd.DataFrame, metric: str, n, runs: int) -> None
     than the index (see `WIDE_CONF_FLOOR`)."""
     wide = []
     for param, row in frame.iterrows():
-        parts = [f"{k} {row[k]:.3g} +/- {row[k + '_conf']:.3g}" for k in ("S1", "ST")
-                 if row[k + "_conf"] > max(abs(row[k]), WIDE_CONF_FLOOR)]
+        parts = [
+            f"{k} {row[k]:.3g} +/- {row[k + '_conf']:.3g}"
+            for k in ("S1", "ST")
+            if row[k + "_conf"] > max(abs(row[k]), WIDE_CONF_FLOOR)
+        ]
         if parts:
             wide.append(f"{param!r} ({', '.join(parts)})")
     if wide:
         hint = f"raise n (now {n}; try {4 * int(n)})" if n else f"raise n ({runs} runs now)"
-        warnings.warn(f"Sobol indices of {metric!r} with a confidence interval wider than "
-                      f"the index: {'; '.join(wide)}; too few runs to tell their size: {hint}",
-                      WideIntervalWarning, stacklevel=3)
+        warnings.warn(
+            f"Sobol indices of {metric!r} with a confidence interval wider than "
+            f"the index: {'; '.join(wide)}; too few runs to tell their size: {hint}",
+            WideIntervalWarning,
+            stacklevel=3,
+        )
 
 
 # -- charts ---------------------------------------------------------------------------------
@@ -179,8 +218,14 @@ def _save(fig, path) -> None:
         fig.savefig(path, dpi=120)
 
 
-def tornado_chart(result: xr.Dataset, metric: str | Callable, path: str | os.PathLike | None
-                  = None, *, ax: Any = None, title: str | None = None):
+def tornado_chart(
+    result: xr.Dataset,
+    metric: str | Callable,
+    path: str | os.PathLike | None = None,
+    *,
+    ax: Any = None,
+    title: str | None = None,
+):
     """Tornado chart of a one-at-a-time sweep (``designs.oat``): for each parameter, the
     metric at its low and high end, relative to the base run; widest bar on top.
 
@@ -188,18 +233,20 @@ def tornado_chart(result: xr.Dataset, metric: str | Callable, path: str | os.Pat
     """
     info = _design_info(result)
     if info.get("kind") != "oat":
-        raise ParameterError(f"a tornado chart needs a one-at-a-time design (designs.oat); "
-                             f"this sweep ran a {info.get('kind')!r} design")
+        raise ParameterError(
+            f"a tornado chart needs a one-at-a-time design (designs.oat); "
+            f"this sweep ran a {info.get('kind')!r} design"
+        )
     name, y = _metric_values(result, metric)
     varied = info["options"]["varied"]
     ends = info["options"]["end"]
     base = y[0]
     rows = []
     for param in info["names"]:
-        low = next(y[i] for i, (v, e) in enumerate(zip(varied, ends)) if v == param and
-                   e == "low")
-        high = next(y[i] for i, (v, e) in enumerate(zip(varied, ends)) if v == param and
-                    e == "high")
+        low = next(y[i] for i, (v, e) in enumerate(zip(varied, ends)) if v == param and e == "low")
+        high = next(
+            y[i] for i, (v, e) in enumerate(zip(varied, ends)) if v == param and e == "high"
+        )
         lo_b, hi_b = info["bounds"][param]
         rows.append((param, low - base, high - base, lo_b, hi_b))
     rows.sort(key=lambda r: abs(r[2] - r[1]) if np.isfinite(r[2] - r[1]) else -1)
@@ -216,9 +263,15 @@ def tornado_chart(result: xr.Dataset, metric: str | Callable, path: str | os.Pat
     return fig
 
 
-def fan_chart(result: xr.Dataset, variable: str, path: str | os.PathLike | None = None, *,
-              percentiles: Sequence[float] = (5, 25, 50, 75, 95), ax: Any = None,
-              title: str | None = None):
+def fan_chart(
+    result: xr.Dataset,
+    variable: str,
+    path: str | os.PathLike | None = None,
+    *,
+    percentiles: Sequence[float] = (5, 25, 50, 75, 95),
+    ax: Any = None,
+    title: str | None = None,
+):
     """Fan chart of an output over time: percentile bands across the runs of a sweep
     (failed runs left out), the median as a line.
 
@@ -228,8 +281,7 @@ def fan_chart(result: xr.Dataset, variable: str, path: str | os.PathLike | None 
         series = [v for v in result.data_vars if "time" in result[v].dims]
         from ..errors import unknown_name_message
 
-        raise ParameterError(unknown_name_message("output with a time series", variable,
-                                                  series))
+        raise ParameterError(unknown_name_message("output with a time series", variable, series))
     pct = sorted(float(p) for p in percentiles)
     if not pct or any(not 0 <= p <= 100 for p in pct):
         raise ParameterError(f"percentiles must lie in [0, 100], not {percentiles!r}")
@@ -245,11 +297,23 @@ def fan_chart(result: xr.Dataset, variable: str, path: str | os.PathLike | None 
     n = len(pct)
     for i in range(n // 2):
         alpha = 0.2 + 0.5 * (i + 1) / max(n // 2, 1)
-        ax.fill_between(times, bands[i], bands[n - 1 - i], color="tab:blue", alpha=alpha * 0.6,
-                        linewidth=0, label=f"{pct[i]:g}-{pct[n - 1 - i]:g}%")
+        ax.fill_between(
+            times,
+            bands[i],
+            bands[n - 1 - i],
+            color="tab:blue",
+            alpha=alpha * 0.6,
+            linewidth=0,
+            label=f"{pct[i]:g}-{pct[n - 1 - i]:g}%",
+        )
     if n % 2:
-        ax.plot(times, bands[n // 2], color="tab:blue", linewidth=1.5,
-                label=f"{pct[n // 2]:g}% (median)" if pct[n // 2] == 50 else f"{pct[n // 2]:g}%")
+        ax.plot(
+            times,
+            bands[n // 2],
+            color="tab:blue",
+            linewidth=1.5,
+            label=f"{pct[n // 2]:g}% (median)" if pct[n // 2] == 50 else f"{pct[n // 2]:g}%",
+        )
     ax.set_xlabel("time")
     ax.set_ylabel(variable)
     ax.set_title(title or f"{variable}: {np.isfinite(values).any(axis=1).sum()} runs")

@@ -83,33 +83,41 @@ def _decorate(ds: xr.Dataset, plan: _Plan, summary: dict) -> None:
 
     from .. import __version__
 
-    ds["status"].attrs.update(flag_values=[0, STATUS_OK, STATUS_FAILED],
-                              flag_meanings=STATUS_MEANINGS)
+    ds["status"].attrs.update(
+        flag_values=[0, STATUS_OK, STATUS_FAILED], flag_meanings=STATUS_MEANINGS
+    )
     o = plan.options
     design = plan.design.describe()
-    ds.attrs.update({
-        "title": f"flywheel_sd sweep of {plan.model.path.name}",
-        "model": str(plan.model.path), "model_sha256": plan.model.sha256,
-        "scenario": plan.scenario or "", "method": o.method,
-        "rtol": o.rtol if o.method not in ("euler", "rk4") else "",
-        "atol": o.atol if o.method not in ("euler", "rk4") else "",
-        "max_step": o.max_step if o.max_step is not None else "",
-        "time_step": o.time_step if o.time_step is not None else "",
-        "breakpoints": json.dumps(list(o.breakpoints)),
-        "base_params": json.dumps(_describe_params(plan.base)),
-        "design_kind": plan.design.kind,
-        "design_seed": plan.design.seed if plan.design.seed is not None else "",
-        "design": json.dumps(design),
-        "executor": plan.executor, "chunk_size": plan.chunk_size, "n_runs": plan.n_runs,
-        "n_failed": int((ds["status"] == STATUS_FAILED).sum()),
-        "ensemble_chunks": summary.get("ensemble_chunks", 0),
-        "per_run_chunks": summary.get("per_run_chunks", 0),
-        "fallback": summary.get("fallback", ""),
-        "nfev": summary.get("nfev", 0),
-        "run_warnings": json.dumps(summary.get("warnings", [])),
-        "flywheel_sd_version": __version__, "pysd_version": pysd.__version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    })
+    ds.attrs.update(
+        {
+            "title": f"flywheel_sd sweep of {plan.model.path.name}",
+            "model": str(plan.model.path),
+            "model_sha256": plan.model.sha256,
+            "scenario": plan.scenario or "",
+            "method": o.method,
+            "rtol": o.rtol if o.method not in ("euler", "rk4") else "",
+            "atol": o.atol if o.method not in ("euler", "rk4") else "",
+            "max_step": o.max_step if o.max_step is not None else "",
+            "time_step": o.time_step if o.time_step is not None else "",
+            "breakpoints": json.dumps(list(o.breakpoints)),
+            "base_params": json.dumps(_describe_params(plan.base)),
+            "design_kind": plan.design.kind,
+            "design_seed": plan.design.seed if plan.design.seed is not None else "",
+            "design": json.dumps(design),
+            "executor": plan.executor,
+            "chunk_size": plan.chunk_size,
+            "n_runs": plan.n_runs,
+            "n_failed": int((ds["status"] == STATUS_FAILED).sum()),
+            "ensemble_chunks": summary.get("ensemble_chunks", 0),
+            "per_run_chunks": summary.get("per_run_chunks", 0),
+            "fallback": summary.get("fallback", ""),
+            "nfev": summary.get("nfev", 0),
+            "run_warnings": json.dumps(summary.get("warnings", [])),
+            "flywheel_sd_version": __version__,
+            "pysd_version": pysd.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
 
 
 def _plain(value):
@@ -122,8 +130,12 @@ def _describe_params(params: Mapping) -> dict:
     out = {}
     for k, v in params.items():
         if isinstance(v, pd.Series):
-            out[k] = {"series": [[float(t), float(x)] if np.isscalar(x) else [float(t), str(x)]
-                                 for t, x in v.items()]}
+            out[k] = {
+                "series": [
+                    [float(t), float(x)] if np.isscalar(x) else [float(t), str(x)]
+                    for t, x in v.items()
+                ]
+            }
         elif isinstance(v, xr.DataArray):
             out[k] = {"array": np.asarray(v.values).tolist(), "dims": list(v.dims)}
         elif isinstance(v, (int, float, np.integer, np.floating)):
@@ -150,11 +162,19 @@ class _StoreWriter:
         data.update({m: ("run", a) for m, a in out.metrics.items()})
         data["status"] = ("run", np.asarray(out.status, dtype=np.int8))
         part = xr.Dataset(data)
-        part.to_zarr(self.data, region={"run": slice(out.start, out.start + n)},
-                     consolidated=False, mode="r+")
-        marker = {"index": out.index, "start": out.start, "stop": out.start + n,
-                  "errors": {str(out.start + i): msg for i, msg in out.errors.items()},
-                  "stats": _json_safe(out.stats)}
+        part.to_zarr(
+            self.data,
+            region={"run": slice(out.start, out.start + n)},
+            consolidated=False,
+            mode="r+",
+        )
+        marker = {
+            "index": out.index,
+            "start": out.start,
+            "stop": out.start + n,
+            "errors": {str(out.start + i): msg for i, msg in out.errors.items()},
+            "stats": _json_safe(out.stats),
+        }
         _atomic_write(self.markers / f"{out.index:06d}.json", json.dumps(marker))
         self.done.add(out.index)
 
@@ -198,33 +218,42 @@ def check_resumable(root: Path) -> dict | None:
     if not root.exists():
         return None
     if not root.is_dir():
-        raise ParameterError(f"store {root} is a file, not a sweep store folder; "
-                             f"{_USE_ANOTHER}")
+        raise ParameterError(f"store {root} is a file, not a sweep store folder; {_USE_ANOTHER}")
     meta_path = root / "sweep.json"
     if not meta_path.is_file():
         if not any(root.iterdir()) or _unfinished_creation(root):
             return None
-        raise ParameterError(f"store {root} exists and is not a flywheel_sd sweep; choose "
-                             "an empty or new folder")
+        raise ParameterError(
+            f"store {root} exists and is not a flywheel_sd sweep; choose an empty or new folder"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ParameterError(f"store {root} is damaged (its sweep.json is unreadable: "
-                             f"{_reason(err)}); {_USE_ANOTHER}") from None
-    if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith(
-            "flywheel_sd sweep") or not isinstance(meta.get("design"), dict):
+        raise ParameterError(
+            f"store {root} is damaged (its sweep.json is unreadable: "
+            f"{_reason(err)}); {_USE_ANOTHER}"
+        ) from None
+    if (
+        not isinstance(meta, dict)
+        or not str(meta.get("format", "")).startswith("flywheel_sd sweep")
+        or not isinstance(meta.get("design"), dict)
+    ):
         raise ParameterError(f"store {root} is not a flywheel_sd sweep store; {_USE_ANOTHER}")
     try:
         with xr.open_zarr(root / "data.zarr", consolidated=False) as ds:
             sizes = dict(ds.sizes)
             has_status = "status" in ds.variables
     except Exception as err:  # noqa: BLE001 - zarr raises many kinds on a damaged store
-        raise ParameterError(f"store {root} is damaged (its data.zarr is unreadable: "
-                             f"{_reason(err)}); {_USE_ANOTHER}") from None
+        raise ParameterError(
+            f"store {root} is damaged (its data.zarr is unreadable: "
+            f"{_reason(err)}); {_USE_ANOTHER}"
+        ) from None
     runs = meta["design"].get("runs")
     if not has_status or (isinstance(runs, int) and sizes.get("run") != runs):
-        raise ParameterError(f"store {root} is damaged (its data.zarr does not hold the "
-                             f"sweep's {runs} runs); {_USE_ANOTHER}")
+        raise ParameterError(
+            f"store {root} is damaged (its data.zarr does not hold the "
+            f"sweep's {runs} runs); {_USE_ANOTHER}"
+        )
     return meta
 
 
@@ -239,13 +268,12 @@ def read_finished(path: Path) -> xr.Dataset:
             ds = ds.load()
     except Exception as err:  # noqa: BLE001 - xarray, h5py and SciPy raise many kinds
         if _looks_like_netcdf(path):
-            raise ParameterError(f"store {path} is damaged or truncated ({_reason(err)}); "
-                                 f"{_USE_ANOTHER}") from None
-        raise ParameterError(f"{path} is not a flywheel_sd sweep store; "
-                             f"{_USE_ANOTHER}") from None
+            raise ParameterError(
+                f"store {path} is damaged or truncated ({_reason(err)}); {_USE_ANOTHER}"
+            ) from None
+        raise ParameterError(f"{path} is not a flywheel_sd sweep store; {_USE_ANOTHER}") from None
     title = str(ds.attrs.get("title", ""))
-    if not title.startswith("flywheel_sd sweep") or "status" not in ds or \
-            "design" not in ds.attrs:
+    if not title.startswith("flywheel_sd sweep") or "status" not in ds or "design" not in ds.attrs:
         raise ParameterError(f"{path} is not a flywheel_sd sweep store; {_USE_ANOTHER}")
     return ds
 
@@ -270,17 +298,20 @@ def _open_store(plan: _Plan, resume: bool) -> _StoreWriter:
     settings = _json_safe(plan.settings())
     design = plan.design.describe()
     if root.exists() and not root.is_dir():
-        raise ParameterError(f"store {root} is a file, not a sweep store folder; "
-                             f"{_USE_ANOTHER}")
+        raise ParameterError(f"store {root} is a file, not a sweep store folder; {_USE_ANOTHER}")
     if root.exists() and not meta_path.is_file() and _unfinished_creation(root):
         shutil.rmtree(root / "data.zarr", ignore_errors=True)  # cut short while created
     if root.exists() and any(root.iterdir()):
         if not meta_path.is_file():
-            raise ParameterError(f"store {root} exists and is not a flywheel_sd sweep; choose "
-                                 "an empty or new folder")
+            raise ParameterError(
+                f"store {root} exists and is not a flywheel_sd sweep; choose "
+                "an empty or new folder"
+            )
         if not resume:
-            raise ParameterError(f"store {root} holds a sweep already; pass resume=True to "
-                                 "continue it, or choose another folder")
+            raise ParameterError(
+                f"store {root} holds a sweep already; pass resume=True to "
+                "continue it, or choose another folder"
+            )
         meta = check_resumable(root) or {}
         if meta.get("design", {}).get("fingerprint") != design["fingerprint"]:
             old = meta.get("design", {})
@@ -288,12 +319,15 @@ def _open_store(plan: _Plan, resume: bool) -> _StoreWriter:
                 f"store {root} holds a different design ({old.get('kind')}, "
                 f"{old.get('runs')} runs of {old.get('names')}) than this sweep "
                 f"({design['kind']}, {design['runs']} runs of {design['names']}); choose "
-                "another store")
+                "another store"
+            )
         stored = meta.get("settings", {})
         differ = sorted(k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k))
         if differ:
-            raise ParameterError(f"store {root} holds this design run with other settings "
-                                 f"({', '.join(differ)} differ); choose another store")
+            raise ParameterError(
+                f"store {root} holds this design run with other settings "
+                f"({', '.join(differ)} differ); choose another store"
+            )
         done = set()
         for path in (root / "chunks").glob("*.json"):
             try:
@@ -304,8 +338,12 @@ def _open_store(plan: _Plan, resume: bool) -> _StoreWriter:
     root.mkdir(parents=True, exist_ok=True)
     _create_zarr(plan, root / "data.zarr")
     (root / "chunks").mkdir(exist_ok=True)
-    _atomic_write(meta_path, json.dumps({"format": "flywheel_sd sweep 1", "design": design,
-                                         "settings": settings}, indent=1))
+    _atomic_write(
+        meta_path,
+        json.dumps(
+            {"format": "flywheel_sd sweep 1", "design": design, "settings": settings}, indent=1
+        ),
+    )
     return _StoreWriter(plan, set())
 
 
@@ -321,8 +359,10 @@ def _create_zarr(plan: _Plan, path: Path) -> None:
     import dask.array as da
 
     n, t, c = plan.n_runs, len(plan.times), plan.chunk_size
-    data = {col: (("run", "time"), da.full((n, t), np.nan, chunks=(c, t)))
-            for col in plan.output_columns}
+    data = {
+        col: (("run", "time"), da.full((n, t), np.nan, chunks=(c, t)))
+        for col in plan.output_columns
+    }
     data.update({m: ("run", da.full(n, np.nan, chunks=c)) for m, _ in plan.metrics})
     data["status"] = ("run", da.zeros(n, dtype=np.int8, chunks=c))
     coords = _coords(plan)
@@ -331,8 +371,11 @@ def _create_zarr(plan: _Plan, path: Path) -> None:
     for name in plan.design.names:
         data[name] = coords.pop(name)
     ds = xr.Dataset(data, coords=coords)
-    encoding = {v: {"chunks": (c, t) if ds[v].ndim == 2 else (c,)} for v in data
-                if v not in plan.design.names}
+    encoding = {
+        v: {"chunks": (c, t) if ds[v].ndim == 2 else (c,)}
+        for v in data
+        if v not in plan.design.names
+    }
     ds.to_zarr(path, mode="w-", compute=False, consolidated=False, encoding=encoding)
 
 
@@ -356,5 +399,3 @@ def _json_safe(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return repr(value)
-
-

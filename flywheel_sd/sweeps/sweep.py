@@ -48,8 +48,17 @@ from .chunk import (
 )
 
 EXECUTORS = ("ensemble", "processes", "dask")
-SIMULATE_OPTIONS = ("rtol", "atol", "max_step", "final_time", "time_step", "saveper",
-                    "return_timestamps", "breakpoints", "range_check")
+SIMULATE_OPTIONS = (
+    "rtol",
+    "atol",
+    "max_step",
+    "final_time",
+    "time_step",
+    "saveper",
+    "return_timestamps",
+    "breakpoints",
+    "range_check",
+)
 #: Default chunk: as many runs as keep one chunk's recorded values under this many floats
 #: (64 MB), at most `MAX_CHUNK` runs.
 CHUNK_FLOATS = 8_000_000
@@ -61,13 +70,24 @@ class SweepError(FlywheelError, RuntimeError):
 
 
 # -- public entry point ---------------------------------------------------------------------
-def sweep(model_or_scenario: Any, design: Any, *, outputs: Sequence[str] | str | None = None,
-          metrics: Any = None, executor: str = "ensemble", scheduler: Any = None,
-          store: str | os.PathLike | None = None, chunk_size: int | None = None,
-          progress: bool = True, method: str = "RK45", resume: bool = True,
-          workers: int | None = None, vectorize: bool = True,
-          callback: Callable[[int, int, int], None] | None = None,
-          **simulate_options: Any) -> xr.Dataset:
+def sweep(
+    model_or_scenario: Any,
+    design: Any,
+    *,
+    outputs: Sequence[str] | str | None = None,
+    metrics: Any = None,
+    executor: str = "ensemble",
+    scheduler: Any = None,
+    store: str | os.PathLike | None = None,
+    chunk_size: int | None = None,
+    progress: bool = True,
+    method: str = "RK45",
+    resume: bool = True,
+    workers: int | None = None,
+    vectorize: bool = True,
+    callback: Callable[[int, int, int], None] | None = None,
+    **simulate_options: Any,
+) -> xr.Dataset:
     """Run every parameter set of `design` and collect the results.
 
     Parameters
@@ -138,10 +158,20 @@ def sweep(model_or_scenario: Any, design: Any, *, outputs: Sequence[str] | str |
     >>> design = fw.designs.lhs({"Contact Infectivity": (0.2, 0.5)}, n=100, seed=1)
     >>> ds = fw.sweep("SIR.mdl", design, outputs=["Infectious"])  # doctest: +SKIP
     """
-    plan = _plan(model_or_scenario, design, outputs=outputs, metrics=metrics,
-                 executor=executor, scheduler=scheduler, store=store, chunk_size=chunk_size,
-                 method=method, workers=workers, vectorize=vectorize,
-                 simulate_options=simulate_options)
+    plan = _plan(
+        model_or_scenario,
+        design,
+        outputs=outputs,
+        metrics=metrics,
+        executor=executor,
+        scheduler=scheduler,
+        store=store,
+        chunk_size=chunk_size,
+        method=method,
+        workers=workers,
+        vectorize=vectorize,
+        simulate_options=simulate_options,
+    )
     writer = _open_store(plan, resume) if store is not None else _MemoryWriter(plan)
     todo = [k for k in range(plan.n_chunks) if k not in writer.done]
     runner = _Runner(plan, writer, progress, callback)
@@ -185,23 +215,49 @@ class _Plan:
     def settings(self) -> dict:
         """What, besides the design, makes two sweeps the same sweep."""
         o = self.options
-        return {"model_sha256": self.model.sha256, "method": o.method, "rtol": o.rtol,
-                "atol": o.atol, "max_step": o.max_step, "final_time": o.final_time,
-                "time_step": o.time_step, "saveper": o.saveper,
-                "return_timestamps": _plain(o.return_timestamps),
-                "breakpoints": list(o.breakpoints), "base": _describe_params(self.base),
-                "outputs": self.output_columns, "metrics": [n for n, _ in self.metrics],
-                "times": len(self.times), "chunk_size": self.chunk_size}
+        return {
+            "model_sha256": self.model.sha256,
+            "method": o.method,
+            "rtol": o.rtol,
+            "atol": o.atol,
+            "max_step": o.max_step,
+            "final_time": o.final_time,
+            "time_step": o.time_step,
+            "saveper": o.saveper,
+            "return_timestamps": _plain(o.return_timestamps),
+            "breakpoints": list(o.breakpoints),
+            "base": _describe_params(self.base),
+            "outputs": self.output_columns,
+            "metrics": [n for n, _ in self.metrics],
+            "times": len(self.times),
+            "chunk_size": self.chunk_size,
+        }
 
 
-def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk_size,
-          method, workers, vectorize, simulate_options) -> _Plan:
+def _plan(
+    target,
+    design,
+    *,
+    outputs,
+    metrics,
+    executor,
+    scheduler,
+    store,
+    chunk_size,
+    method,
+    workers,
+    vectorize,
+    simulate_options,
+) -> _Plan:
     if executor not in EXECUTORS:
         raise ParameterError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     unknown = [k for k in simulate_options if k not in SIMULATE_OPTIONS]
     if unknown:
-        raise ParameterError(unknown_name_message("sweep option", unknown[0],
-                                                  SIMULATE_OPTIONS + ("outputs", "metrics")))
+        raise ParameterError(
+            unknown_name_message(
+                "sweep option", unknown[0], SIMULATE_OPTIONS + ("outputs", "metrics")
+            )
+        )
     method = check_method(method)
     rtol = simulate_options.get("rtol", DEFAULT_RTOL)
     atol = simulate_options.get("atol", DEFAULT_ATOL)
@@ -218,11 +274,15 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
         if executor != "dask":
             raise ParameterError("scheduler= is for executor='dask'")
         if not isinstance(scheduler, str) and type(scheduler).__name__ != "Client":
-            raise ParameterError("scheduler must be an address 'tcp://host:port' or a "
-                                 f"dask.distributed.Client, not {type(scheduler).__name__}")
-    if chunk_size is not None and (isinstance(chunk_size, bool)
-                                   or not isinstance(chunk_size, (int, np.integer))
-                                   or chunk_size < 1):
+            raise ParameterError(
+                "scheduler must be an address 'tcp://host:port' or a "
+                f"dask.distributed.Client, not {type(scheduler).__name__}"
+            )
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
+    ):
         raise ParameterError(f"chunk_size must be a positive int, not {chunk_size!r}")
 
     model, base, breaks, scenario = _resolve_target(target, range_check)
@@ -230,8 +290,10 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
         if isinstance(design, (pd.DataFrame, Mapping)):
             design = designs_mod.from_table(design)
         else:
-            raise ParameterError("design must be a flywheel_sd.designs.Design, a DataFrame "
-                                 f"or a mapping of name -> values, not {type(design).__name__}")
+            raise ParameterError(
+                "design must be a flywheel_sd.designs.Design, a DataFrame "
+                f"or a mapping of name -> values, not {type(design).__name__}"
+            )
     design = design.bind(model, range_check)
     base = {k: v for k, v in base.items() if model.real_name(k) not in design.names}
 
@@ -246,23 +308,38 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
         if not math.isfinite(t):
             raise MethodError(f"breakpoint {t!r} is not finite")
     knots = [float(t) for v in base.values() if isinstance(v, pd.Series) for t in v.index]
-    options = RunOptions(method=method, rtol=float(rtol), atol=float(atol), max_step=max_step,
-                         final_time=simulate_options.get("final_time"),
-                         time_step=simulate_options.get("time_step"),
-                         saveper=simulate_options.get("saveper"), return_timestamps=ts,
-                         breakpoints=tuple(sorted(set(user_breaks + breaks + knots))))
+    options = RunOptions(
+        method=method,
+        rtol=float(rtol),
+        atol=float(atol),
+        max_step=max_step,
+        final_time=simulate_options.get("final_time"),
+        time_step=simulate_options.get("time_step"),
+        saveper=simulate_options.get("saveper"),
+        return_timestamps=ts,
+        breakpoints=tuple(sorted(set(user_breaks + breaks + knots))),
+    )
     times = expected_times(model, options)
     needs = _metric_needs(model, metric_list, times) if metric_list else []
     variables = list(dict.fromkeys(out_vars + needs))
     output_columns = column_names(model, out_vars)
     clash = {n for n, _ in metric_list} & (set(output_columns) | set(design.names))
     if clash:
-        raise ParameterError(f"metric name {min(clash)!r} is also a variable or "
-                             "parameter name; name the metric differently")
+        raise ParameterError(
+            f"metric name {min(clash)!r} is also a variable or "
+            "parameter name; name the metric differently"
+        )
     n_workers = workers or os.cpu_count() or 1
-    chunk = int(chunk_size) if chunk_size else _default_chunk(
-        len(design), len(column_names(model, variables)) or 1, len(times),
-        1 if executor == "ensemble" else n_workers)
+    chunk = (
+        int(chunk_size)
+        if chunk_size
+        else _default_chunk(
+            len(design),
+            len(column_names(model, variables)) or 1,
+            len(times),
+            1 if executor == "ensemble" else n_workers,
+        )
+    )
     if not chunk_size and store is not None:  # resuming: keep the chunks the store has
         meta = Path(store).expanduser() / "sweep.json"
         if meta.is_file():
@@ -270,13 +347,26 @@ def _plan(target, design, *, outputs, metrics, executor, scheduler, store, chunk
                 chunk = int(json.loads(meta.read_text())["settings"]["chunk_size"])
             except (KeyError, TypeError, ValueError, json.JSONDecodeError):
                 pass
-    return _Plan(model=model, base=base, scenario=scenario, design=design, options=options,
-                 range_check=range_check, outputs=out_vars, output_columns=output_columns,
-                 metrics=metric_list, variables=variables, times=times, executor=executor,
-                 scheduler=scheduler, workers=n_workers, chunk_size=chunk,
-                 vectorize=vectorize,
-                 store=Path(store).expanduser().resolve() if store is not None else None,
-                 seed=design.seed or 0)
+    return _Plan(
+        model=model,
+        base=base,
+        scenario=scenario,
+        design=design,
+        options=options,
+        range_check=range_check,
+        outputs=out_vars,
+        output_columns=output_columns,
+        metrics=metric_list,
+        variables=variables,
+        times=times,
+        executor=executor,
+        scheduler=scheduler,
+        workers=n_workers,
+        chunk_size=chunk,
+        vectorize=vectorize,
+        store=Path(store).expanduser().resolve() if store is not None else None,
+        seed=design.seed or 0,
+    )
 
 
 def _default_chunk(n_runs: int, n_columns: int, n_times: int, n_workers: int) -> int:
@@ -299,8 +389,11 @@ def _resolve_target(target, range_check: str):
         return target, {}, [], None
     if isinstance(target, (str, os.PathLike)):
         path = Path(target)
-        if path.suffix.lower() in (".mdl", ".py", ".xmile", ".stmx") or path.is_file() and \
-                path.suffix.lower() != ".toml":
+        if (
+            path.suffix.lower() in (".mdl", ".py", ".xmile", ".stmx")
+            or path.is_file()
+            and path.suffix.lower() != ".toml"
+        ):
             return load(path), {}, [], None
         try:
             from .. import scenarios
@@ -316,8 +409,9 @@ def _resolve_target(target, range_check: str):
             base, breaks = dict(target.params), []
         base = model.check_params(base, range_check)
         return model, base, list(breaks), getattr(target, "name", None)
-    raise ParameterError(f"expected a Model, a model file or a scenario, not "
-                         f"{type(target).__name__}")
+    raise ParameterError(
+        f"expected a Model, a model file or a scenario, not {type(target).__name__}"
+    )
 
 
 def _resolve_outputs(model: Model, outputs, default_stocks: bool) -> list[str]:
@@ -400,8 +494,10 @@ def _metric_needs(model: Model, metric_list, times) -> list[str]:
     candidates = [v for v in pm._default_return_columns(None) if v in model.namespace]
     columns = column_names(model, candidates)
     t = np.asarray(times[:3] if len(times) >= 3 else times, dtype=float)
-    probe = xr.Dataset({c: (("run", "time"), np.ones((2, len(t)))) for c in columns},
-                       coords={"run": [0, 1], "time": t})
+    probe = xr.Dataset(
+        {c: (("run", "time"), np.ones((2, len(t)))) for c in columns},
+        coords={"run": [0, 1], "time": t},
+    )
     owner = {}
     for v in candidates:
         for c in column_names(model, [v]):
@@ -416,8 +512,9 @@ def _metric_needs(model: Model, metric_list, times) -> list[str]:
         except KeyError as err:
             key = err.args[0] if err.args else "?"
             if key not in probe:
-                raise ParameterError(f"metric {name!r} needs variable {key!r}, which "
-                                     f"{model.path.name} lacks") from None
+                raise ParameterError(
+                    f"metric {name!r} needs variable {key!r}, which {model.path.name} lacks"
+                ) from None
         except Exception:  # noqa: BLE001, S110 - the stand-in data may upset a metric;
             pass  # what it read before failing is what we need
         used = [owner[k] for k in tracker.used if k in owner]
@@ -472,16 +569,23 @@ def compute_chunk(task: _Task) -> _ChunkOut:
     model = _worker_model(task.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = run_chunk(model, task.base, task.names, task.values, task.options,
-                           task.variables, task.times, vectorize=task.vectorize)
+        result = run_chunk(
+            model,
+            task.base,
+            task.names,
+            task.values,
+            task.options,
+            task.variables,
+            task.times,
+            vectorize=task.vectorize,
+        )
         values = _evaluate_metrics(result, task)
     stats = dict(result.stats)
     messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
     if messages:
         stats["warnings"] = messages[:5]
     columns = {c: result.columns[c] for c in task.output_columns}
-    out = _ChunkOut(task.index, task.start, columns, values, result.status, result.errors,
-                    stats)
+    out = _ChunkOut(task.index, task.start, columns, values, result.status, result.errors, stats)
     on_pysd = result.stats.get("mode") != "compiled"
     del result
     if on_pysd and len(task.values) >= 1000:
@@ -496,20 +600,24 @@ def _evaluate_metrics(result: ChunkResult, task: _Task) -> dict[str, np.ndarray]
     if not task.metrics:
         return {}
     n = len(result.status)
-    ds = xr.Dataset({c: (("run", "time"), a) for c, a in result.columns.items()},
-                    coords={"run": np.arange(task.start, task.start + n), "time": result.times})
+    ds = xr.Dataset(
+        {c: (("run", "time"), a) for c, a in result.columns.items()},
+        coords={"run": np.arange(task.start, task.start + n), "time": result.times},
+    )
     out = {}
     for name, m in task.metrics:
         try:
             with np.errstate(all="ignore"):
                 value = _metric_function(m)(ds)
         except KeyError as err:
-            raise ParameterError(f"metric {name!r} needs variable {err.args[0]!r}; pass it "
-                                 "in outputs=") from err
+            raise ParameterError(
+                f"metric {name!r} needs variable {err.args[0]!r}; pass it in outputs="
+            ) from err
         value = value if isinstance(value, xr.DataArray) else xr.DataArray(value)
         if "time" in value.dims:
-            raise ParameterError(f"metric {name!r} does not reduce over time "
-                                 f"(it returns dims {value.dims})")
+            raise ParameterError(
+                f"metric {name!r} does not reduce over time (it returns dims {value.dims})"
+            )
         extra = [d for d in value.dims if d != "run"]
         if extra:
             raise ParameterError(f"metric {name!r} returns extra dims {extra}; reduce them")
@@ -527,8 +635,13 @@ class _Runner:
         self.callback = callback
         self.vectorize = plan.vectorize
         self.fallback: str | None = None
-        self.stats = {"ensemble_chunks": 0, "per_run_chunks": 0, "nfev": 0,
-                      "isolated_runs": 0, "warnings": []}
+        self.stats = {
+            "ensemble_chunks": 0,
+            "per_run_chunks": 0,
+            "nfev": 0,
+            "isolated_runs": 0,
+            "warnings": [],
+        }
         done_runs = sum(b - a for a, b in map(plan.bounds, writer.done))
         self.done_runs = done_runs
         self.bar = _progress_bar(plan.n_runs, done_runs, progress)
@@ -537,11 +650,21 @@ class _Runner:
     def task(self, k: int) -> _Task:
         plan = self.plan
         a, b = plan.bounds(k)
-        return _Task(index=k, start=a, model=self.model_ref, base=plan.base,
-                     names=plan.design.names, values=plan.design.values[a:b],
-                     options=plan.options, variables=plan.variables, times=plan.times,
-                     output_columns=plan.output_columns, metrics=plan.metrics,
-                     vectorize=self.vectorize, seed=plan.seed)
+        return _Task(
+            index=k,
+            start=a,
+            model=self.model_ref,
+            base=plan.base,
+            names=plan.design.names,
+            values=plan.design.values[a:b],
+            options=plan.options,
+            variables=plan.variables,
+            times=plan.times,
+            output_columns=plan.output_columns,
+            metrics=plan.metrics,
+            vectorize=self.vectorize,
+            seed=plan.seed,
+        )
 
     def handle(self, out: _ChunkOut) -> None:
         stats = out.stats
@@ -622,8 +745,12 @@ class _Runner:
         if isinstance(scheduler, Client):
             client, own = scheduler, False
         elif scheduler is None:
-            cluster = LocalCluster(n_workers=self.plan.workers, threads_per_worker=1,
-                                   processes=True, dashboard_address=None)
+            cluster = LocalCluster(
+                n_workers=self.plan.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
             client, own = Client(cluster), True
         else:
             client, own = Client(scheduler), True
@@ -635,8 +762,10 @@ class _Runner:
             except TypeError:  # older distributed
                 info = client.scheduler_info()
             window = 2 * max(len(info.get("workers", {})), 1)
-            first = [client.submit(compute_chunk, self.task(queue.pop(0)), pure=False)
-                     for _ in range(min(window, len(queue)))]
+            first = [
+                client.submit(compute_chunk, self.task(queue.pop(0)), pure=False)
+                for _ in range(min(window, len(queue)))
+            ]
             futures.extend(first)
             pending = as_completed(first)
             for future in pending:
@@ -659,8 +788,10 @@ class _Runner:
 
     def _died(self, what: str) -> str:
         if self.plan.store is not None:
-            return (f"{what}; the finished chunks are saved in {self.plan.store}: run the "
-                    "same sweep again to resume")
+            return (
+                f"{what}; the finished chunks are saved in {self.plan.store}: run the "
+                "same sweep again to resume"
+            )
         return f"{what}; pass store= to make a sweep resumable"
 
 
@@ -675,7 +806,8 @@ def _check_picklable(m) -> None:
         raise ParameterError(
             f"metric {getattr(m, '__name__', m)!r} cannot be sent to worker processes "
             "(define it at module level, register it in flywheel_sd.metrics, or use "
-            "executor='dask', which pickles closures)") from err
+            "executor='dask', which pickles closures)"
+        ) from err
 
 
 def _progress_bar(total: int, initial: int, progress: bool):
