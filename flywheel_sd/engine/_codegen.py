@@ -258,7 +258,7 @@ def generate(comp) -> Program:
     )
     lines += ["", "", "@_jit", "def rhs(t, y, c, dy):"]
     lines += _prelude(stocks) + _aux_lines(nodes, dynamic, needed_rhs, storage, fill)
-    for key, node in flows.items():
+    for node in flows.values():
         lines.append(f"    dy[{node.slot}] = {fill(node.flow)}")
         if node.nonneg:
             lines.append(f"    dy[{node.slot}] = _clamp(dy[{node.slot}], y[{node.slot}])")
@@ -439,7 +439,7 @@ def _init_function(comp, nodes, storage, fill) -> list:
         if key in graph or key not in nodes:
             continue
         node = nodes[key]
-        if node.kind == "const" or storage[key].startswith("c[") and node.kind == "aux":
+        if node.kind == "const" or (storage[key].startswith("c[") and node.kind == "aux"):
             graph[key] = set()
             continue
         deps = node.init_deps if node.kind in ("stock", "initial") or node.init_expr else node.deps

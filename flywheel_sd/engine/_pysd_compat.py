@@ -197,7 +197,7 @@ def external_values(pysd_model, name: str, kind: str, combo: tuple):
                 f"{name}: {len(dims)} dimensions in PySD's data, {len(combo)} subscripts"
             )
         if dims:
-            data = data.sel({d: e for d, e in zip(dims, combo)})
+            data = data.sel(dict(zip(dims, combo)))
         if axis is None:
             return None, float(data), None
         xs = np.asarray(data[axis].values, dtype=float)

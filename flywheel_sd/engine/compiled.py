@@ -8,6 +8,7 @@ there too, with the reason, and runs on the PySD path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -254,10 +255,9 @@ def _remove_other_versions(folder: Path) -> None:
             continue
         for path in place.glob("compiled_v*"):
             if not path.name.startswith(mine):
-                try:
+                # in use elsewhere, or read-only: harmless, only space
+                with contextlib.suppress(OSError):
                     path.unlink()
-                except OSError:
-                    pass  # in use elsewhere, or read-only: harmless, only space
 
 
 def _read_program(path: Path) -> Program | None:

@@ -165,7 +165,7 @@ class Compiler(StatefulStructures):
         dims = self.final_dims[key]
         subs, excepts = component.subscripts
         positions = []
-        for i, s in enumerate(subs):
+        for s in subs:
             if s in self.subs:
                 positions.append([(e, s) for e in self.subs[s]])
             else:
@@ -553,7 +553,7 @@ class Compiler(StatefulStructures):
         if out not in scope.values():
             raise NotCompilable(f"{self._current}: macro {fname} has no variable {fname}")
         self._macro_calls[memo] = out
-        caller, self._scopes = self._current, self._scopes + [scope]
+        caller, self._scopes = self._current, [*self._scopes, scope]
         try:
             for element in section.elements:
                 self._current = f"{caller} (macro {fname}: {element.name})"

@@ -138,7 +138,7 @@ def _npmax(a, b):
 
 @_jit
 def _all_finite(x):
-    for i in range(x.shape[0]):
+    for i in range(x.shape[0]):  # noqa: SIM110 - a plain loop Numba compiles without a generator
         if not math.isfinite(x[i]):
             return False
     return True
@@ -274,10 +274,7 @@ def _initial_step(t0, y0, f0, t_bound, max_step, order, rtol, atol, c, lo, hi, s
     for i in range(n):
         work[i] = f0[i] / scale[i]
     d1 = _rms(work)
-    if d0 < 1e-5 or d1 < 1e-5:
-        h0 = 1e-6
-    else:
-        h0 = 0.01 * d0 / d1
+    h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
     h0 = _pymin(h0, interval_length)
     for i in range(n):
         work[i] = y0[i] + h0 * f0[i]

@@ -15,6 +15,7 @@ import builtins
 import copy
 import itertools
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ class Slot:
     start: int
     stop: int
     shape: tuple[int, ...]
-    dims: tuple[str, ...] | None  # xarray dims, None for plain floats/arrays
+    dims: tuple[Hashable, ...] | None  # xarray dims, None for plain floats/arrays
     coords: Any
     nonnegative: bool
 
@@ -261,7 +262,7 @@ class OdeSystem:
                 except ARITHMETIC_ERRORS:  # Python floats raise where NumPy gives inf/nan
                     bad[py] = True
                     continue
-                except Exception:
+                except Exception:  # noqa: BLE001, S112 - model code may raise anything; not a cause
                     continue
                 try:
                     arr = np.asarray(
@@ -275,7 +276,7 @@ class OdeSystem:
             return None
         # The root cause is a bad variable none of whose direct inputs is bad.
         roots = [py for py in bad if not any(dep in bad for dep in (deps.get(py) or {}))]
-        chosen = sorted(roots or bad)[0]
+        chosen = min(roots or bad)
         return self._real_names.get(chosen, chosen)
 
 
@@ -299,7 +300,7 @@ def model_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
         try:
             out = eval(compile(ast.Expression(node), "<breakpoint>", "eval"), namespace)
             arr = np.asarray(out.values if isinstance(out, xr.DataArray) else out, dtype=float)
-        except Exception:
+        except Exception:  # noqa: BLE001 - an argument that is not a constant: no break time
             return None
         return arr if np.all(np.isfinite(arr)) else None
 
@@ -312,7 +313,7 @@ def model_breakpoints(pysd_model, t0: float, t1: float) -> list[float]:
         args = {kw.arg: kw.value for kw in node.keywords}
         positional = node.args
 
-        def arg(key: str, index: int):
+        def arg(key: str, index: int, args=args, positional=positional) -> ast.expr | None:
             return args.get(key, positional[index] if len(positional) > index else None)
 
         if name == "step":
@@ -396,6 +397,8 @@ def time_switch_breakpoints(pysd_model, t0: float, t1: float, dt: float) -> list
 
     nodes = []
     for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare | ast.Call):
+            continue
         jumpy = (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
@@ -414,7 +417,7 @@ def time_switch_breakpoints(pysd_model, t0: float, t1: float, dt: float) -> list
         return []
     time = pysd_model.time
     saved_time = compat.clock(time)
-    grid = np.linspace(t0, t1, max(2, int(math.ceil((t1 - t0) / dt - 1e-9)) + 1))
+    grid = np.linspace(t0, t1, max(2, math.ceil((t1 - t0) / dt - 1e-9) + 1))
     times: set[float] = set()
     try:
         for code, boolean in nodes:
@@ -433,7 +436,7 @@ def _evaluate(code, namespace, time, ts: np.ndarray) -> np.ndarray | None:
             arr = np.asarray(out, dtype=float)
             if arr.shape == ts.shape:
                 return arr[:, None]
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - not vectorisable: one time at a time below
             pass
         rows = []
         for t in ts:
@@ -447,7 +450,7 @@ def _evaluate(code, namespace, time, ts: np.ndarray) -> np.ndarray | None:
                         )
                     )
                 )
-            except Exception:
+            except Exception:  # noqa: BLE001 - the expression cannot be evaluated: no switches
                 return None
     try:
         return np.array(rows, dtype=float).reshape(len(ts), -1)

@@ -15,6 +15,7 @@ stops for any reason resumes from the markers and computes only the missing chun
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -255,7 +256,7 @@ def _plan(
     if unknown:
         raise ParameterError(
             unknown_name_message(
-                "sweep option", unknown[0], SIMULATE_OPTIONS + ("outputs", "metrics")
+                "sweep option", unknown[0], (*SIMULATE_OPTIONS, "outputs", "metrics")
             )
         )
     method = check_method(method)
@@ -343,10 +344,8 @@ def _plan(
     if not chunk_size and store is not None:  # resuming: keep the chunks the store has
         meta = Path(store).expanduser() / "sweep.json"
         if meta.is_file():
-            try:
+            with contextlib.suppress(KeyError, TypeError, ValueError, json.JSONDecodeError):
                 chunk = int(json.loads(meta.read_text())["settings"]["chunk_size"])
-            except (KeyError, TypeError, ValueError, json.JSONDecodeError):
-                pass
     return _Plan(
         model=model,
         base=base,
@@ -389,10 +388,8 @@ def _resolve_target(target, range_check: str):
         return target, {}, [], None
     if isinstance(target, (str, os.PathLike)):
         path = Path(target)
-        if (
-            path.suffix.lower() in (".mdl", ".py", ".xmile", ".stmx")
-            or path.is_file()
-            and path.suffix.lower() != ".toml"
+        if path.suffix.lower() in (".mdl", ".py", ".xmile", ".stmx") or (
+            path.is_file() and path.suffix.lower() != ".toml"
         ):
             return load(path), {}, [], None
         try:
@@ -821,7 +818,7 @@ def _progress_bar(total: int, initial: int, progress: bool):
 __all__ = ["EXECUTORS", "SweepError", "compute_chunk", "sweep"]
 
 # below _Plan and _ChunkOut, which the writers name
-from .store import (
+from .store import (  # noqa: E402 - store imports _Plan and _ChunkOut from this module
     _describe_params,
     _MemoryWriter,
     _open_store,
