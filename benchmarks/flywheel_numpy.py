@@ -1,4 +1,5 @@
-"""The project's model ``models/platform_flywheel.mdl``, hand-written in NumPy for N runs at once.
+"""The project's first model (``benchmarks/platform_flywheel_v1.mdl``, a frozen copy of
+``models/platform_flywheel.mdl`` v1), hand-written in NumPy for N runs at once.
 
 The practical floor of ``bench_sweep.py``: the same equations as the Vensim file, with no
 PySD, no xarray and no per-variable function calls, evaluated for all members in one pass.

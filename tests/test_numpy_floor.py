@@ -1,5 +1,6 @@
 """The benchmark's hand-written NumPy floor (``benchmarks/flywheel_numpy.py``) is the project's
-model: its Euler run reproduces ``simulate(method="euler")`` at every saved time, and its RK45
+first model, kept as ``benchmarks/platform_flywheel_v1.mdl`` so the floor stays fixed while the
+model evolves: its Euler run reproduces ``simulate(method="euler")`` at every saved time, and its RK45
 run the ensemble sweep's, so ``bench_sweep.py`` times the same computation both ways."""
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import flywheel_sd as fw
 
 pytestmark = pytest.mark.slow
 
-FLOOR = Path(__file__).resolve().parent.parent / "benchmarks" / "flywheel_numpy.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+FLOOR = BENCHMARKS / "flywheel_numpy.py"
+V1_MODEL = BENCHMARKS / "platform_flywheel_v1.mdl"
 
 OUTPUTS = ["Active Buyers", "Active Sellers", "Platform Cash", "GMV"]
 SWEPT = ["Take Rate", "Seller Deposit", "Ad Budget"]  # the benchmark's design
@@ -56,6 +59,14 @@ MEMBERS = [
         "Seller Working Capital": (2000.0, 800.0),
     },
 ]
+
+
+@pytest.fixture(scope="module")
+def flywheel_model(tmp_path_factory):
+    """The v1 model the floor was written from, translated in a temp dir."""
+    folder = tmp_path_factory.mktemp("v1")
+    (folder / V1_MODEL.name).write_bytes(V1_MODEL.read_bytes())
+    return fw.load(folder / V1_MODEL.name)
 
 
 @pytest.fixture(scope="module")
