@@ -100,7 +100,20 @@ def load_model(args):
 
 
 def scenario_for(args, name: str | None):
-    """The scenario `name` (a built-in, a user's or a .toml file), moved onto --model."""
+    """The scenario `name` (a built-in, a user's or a .toml file), moved onto --model, with
+    the run's control values (--final-time, a --set of TIME STEP or SAVEPER) checked
+    against its model before any run: a bad one is a usage error (exit 2)."""
+    from ..engine.simulate import check_run_control
+
+    sc = _scenario_for(args, name)
+    constants = {k: v for k, v in getattr(args, "set", None) or () if not _is_policy(v)}
+    final_time = getattr(args, "final_time", None)
+    if final_time is not None or constants:
+        check_run_control(sc.load_model(), {**sc.params, **constants}, final_time)
+    return sc
+
+
+def _scenario_for(args, name: str | None):
     from .. import scenarios
     from ..scenarios import Scenario
 

@@ -71,7 +71,9 @@ def check_control(
 ) -> None:
     """Raise `MethodError` (one line, before any work) for control values no run can use:
     a TIME STEP or SAVEPER that is not a positive number (0 would loop forever), a FINAL
-    TIME that is not after INITIAL TIME (a run of nothing), or too many steps."""
+    TIME that is not after INITIAL TIME (a run of nothing), too many steps, or a SAVEPER
+    that is not a whole multiple of TIME STEP (PySD's clock would save only at the times
+    both divide, silently: SAVEPER 0.3 with TIME STEP 0.0625 saved every 1.5)."""
     for name, value in (("TIME STEP", time_step), ("SAVEPER", saveper)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise MethodError(f"{name} must be a positive number, not {value!r}")
@@ -87,6 +89,30 @@ def check_control(
             f"{(final_time - initial_time) / time_step:.3g} steps of TIME STEP "
             f"{time_step:g}: too many; use a larger time step"
         )
+    nearest = valid_saveper(time_step, saveper)
+    if nearest != saveper:
+        raise MethodError(
+            f"SAVEPER {saveper:.10g} is not a whole multiple of TIME STEP {time_step:.10g} "
+            f"(Vensim requires one: results are saved at time steps); use SAVEPER "
+            f"{nearest:.10g}, or a TIME STEP that divides {saveper:.10g}"
+        )
+
+
+#: How far SAVEPER / TIME STEP may be from a whole number and still count as one: binary
+#: floating point cannot hold 0.1 or 0.01 exactly (0.1 / 0.01 is 10.000000000000002).
+SAVEPER_RTOL = 1e-9
+
+
+def valid_saveper(time_step: float, saveper: float) -> float:
+    """`saveper` itself if it is a whole multiple (1 or more) of `time_step`, to a relative
+    tolerance; else the nearest multiple that is (never less than one TIME STEP)."""
+    ratio = saveper / time_step
+    if not math.isfinite(ratio):  # beyond float range: no step could tell the difference
+        return saveper
+    whole = max(1, round(ratio))
+    if math.isclose(ratio, whole, rel_tol=SAVEPER_RTOL):
+        return saveper
+    return whole * time_step
 
 
 def grid(c: np.ndarray, return_timestamps=None):

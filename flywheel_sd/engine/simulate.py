@@ -129,6 +129,8 @@ def simulate(
     params = model.check_params(params, range_check)
     if engine not in ENGINES:
         raise MethodError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if time_step is None and saveper is None and not CONTROL_PARAMS & set(params):
+        saveper = _file_saveper(model)
     if engine != "pysd":
         frame = _compiled_run(
             model,
@@ -163,6 +165,63 @@ def simulate(
     frame.attrs.update(stats)
     frame.attrs.update(model=str(model.path), model_sha256=model.sha256, engine="pysd")
     return frame
+
+
+#: Control variables a run may be given as parameters (checked like the keyword overrides).
+CONTROL_PARAMS = {"TIME STEP", "SAVEPER"}
+
+_FILE_SAVEPER: dict[tuple[str, str], float | None] = {}
+
+
+def _file_saveper(model: Model) -> float | None:
+    """None, or the SAVEPER to run with when the model file's own SAVEPER is not a whole
+    multiple of its TIME STEP: the nearest one that is, as Vensim rounds it (one warning
+    per model). A SAVEPER or TIME STEP the caller gives is checked instead, and refused in
+    one line (`run.check_control`). Models whose control values vary with time are judged
+    at INITIAL TIME."""
+    from .run import valid_saveper
+
+    key = (str(model.path), model.sha256)
+    if key not in _FILE_SAVEPER:
+        settings = model.time_settings()
+        step, save = settings["time_step"], settings["saveper"]
+        nearest = None
+        if all(math.isfinite(v) and v > 0 for v in (step, save)):
+            rounded = valid_saveper(step, save)
+            if rounded != save:
+                nearest = rounded
+                warnings.warn(
+                    f"{model.path.name}: SAVEPER {save:.10g} is not a whole multiple of "
+                    f"TIME STEP {step:.10g}; saving every {rounded:.10g} instead (the nearest "
+                    "multiple: results exist only at time steps)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        _FILE_SAVEPER[key] = nearest
+    return _FILE_SAVEPER[key]
+
+
+def check_run_control(model: Model, params: dict | None = None, final_time=None) -> None:
+    """Check the control values a run would use, before any run: the model's own, with
+    any TIME STEP or SAVEPER in `params` (Vensim or Python names) and `final_time` over
+    them; raise `MethodError` in one line (`run.check_control`). Nothing to check (the
+    file's own values only) returns at once: those are `simulate`'s to judge."""
+    from .run import check_control
+
+    given = {}
+    for name, value in (params or {}).items():
+        real = model.real_name(str(name))
+        if real in CONTROL_PARAMS and isinstance(value, (int, float)):
+            given[real] = float(value)
+    if not given and final_time is None:
+        return
+    settings = model.time_settings()
+    check_control(
+        given.get("TIME STEP", settings["time_step"]),
+        settings["initial_time"],
+        settings["final_time"] if final_time is None else float(final_time),
+        given.get("SAVEPER", settings["saveper"]),
+    )
 
 
 def _check_control(model: Model, final_time, time_step, saveper) -> None:
