@@ -26,7 +26,17 @@ import xarray as xr
 
 from .errors import ParameterError, unknown_name_message
 
-__all__ = ["Metric", "evaluate", "get", "list", "register", "total"]
+__all__ = [
+    "Metric",
+    "evaluate",
+    "format_number",
+    "format_percent",
+    "get",
+    "list",
+    "readable_units",
+    "register",
+    "total",
+]
 
 
 @dataclass(frozen=True)
@@ -229,3 +239,87 @@ def _register_builtins() -> None:
 
 
 _register_builtins()
+
+
+# -- formatting: one human format for numbers and units, shared by tables and plots ---------
+_SI = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))
+
+
+def format_number(value, digits: int = 4, signed: bool = False, prefix: str = "") -> str:
+    """`value` for people: `digits` significant digits, never an exponent; thousands
+    separators below 10,000 ("7,913", "0.6758"), SI suffixes from 10,000 on ("45.44k",
+    "13.26M", "18.23B"). NaN is "-", infinities "inf"/"-inf". `signed` adds "+" to
+    positive values; `prefix` goes between the sign and the digits ("-$22.58M")."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if np.isnan(x):
+        return "-"
+    sign = "-" if x < 0 else ("+" if signed and x > 0 else "")
+    if np.isinf(x):
+        return f"{sign}inf"
+    x = float(f"{abs(x):.{digits}g}")  # rounded first: 9,999.6 is 10k, not 10,000
+    if x == 0:
+        return "0"
+    suffix = ""
+    if x >= 1e4:  # 1,000 to 9,999 are written out, with a separator
+        scale, suffix = next((s, letter) for s, letter in _SI if x >= s)
+        x /= scale
+    # `digits` significant digits as fixed-point decimals, trailing zeros dropped.
+    decimals = max(digits - 1 - int(np.floor(np.log10(x))), 0)
+    text = f"{x:,.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{sign}{prefix}{text}{suffix}"
+
+
+def format_percent(value, digits: int = 1) -> str:
+    """A change in percent, signed, with `digits` decimals ("+1.5%", "-84.8%"); "-" for
+    NaN."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if np.isnan(x):
+        return "-"
+    if np.isinf(x):
+        return "+inf%" if x > 0 else "-inf%"
+    return f"{x:+,.{digits}f}%"
+
+
+# Vensim unit words, as people say them (numerators plural, denominators singular).
+_UNIT_WORDS = {"usd": "US$", "dmnl": "", "1": "1"}
+_FRACTION_WORDS = ("trust", "share", "fraction", "penetration", "probability", "confidence")
+
+
+def readable_units(units: str | None, name: str = "") -> str:
+    """Vensim units in words people read: "Visit/Month" -> "visits / month",
+    "USD/Month" -> "US$ / month", "1/Year" -> "per year", "Buyer" -> "buyers".
+    "Dmnl" (dimensionless) is "fraction (0 to 1)" for a trust, share or fraction (judged
+    from `name`, the variable or metric it belongs to), else "index"."""
+    text = (units or "").strip()
+    if not text:
+        return ""
+    if text.lower() in ("dmnl", "dimensionless", "1"):
+        fraction = any(w in name.lower() for w in _FRACTION_WORDS)
+        return "fraction (0\N{EN DASH}1)" if fraction else "index"
+
+    def word(token: str, plural: bool) -> str:
+        token = token.strip()
+        core = token.strip("()")
+        if not core:
+            return token
+        if "*" in core:
+            return token.replace(core, " · ".join(word(t, False) for t in core.split("*")))
+        mapped = _UNIT_WORDS.get(core.lower())
+        if mapped is None:
+            mapped = core.lower()
+            if plural and mapped.isalpha() and not mapped.endswith("s"):
+                mapped += "s"
+        return token.replace(core, mapped)
+
+    numerator, *denominators = text.split("/")
+    if numerator.strip() == "1" and denominators:
+        return "per " + " / ".join(word(d, False) for d in denominators)
+    return " / ".join([word(numerator, True), *(word(d, False) for d in denominators)])

@@ -1,18 +1,28 @@
 """Matplotlib figures of comparisons and metrics. Each returns the Figure and, given a path,
-saves it there (the format follows the suffix: .png, .svg, .pdf)."""
+saves it there (the format follows the suffix: .png, .svg, .pdf).
+
+Figures are meant to be read without the code: a title, axis labels with units in words
+(``metrics.readable_units``), tick labels with SI suffixes ("13.3M", "$1.2B") and never an
+offset such as ``1e7``, and one legend per figure, outside the panels."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import xarray as xr
+from matplotlib import ticker
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from .metrics import total
+from .metrics import format_number, readable_units, total
 
-# (panel title, variable, units) of the comparison's small multiples.
+# (panel title, variable, units) of the comparison's small multiples. The units are the
+# model's (Vensim) units, a fallback for datasets whose variables carry none in their attrs.
 PANELS = (
     ("Active buyers", "Active Buyers", "Buyer"),
     ("Active sellers", "Active Sellers", "Seller"),
@@ -21,6 +31,82 @@ PANELS = (
     ("GMV", "GMV", "USD/Month"),
     ("Platform cash", "Platform Cash", "USD"),
 )
+
+WINDOW_ALPHA = 0.13
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+class SIFormatter(ticker.Formatter):
+    """Tick labels with SI suffixes ("250k", "13.3M", "$1.2B") and no offset text; the
+    ticks of one axis share their number of decimals ("2.5M", "5.0M", "7.5M")."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+
+    def __call__(self, x, pos=None) -> str:
+        return format_number(x, 3, prefix=self.prefix)
+
+    def format_ticks(self, values) -> list[str]:
+        finite = [abs(v) for v in values if np.isfinite(v)]
+        if not finite:
+            return [self(v) for v in values]
+        top = max(finite)
+        scale, suffix = next(
+            (
+                (s, letter)
+                for s, letter in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))
+                if top >= max(s, 1e4)
+            ),
+            (1.0, ""),
+        )
+        steps = np.diff(sorted(values)) / scale
+        step = float(min((s for s in steps if s > 0), default=1.0))
+        decimals = next(
+            (
+                d
+                for d in range(7)
+                if abs(round(step * 10**d) - step * 10**d) < 1e-6 * max(1.0, step * 10**d)
+            ),
+            6,
+        )
+        labels = []
+        for v in values:
+            if not np.isfinite(v):
+                labels.append("")
+                continue
+            scaled = v / scale
+            if abs(scaled) < 0.5 * 10**-decimals:
+                labels.append("0")
+                continue
+            sign = "-" if scaled < 0 else ""
+            number = f"{abs(scaled):,.{decimals}f}"
+            labels.append(f"{sign}{self.prefix}{number}{suffix}")
+        return labels
+
+    def get_offset(self) -> str:
+        return ""
+
+
+def is_money(units: str | None) -> bool:
+    """True for units in US dollars (USD, USD/Month, ...): their ticks get a "$"."""
+    return (units or "").strip().upper().startswith("USD")
+
+
+def format_axis(axis, units: str | None = None) -> None:
+    """SI tick labels on `axis` (``ax.yaxis``), with "$" for money."""
+    axis.set_major_formatter(SIFormatter("$" if is_money(units) else ""))
+
+
+def units_of(ds: xr.Dataset, variable: str, fallback: str = "") -> str:
+    """The (Vensim) units of `variable` as the dataset records them (its ``units`` attr,
+    or that of its first subscripted column), else `fallback`."""
+    if variable in ds:
+        return str(ds[variable].attrs.get("units") or fallback)
+    prefix = variable + "["
+    for name in ds.data_vars:
+        if str(name).startswith(prefix) and ds[name].attrs.get("units"):
+            return str(ds[name].attrs["units"])
+    return fallback
 
 
 def _save(fig, path):
@@ -31,9 +117,17 @@ def _save(fig, path):
     return fig
 
 
+def _window_label(label: str, start: float, end: float, scenario: str) -> str:
+    """The legend entry of a policy window: 'US$2,000 deposit, months 60-74
+    (wish_deposit)', with an en dash."""
+    span = f"from month {start:g}" if math.isinf(end) else f"months {start:g}\N{EN DASH}{end:g}"
+    who = f" ({scenario})" if scenario else ""
+    return f"{label}, {span}{who}"
+
+
 def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANELS):
     """Small multiples of buyers, sellers, traffic, trust, GMV and cash per scenario, with
-    each scenario's policy windows shaded in its colour."""
+    each scenario's policy windows shaded in its colour and named in the legend."""
     available = []
     for panel in panels:
         try:
@@ -42,51 +136,192 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
             continue
     if not available:
         raise ValueError("none of the panel variables is in this dataset")
-    ncols = 3 if len(available) > 4 else 2
+    ncols = 3 if len(available) > 4 else min(2, len(available))
     nrows = -(-len(available) // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows), sharex=True, squeeze=False
+        nrows,
+        ncols,
+        figsize=(4.4 * ncols, 3.0 * nrows + 1.0),
+        sharex=True,
+        squeeze=False,
+        layout="constrained",
     )
-    windows = json.loads(ds.attrs.get("policy_windows", "{}"))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     names = [str(s) for s in ds["scenario"].values] if "scenario" in ds.dims else [""]
-    for ax, ((title, _, units), data) in zip(axes.flat, available):
+
+    def style(i: int) -> dict:  # colour and dashes: lines that coincide stay visible
+        return {"color": colors[i % len(colors)], "ls": LINESTYLES[i % len(LINESTYLES)]}
+
+    lines = [
+        Line2D([], [], lw=1.8, label=name or "run", **style(i)) for i, name in enumerate(names)
+    ]
+    spans = _policy_spans(ds, names, colors)
+    patches = [
+        Patch(facecolor=color, alpha=min(1.0, 2.5 * WINDOW_ALPHA), edgecolor="none", label=label)
+        for label, _, _, color in spans
+    ]
+    for ax, ((title, variable, fallback), data) in zip(axes.flat, available):
+        for _label, start, end, color in spans:
+            ax.axvspan(start, end, color=color, alpha=WINDOW_ALPHA, lw=0)
         for i, name in enumerate(names):
             series = data.sel(scenario=name) if "scenario" in data.dims else data
-            color = colors[i % len(colors)]
-            ax.plot(series["time"], series, label=name, color=color, lw=1.6)
-            for _lever, start, end in windows.get(name, []):
-                end = min(end, float(series["time"].max()))
-                if end <= start:  # the window opens after the run ends
-                    continue
-                ax.axvspan(start, end, color=color, alpha=0.08, lw=0)
+            ax.plot(series["time"], series, lw=1.6, **style(i))
+        units = units_of(ds, variable, fallback)
         ax.set_title(title)
-        ax.set_ylabel(units)
+        ax.set_ylabel(readable_units(units, variable))
+        format_axis(ax.yaxis, units)
         ax.grid(alpha=0.3)
+        ax.margins(x=0.01)
     for ax in axes.flat[len(available) :]:
         ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("Month")
-    axes.flat[0].legend(fontsize=8, frameon=False)
-    fig.tight_layout()
+    # The lowest visible panel of each column carries the time axis's labels.
+    for col in range(ncols):
+        visible = [axes[r, col] for r in range(nrows) if axes[r, col].get_visible()]
+        if visible:
+            visible[-1].set_xlabel("time (months)")
+            visible[-1].xaxis.set_tick_params(labelbottom=True)
+    shown = [n for n in names if n]
+    if len(shown) > 1:
+        fig.suptitle(f"Scenarios compared: {', '.join(shown)}")
+    elif shown:
+        fig.suptitle(f"Scenario {shown[0]}")
+    handles, ncol = _legend_columns(lines, patches)
+    fig.legend(
+        handles=handles,
+        labels=[h.get_label() for h in handles],
+        loc="outside lower center",
+        ncols=ncol,
+        frameon=False,
+        fontsize=9,
+    )
     return _save(fig, path)
+
+
+def _policy_spans(ds: xr.Dataset, names: list[str], colors) -> list:
+    """(legend label, start, end, colour) of each policy window in the run; a window that
+    several scenarios share (same label and months) is one grey span naming them all."""
+    windows = json.loads(ds.attrs.get("policy_windows", "{}"))
+    t_end = float(ds["time"].max())
+    groups: dict[tuple[str, float, float], list[int]] = {}
+    for i, name in enumerate(names):
+        for label, start, end in windows.get(name, []):
+            start, end = float(start), float(end)
+            if min(end, t_end) <= start:  # the window opens after the run ends
+                continue
+            groups.setdefault((str(label), start, end), []).append(i)
+    spans = []
+    for (label, start, end), members in groups.items():
+        if len(names) == 1:
+            who = ""
+        elif len(members) > 1 and len(members) == len(names) - 1 and 0 not in members:
+            who = f"every scenario but {names[0]}"
+        else:
+            who = ", ".join(names[i] for i in members)
+        color = colors[members[0] % len(colors)] if len(members) == 1 else "0.45"
+        spans.append((_window_label(label, start, end, who), start, min(end, t_end), color))
+    return spans
+
+
+def _legend_columns(lines: list, patches: list) -> tuple[list, int]:
+    """Legend handles and column count: the scenarios in one row when there is no policy
+    window; else the scenarios in the first column(s), the windows in the next ones (at
+    most four rows), so a long window label does not push the scenario names apart."""
+    if not patches:
+        return lines, min(len(lines), 5)
+    height = min(4, max(len(lines), len(patches)))
+    columns: list[list] = []
+    for section in (lines, patches):
+        for k in range(0, len(section), height):
+            column = section[k : k + height]
+            columns.append(column + [Line2D([], [], alpha=0, label=" ")] * (height - len(column)))
+    return [h for column in columns for h in column], len(columns)
 
 
 def plot_metrics(table: pd.DataFrame, path: str | Path | None = None, metrics=None):
-    """Bar chart of each metric's change from the first scenario, in percent."""
-    pct = table["diff_pct"].unstack("metric")
+    """Bar chart of each metric's change from the first scenario (the reference), in
+    percent: one group of bars per metric, one bar per other scenario, each labelled with
+    its value; the reference itself is the zero line."""
+    scenarios = list(dict.fromkeys(table.index.get_level_values("scenario")))
+    order = list(dict.fromkeys(table.index.get_level_values("metric")))
+    reference = scenarios[0]
+    pct = table["diff_pct"].unstack("metric").reindex(index=scenarios, columns=order)
     if metrics is not None:
         pct = pct[list(metrics)]
-    pct = pct.iloc[1:] if len(pct) > 1 else pct
+    pct = pct.drop(index=reference).replace([np.inf, -np.inf], np.nan)
     pct = pct.dropna(axis=1, how="all")
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * pct.shape[1] + 2), 4))
+    fig, ax = plt.subplots(
+        figsize=(max(6.0, 0.55 * pct.shape[1] * max(1, len(pct)) + 2.5), 4.8),
+        layout="constrained",
+    )
+    ax.set_title(f"Change in each metric from {reference}")
     if pct.empty:
-        ax.text(0.5, 0.5, "no metric differences to show", ha="center", va="center")
-    else:
-        pct.T.plot.bar(ax=ax, width=0.8)
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_ylabel(f"change vs {table.index.get_level_values(0)[0]} (%)")
-        ax.legend(fontsize=8, frameon=False)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+        why = (
+            "only one scenario: nothing to compare"
+            if len(scenarios) < 2
+            else ("no metric differences to show")
+        )
+        ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    n = len(pct)
+    width = 0.8 / n
+    x = np.arange(pct.shape[1])
+    for i, (scenario, row) in enumerate(pct.iterrows()):
+        bars = ax.bar(
+            x + (i - (n - 1) / 2) * width,
+            row.to_numpy(float),
+            width=width,
+            color=colors[(i + 1) % len(colors)],  # the reference keeps the first colour
+            label=str(scenario),
+        )
+        ax.bar_label(
+            bars,
+            labels=[_pct_label(v) for v in row.to_numpy(float)],
+            fontsize=7,
+            padding=2,
+        )
+    ax.axhline(0, color="black", lw=0.9)
+    ax.set_xticks(x, [str(m) for m in pct.columns], rotation=30, ha="right")
+    ax.set_xlabel("metric")
+    ax.set_ylabel(f"change from {reference} (%)")
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.4g}%"))
+    ax.grid(axis="y", alpha=0.3)
+    # Room above and below for the bar labels (bars stick to 0, so margins alone do not).
+    low, high = (
+        min(0.0, float(np.nanmin(pct.to_numpy(float)))),
+        max(0.0, float(np.nanmax(pct.to_numpy(float)))),
+    )
+    pad = 0.15 * ((high - low) or 1.0)
+    ax.set_ylim(low - pad, high + pad)
+    fig.legend(
+        handles=[
+            *ax.containers,
+            Line2D([], [], color="black", lw=0.9, label=f"{reference} (reference, 0%)"),
+        ],
+        labels=[*(str(s) for s in pct.index), f"{reference} (reference, 0%)"],
+        loc="outside lower center",
+        ncols=min(n + 1, 4),
+        frameon=False,
+        fontsize=9,
+    )
     return _save(fig, path)
+
+
+def _pct_label(value: float) -> str:
+    if not np.isfinite(value):
+        return ""
+    if abs(value) < 0.05:
+        return "0%"
+    return f"{value:+.1f}%" if abs(value) < 100 else f"{value:+,.0f}%"
+
+
+__all__ = [
+    "PANELS",
+    "SIFormatter",
+    "format_axis",
+    "plot_comparison",
+    "plot_metrics",
+    "readable_units",
+    "units_of",
+]

@@ -83,12 +83,17 @@ def compare(
     if len(set(names)) != len(names):
         raise ParameterError(f"scenario names repeat: {names}")
     chosen = [metrics_mod.get(m) for m in metrics] if metrics is not None else None
+    units = _model_units([model for _, model in resolved])  # read before the runs
     frames = []
     for sc, model in resolved:
         frames.append(_run(sc, model, **dict(simulate_options)))
         if on_run is not None:
             on_run(sc.name)
     ds = frames_to_dataset(frames, names)
+    for var in ds.data_vars:  # the model's units, for plots and readers of the file
+        unit = units.get(str(var).split("[")[0].strip())
+        if unit:
+            ds[var].attrs["units"] = unit
     ds = ds.assign_coords(policy_start=("scenario", [sc.policy_start() for sc, _ in resolved]))
     ds.attrs.update(
         policy_windows=json.dumps({sc.name: sc.windows() for sc, _ in resolved}),
@@ -96,6 +101,20 @@ def compare(
         models=json.dumps({sc.name: str(model.path) for sc, model in resolved}),
     )
     return attach_metrics(ds, chosen)
+
+
+def _model_units(models) -> dict[str, str]:
+    """Vensim name -> units, from the models' documentation (first model wins)."""
+    units: dict[str, str] = {}
+    for model in models:
+        try:
+            doc = model.doc
+        except Exception:  # noqa: BLE001, S112 - units are a nicety; runs do not need them
+            continue
+        for name, unit in zip(doc["Real Name"], doc["Units"]):
+            if isinstance(unit, str) and unit.strip():
+                units.setdefault(str(name), unit.strip())
+    return units
 
 
 def attach_metrics(ds: xr.Dataset, chosen=None) -> xr.Dataset:
