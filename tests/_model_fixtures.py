@@ -50,7 +50,8 @@ STRESS = {
 
 
 #: Outputs the invariant and behaviour tests read, besides every stock.
-CHECKED = HEADLINE + [
+CHECKED = [
+    *HEADLINE,
     "Addressable Market",
     "Low Quality Seller Share",
     "Platform Choice Share",

@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
+from conformance_mdl import vensim
 
 import flywheel_sd as fw
-from conformance_mdl import vensim
 
 REPO = Path(__file__).resolve().parent.parent
 #: The SDXorg test-models suite (its samples are used as small real-world models).

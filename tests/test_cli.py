@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conformance_mdl import vensim
 
 import flywheel_sd as fw
-from conformance_mdl import vensim
 from flywheel_sd.cli import main
 from flywheel_sd.errors import WideIntervalWarning
 

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
-import flywheel_sd as fw
 from _shared import load_text
 from conformance_mdl import vensim
+
+import flywheel_sd as fw
 from flywheel_sd.errors import (
     FlywheelError,
     MethodError,

@@ -33,7 +33,7 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
     """(language, body) of every fenced code block."""
     return [
         (m.group(1), m.group(2))
-        for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+        for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
     ]
 
 

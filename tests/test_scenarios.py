@@ -276,7 +276,8 @@ def test_critical_mass_two_fates(small):
     """With a market that decays without ads, a long enough push crosses critical mass."""
     text = SMALL.replace(
         "Growth Rate * Active Buyers * (1 - Active Buyers / Market)",
-        "Growth Rate * Active Buyers * (Active Buyers / Threshold - 1) * (1 - Active Buyers / Market)",
+        "Growth Rate * Active Buyers * (Active Buyers / Threshold - 1)"
+        " * (1 - Active Buyers / Market)",
     ).replace(
         "Ad Budget / Cost Per Buyer",
         "IF THEN ELSE(Time < Ad Stop Time, Ad Budget / Cost Per Buyer, 0)",

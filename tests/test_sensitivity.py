@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conformance_mdl import vensim
 
 import flywheel_sd as fw
-from conformance_mdl import vensim
 from flywheel_sd import designs
 from flywheel_sd.errors import ParameterError
 

@@ -181,7 +181,7 @@ def test_store_refuses_a_different_design(sir, design, tmp_path, count_chunks):
     other = designs.lhs(SIR_RANGES, 40, seed=2)
     with pytest.raises(ParameterError, match="holds a different design"):
         fw.sweep(sir, other, saveper=10, store=store, progress=False)
-    with pytest.raises(ParameterError, match="other settings .*method"):
+    with pytest.raises(ParameterError, match=r"other settings .*method"):
         fw.sweep(sir, design, saveper=10, store=store, method="euler", progress=False)
     with pytest.raises(ParameterError, match="pass resume=True"):
         fw.sweep(sir, design, saveper=10, store=store, resume=False, progress=False)
