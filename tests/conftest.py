@@ -43,4 +43,22 @@ def write_mdl(tmp_path):
     return write
 
 
-from conformance_report import pytest_terminal_summary  # noqa: E402,F401  (conformance table)
+from conformance_report import pytest_terminal_summary as _conformance_table  # noqa: E402
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The conformance table (conformance_report), and one loud line when the conformance
+    tests were selected but skipped because FLYWHEEL_TEST_MODELS names no suite folder."""
+    _conformance_table(terminalreporter, exitstatus, config)
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any("test_conformance.py" in getattr(r, "nodeid", "") for r in skipped):
+        from conformance_suite import ENV, suite_root
+
+        if suite_root() is None:
+            terminalreporter.write_sep(
+                "!",
+                f"{ENV} is unset or names no test-models folder: the ~480 SDXorg "
+                "conformance tests (tests/test_conformance.py) did NOT run",
+                red=True,
+                bold=True,
+            )
