@@ -162,6 +162,58 @@ def metrics_table(ds: xr.Dataset) -> pd.DataFrame:
     ).set_index(["scenario", "metric"])
 
 
+class MetricsTable(pd.DataFrame):
+    """The metrics table of a comparison: a DataFrame that prints every column (value,
+    diff, diff_pct, units) in one human number format ("13.26M", "-9.0%"), whatever the
+    pandas display options; the numbers themselves are untouched."""
+
+    @property
+    def _constructor(self):  # slices and arithmetic give plain DataFrames
+        return pd.DataFrame
+
+    def _display_frame(self) -> pd.DataFrame:
+        shown = pd.DataFrame(index=self.index)
+        headers = {}
+        for column in self.columns:
+            values = self[column]
+            if column == "diff_pct":
+                shown[column] = [metrics_mod.format_percent(v) for v in values]
+            elif column == "diff":
+                shown[column] = [metrics_mod.format_number(v, signed=True) for v in values]
+            elif column == "units":
+                metric_names = self.index.get_level_values(-1)
+                shown[column] = [
+                    metrics_mod.readable_units(str(u), str(m)) or "-"
+                    for u, m in zip(values, metric_names)
+                ]
+            elif pd.api.types.is_numeric_dtype(values):
+                shown[column] = [metrics_mod.format_number(v) for v in values]
+            else:
+                shown[column] = values.astype(str)
+            # Numbers line up on the right, words on the left.
+            size = max([len(str(column)), *(len(v) for v in shown[column])])
+            numeric = column != "units" and pd.api.types.is_numeric_dtype(values)
+            align = str.rjust if numeric else str.ljust
+            shown[column] = [align(v, size) for v in shown[column]]
+            headers[column] = align(str(column), size)
+        # A header stands over its column's text the way the text is aligned.
+        return shown.rename(columns=headers)
+
+    def to_text(self, line_width: int | None = None) -> str:
+        """The table as text, every column shown (wrapped at `line_width` if given)."""
+        shown = self._display_frame()
+        return shown.to_string(line_width=line_width, max_rows=None, max_cols=None)
+
+    def __repr__(self) -> str:
+        return self.to_text()
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def _repr_html_(self) -> str:
+        return self._display_frame().to_html(max_rows=None, max_cols=None)
+
+
 @xr.register_dataset_accessor("flywheel")
 class FlywheelAccessor:
     """``ds.flywheel.metrics``: the metrics table of a comparison."""
@@ -170,8 +222,10 @@ class FlywheelAccessor:
         self._ds = ds
 
     @property
-    def metrics(self) -> pd.DataFrame:
-        return metrics_table(self._ds)
+    def metrics(self) -> MetricsTable:
+        """One row per (scenario, metric): value, diff and diff_pct from the first
+        scenario, units. Printing it shows every column, numbers in one human format."""
+        return MetricsTable(metrics_table(self._ds))
 
     @property
     def policy_windows(self) -> dict:
