@@ -1,0 +1,480 @@
+"""Links from the equations: re-evaluate one equation at recorded states with an input
+changed, and the sign of a link (∂target/∂source) along a run.
+
+Issue 11 (loop polarity) uses it; Loops-That-Matter link scores (issue 14) will too, so the
+building blocks are general:
+
+* `equations(model, params)` compiles the model into its scalar nodes (`Equations`): one
+  node per variable element, plus hidden ones (SMOOTH/DELAY stages, macro copies). The
+  compiler's own nodes, compiled afresh in this process (their generated module is never
+  shared with the run engine's, whose recorder is replaced here);
+* `record_states(eq, ...)` runs the model on the compiled engine (the same drivers and
+  methods as `simulate`) and returns a `RunState`: every node's value at every saved time;
+* `evaluate(eq, state, target, replace)` re-evaluates the target's equation at the state,
+  vectorised over time, with some inputs set to other values; a stock's "equation" is its
+  net flow (the expression inside INTEG);
+* `partial(eq, state, target, source)`: ∂target/∂source by a central difference with a
+  relative step; for a stock target, ∂(net flow)/∂source: +1·(∂inflow/∂x) for an inflow,
+  -1·(∂outflow/∂x) for an outflow, read from the flow expression, never from names;
+* `link_sign` / `link_signs`: the sign of a link between two nodes or two variables (per
+  element pair), routed through hidden nodes (a SMOOTH's stage sits between its input and
+  output).
+
+Signs are +1, -1 or 0: 0 where the equation does not respond to the input at that state
+(a MIN/MAX or IF THEN ELSE on its other branch, a lookup on a flat segment). A 0 means
+"inactive at this time"; it is not a change of sign.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _pysd_compat as compat
+from ._ir import _PLACEHOLDER, Node, NotCompilable, Program, clean
+
+#: Relative step of the central difference: h = REL_STEP * max(|x|, scale), where scale
+#: is SCALE_FLOOR times the largest |x| along the run (a variable passing through 0 is
+#: still perturbed on its own scale), or UNIT_SCALE for a variable that is 0 all along
+#: (its scale is unknown: a step of REL_STEP in its own units).
+REL_STEP = 1e-6
+SCALE_FLOOR = 1e-3
+UNIT_SCALE = 1.0
+
+#: A change of the target no larger than this, relative to the target's size, is
+#: round-off: the link is inactive (sign 0) there. A flat branch (MAX(0, x) below 0, a
+#: flat lookup segment) changes nothing at all; inputs that do not touch x are evaluated
+#: bit for bit alike, so only x's own terms add round-off.
+ZERO_CHANGE = 1e-14
+
+
+@dataclass
+class Equations:
+    """The scalar equations of a compiled model (one variant: constants given as time
+    series change the program, see `flywheel_sd.engine.compiled.series_signature`)."""
+
+    model: Any  # flywheel_sd.Model
+    program: Program
+    nodes: dict[str, Node]
+    keys: dict[str, list[str]]  # Vensim name -> node keys of its elements, in order
+    names: dict[str, str]  # clean name -> Vensim name
+    vector: types.ModuleType  # the generated code over arrays (NumPy runtime)
+    _functions: dict = field(default_factory=dict)
+
+    def keys_of(self, name: str) -> list[str]:
+        """The node keys of a variable (its elements, in subscript order), given its Vensim
+        name, its Python name or one element's column (``"Active Sellers[High]"``)."""
+        for candidate in (name, self.names.get(clean(name))):
+            if candidate in self.keys:
+                return list(self.keys[candidate])
+        column = {n.column: k for k, n in self.nodes.items() if n.column}
+        if name in column:
+            return [column[name]]
+        try:
+            real = self.model.real_name(name)
+        except Exception:  # noqa: BLE001 -- any lookup failure: the message below
+            real = None
+        if real in self.keys:
+            return list(self.keys[real])
+        raise KeyError(f"{name!r} is not a variable of {Path(self.model.path).name}")
+
+    def label(self, key: str) -> str:
+        """A node's output column, or its key for a hidden node."""
+        node = self.nodes[key]
+        return node.column or key
+
+    def inputs(self, key: str) -> set[str]:
+        """The nodes a node's run-time equation reads (a stock: its net flow's inputs)."""
+        node = self.nodes[key]
+        deps = node.flow_deps if node.kind == "stock" else node.deps
+        return {d for d in deps if d in self.nodes}
+
+    def is_stock(self, key: str) -> bool:
+        return self.nodes[key].kind == "stock"
+
+    def function(self, key: str):
+        """The target's equation as ``f(t, c, values) -> array``: `values` maps each input
+        key to its values (arrays over time, or any broadcastable shape)."""
+        fn = self._functions.get(key)
+        if fn is None:
+            node = self.nodes[key]
+            if node.kind == "stock":
+                text = node.flow
+            elif node.kind == "aux":
+                text = node.expr
+            else:  # a constant or INITIAL value: no run-time equation
+                text = f"__v[{key!r}]"
+            body = _PLACEHOLDER.sub(lambda m: f"__v[{m.group(1)!r}]", text)
+            fn = eval(  # the compiler's own generated text
+                compile(f"lambda t, c, __v: ({body})", f"<equation {key}>", "eval"),
+                self.vector.__dict__,
+            )
+            self._functions[key] = fn
+        return fn
+
+
+def equations(model, params: Mapping | None = None) -> Equations:
+    """The scalar equations of `model` (a `flywheel_sd.Model` or a model file), in the
+    program variant `params` need (a `pandas.Series` value makes a constant a series).
+
+    Raises
+    ------
+    NotCompilable
+        The compiler does not cover the model (the message names the construct).
+    """
+    from .compiled import series_signature
+    from .compiler import Compiler
+    from .model import Model, load
+
+    model = model if isinstance(model, Model) else load(model)
+    source = Path(model.path)
+    if source.suffix.lower() not in (".mdl", ".xmile", ".stmx", ".xml"):
+        raise NotCompilable("a PySD-translated .py has no abstract model to compile")
+    abstract = compat.parse(source)
+    compiler = Compiler(
+        abstract.sections[0],
+        series_signature(dict(params or {})),
+        model.pysd_model,
+        macros=abstract.sections[1:],
+    )
+    program = compiler.compile()
+    keys: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for key, element in compiler.elements.items():
+        if compat.is_control(element) or compat.is_lookup(element):
+            continue
+        found = [
+            compiler.key_of(key, combo)
+            for combo in compiler.elements_of(compiler.final_dims[key])
+            if compiler.key_of(key, combo) in compiler.nodes
+        ]
+        if found:
+            keys[element.name] = found
+            names[key] = element.name
+    return Equations(
+        model=model,
+        program=program,
+        nodes=dict(compiler.nodes),
+        keys=keys,
+        names=names,
+        vector=_vector_module(program),
+    )
+
+
+def _vector_module(program: Program) -> types.ModuleType:
+    from ._codegen import RUNTIME_VECTOR
+    from .modules import module_text
+
+    body = RUNTIME_VECTOR + program.body + "\n\n_vector_lookups(globals())\n"
+    return _exec_module("_flywheel_links_vector", module_text(body, "python"))
+
+
+def _exec_module(name: str, text: str) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    exec(compile(text, f"<{name}>", "exec"), mod.__dict__)  # noqa: S102 -- generated code
+    return mod
+
+
+# -- run states ---------------------------------------------------------------------------
+@dataclass
+class RunState:
+    """Every node's value at the saved times of one run: `values[key]` is an array over
+    `times` (a stock's value as its equations see it: non-negative stocks clipped at 0)."""
+
+    times: np.ndarray
+    values: dict[str, np.ndarray]
+    c: np.ndarray  # the run's constants after setup and init (control values included)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+def record_states(
+    eq: Equations,
+    params: Mapping | None = None,
+    *,
+    method: str = "RK45",
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+    max_step: float | None = None,
+    final_time: float | None = None,
+    time_step: float | None = None,
+    saveper: float | None = None,
+    breakpoints: Sequence[float] = (),
+) -> RunState:
+    """Run the model as `flywheel_sd.simulate` does on the compiled engine (same drivers,
+    same method and options; plain-Python backend) and return every node's values.
+
+    `eq` must be the variant for `params` (``equations(model, params)``).
+    """
+    import pandas as pd
+
+    from . import run
+    from .compiled import CompiledModel
+    from .simulate import FIXED_METHODS, check_method
+
+    method = check_method(method)
+    checked: dict = eq.model.check_params(dict(params or {}), "error")
+    program = eq.program
+    cm = CompiledModel(
+        program,
+        Path(eq.model.py_file).parent,
+        "links",
+        {name: eq.model.dims_of(name) for name in program.params},
+    )
+    mod = _exec_module("_flywheel_links_run", _scalar_text(program))
+    saved: list[np.ndarray] = []
+    final_c: list[np.ndarray] = []
+
+    def capture(t, y, c, row):  # replaces the generated `record`: keep the state
+        saved.append(np.array(y, dtype=float))
+        final_c[:] = [c]
+
+    mod.__dict__["record"] = capture  # the drivers look it up at each call
+    c = cm.constants(
+        checked, {"final_time": final_time, "time_step": time_step, "saveper": saveper}
+    )
+    if method in FIXED_METHODS:
+        times, _, _ = run.fixed_step(cm, mod, c, method, None)
+    else:
+        extra = [float(t) for t in breakpoints]
+        for value in checked.values():
+            if isinstance(value, pd.Series):
+                extra += [float(t) for t in value.index]
+        times, _, _ = run.adaptive(cm, mod, c, method, rtol, atol, max_step, extra, None)
+    if len(saved) != len(times):
+        raise RuntimeError(f"recorded {len(saved)} states for {len(times)} saved times")
+    y = np.array(saved).reshape(len(times), program.n_states)
+    return state_from(eq, np.asarray(times, dtype=float), y, np.array(final_c[0]))
+
+
+def _scalar_text(program: Program) -> str:
+    from ._codegen import RUNTIME_SCALAR
+    from .modules import module_text
+
+    return module_text(RUNTIME_SCALAR + program.body, "python")
+
+
+def state_from(eq: Equations, times: np.ndarray, y: np.ndarray, c: np.ndarray) -> RunState:
+    """Every node's values from the states `y` (times x states) and the constants `c`:
+    the auxiliaries evaluated in dependency order over the whole run at once."""
+    from graphlib import TopologicalSorter
+
+    n = len(times)
+    values: dict[str, np.ndarray] = {}
+    for key, node in eq.nodes.items():
+        if node.kind == "stock":
+            column = y[:, node.slot]
+            values[key] = np.maximum(column, 0.0) if node.nonneg else column.copy()
+        elif node.kind in ("const", "initial"):
+            values[key] = np.full(n, float(c[node.slot]))
+    aux = {k: eq.inputs(k) - set(values) for k, node in eq.nodes.items() if node.kind == "aux"}
+    with np.errstate(all="ignore"):
+        for key in TopologicalSorter(aux).static_order():
+            if key in values:
+                continue
+            out = eq.function(key)(times, c, values)
+            values[key] = np.broadcast_to(np.asarray(out, dtype=float), (n,)).copy()
+    return RunState(times=np.asarray(times, dtype=float), values=values, c=np.asarray(c))
+
+
+# -- re-evaluation and partial derivatives ------------------------------------------------
+def evaluate(
+    eq: Equations, state: RunState, target: str, replace: Mapping[str, Any] | None = None
+) -> np.ndarray:
+    """The target node's equation re-evaluated at every time of `state`, with the inputs in
+    `replace` (node key -> value or array over time) set to those values and every other
+    input at its recorded value. For a stock, its net flow (the INTEG's rate).
+
+    Only the target's own equation is re-evaluated: nothing downstream or upstream of the
+    replaced inputs changes (a ceteris-paribus link evaluation).
+    """
+    values: Mapping[str, Any] = state.values
+    if replace:
+        unknown = [k for k in replace if k not in eq.nodes]
+        if unknown:
+            raise KeyError(f"not nodes of the model: {unknown}")
+        values = {**state.values, **replace}
+    with np.errstate(all="ignore"):
+        out = eq.function(target)(state.times, state.c, values)
+    return np.broadcast_to(np.asarray(out, dtype=float), state.times.shape).copy()
+
+
+def step_size(x: np.ndarray, rel_step: float = REL_STEP) -> np.ndarray:
+    """The central difference's step for input values `x` over a run."""
+    x = np.asarray(x, dtype=float)
+    finite = np.abs(x[np.isfinite(x)])
+    largest = float(finite.max()) if finite.size else 0.0
+    scale = SCALE_FLOOR * largest if largest > 0 else UNIT_SCALE
+    return rel_step * np.maximum(np.abs(np.nan_to_num(x)), scale)
+
+
+def partial(
+    eq: Equations,
+    state: RunState,
+    target: str,
+    source: str,
+    rel_step: float = REL_STEP,
+) -> np.ndarray:
+    """∂target/∂source along the run (an array over `state.times`) by a central
+    difference: the target's equation evaluated with the source at x+h and x-h. A stock
+    target: the derivative of its net flow (inflows count +1, outflows -1)."""
+    return _difference(eq, state, target, source, rel_step)[0]
+
+
+def _difference(eq, state, target, source, rel_step):
+    if source not in eq.inputs(target):
+        raise KeyError(f"{eq.label(target)} does not read {eq.label(source)}")
+    x = state.values[source]
+    h = step_size(x, rel_step)
+    up = evaluate(eq, state, target, {source: x + h})
+    down = evaluate(eq, state, target, {source: x - h})
+    change = up - down
+    with np.errstate(all="ignore"):
+        derivative = change / (2 * h)
+    size = np.maximum(np.abs(up), np.abs(down))
+    return derivative, change, size
+
+
+def link_sign(
+    eq: Equations, state: RunState, target: str, source: str, rel_step: float = REL_STEP
+) -> np.ndarray:
+    """The sign (+1, -1, 0) of ∂target/∂source over the run, for a direct input `source`
+    of `target` (node keys). 0 where the target does not respond (round-off excluded: a
+    change below ZERO_CHANGE of the target's size), or where the value is not finite."""
+    derivative, change, size = _difference(eq, state, target, source, rel_step)
+    sign = np.sign(np.nan_to_num(derivative, nan=0.0, posinf=1.0, neginf=-1.0))
+    quiet = np.abs(change) <= ZERO_CHANGE * size
+    sign[quiet | ~np.isfinite(change)] = 0.0
+    return sign.astype(np.int8)
+
+
+def hidden_paths(eq: Equations, target: str, sources: Sequence[str]) -> list[list[str]]:
+    """The dependency paths from any of `sources` to `target` (node keys) whose inner nodes
+    are hidden (no output column): a direct input gives ``[source, target]``; a SMOOTH
+    between them gives ``[source, stage, target]``. Each path is listed source first."""
+    wanted = set(sources)
+    out: list[list[str]] = []
+
+    def walk(key, path, seen):
+        for dep in sorted(eq.inputs(key)):
+            if dep in wanted:
+                out.append([dep, *path])
+            elif eq.nodes[dep].column is None and dep not in seen:
+                walk(dep, [dep, *path], seen | {dep})
+
+    walk(target, [target], {target})
+    return out
+
+
+def path_sign(eq: Equations, state: RunState, path: Sequence[str]) -> np.ndarray:
+    """The sign of a dependency path (source first) over the run: the product of its
+    links' signs (each hop ∂next/∂previous; into a stock, the sign in its net flow)."""
+    sign = np.ones(len(state), dtype=np.int8)
+    for source, target in itertools.pairwise(path):
+        sign = sign * link_sign(eq, state, target, source)
+    return sign
+
+
+@dataclass
+class LinkSigns:
+    """The sign of a link between two variables along a run, per pair of elements.
+
+    ``pairs[(target_key, source_key)]`` is the sign over time of that element pair (its
+    paths through hidden nodes combined: the sign they agree on, 0 where they disagree or
+    none is active). ``combined`` is one sign per time for the whole link: +1 or -1 where
+    every active pair has that sign, 0 where no pair is active, and ``mixed`` marks the
+    times where active pairs disagree (there ``combined`` is the sign of their sum).
+    """
+
+    source: str
+    target: str
+    kind: str  # "flow" (into a stock: the sign in its net flow) or "aux"
+    times: np.ndarray
+    pairs: dict[tuple[str, str], np.ndarray]
+    paths: dict[tuple[str, str], list[list[str]]]
+    combined: np.ndarray = field(init=False)
+    mixed: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        stack = (
+            np.array(list(self.pairs.values()))
+            if self.pairs
+            else np.zeros((0, len(self.times)), dtype=np.int8)
+        )
+        positive = (stack > 0).any(axis=0)
+        negative = (stack < 0).any(axis=0)
+        self.mixed = np.asarray(positive & negative)
+        self.combined = np.where(
+            self.mixed, np.sign(stack.sum(axis=0)), positive.astype(int) - negative.astype(int)
+        ).astype(np.int8)
+
+    @property
+    def name(self) -> str:
+        return f"{self.source} -> {self.target}"
+
+    def flips(self) -> bool:
+        """Whether both signs occur (over time, or between elements)."""
+        return bool(any((s > 0).any() for s in self.pairs.values())) and bool(
+            any((s < 0).any() for s in self.pairs.values())
+        )
+
+
+def link_signs(
+    eq: Equations, state: RunState, source: str, target: str, rel_step: float = REL_STEP
+) -> LinkSigns:
+    """The signs of the link `source` -> `target` between two variables (Vensim names, or
+    node keys / columns of single elements), for each element pair the target's equation
+    connects (directly, or through hidden nodes such as a SMOOTH's stage).
+
+    Raises
+    ------
+    KeyError
+        A name is not a variable, or no element of `target` depends on `source`.
+    """
+    sources = eq.keys_of(source)
+    targets = eq.keys_of(target)
+    pairs: dict[tuple[str, str], np.ndarray] = {}
+    routes: dict[tuple[str, str], list[list[str]]] = {}
+    for z in targets:
+        by_source: dict[str, list[list[str]]] = {}
+        for path in hidden_paths(eq, z, sources):
+            by_source.setdefault(path[0], []).append(path)
+        for x, paths in by_source.items():
+            signs = np.array([path_sign(eq, state, p) for p in paths])
+            positive, negative = (signs > 0).any(axis=0), (signs < 0).any(axis=0)
+            pairs[(z, x)] = np.where(positive & negative, 0, np.sign(signs.sum(axis=0))).astype(
+                np.int8
+            )
+            routes[(z, x)] = paths
+    if not pairs:
+        raise KeyError(f"{target!r} does not depend on {source!r}")
+    kind = "flow" if all(eq.is_stock(z) for z, _ in pairs) else "aux"
+    return LinkSigns(source, target, kind, state.times, pairs, routes)
+
+
+def spans(times: np.ndarray, values: np.ndarray) -> list[tuple[float, float, int]]:
+    """Runs of equal values over time: (first time, last time, value) for each run."""
+    out: list[tuple[float, float, int]] = []
+    if len(values) == 0:
+        return out
+    start = 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            out.append((float(times[start]), float(times[i - 1]), int(values[start])))
+            start = i
+    return out
+
+
+def is_finite_state(state: RunState) -> bool:
+    """Whether every recorded value is finite (a run that blew up gives no signs)."""
+    return all(bool(np.isfinite(v).all()) for v in state.values.values()) and math.isfinite(
+        float(state.times[-1])
+    )
