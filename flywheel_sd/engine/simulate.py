@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -201,7 +201,7 @@ def _file_saveper(model: Model) -> float | None:
     return _FILE_SAVEPER[key]
 
 
-def check_run_control(model: Model, params: dict | None = None, final_time=None) -> None:
+def check_run_control(model: Model, params: Mapping | None = None, final_time=None) -> None:
     """Check the control values a run would use, before any run: the model's own, with
     any TIME STEP or SAVEPER in `params` (Vensim or Python names) and `final_time` over
     them; raise `MethodError` in one line (`run.check_control`). Nothing to check (the

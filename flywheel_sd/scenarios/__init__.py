@@ -12,9 +12,26 @@ import os
 from pathlib import Path
 
 from ..errors import ParameterError, unknown_name_message
-from ._scenario import Policy, Scenario, from_dict, read_toml
+from ._scenario import (
+    Policy,
+    Scenario,
+    from_dict,
+    policy_companions,
+    policy_inputs,
+    read_toml,
+)
 
-__all__ = ["Policy", "Scenario", "broken", "describe", "get", "list", "load_file"]
+__all__ = [
+    "Policy",
+    "Scenario",
+    "broken",
+    "describe",
+    "get",
+    "list",
+    "load_file",
+    "policy_companions",
+    "policy_inputs",
+]
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 

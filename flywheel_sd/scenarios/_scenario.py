@@ -70,6 +70,89 @@ class Policy:
         return out
 
 
+#: How the name of a constant that holds a policy's start or end time ends: a lever's
+#: companions are "<stem> Start Time" and "<stem> End Time" (or "<stem> Stop Time"), the
+#: stem a run of words of the lever's name (Seller Deposit: Deposit Start Time and Deposit
+#: End Time; Ad Budget: Ad Stop Time; Membership Fee: Membership Start Time).
+START_SUFFIXES = (" Start Time",)
+END_SUFFIXES = (" End Time", " Stop Time")
+
+
+def policy_companions(model: Model, lever: str) -> tuple[str | None, str | None]:
+    """The constants of `model` that say when `lever`'s policy starts and ends (None where
+    there is none), found by name as `START_SUFFIXES` and `END_SUFFIXES` describe: of the
+    stems (runs of the lever's words) that name any, the one naming most, then the
+    longest, then the last (the head noun: "Seller Deposit" -> "Deposit"). Constants
+    named "... Time" (times and durations) have none."""
+    real = model.real_name(lever)
+    if real.lower().endswith(" time"):
+        return None, None  # a time or a duration (Deposit Refund Time) is not such a lever
+    constants = {name.lower(): name for name in model.constants if name != real}
+    words = real.split()
+    best: tuple = ()
+    for size in range(len(words), 0, -1):
+        for first in range(len(words) - size + 1):
+            stem = " ".join(words[first : first + size]).lower()
+            start = _first(constants, stem, START_SUFFIXES)
+            end = _first(constants, stem, END_SUFFIXES)
+            found = (start is not None) + (end is not None)
+            rank = (found, size, first)
+            if found and (not best or rank > best[0]):
+                best = (rank, start, end)
+    return (best[1], best[2]) if best else (None, None)
+
+
+def _first(constants: dict[str, str], stem: str, suffixes: tuple[str, ...]) -> str | None:
+    """The first constant named `stem` + a suffix (`constants`: lower-case name -> name)."""
+    for suffix in suffixes:
+        if stem + suffix.lower() in constants:
+            return constants[stem + suffix.lower()]
+    return None
+
+
+def policy_inputs(
+    model: Model, lever: str, policy: Policy, t0: float, t1: float
+) -> tuple[dict[str, Any], list[float]]:
+    """What a time-bound `policy` on `lever` sets for a run from `t0` to `t1`, and the
+    switch times to pass as breakpoints: the one translation of a policy, for scenario
+    files, ``--set NAME=VALUE@START:END`` and `Scenario.derive` alike.
+
+    Where the model holds the lever's policy window in companion constants
+    (`policy_companions`), the policy sets them, so that the model's own switching applies
+    (the Seller Deposit's window also refunds the deposits held when it ends): with both a
+    start and an end constant, the lever is the policy's value for the whole run and the
+    constants make the window; with one of them, that one is set and the lever is a step
+    series as below. An open end, or one after `t1`, leaves the end constant at its
+    model value if that is after `t1`, else sets one after `t1`. Without companions, the
+    lever is a step series: the policy's value from start to end, its model value
+    elsewhere."""
+    real = model.real_name(lever)
+    start_name, end_name = policy_companions(model, real)
+    out: dict[str, Any] = {}
+    # A time before the run is the run's start; one after its end is "never".
+    for name, time in ((start_name, policy.start), (end_name, policy.end)):
+        if name is not None:
+            out[name] = max(float(time), float(t0)) if time <= t1 else _never(model, name, t1, t0)
+    base = model.default_value(real)
+    if start_name is not None and end_name is not None:
+        out[real] = base * 0 + policy.value if isinstance(base, xr.DataArray) else policy.value
+        return out, []
+    out[real] = policy.series(base, t0, t1)
+    return out, [t for t in (policy.start, policy.end) if t0 < t < t1]
+
+
+def _never(model: Model, name: str, t1: float, t0: float) -> float:
+    """A value of the end-time constant `name` after `t1`: its model value if that is, else
+    the top of its documented range if that is, else one run length after `t1`."""
+    default = model.default_value(name)
+    if isinstance(default, (int, float)) and default > t1:
+        return float(default)
+    high = model.ranges.get(name, (math.nan, math.nan))[1]
+    if math.isfinite(high) and high > t1:
+        return float(high)
+    return float(t1 + max(t1 - t0, 1.0))
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A named set of parameter overrides on a model (None: the default model)."""
@@ -102,6 +185,8 @@ class Scenario:
 
     def validate(self, model: Model | None = None, range_check: str = "error") -> Model:
         """Check every override against the model; raise naming the file, key and problem."""
+        from ..engine.simulate import check_run_control
+
         model = model or self.load_model()
         for key, value in self.params.items():
             try:
@@ -111,41 +196,73 @@ class Scenario:
                     model.check_params({key: value}, range_check)
             except FlywheelError as err:
                 raise ParameterError(f"{self._where(key)}: {err}") from None
-        self._check_time_pairs(model)
+        times = model.time_settings()
+        resolved = self._resolved(model, times["initial_time"], times["final_time"])
+        for key, value in self.params.items():
+            if not isinstance(value, Policy):
+                continue
+            for name in policy_companions(model, key):
+                if name is None:
+                    continue
+                try:
+                    model.check_params({name: resolved[name]}, range_check)
+                except FlywheelError as err:
+                    raise ParameterError(f"{self._where(key)}: its {err}") from None
+        self._check_time_pairs(model, resolved)
+        try:
+            check_run_control(model, self.params)
+        except FlywheelError as err:
+            raise ParameterError(f"{self._where()}: {err}") from None
         return model
 
-    def _check_time_pairs(self, model: Model) -> None:
+    def _resolved(self, model: Model, t0: float, t1: float) -> dict[str, Any]:
+        """Vensim name -> what this scenario sets, policies translated (`policy_inputs`):
+        a policy sets its lever's companion constants over any value given for them (the
+        later --set on a scenario, or a policy beside its window's constants); two
+        policies that would set one constant to different values are an error."""
+        params: dict[str, Any] = {}
+        policies: dict[str, Any] = {}
+        set_by: dict[str, str] = {}
+        for key, value in self.params.items():
+            if not isinstance(value, Policy):
+                params[model.real_name(key)] = value
+                continue
+            values, _ = policy_inputs(model, key, value, t0, t1)
+            real = model.real_name(key)
+            for name, v in values.items():
+                if name != real and name in set_by and policies[name] != v:
+                    raise ParameterError(
+                        f"{self._where(key)}: its policy sets {name!r} to {v:g}, but the "
+                        f"policy on {set_by[name]!r} sets it to {policies[name]:g}"
+                    )
+                policies[name] = v
+                set_by.setdefault(name, key)
+        return {**params, **policies}
+
+    def _check_time_pairs(self, model: Model, resolved: dict[str, Any]) -> None:
         """A lever's "... End Time" must not come before its "... Start Time"."""
-        touched = {model.real_name(key) for key in self.params}
+        touched = set(resolved)
         for real in model.namespace:
             if not real.endswith(" Start Time"):
                 continue
             end_name = real[: -len("Start Time")] + "End Time"
             if end_name not in model.namespace or not touched & {real, end_name}:
                 continue
-            start = self._effective(model, real)
-            end = self._effective(model, end_name)
+            start = resolved[real] if real in resolved else model.default_value(real)
+            end = resolved[end_name] if end_name in resolved else model.default_value(end_name)
             if isinstance(start, (int, float)) and isinstance(end, (int, float)) and end < start:
                 raise ParameterError(
                     f"{self._where(end_name)}: ends (t={end:g}) before {real!r} (t={start:g})"
                 )
 
-    def _effective(self, model: Model, name: str) -> Any:
-        for key, value in self.params.items():
-            if model.real_name(key) == name:
-                return value
-        return model.default_value(name)
-
     def inputs(self, model: Model, t0: float, t1: float) -> tuple[dict, list[float]]:
-        """Parameters for `simulate`, and the policy switch times to pass as breakpoints."""
-        params, breaks = {}, []
+        """Parameters for `simulate` (Vensim names), and the policy switch times to pass
+        as breakpoints; each policy as `policy_inputs` translates it."""
+        breaks: list[float] = []
         for key, value in self.params.items():
             if isinstance(value, Policy):
-                params[key] = value.series(model.default_value(key), t0, t1)
-                breaks += [t for t in (value.start, value.end) if t0 < t < t1]
-            else:
-                params[key] = value
-        return params, sorted(set(breaks))
+                breaks += policy_inputs(model, key, value, t0, t1)[1]
+        return self._resolved(model, t0, t1), sorted(set(breaks))
 
     def windows(self) -> list[tuple[str, float, float]]:
         """(label, start, end) of each policy window: the events, then each `Policy`."""
@@ -159,7 +276,7 @@ class Scenario:
 
     # -- files ------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        params = {}
+        params: dict[str, Any] = {}
         for key, value in self.params.items():
             if isinstance(value, Policy):
                 params[key] = value.to_dict()
@@ -175,7 +292,7 @@ class Scenario:
                 )
             else:
                 params[key] = float(value)
-        out = {"name": self.name, "description": self.description}
+        out: dict[str, Any] = {"name": self.name, "description": self.description}
         if self.model:
             out["model"] = self.model
         out["params"] = params
@@ -193,7 +310,7 @@ class Scenario:
 
 
 def _param_from_toml(where: str, key: str, value: Any) -> Any:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         raise ParameterError(
             f"{where}: {key!r}: expected a number, a policy "
             "{value, start, end} or a series {time, value}, "
