@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,6 @@ from ._common import (
     EXIT_OK,
     UsageError,
     check_plot,
-    fmt,
     load_model,
     model_path,
     print_json,
@@ -81,33 +82,140 @@ def cmd_describe(args) -> int:
             }
         )
         return EXIT_OK
-    for table in (stocks, levers):
-        table["meaning"] = table["meaning"].map(lambda text: sentence(text, 72))
+    width = _width()
     times = model.time_settings()
-    print(
+    summary = (
         f"{model.path.name}: {len(stocks)} stocks, {len(loops)} loops, {len(levers)} levers; "
         f"t = {times['initial_time']:g} to {times['final_time']:g}, "
         f"TIME STEP {times['time_step']:g}, SAVEPER {times['saveper']:g}"
     )
+    print(textwrap.fill(summary, width, subsequent_indent="  "))
     print()
-    print_table(stocks, "Stocks", wrap=False)
+    print_wrapped(stocks, "Stocks", width)
     print()
     if loops:
         import pandas as pd
 
         table = pd.DataFrame(loops).set_index("loop").drop(columns="description")
-        print_table(table, f"Loops ({loops_file.name})", wrap=False)
+        source = loops_file.name if loops_file else "loops"
+        print_wrapped(table, f"Loops ({source})", width)
     else:
-        print(f"Loops: none documented (no {model.path.stem}.loops.toml beside the model)")
+        print(
+            textwrap.fill(
+                f"Loops: none documented (no {model.path.stem}.loops.toml beside the model)",
+                width,
+            )
+        )
     print()
-    print_table(levers, "Levers (constants; range = documented [min, max])", wrap=False)
+    print_wrapped(levers, "Levers (constants; range = documented [min, max])", width)
     return EXIT_OK
+
+
+def _width() -> int:
+    """The terminal's width (COLUMNS if set), 100 when output is not a terminal."""
+    return max(shutil.get_terminal_size((100, 24)).columns, 20)
+
+
+FLEX = 36  # the narrowest the meaning (or path) column of a table gets, if it can
+
+
+def wrap_table(frame, width: int) -> list[str]:
+    """`frame` (its index as the first column) as lines of at most `width` characters:
+    numbers (one human format, right-aligned) keep their width, and the widest text
+    columns are narrowed, their cells wrapped onto further lines, until the table fits."""
+    import pandas as pd
+
+    from ..metrics import format_number
+
+    def cell(value) -> str:
+        if isinstance(value, str):
+            return " ".join(value.split())
+        if value is None:
+            return "-"
+        return format_number(value)
+
+    columns = [frame.index.name or "", *(str(c) for c in frame.columns)]
+    numeric = [False, *(pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns)]
+    rows = [
+        [cell(index), *(cell(v) for v in values)]
+        for index, values in zip(frame.index, frame.itertuples(index=False, name=None))
+    ]
+    widths = [
+        max([len(columns[i]), *(len(r[i]) for r in rows)], default=1) for i in range(len(columns))
+    ]
+    gap = 2
+
+    def over() -> int:
+        return sum(widths) + gap * (len(widths) - 1) - width
+
+    def shrink(columns: list[int], floor: int) -> None:
+        """Narrow the widest of `columns`, one character at a time, until the table fits
+        or none is wider than `floor`."""
+        while over() > 0:
+            wide = [i for i in columns if widths[i] > floor]
+            if not wide:
+                return
+            widths[max(wide, key=lambda i: widths[i])] -= 1
+
+    # The longest text column (meaning, path) takes what the others leave, but keeps at
+    # least FLEX characters while other text columns can still give some up.
+    text = [i for i in range(len(widths)) if not numeric[i]]
+    flex = max(text, key=lambda i: widths[i])
+    others = [i for i in text if i != flex]
+    if over() > 0:
+        widths[flex] = max(min(widths[flex], FLEX), widths[flex] - over())
+        shrink([i for i in others if i != 0], 12)  # the row names (column 0) last
+        shrink([0], 16)
+        shrink([flex], 12)
+        shrink(list(range(len(widths))), 4)  # a very narrow terminal: whatever it takes
+
+    def render(cells: list[str]) -> list[str]:
+        wrapped = [_wrap(text, widths[i]) for i, text in enumerate(cells)]
+        lines = []
+        for k in range(max(len(w) for w in wrapped)):
+            parts = []
+            for i, w in enumerate(wrapped):
+                text = w[k] if k < len(w) else ""
+                parts.append(text.rjust(widths[i]) if numeric[i] else text.ljust(widths[i]))
+            lines.append((" " * gap).join(parts).rstrip())
+        return lines
+
+    out = render(columns)
+    out.append((" " * gap).join("-" * w for w in widths))
+    for row in rows:
+        out.extend(render(row))
+    return out
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Lines of `text`, at most `width` long; a chain "A b -> C d" breaks at its arrows
+    where it can, so that no variable name is split."""
+    if " -> " in text:
+        glued = " -> ".join(part.replace(" ", "\x1f") for part in text.split(" -> "))
+        lines = textwrap.wrap(glued, width, break_on_hyphens=False)
+        return [line.replace("\x1f", " ") for line in lines] or [""]
+    if " " not in text and "/" in text and len(text) > width:  # units: break after a "/"
+        lines = textwrap.wrap(text.replace("/", "/ "), width, break_on_hyphens=False)
+        return [line.replace("/ ", "/") for line in lines] or [""]
+    return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+
+
+def print_wrapped(frame, title: str, width: int) -> None:
+    """A titled table that fits in `width` columns (long cells wrap onto more lines)."""
+    print(textwrap.fill(title, width))
+    if frame.empty:
+        print("  (none)")
+        return
+    for line in wrap_table(frame, width):
+        print(line)
 
 
 def _describe(model):
     import numpy as np
     import pandas as pd
     import xarray as xr
+
+    from ..metrics import format_number
 
     doc = model.doc.set_index("Real Name")
 
@@ -134,12 +242,12 @@ def _describe(model):
         except Exception:  # noqa: BLE001 - a constant that needs data files, say
             value = None
         if isinstance(value, xr.DataArray):
-            shown = ", ".join(
-                f"{'/'.join(map(str, np.atleast_1d(k)))}={fmt(float(v))}"
+            shown = "; ".join(  # not ", ": numbers have thousands separators
+                f"{'/'.join(map(str, np.atleast_1d(k)))}={format_number(float(v))}"
                 for k, v in value.to_series().items()
             )
         elif isinstance(value, (int, float, np.number)):
-            shown = fmt(float(value))
+            shown = format_number(float(value))
         else:
             shown = "" if value is None else str(value)
         low, high = model.ranges.get(name, (math.nan, math.nan))
@@ -224,6 +332,8 @@ def read_loops(model) -> list[dict]:
 def cmd_diagram(args) -> int:
     """The model's structure picture."""
     out = check_plot(args.out, "--out")
+    if out is None:  # --out is required
+        raise UsageError("diagram needs --out PATH")
     try:
         from ..diagram import draw_diagram
     except ImportError as err:
@@ -247,7 +357,7 @@ def cmd_diagram(args) -> int:
         import matplotlib.pyplot as plt
 
         if hasattr(result, "savefig"):
-            plt.close(result)
+            plt.close(result)  # type: ignore[arg-type]  # a Figure, if the drawer returns one
     except ImportError:
         pass
     if args.json:
