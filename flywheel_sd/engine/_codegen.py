@@ -433,7 +433,8 @@ def _init_function(comp, nodes, storage, fill) -> list:
     """Initial values: every node takes its init-phase expression (ACTIVE INITIAL's initial
     value, a stock its initial value), so the order follows the init dependencies."""
     targets = [k for k, n in nodes.items() if n.kind in ("stock", "initial")]
-    graph, todo = {}, list(targets)
+    graph: dict[str, set[str]] = {}
+    todo = list(targets)
     while todo:
         key = todo.pop()
         if key in graph or key not in nodes:
@@ -445,7 +446,7 @@ def _init_function(comp, nodes, storage, fill) -> list:
         deps = node.init_deps if node.kind in ("stock", "initial") or node.init_expr else node.deps
         graph[key] = {d for d in deps if d in nodes}
         todo.extend(graph[key])
-    local = {}
+    local: dict[str, str] = {}
     lines = ["", "", "@_jit", "def init(c, y):", "    t = c[1]"]
     for key in _sorted(graph):
         node = nodes[key]
@@ -467,7 +468,8 @@ def _init_function(comp, nodes, storage, fill) -> list:
 def _columns(comp) -> tuple[list, list]:
     """PySD's default output columns: the control variables, then every other variable in
     the file's order (lookups excluded); subscripted ones flattened as ``Name[a,b]``."""
-    control, others = [], []
+    control: list[tuple[str | None, str]] = []
+    others: list[tuple[str | None, str]] = []
     for key in comp.elements:
         if _is_lookup_element(comp, key):
             continue

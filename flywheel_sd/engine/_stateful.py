@@ -5,6 +5,8 @@ for its output. A mixin of `compiler.Compiler`."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +16,28 @@ from ._ir import _PLACEHOLDER, CONTROL, N_RESERVED, Node, NotCompilable, _is_num
 
 class StatefulStructures:
     """The stateful structures of `compiler.Compiler` (``_e_SmoothStructure``, ...)."""
+
+    # what this mixin uses of `compiler.Compiler` (set in its __init__, for the type checker)
+    nodes: dict[str, Node]
+    elements: dict
+    hidden: Iterator[int]
+    guards: list
+    constant_checks: list
+    c_default: list
+    _current: str
+
+    if TYPE_CHECKING:
+
+        def c_slot(self, default: Any = ..., size: int = ...) -> int: ...
+
+        def y_slot(self, name: str) -> int: ...
+
+        @staticmethod
+        def key_of(name: str, combo: tuple) -> str: ...
+
+        def expr(self, ast, ctx, phase: str = ...) -> tuple[str, set]: ...
+
+        def _resolve(self, name, ref_subs, ctx) -> tuple: ...
 
     # -- stateful structures ----------------------------------------------------------
     def _hidden_stock(self, label, flow, flow_deps, init, init_deps) -> str:

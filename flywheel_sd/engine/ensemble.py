@@ -124,7 +124,7 @@ def run_members(
             failed = stats[:, 3] != 0
     OUT[failed] = np.nan  # a failed run has no results, not a partial one
     reason = {}
-    for i, m in enumerate(np.flatnonzero(failed)):
+    for i, m in enumerate(np.flatnonzero(failed).tolist()):
         if i < DIAGNOSED:
             reason[int(m)] = str(
                 single.diagnose(
@@ -195,13 +195,15 @@ def _edge_groups(cm, mod, C: np.ndarray, extra):
 
     t0, t1 = float(C[0, 1]), float(C[0, 2])
     slots = cm.program.event_slots
+    groups: dict[tuple, np.ndarray | list[int]]
     if not _varies(C, slots):
         groups = {(): np.arange(len(C))}
     else:
         keys = [tuple(C[m, slots]) for m in range(len(C))]
-        groups = {}
+        by_key: dict[tuple, list[int]] = {}
         for m, key in enumerate(keys):
-            groups.setdefault(key, []).append(m)
+            by_key.setdefault(key, []).append(m)
+        groups = dict(by_key)
     for members in groups.values():
         members = np.asarray(members)
         breaks = single.breakpoints(mod, C[members[0]], t0, t1, extra)

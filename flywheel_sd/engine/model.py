@@ -84,7 +84,10 @@ def _entry_problem(folder: Path, py_name: str) -> str | None:
         return "it has no completed-marker"
     except (OSError, UnicodeDecodeError) as err:
         return f"its marker cannot be read: {_first_line(err)}"
-    listed = dict(reversed(line.split("  ", 1)) for line in lines if "  " in line)
+    # "digest  name" lines, as sha256sum writes them
+    listed = {
+        name: digest for digest, name in (line.split("  ", 1) for line in lines if "  " in line)
+    }
     if py_name not in listed:
         return f"its marker does not list {py_name}"
     for name, digest in listed.items():
@@ -506,7 +509,7 @@ class Model:
                     f"that the variable does not; its subscripts are {shown}"
                 )
             for dim in array.dims:
-                elements = self.subscripts.get(dim)
+                elements = self.subscripts.get(str(dim))  # a dim of `expected`: a str
                 given = [str(c) for c in array.coords[dim].values] if dim in array.coords else None
                 if elements is not None and given != [str(e) for e in elements]:
                     raise ParameterError(
