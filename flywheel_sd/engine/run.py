@@ -435,6 +435,7 @@ def piecewise_solve_ivp(
         # save times in [a, b); the last piece also takes times a round-off past t1
         here = (save_t >= a) & ((save_t < b) | (b >= t1))
         if here.any():
+            assert sol.sol is not None  # dense_output=True
             saved_y[here] = sol.sol(np.clip(save_t[here], a, b)).T
         y = sol.y[:, -1]
     saved_y[save_t >= t1] = y  # the end state exactly, not an interpolant
@@ -505,6 +506,7 @@ def to_frame(cm: CompiledModel, model, times, out, return_columns):
     import pandas as pd
 
     program = cm.program
+    index: slice | list[int]
     if return_columns is None:
         index = slice(None)
         columns = program.columns
