@@ -81,7 +81,7 @@ class Compiler(StatefulStructures):
         self.events: list = []
         self.switches: list = []
         self.guards: list = []
-        self.time_equality = None
+        self.time_equality: str | None = None
         self.constant_checks: list = []  # (deps, message): must be constant in time
         self._current = ""
         self._phase = "run"
@@ -365,7 +365,7 @@ class Compiler(StatefulStructures):
             text += f" {_OPS[op]} {piece}"
         return f"({text})"
 
-    def _e_LogicStructure(self, ast, ctx, deps):
+    def _e_LogicStructure(self, ast, ctx, deps) -> str:
         local: set = set()
         args = [self._e(a, ctx, local) for a in ast.arguments]
         deps.update(local)
@@ -468,7 +468,7 @@ class Compiler(StatefulStructures):
                 return element
         return None
 
-    def _e_CallStructure(self, ast, ctx, deps):
+    def _e_CallStructure(self, ast, ctx, deps) -> str:
         fname = ast.function.reference
         args = ast.arguments
         if fname in _REFUSED_CALLS:  # before the arguments, which they read as arrays
