@@ -1,0 +1,247 @@
+"""Figures and printed tables a person reads without the code (issue 12): SI tick labels
+and no offset text, units in words taken from the model, one legend per figure naming the
+policy windows, a metrics chart whose legend covers no bar and leaves out the reference,
+`flywheel describe` within the terminal's width, and the metrics table printed whole in
+one number format."""
+
+from __future__ import annotations
+
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from conformance_mdl import vensim
+
+import flywheel_sd as fw
+from flywheel_sd.cli import main
+from flywheel_sd.plotting import plot_comparison, plot_metrics
+from flywheel_sd.scenarios import Policy, Scenario
+
+# A platform in the millions: buyers grow logistically towards 20 million; GMV and cash
+# in the hundreds of millions of dollars; trust a dimensionless fraction.
+BIG = vensim(
+    "Active Buyers = INTEG(Buyer Growth, 10000) ~ Buyer [0,?] ~ Buyers on the platform.",
+    "Buyer Growth = Growth Rate * Active Buyers * (1 - Active Buyers / Market)"
+    " + Ad Budget / Cost Per Buyer ~ Buyer/Month ~ Net growth.",
+    "Growth Rate = 0.3 ~ 1/Month [0, 1] ~ Fractional growth rate.",
+    "Market = 2e+07 ~ Buyer [1, 1e+09] ~ Market size.",
+    "Ad Budget = 0 ~ USD/Month [0, 1e+08] ~ Advertising.",
+    "Cost Per Buyer = 10 ~ USD/Buyer [1, 100] ~ Cost per acquired buyer.",
+    "GMV = Active Buyers * 25 ~ USD/Month ~ Sales.",
+    "Buyer Trust = 0.5 + 0.4 * Active Buyers / Market ~ Dmnl ~ Buyers' confidence.",
+    "Platform Cash = INTEG(GMV * 0.1 - Ad Budget, 1e+06) ~ USD ~ Cash on hand.",
+    final_time=60,
+)
+
+LONG_COMMENT = (
+    "A lever whose comment goes on and on, as model authors' comments do, explaining "
+    "what it means, where its value comes from, which cases it was fitted to and why "
+    "anyone would want to change it in a policy experiment of their own"
+)
+LOOPS = """
+[[loop]]
+id = "R1"
+name = "Word of mouth"
+path = ["Active Buyers", "Buyer Growth", "Active Buyers", "Buyer Growth", "Active Buyers",
+        "Buyer Growth", "Active Buyers", "Buyer Growth", "Active Buyers", "Buyer Growth"]
+description = "More buyers bring more buyers."
+"""
+
+
+@pytest.fixture
+def big(write_mdl):
+    return write_mdl(BIG, "big.mdl")
+
+
+@pytest.fixture
+def comparison(big):
+    base = Scenario("base", model=str(big))
+    ads = base.derive("ads", "An ad push", **{"Ad Budget": Policy(2e7, 5, 15)})
+    ds = fw.compare([base, ads], metrics=["final_active_buyers", "cumulative_gmv"])
+    return ds
+
+
+@pytest.fixture
+def figure(comparison):
+    fig = plot_comparison(comparison)
+    fig.canvas.draw()
+    yield fig
+    plt.close(fig)
+
+
+def _visible_axes(fig):
+    return [ax for ax in fig.axes if ax.get_visible()]
+
+
+def test_no_axis_shows_an_offset_text(figure):
+    for ax in _visible_axes(figure):
+        for axis in (ax.xaxis, ax.yaxis):
+            assert axis.get_offset_text().get_text() == "", (ax.get_title(), "offset")
+
+
+def test_tick_labels_use_si_suffixes_for_millions(figure):
+    by_title = {ax.get_title(): ax for ax in _visible_axes(figure)}
+    buyers = [t.get_text() for t in by_title["Active buyers"].get_yticklabels()]
+    assert any(label.endswith("M") for label in buyers), buyers
+    assert not any("e+" in label or "e7" in label for label in buyers), buyers
+    gmv = [t.get_text() for t in by_title["GMV"].get_yticklabels()]
+    assert any(label.startswith("$") and label.endswith("M") for label in gmv), gmv
+
+
+def test_one_legend_per_figure_naming_the_policy_window(figure):
+    assert len(figure.legends) == 1
+    assert all(ax.get_legend() is None for ax in figure.axes)
+    texts = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert "base" in texts and "ads" in texts
+    windows = [t for t in texts if "Ad Budget" in t]
+    assert len(windows) == 1, texts
+    assert "5" in windows[0] and "15" in windows[0] and "(ads)" in windows[0]
+
+
+def test_legend_sits_outside_the_panels(figure):
+    box = figure.legends[0].get_window_extent()
+    for ax in _visible_axes(figure):
+        assert not box.overlaps(ax.get_window_extent()), ax.get_title()
+
+
+def test_axis_labels_say_units_in_words_from_the_model(comparison):
+    # The fallback units of the panels are nonsense: the model's own units must win.
+    panels = [
+        ("Active buyers", "Active Buyers", "Widget"),
+        ("Buyer trust", "Buyer Trust", "Widget"),
+        ("GMV", "GMV", "Widget"),
+    ]
+    fig = plot_comparison(comparison, panels=panels)
+    labels = {ax.get_title(): ax.get_ylabel() for ax in _visible_axes(fig)}
+    plt.close(fig)
+    assert labels == {
+        "Active buyers": "buyers",
+        "Buyer trust": "fraction (0\N{EN DASH}1)",
+        "GMV": "US$ / month",
+    }
+
+
+def test_no_vensim_jargon_in_axis_labels(figure):
+    for ax in _visible_axes(figure):
+        for label in (ax.get_xlabel(), ax.get_ylabel()):
+            assert "Dmnl" not in label and "USD" not in label, label
+
+
+def _ezbuy_like_table() -> pd.DataFrame:
+    """A metrics table like ezbuy's: the reference named so that it does not sort first,
+    bars that fill the axes from 0 down to -100%."""
+    scenarios = ["zz_reference", "stagnation", "early", "late"]
+    pct = {
+        "cumulative_gmv": [0, -84.8, -73.9, -84.7],
+        "final_active_buyers": [0, -99.9, -85.8, -99.9],
+    }
+    rows = []
+    for i, scenario in enumerate(scenarios):
+        for metric, changes in pct.items():
+            rows.append((scenario, metric, 100 + changes[i], changes[i], changes[i], "USD"))
+    return pd.DataFrame(
+        rows, columns=["scenario", "metric", "value", "diff", "diff_pct", "units"]
+    ).set_index(["scenario", "metric"])
+
+
+def _legend(fig):
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert len(legends) == 1, legends
+    return legends[0]
+
+
+def test_metrics_chart_legend_covers_no_bar():
+    fig = plot_metrics(_ezbuy_like_table())
+    fig.canvas.draw()
+    box = _legend(fig).get_window_extent()
+    bars = [patch for ax in fig.axes for patch in ax.patches if patch.get_height() != 0]
+    assert bars
+    for bar in bars:
+        assert not box.overlaps(bar.get_window_extent()), bar
+    plt.close(fig)
+
+
+def test_metrics_chart_draws_the_others_and_leaves_out_the_reference():
+    fig = plot_metrics(_ezbuy_like_table())
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    drawn = [c.get_label() for c in ax.containers]
+    assert drawn == ["stagnation", "early", "late"]  # in the table's order, no reference
+    texts = [t.get_text() for t in _legend(fig).get_texts()]
+    assert "zz_reference" not in texts  # no entry that looks like a scenario with no bars
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "cumulative_gmv",
+        "final_active_buyers",
+    ]
+    plt.close(fig)
+
+
+def test_describe_fits_the_terminal_width(write_mdl, capsys, monkeypatch):
+    model = write_mdl(
+        vensim(
+            "Active Buyers = INTEG(Buyer Growth, 10) ~ Buyer [0,?] ~ " + LONG_COMMENT + ".",
+            "Buyer Growth = Growth Rate * Active Buyers ~ Buyer/Month ~ Net growth.",
+            "Growth Rate = 0.02 ~ 1/Month [0, 1] ~ " + LONG_COMMENT + ".",
+            "Cost per Member = 6 ~ USD/(Buyer*Month) [0, 100] ~ " + LONG_COMMENT + ".",
+        ),
+        "wordy.mdl",
+    )
+    model.with_name("wordy.loops.toml").write_text(LOOPS)
+    for width in (60, 100):
+        monkeypatch.setenv("COLUMNS", str(width))
+        assert main(["describe", "--model", str(model)]) == 0
+        out = capsys.readouterr().out
+        lines = out.splitlines()
+        assert max(len(line) for line in lines) <= width, [
+            line for line in lines if len(line) > width
+        ]
+        flat = " ".join(out.split())
+        assert "in a policy experiment of their own" in flat  # wrapped, not cut
+        assert "..." not in out
+
+
+def test_printed_metrics_table_shows_every_column(comparison):
+    table = comparison.flywheel.metrics
+    before = pd.get_option("display.max_columns"), pd.get_option("display.width")
+    with pd.option_context("display.max_columns", 3, "display.width", 60):
+        text = str(table)
+        shown = repr(table)
+    # ... and the user's pandas options are as they were.
+    assert (pd.get_option("display.max_columns"), pd.get_option("display.width")) == before
+    for column in ("value", "diff", "diff_pct", "units"):
+        assert column in text and column in shown
+    assert "..." not in text
+    # Still a DataFrame with the raw numbers.
+    assert isinstance(table, pd.DataFrame)
+    assert table.loc[("base", "cumulative_gmv"), "diff"] == 0
+    assert np.isfinite(table.loc[("ads", "cumulative_gmv"), "value"])
+
+
+def test_printed_metrics_table_has_one_number_format(comparison):
+    text = str(comparison.flywheel.metrics)
+    assert "e+" not in text and "e-0" not in text, text
+    final = comparison.flywheel.metrics.loc[("base", "final_active_buyers"), "value"]
+    assert final > 1e6
+    assert re.search(r"\b\d+(\.\d+)?M\b", text), text  # 19.99M, not 1.999e+07
+    assert "%" in text  # the change in percent, signed
+
+
+def test_number_format_examples():
+    from flywheel_sd.metrics import format_number, format_percent
+
+    assert format_number(13_256_757.28) == "13.26M"
+    assert format_number(7913.2) == "7,913"
+    assert format_number(29_000) == "29k"
+    assert format_number(0.6758231) == "0.6758"
+    assert format_number(-22_579_430) == "-22.58M"
+    assert format_number(18_233_090_000) == "18.23B"
+    assert format_number(float("nan")) == "-"
+    assert format_number(-448_900_000, signed=True) == "-448.9M"
+    assert format_number(1_200_000_000, 2, prefix="$") == "$1.2B"
+    assert format_percent(-84.83) == "-84.8%"
