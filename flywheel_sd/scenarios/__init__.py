@@ -119,6 +119,10 @@ def _load(path: Path, validate: bool, seen: tuple) -> Scenario:
     base = None
     if "extends" in data:
         parent = data["extends"]
+        if not isinstance(parent, str):
+            raise ParameterError(
+                f"{path}: 'extends' must be a scenario's name (a string), not {parent!r}"
+            )
         if parent in seen:
             raise ParameterError(f"{path}: 'extends' forms a cycle through {parent!r}")
         files = _files()
@@ -133,7 +137,7 @@ def _load(path: Path, validate: bool, seen: tuple) -> Scenario:
     return scenario
 
 
-def get(name: str | Scenario | Path) -> Scenario:
+def get(name: str | os.PathLike[str] | Scenario) -> Scenario:
     """A scenario by name (or a TOML file path), checked against its model.
 
     Raises

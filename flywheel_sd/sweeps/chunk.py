@@ -96,7 +96,7 @@ def _flat_columns(real: str, labels: list[list[str]]):
 def column_names(model: Model, variables: list[str]) -> list[str]:
     """The flat output columns of `variables` (Vensim names), as sweeps and PySD name them."""
     pm = model.pysd_model()
-    out = []
+    out: list[str] = []
     for real in variables:
         func = getattr(pm.components, model.namespace[real])
         _, labels = _variable_dims(pm, func)
@@ -110,8 +110,8 @@ def expected_times(model: Model, options: RunOptions) -> np.ndarray:
     from ..engine import NotCompilable
     from ..engine import run as single
 
-    ts = options.return_timestamps
-    ts = list(ts) if isinstance(ts, tuple) else ts
+    given = options.return_timestamps
+    ts = list(given) if isinstance(given, tuple) else given
     control = {
         "final_time": options.final_time,
         "time_step": options.time_step,
@@ -121,7 +121,7 @@ def expected_times(model: Model, options: RunOptions) -> np.ndarray:
         cm = model.compiled()
         c = cm.constants({}, control)
         c[:4] = [
-            v if control.get(k) is None else float(control[k])
+            v if (override := control.get(k)) is None else float(override)
             for k, v in zip(
                 ("time_step", "initial_time", "final_time", "saveper"), cm.control_values()
             )
@@ -283,7 +283,7 @@ def compiled_chunk(
             "time_step": options.time_step,
             "saveper": options.saveper,
         }
-        settings = {
+        settings: dict[str, Any] = {
             "method": options.method,
             "rtol": options.rtol,
             "atol": options.atol,

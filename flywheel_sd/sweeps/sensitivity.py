@@ -29,7 +29,8 @@ METHODS = ("sobol", "morris")
 #: both the index's size and this floor (indices lie in [0, 1]; a negligible parameter
 #: with a tight interval around zero is resolved well enough).
 WIDE_CONF_FLOOR = 0.05
-_DEFAULT_METHOD = {"saltelli": "sobol", "morris": "morris"}
+# design kind (None when the sweep records none) -> its analysis
+_DEFAULT_METHOD: dict[str | None, str] = {"saltelli": "sobol", "morris": "morris"}
 
 
 def _design_info(result: xr.Dataset) -> dict:
@@ -278,7 +279,7 @@ def fan_chart(
     Returns the ``matplotlib.figure.Figure`` (saved to `path` when given).
     """
     if variable not in result.data_vars or "time" not in result[variable].dims:
-        series = [v for v in result.data_vars if "time" in result[v].dims]
+        series = [str(v) for v in result.data_vars if "time" in result[v].dims]
         from ..errors import unknown_name_message
 
         raise ParameterError(unknown_name_message("output with a time series", variable, series))

@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, SupportsFloat, cast
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ class _MemoryWriter:
 
     def result(self, summary: dict) -> xr.Dataset:
         plan = self.plan
-        data = {c: (("run", "time"), a) for c, a in self.columns.items()}
+        data: dict[str, tuple] = {c: (("run", "time"), a) for c, a in self.columns.items()}
         data.update({m: ("run", a) for m, a in self.metrics.items()})
         ds = xr.Dataset(data, coords=_coords(plan))
         ds["status"] = ("run", self.status)
@@ -65,7 +65,7 @@ class _MemoryWriter:
 
 
 def _coords(plan: _Plan) -> dict:
-    coords = {"run": np.arange(plan.n_runs), "time": plan.times}
+    coords: dict[str, Any] = {"run": np.arange(plan.n_runs), "time": plan.times}
     for j, name in enumerate(plan.design.names):
         coords[name] = ("run", plan.design.values[:, j])
     return coords
@@ -127,13 +127,16 @@ def _plain(value):
 
 
 def _describe_params(params: Mapping) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in params.items():
         if isinstance(v, pd.Series):
             out[k] = {
                 "series": [
-                    [float(t), float(x)] if np.isscalar(x) else [float(t), str(x)]
-                    for t, x in v.items()
+                    # np.isscalar admits complex, which float() refuses as it always did
+                    [float(t), float(cast(SupportsFloat, x))]
+                    if np.isscalar(x)
+                    else [float(t), str(x)]
+                    for t, x in zip(v.index, v)
                 ]
             }
         elif isinstance(v, xr.DataArray):
@@ -151,6 +154,7 @@ class _StoreWriter:
 
     def __init__(self, plan: _Plan, done: set[int]):
         self.plan = plan
+        assert plan.store is not None  # a sweep with a store
         self.root = plan.store
         self.data = self.root / "data.zarr"
         self.markers = self.root / "chunks"
@@ -158,7 +162,7 @@ class _StoreWriter:
 
     def write(self, out: _ChunkOut) -> None:
         n = len(out.status)
-        data = {c: (("run", "time"), a) for c, a in out.columns.items()}
+        data: dict[str, tuple] = {c: (("run", "time"), a) for c, a in out.columns.items()}
         data.update({m: ("run", a) for m, a in out.metrics.items()})
         data["status"] = ("run", np.asarray(out.status, dtype=np.int8))
         part = xr.Dataset(data)
@@ -294,6 +298,7 @@ def _reason(err: BaseException) -> str:
 
 def _open_store(plan: _Plan, resume: bool) -> _StoreWriter:
     root = plan.store
+    assert root is not None  # a sweep with a store
     meta_path = root / "sweep.json"
     settings = _json_safe(plan.settings())
     design = plan.design.describe()
@@ -359,7 +364,7 @@ def _create_zarr(plan: _Plan, path: Path) -> None:
     import dask.array as da
 
     n, t, c = plan.n_runs, len(plan.times), plan.chunk_size
-    data = {
+    data: dict[str, tuple] = {
         col: (("run", "time"), da.full((n, t), np.nan, chunks=(c, t)))
         for col in plan.output_columns
     }

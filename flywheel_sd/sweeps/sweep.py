@@ -28,7 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -429,7 +429,7 @@ def _resolve_metrics(metrics) -> list[tuple[str, Any]]:
         return []
     from .. import metrics as registry
 
-    items: list[tuple[str, Any]]
+    items: list[tuple[str | None, Any]]  # (name given, registered name or function)
     if isinstance(metrics, Mapping):
         items = [(str(k), v) for k, v in metrics.items()]
     elif isinstance(metrics, (str,)) or callable(metrics):
@@ -505,7 +505,7 @@ def _metric_needs(model: Model, metric_list, times) -> list[str]:
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
-                _metric_function(m)(tracker)
+                _metric_function(m)(cast(xr.Dataset, tracker))  # a Dataset stand-in
         except KeyError as err:
             key = err.args[0] if err.args else "?"
             if key not in probe:
@@ -632,7 +632,7 @@ class _Runner:
         self.callback = callback
         self.vectorize = plan.vectorize
         self.fallback: str | None = None
-        self.stats = {
+        self.stats: dict[str, Any] = {
             "ensemble_chunks": 0,
             "per_run_chunks": 0,
             "nfev": 0,
