@@ -110,7 +110,7 @@ def read_loop_index(source: str | Path | Mapping) -> dict[str, LoopSpec]:
     elif isinstance(entries, list):
         items = [(str(e.get("id", "")) if isinstance(e, Mapping) else "", e) for e in entries]
     else:
-        items = [(str(k), v) for k, v in data.items() if isinstance(v, Mapping)]
+        items = [(str(k), v) for k, v in data.items() if isinstance(v, (Mapping, LoopSpec))]
     out: dict[str, LoopSpec] = {}
     for key, entry in items:
         if isinstance(entry, LoopSpec):
@@ -159,7 +159,7 @@ def _spec(where: str, key: str, entry: Mapping) -> LoopSpec:
 
 
 # -- computed polarity ----------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)
 class Cycle:
     """One element-level cycle of a loop: its nodes (output columns, or hidden keys) in
     causal order, and its sign over time (the product of its element links' signs)."""
@@ -168,7 +168,7 @@ class Cycle:
     sign: np.ndarray
 
 
-@dataclass
+@dataclass(eq=False)
 class LoopPolarity:
     """A loop's polarity along a run (see the module's docstring)."""
 
@@ -333,15 +333,7 @@ def loop_polarity(
         if missing:
             raise KeyError(f"not loops of the index: {missing}")
         index = {k: index[k] for k in keys}
-    if isinstance(run, lk.RunState):
-        eq = equations or lk.equations(model)
-        state = run
-    else:
-        params, breaks = _run_inputs(model, run)
-        eq = equations or lk.equations(model, params)
-        options = dict(simulate_options)
-        options["breakpoints"] = [*breaks, *options.get("breakpoints", ())]
-        state = lk.record_states(eq, params, **options)
+    eq, state = run_state(model, run, equations=equations, **simulate_options)
     out = LoopPolarities()
     cache: dict[tuple[str, str], Any] = {}
     for key, spec in index.items():
@@ -360,11 +352,35 @@ def loop_polarity(
                             f"({err.args[0]})"
                         ) from None
                 path_links.append(cache[(source, target)])
-            link_list += [x for x in path_links if x not in link_list]
+            link_list += [x for x in path_links if not any(x is y for y in link_list)]
             cycles += _cycles(key, eq, path_links, len(state))
         out[key] = LoopPolarity(key, spec, state.times, cycles, link_list)
     out.seconds = time.perf_counter() - started
     return out
+
+
+def run_state(model, run: Any = None, *, equations: Any = None, **simulate_options: Any):
+    """The equations of `model` and the run along which to evaluate its links: ``(eq,
+    state)``, a `flywheel_sd.engine.links.Equations` and a `~.links.RunState`.
+
+    `run` is as `loop_polarity` takes it (None, a scenario, a mapping of parameters, or a
+    `RunState` already recorded with `equations`); `simulate_options` as `simulate` takes
+    them (``method``, ``rtol``, ``final_time``, ...).
+    """
+    from .engine import links as lk
+    from .engine.model import Model, load
+
+    model = model if isinstance(model, Model) else load(model)
+    if isinstance(run, lk.RunState):
+        eq = equations or lk.equations(model)
+        if set(run.values) != set(eq.nodes):
+            raise ValueError("the run state was not recorded with these equations")
+        return eq, run
+    params, breaks = _run_inputs(model, run)
+    eq = equations or lk.equations(model, params)
+    options = dict(simulate_options)
+    options["breakpoints"] = [*breaks, *options.get("breakpoints", ())]
+    return eq, lk.record_states(eq, params, **options)
 
 
 def _run_inputs(model, run) -> tuple[dict, list[float]]:

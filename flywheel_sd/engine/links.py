@@ -55,7 +55,7 @@ UNIT_SCALE = 1.0
 ZERO_CHANGE = 1e-14
 
 
-@dataclass
+@dataclass(eq=False)
 class Equations:
     """The scalar equations of a compiled model (one variant: constants given as time
     series change the program, see `flywheel_sd.engine.compiled.series_signature`)."""
@@ -137,12 +137,14 @@ def equations(model, params: Mapping | None = None) -> Equations:
     source = Path(model.path)
     if source.suffix.lower() not in (".mdl", ".xmile", ".stmx", ".xml"):
         raise NotCompilable("a PySD-translated .py has no abstract model to compile")
+    series = series_signature(dict(params or {}))
+    memo = (str(source), model.sha256, tuple(sorted(series.items())))
+    cached = _MEMO.get(memo)
+    if cached is not None and cached.model is model:
+        return cached
     abstract = compat.parse(source)
     compiler = Compiler(
-        abstract.sections[0],
-        series_signature(dict(params or {})),
-        model.pysd_model,
-        macros=abstract.sections[1:],
+        abstract.sections[0], series, model.pysd_model, macros=abstract.sections[1:]
     )
     program = compiler.compile()
     keys: dict[str, list[str]] = {}
@@ -158,7 +160,7 @@ def equations(model, params: Mapping | None = None) -> Equations:
         if found:
             keys[element.name] = found
             names[key] = element.name
-    return Equations(
+    eq = Equations(
         model=model,
         program=program,
         nodes=dict(compiler.nodes),
@@ -166,6 +168,15 @@ def equations(model, params: Mapping | None = None) -> Equations:
         names=names,
         vector=_vector_module(program),
     )
+    if len(_MEMO) >= 16:
+        _MEMO.clear()
+    _MEMO[memo] = eq
+    return eq
+
+
+#: (model file, its sha256, series variant) -> Equations: a model is parsed once per
+#: variant in a process (parsing costs most of `equations`).
+_MEMO: dict[tuple, Equations] = {}
 
 
 def _vector_module(program: Program) -> types.ModuleType:
@@ -183,7 +194,7 @@ def _exec_module(name: str, text: str) -> types.ModuleType:
 
 
 # -- run states ---------------------------------------------------------------------------
-@dataclass
+@dataclass(eq=False)
 class RunState:
     """Every node's value at the saved times of one run: `values[key]` is an array over
     `times` (a stock's value as its equations see it: non-negative stocks clipped at 0)."""
@@ -383,7 +394,7 @@ def path_sign(eq: Equations, state: RunState, path: Sequence[str]) -> np.ndarray
     return sign
 
 
-@dataclass
+@dataclass(eq=False)
 class LinkSigns:
     """The sign of a link between two variables along a run, per pair of elements.
 
