@@ -44,6 +44,7 @@ def cmd_compare(args) -> int:
     if out is not None:
         if out.suffix.lower() == ".csv":
             out.parent.mkdir(parents=True, exist_ok=True)
+            assert table is not None  # refused above
             table.to_csv(out)
         else:
             write_netcdf(ds, out)
@@ -52,6 +53,7 @@ def cmd_compare(args) -> int:
         save_comparison_plot(ds, resolved[0].load_model(), plot)
         wrote.append(plot)
     if metrics_plot is not None:
+        assert table is not None  # refused above
         plt.close(plot_metrics(table, metrics_plot))
         wrote.append(metrics_plot)
 

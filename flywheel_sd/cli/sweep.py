@@ -62,6 +62,7 @@ def cmd_sweep(args) -> int:
         **options,
     )
     if export is not None:
+        assert folder is not None  # an export is written from its .parts folder
         write_netcdf(ds.load(), export)
         shutil.rmtree(folder, ignore_errors=True)
     return _report(args, ds, export or folder)
@@ -114,6 +115,7 @@ def _store(args) -> tuple[Path | None, Path | None, Any]:
         return None, None, None
     zarr = Path(args.store).suffix.lower() == ".zarr"
     store = check_suffix(args.store, (".nc", ".zarr"), "--store", folder=zarr)
+    assert store is not None  # args.store is not None
     if zarr:
         if args.resume:
             check_resumable(store)
