@@ -333,7 +333,7 @@ class _Run:
 
     def __init__(
         self, model, params, final_time, time_step, saveper, return_timestamps, return_columns
-    ):
+    ) -> None:
         self.model = model
         pm = model._checkout()
         self.pysd = pm
