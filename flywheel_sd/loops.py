@@ -225,6 +225,11 @@ class LoopPolarity:
         what makes a loop state-dependent."""
         return [link.name for link in self.links if link.flips()]
 
+    def inactive_links(self) -> list[str]:
+        """The links that are inactive (sign 0 for every element pair) at some time: what
+        switches the loop off there."""
+        return [link.name for link in self.links if (link.combined == 0).any()]
+
     def link_spans(self, name: str) -> list[tuple[float, float, int]]:
         """A link's combined sign over time, as (first, last, sign) spans."""
         from .engine.links import spans
@@ -242,6 +247,12 @@ class LoopPolarity:
             for state, spans in self.spans().items()
         ]
         text += "; " + "; ".join(parts)
+        if self.summary == "inactive" or "inactive" in self.spans():
+            quiet = []
+            for name in self.inactive_links():
+                off = [_span(a, b) for a, b, s in self.link_spans(name) if s == 0]
+                quiet.append(f"{name} (0 {', '.join(off)})")
+            text += "; inactive links: " + "; ".join(quiet)
         flips = self.flipping_links()
         if flips:
             shown = []

@@ -6,7 +6,8 @@ docs/model.md is prose written by hand, with marked sections that this script re
 
 * ``size``      - how many stocks, lookups and constants the model has;
 * ``stocks``    - each stock with its units, inflows, outflows and meaning;
-* ``loops``     - R1-R5 and B1-B6, each as its chain of variables;
+* ``loops``     - R1-R5 and B1-B6, each as its chain of variables (and, for a
+  "state-dependent" loop, its ``polarity_note``);
 * ``levers``    - the policy levers with their ranges and defaults;
 * ``variables`` - every variable, by sector: name, units, range, description.
 
@@ -132,11 +133,16 @@ def render(model) -> dict[str, str]:
     rows.append("Smoothing stocks (first-order SMOOTH): " + ", ".join(sorted(smooths)) + ".")
     sections["stocks"] = "\n".join(rows)
 
+    from flywheel_sd.loops import read_loop_index
+
     loops = tomllib.loads(LOOPS.read_text(encoding="utf-8"))
+    read_loop_index(loops)  # the format: polarities, a note for each state-dependent loop
     out = []
     for key, loop in loops.items():
         chain = " → ".join(loop["chain"] + [loop["chain"][0]])
         out.append(f"**{key} {loop['name']}** ({loop['polarity']}). {_cell(loop['description'])}")
+        if loop.get("polarity_note"):  # issue 11: when a state-dependent loop flips
+            out[-1] += f" *Polarity:* {_cell(loop['polarity_note'])}"
         out.append("")
         out.append(f"> {chain}")
         for extra in loop.get("also", []):

@@ -292,18 +292,18 @@ def test_a_chain_that_is_not_a_path_is_refused(exponential):
 #: model author (models/platform_flywheel.mdl and its .loops.toml are not edited here).
 KNOWN_DISAGREEMENTS = {
     "B3": (
-        "computed reinforcing (t=32..47, when trust is above delivered quality; inactive "
-        "otherwise): the chain's link Ranked Exposure -> Delivered Product Quality is +1 for "
-        "both seller classes (ZIDZ(SUM(Ranked Exposure*Product Quality), Total Ranked "
-        "Exposure) rises with either class's exposure at a fixed total); the dilution runs "
-        "through Total Ranked Exposure (-1), which the chain skips. With it inserted the loop "
-        "computes balancing."
+        "computed reinforcing while active (when trust is above delivered quality; the "
+        "MAX(0, ...) of Trust Erosion is off otherwise): the chain's link Ranked Exposure -> "
+        "Delivered Product Quality is +1 for both seller classes (ZIDZ(SUM(Ranked Exposure*"
+        "Product Quality), Total Ranked Exposure) rises with either class's exposure at a "
+        "fixed total); the dilution runs through Total Ranked Exposure (-1), which the chain "
+        "skips. With it inserted the loop computes balancing."
     ),
     "B4": (
-        "computed reinforcing (t=0..31 and 48..90; inactive at 32..47 and from 91): fewer "
-        "entrants lower Ranked Exposure and, at a fixed Total Ranked Exposure, Delivered "
-        "Product Quality (+1 link); the mix effect the description names runs through "
-        "Total Ranked Exposure, which the chain skips. With it inserted: balancing."
+        "computed reinforcing while active: fewer entrants lower Ranked Exposure and, at a "
+        "fixed Total Ranked Exposure, Delivered Product Quality (+1 link); the mix effect the "
+        "description names runs through Total Ranked Exposure, which the chain skips. With "
+        "it inserted the loop computes balancing."
     ),
 }
 
