@@ -10,6 +10,8 @@ declaration disagrees.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from _model_fixtures import LOOPS_FILE, loops
@@ -71,6 +73,8 @@ def test_exponential_growth_is_one_reinforcing_loop(exponential):
     assert lp.spans() == {"reinforcing": [(0.0, 20.0)]}
     assert lp.flipping_links() == []
     assert [link.kind for link in lp.links] == ["flow", "aux"]  # Growth -> Stock first
+    for link in lp.links:
+        assert_all(link.combined, 1)
 
 
 def test_a_flipped_declaration_disagrees(exponential):
@@ -189,6 +193,9 @@ def test_a_link_whose_sign_flips_with_state_makes_a_state_dependent_loop(hump):
     index = {"S": loop(["X", "Net"], "state-dependent", note="balancing above K/2")}
     lp = loop_polarity(hump, index)["S"]
     np.testing.assert_array_equal(lp.sign, expected)
+    growth, net = lp.links  # Net -> X (the inflow), X -> Net
+    assert_all(growth.combined, 1)
+    np.testing.assert_array_equal(net.combined, expected)
     assert lp.summary == "state-dependent" and lp.agrees
     assert lp.flipping_links() == ["X -> Net"]
     # the analytic crossing time of the logistic X(t) = K / (1 + (K/X0 - 1) exp(-g K t))
@@ -217,9 +224,12 @@ def test_a_switched_off_link_is_inactive_not_a_sign_change(tmp_path_factory):
     assert (expected == 1).any() and (expected == 0).any()
     lp = loop_polarity(model, {"R": loop(["X", "Growth"], "reinforcing")})["R"]
     np.testing.assert_array_equal(lp.sign, expected)
+    np.testing.assert_array_equal(lp.links[1].combined, expected)  # X -> Growth
+    assert_all(lp.links[0].combined, 1)  # Growth -> X
     assert lp.summary == "reinforcing" and lp.agrees
     assert lp.flipping_links() == []
     assert set(lp.spans()) == {"reinforcing", "inactive"}
+    assert lp.inactive_links() == ["X -> Growth"]
 
 
 def test_links_through_a_smooth_and_per_element(tmp_path_factory):
@@ -244,6 +254,14 @@ def test_links_through_a_smooth_and_per_element(tmp_path_factory):
     }
     assert all(len(path) == 3 for paths in smooth.paths.values() for path in paths)
     assert_all(smooth.combined, 1)
+    eq, state = run_state(model)
+    for path in smooth.paths[("perceived[north]", "stock[north]")]:
+        for source, target in itertools.pairwise(path):  # into the stage: its inflow
+            assert_all(links.link_sign(eq, state, target, source), 1)
+    growth = lp.links[2]  # Perceived -> Growth: the sign of rate[region]
+    assert_all(growth.pairs[("growth[north]", "perceived[north]")], 1)
+    assert_all(growth.pairs[("growth[south]", "perceived[south]")], -1)
+    assert growth.mixed.all()
     signs = {cycle.elements[0]: cycle.sign for cycle in lp.cycles}
     assert set(signs) == {"Stock[north]", "Stock[south]"}
     assert_all(signs["Stock[north]"], 1)
