@@ -391,3 +391,14 @@ def test_bundled_check_fails_for_a_flipped_declaration(flywheel_model, baseline_
             continue
         with pytest.raises(AssertionError):
             check_declared(flywheel_model, lp)
+
+
+def test_round_off_is_not_a_sign(tmp_path_factory):
+    """Z = (X + c) - X does not depend on X: the central difference sees only round-off,
+    which must read as inactive (0), not as a sign."""
+    model = model_of(
+        tmp_path_factory, "roundoff", "X = INTEG(Z, 1.3)", "Z = (X + c) - X", "c = 0.1"
+    )
+    lp = loop_polarity(model, {"L": loop(["X", "Z"], "reinforcing")})["L"]
+    assert_all(lp.links[1].combined, 0)
+    assert lp.summary == "inactive" and not lp.agrees
