@@ -34,6 +34,7 @@ PANELS = (
 
 WINDOW_ALPHA = 0.13
 LINESTYLES = ("-", "--", "-.", ":")
+STRIP_ALPHA, STRIP_HEIGHT = 0.6, 0.045  # several windows: strips along the panels' top
 
 
 class SIFormatter(ticker.Formatter):
@@ -156,12 +157,20 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
         Line2D([], [], lw=1.8, label=name or "run", **style(i)) for i, name in enumerate(names)
     ]
     spans = _policy_spans(ds, names, colors)
+    # One window: shaded behind the lines. Several: one strip each along the panels' top,
+    # since shades laid over one another blend into a colour no legend entry has.
+    strips = len(spans) > 1
     patches = [
-        Patch(facecolor=color, alpha=min(1.0, 2.5 * WINDOW_ALPHA), edgecolor="none", label=label)
+        Patch(
+            facecolor=color,
+            alpha=STRIP_ALPHA if strips else min(1.0, 2.5 * WINDOW_ALPHA),
+            edgecolor="none",
+            label=label,
+        )
         for label, _, _, color in spans
     ]
     for ax, ((title, variable, fallback), data) in zip(axes.flat, available):
-        for _label, start, end, color in spans:
+        for _label, start, end, color in [] if strips else spans:
             ax.axvspan(start, end, color=color, alpha=WINDOW_ALPHA, lw=0)
         for i, name in enumerate(names):
             series = data.sel(scenario=name) if "scenario" in data.dims else data
@@ -172,6 +181,8 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
         format_axis(ax.yaxis, units)
         ax.grid(alpha=0.3)
         ax.margins(x=0.01)
+        if strips:
+            _draw_strips(ax, spans)
     for ax in axes.flat[len(available) :]:
         ax.set_visible(False)
     # The lowest visible panel of each column carries the time axis's labels.
@@ -195,6 +206,20 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
         fontsize=9,
     )
     return _save(fig, path)
+
+
+def _draw_strips(ax, spans: list) -> None:
+    """Each policy window as a strip of its colour along the top of `ax`, in a band of
+    its own, above the data (the y range grows to make room)."""
+    band = STRIP_HEIGHT
+    low, high = ax.get_ylim()
+    used = 1 - band * len(spans) - 0.02
+    ax.set_ylim(low, low + (high - low) / used)
+    for k, (_label, start, end, color) in enumerate(spans):
+        top = 1 - k * band
+        ax.axvspan(
+            start, end, ymin=top - 0.8 * band, ymax=top, color=color, alpha=STRIP_ALPHA, lw=0
+        )
 
 
 def _policy_spans(ds: xr.Dataset, names: list[str], colors) -> list:
@@ -239,8 +264,8 @@ def _legend_columns(lines: list, patches: list) -> tuple[list, int]:
 
 def plot_metrics(table: pd.DataFrame, path: str | Path | None = None, metrics=None):
     """Bar chart of each metric's change from the first scenario (the reference), in
-    percent: one group of bars per metric, one bar per other scenario, each labelled with
-    its value; the reference itself is the zero line."""
+    percent: one group of horizontal bars per metric (in the table's order, top down), one
+    bar per other scenario, each labelled with its value; the reference is the zero line."""
     scenarios = list(dict.fromkeys(table.index.get_level_values("scenario")))
     order = list(dict.fromkeys(table.index.get_level_values("metric")))
     reference = scenarios[0]
@@ -249,8 +274,9 @@ def plot_metrics(table: pd.DataFrame, path: str | Path | None = None, metrics=No
         pct = pct[list(metrics)]
     pct = pct.drop(index=reference).replace([np.inf, -np.inf], np.nan)
     pct = pct.dropna(axis=1, how="all")
+    n, groups = len(pct), pct.shape[1]
     fig, ax = plt.subplots(
-        figsize=(max(6.0, 0.55 * pct.shape[1] * max(1, len(pct)) + 2.5), 4.8),
+        figsize=(8.0, min(max(3.2, 0.18 * n * groups + 0.15 * groups + 1.8), 16.0)),
         layout="constrained",
     )
     ax.set_title(f"Change in each metric from {reference}")
@@ -264,44 +290,36 @@ def plot_metrics(table: pd.DataFrame, path: str | Path | None = None, metrics=No
         ax.set_axis_off()
         return _save(fig, path)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    n = len(pct)
-    width = 0.8 / n
-    x = np.arange(pct.shape[1])
+    height = 0.8 / n
+    y = np.arange(groups)
     for i, (scenario, row) in enumerate(pct.iterrows()):
-        bars = ax.bar(
-            x + (i - (n - 1) / 2) * width,
+        bars = ax.barh(
+            y + (i - (n - 1) / 2) * height,
             row.to_numpy(float),
-            width=width,
+            height=height,
             color=colors[(i + 1) % len(colors)],  # the reference keeps the first colour
             label=str(scenario),
         )
         ax.bar_label(
-            bars,
-            labels=[_pct_label(v) for v in row.to_numpy(float)],
-            fontsize=7,
-            padding=2,
+            bars, labels=[_pct_label(v) for v in row.to_numpy(float)], fontsize=7, padding=3
         )
-    ax.axhline(0, color="black", lw=0.9)
-    ax.set_xticks(x, [str(m) for m in pct.columns], rotation=30, ha="right")
-    ax.set_xlabel("metric")
-    ax.set_ylabel(f"change from {reference} (%)")
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.4g}%"))
-    ax.grid(axis="y", alpha=0.3)
-    # Room above and below for the bar labels (bars stick to 0, so margins alone do not).
-    low, high = (
-        min(0.0, float(np.nanmin(pct.to_numpy(float)))),
-        max(0.0, float(np.nanmax(pct.to_numpy(float)))),
-    )
-    pad = 0.15 * ((high - low) or 1.0)
-    ax.set_ylim(low - pad, high + pad)
+    ax.axvline(0, color="black", lw=0.9)
+    ax.set_yticks(y, [str(m) for m in pct.columns])
+    ax.invert_yaxis()  # the first metric on top, the first scenario first in its group
+    ax.set_xlabel(f"change from {reference} (%)")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.4g}%"))
+    ax.grid(axis="x", alpha=0.3)
+    # Room on both sides for the bar labels (bars stick to 0, so margins alone do not).
+    values = pct.to_numpy(float)
+    low, high = min(0.0, float(np.nanmin(values))), max(0.0, float(np.nanmax(values)))
+    pad = 0.2 * ((high - low) or 1.0)
+    ax.set_xlim(low - pad, high + pad)
+    reference_label = f"{reference} (reference, 0%)"
     fig.legend(
-        handles=[
-            *ax.containers,
-            Line2D([], [], color="black", lw=0.9, label=f"{reference} (reference, 0%)"),
-        ],
-        labels=[*(str(s) for s in pct.index), f"{reference} (reference, 0%)"],
+        handles=[*ax.containers, Line2D([], [], color="black", lw=0.9)],
+        labels=[*(str(s) for s in pct.index), reference_label],
         loc="outside lower center",
-        ncols=min(n + 1, 4),
+        ncols=n + 1 if n < 4 else 3,
         frameon=False,
         fontsize=9,
     )

@@ -160,7 +160,7 @@ def test_metrics_chart_legend_covers_no_bar():
     fig = plot_metrics(_ezbuy_like_table())
     fig.canvas.draw()
     box = _legend(fig).get_window_extent()
-    bars = [patch for ax in fig.axes for patch in ax.patches if patch.get_height() != 0]
+    bars = [patch for ax in fig.axes for patch in ax.patches if patch.get_width() != 0]
     assert bars
     for bar in bars:
         assert not box.overlaps(bar.get_window_extent()), bar
@@ -175,7 +175,7 @@ def test_metrics_chart_draws_the_others_and_leaves_out_the_reference():
     assert drawn == ["stagnation", "early", "late"]  # in the table's order, no reference
     texts = [t.get_text() for t in _legend(fig).get_texts()]
     assert "zz_reference" not in texts  # no entry that looks like a scenario with no bars
-    assert [t.get_text() for t in ax.get_xticklabels()] == [
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
         "cumulative_gmv",
         "final_active_buyers",
     ]
