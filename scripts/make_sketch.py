@@ -59,7 +59,9 @@ SPINES: dict[str, dict[str, tuple[float, float]]] = {
         "Confidence Loss": (3.5, 12),
     },
     "Traffic and Conversion": {
-        "Traffic": (3, 4), "Traffic Adjustment": (1.5, 4),
+        "Paid Traffic": (3, 3), "Paid Traffic Adjustment": (1.5, 3),
+        "Referral Traffic": (3, 6), "Referral Traffic Adjustment": (1.5, 6),
+        "Returning Buyer Traffic": (3, 9), "Returning Traffic Adjustment": (1.5, 9),
     },
     "Trust": {
         "Buyer Trust": (3, 4), "Trust Building": (1.5, 4), "Trust Erosion": (4.5, 4),
@@ -67,11 +69,15 @@ SPINES: dict[str, dict[str, tuple[float, float]]] = {
     "Money": {
         "Platform Cash": (4, 6),
         "Commission Revenue": (2.5, 3), "Membership Fee Revenue": (2.5, 4.5),
-        "Investor Funding Inflow": (2.5, 6), "Deposit Forfeits": (4, 8.5),
-        "Ad Spend": (5.5, 2.5), "Logistics Spending": (5.5, 4), "Innovation Spending": (5.5, 5.5),
-        "Operating Cost": (5.5, 7), "Membership Benefit Cost": (5.5, 8.5),
-        "Seller Deposits Held": (4, 11), "Deposit Collection": (2.5, 11),
-        "Deposit Refunds": (5.5, 11),
+        "Investor Funding Inflow": (2.5, 6), "Follow on Funding": (2.5, 7.5),
+        "Ad Spend": (5.5, 1.5), "Logistics Spending": (5.5, 3), "Innovation Spending": (5.5, 4.5),
+        "Operating Cost": (5.5, 6), "Membership Benefit Cost": (5.5, 7.5),
+        "Recruitment Spend": (5.5, 9), "Deposit Forfeits": (4, 9.5),
+        "Seller Deposits Held": (4, 12), "Deposit Collection": (2.5, 12),
+        "Deposit Refunds": (5.5, 12),
+        "Investor Confidence": (2, 14), "Investor Confidence Change": (0.8, 14),
+        "Platform Exit": (5, 14), "Exit Rate": (3.8, 14),
+        "Exit Value": (8, 14), "Value Realised on Exit": (6.8, 14),
     },
     "Capability and Competition": {
         "Platform Capability": (3, 2), "Capability Investment Rate": (1.5, 2),

@@ -308,22 +308,7 @@ def test_a_chain_that_is_not_a_path_is_refused(exponential):
 # -- the bundled model ------------------------------------------------------------------------
 #: Loops whose computed polarity along the baseline disagrees with the index today; for the
 #: model author (models/platform_flywheel.mdl and its .loops.toml are not edited here).
-KNOWN_DISAGREEMENTS = {
-    "B3": (
-        "computed reinforcing while active (when trust is above delivered quality; the "
-        "MAX(0, ...) of Trust Erosion is off otherwise): the chain's link Ranked Exposure -> "
-        "Delivered Product Quality is +1 for both seller classes (ZIDZ(SUM(Ranked Exposure*"
-        "Product Quality), Total Ranked Exposure) rises with either class's exposure at a "
-        "fixed total); the dilution runs through Total Ranked Exposure (-1), which the chain "
-        "skips. With it inserted the loop computes balancing."
-    ),
-    "B4": (
-        "computed reinforcing while active: fewer entrants lower Ranked Exposure and, at a "
-        "fixed Total Ranked Exposure, Delivered Product Quality (+1 link); the mix effect the "
-        "description names runs through Total Ranked Exposure, which the chain skips. With "
-        "it inserted the loop computes balancing."
-    ),
-}
+KNOWN_DISAGREEMENTS: dict[str, str] = {}  # loop key -> why its computed sign differs
 
 
 @pytest.fixture(scope="module")

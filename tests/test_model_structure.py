@@ -33,12 +33,19 @@ REQUIRED_STOCKS = [
     "Members",
     "Potential Sellers",
     "Active Sellers",
-    "Traffic",
+    # traffic by source (issue 11): visits bought with ads are never relabelled as buyers'
+    "Paid Traffic",
+    "Referral Traffic",
+    "Returning Buyer Traffic",
     "Buyer Trust",
     "Platform Cash",
     "Seller Deposits Held",
     "Platform Capability",
     "Competitor Capability",
+    # money that binds (issue 11): investors' willingness, exit and the value it realises
+    "Investor Confidence",
+    "Platform Exit",
+    "Exit Value",
 ]
 
 #: Levers other code depends on, by exact name (issue 3), and outputs scenario metrics read.
@@ -71,6 +78,11 @@ REQUIRED_LEVERS = [
     "Addressable Market",
     "Marketplace Switch Time",
     "Initial Buyer Trust",
+    # issue 11: seller recruitment at launch, investor patience, the value of an exit
+    "Seller Recruitment Budget",
+    "Recruitment Stop Time",
+    "Investor Patience",
+    "Revenue Multiple",
 ]
 REQUIRED_OUTPUTS = [
     "GMV",
@@ -83,6 +95,8 @@ REQUIRED_OUTPUTS = [
     "Average Buyer Churn Fraction",
     "Ad Spend",
     "Conversion Rate",
+    "Platform Valuation",
+    "Spending Fraction",
 ]
 
 #: One view per sector (design brief section 2, issue 3).
@@ -241,7 +255,7 @@ def test_loop_index_has_the_eleven_loops_of_the_brief():
     assert set(index) == {"R1", "R2", "R3", "R4", "R5", "B1", "B2", "B3", "B4", "B5", "B6"}
     for key, loop in index.items():
         expected = "reinforcing" if key.startswith("R") else "balancing"
-        assert loop["polarity"] == expected
+        assert loop["polarity"] in (expected, "state-dependent")
         assert loop["name"] and loop["description"] and len(loop["chain"]) >= 2
 
 
