@@ -19,6 +19,7 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["SketchView", "draw_diagram", "read_sketch"]
 
@@ -169,15 +170,48 @@ def draw_diagram(
         for ax in list(axes.flat)[len(sketch) :]:
             ax.set_visible(False)
         fig.suptitle(f"{model_path.name}: stock-and-flow diagram (from the sketch)", fontsize=16)
-        fig.tight_layout()
+        _add_key(fig)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=dpi)
     plt.close(fig)
     return out_path
 
 
-_STOCK = {"facecolor": "#dbe9f6", "edgecolor": "#1f4e79", "linewidth": 1.4}
-_PIPE = {"color": "#5b8fc7", "linewidth": 3.2}
+def _add_key(fig) -> None:
+    """What the symbols mean, in one legend below the panels."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(label="stock: a quantity that accumulates", **_STOCK),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            markersize=8,
+            markerfacecolor="white",
+            markeredgecolor="#1f4e79",
+            label="flow into or out of a stock (valve; its rate named in blue)",
+            **_PIPE,
+        ),
+        Line2D([], [], color="#c0504d", lw=1.0, label="causal link (tail drives head)"),
+        Patch(facecolor="#f2f2f2", edgecolor="#888888", label="cloud: outside the model"),
+        Line2D([], [], ls="none", label="<name>: a variable shown in another view"),
+    ]
+    height = fig.get_figheight()
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncols=len(handles),
+        frameon=False,
+        fontsize=11,
+        handlelength=2.5,
+    )
+    fig.tight_layout(rect=(0, 0.5 / height, 1, 1))
+
+
+_STOCK: dict[str, Any] = {"facecolor": "#dbe9f6", "edgecolor": "#1f4e79", "linewidth": 1.4}
+_PIPE: dict[str, Any] = {"color": "#5b8fc7", "linewidth": 3.2}
 
 
 def _label(name: str, width: int = 18) -> str:
