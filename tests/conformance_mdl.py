@@ -36,7 +36,7 @@ def vensim(
         if equation.rstrip().endswith("|"):  # written with its own units, comment and "|"
             blocks.append(equation.strip() + "\n")
             continue
-        definition, units, comment = (equation.split("~") + ["", ""])[:3]
+        definition, units, comment = [*equation.split("~"), "", ""][:3]
         blocks.append(f"{definition.strip()}\n\t~\t{units.strip()}\n\t~\t{comment.strip()}\n\t|\n")
     for name, value in (
         ("INITIAL TIME", initial_time),

@@ -15,11 +15,14 @@ rtol 0.05 (PySD's criterion |x - canonical| <= 1e-5 + 0.05 |x|) on the columns b
   and refuses the rest with `UnsupportedElementError` (DELAY FIXED, SAMPLE IF TRUE, DELAY N
   with a varying delay time, a test of Time for equality, FINAL TIME/TIME STEP/SAVEPER
   changing during the run), naming the element and pointing to method='euler'. The one
-  allowed exception is a model whose canonical Euler output is itself >5% from the
-  converged solution (DOP853 at rtol 1e-8); for each, the test shows that PySD's Euler with
-  TIME STEP/16 and /64 converges toward the adaptive answer: its error shrinks at each
-  refinement (over the whole run where that is cheap, else up to the first time the
-  canonical output is off; see `conformance_suite.evidence`).
+  allowed exception (``EXCEPTION`` in ``conformance_suite.CASE_TABLE``) is a model where
+  Vensim is the one that is off, proven on EVERY column the canonical output shares with
+  the model (`conformance_suite.evidence`): (a) the canonical output is more than 5%
+  (PySD's criterion) from a converged reference, DOP853 at rtol 1e-10 through
+  ``simulate()`` (the model's breakpoints and discontinuities handled as the engine
+  handles them), and (b) the adaptive run is within 1e-3 of that reference, relative to
+  each column's max |value|, over the whole run. A listed exception whose evidence fails
+  is an ``ADAPTIVE_XFAIL`` (strict xfail, with the reason).
 
 The models are translated and run in worker processes (``FLYWHEEL_CONFORMANCE_WORKERS``,
 default 2), once per session; the table is printed at the end of the session by
@@ -32,10 +35,9 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 
-import pytest
-
 import conformance_report
 import conformance_suite as cs
+import pytest
 
 ROOT = cs.suite_root()
 if ROOT is None:
@@ -143,9 +145,11 @@ def test_compiled(case, results):
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_adaptive(case, results):
+def test_adaptive(case, results, request):
     result = _result(case, results)
     options = cs.options(case)
+    if cs.ADAPTIVE_XFAIL in options:  # the assertions below must fail, for that reason
+        request.applymarker(pytest.mark.xfail(reason=options[cs.ADAPTIVE_XFAIL], strict=True))
     outcome = result["adaptive"]
     if cs.REFUSED in options:
         assert outcome["status"] == "refused", outcome["summary"]
@@ -160,10 +164,28 @@ def test_adaptive(case, results):
     assert cs.EXCEPTION in options, outcome["summary"]
     assert outcome["status"] == "fail", outcome["summary"]
     ev = result["evidence"]
-    # the canonical (Euler) output is itself more than 5% from the converged solution ...
-    assert ev["canonical_off"], ev["canonical_vs_converged"]
-    # ... the adaptive answer is the converged one ...
-    assert ev["adaptive_vs_converged"] < 1e-3
-    # ... and PySD's Euler converges toward it as TIME STEP shrinks.
-    e = {int(k): v for k, v in ev["euler_errors"].items()}
-    assert e[1] > e[16] > e[64], e
+    # every column the canonical output shares with the model is compared ...
+    assert ev["shared"] and not ev["uncovered"], f"columns not compared: {ev['uncovered']}"
+    # ... (a) Vensim's canonical output is more than 5% from the converged reference ...
+    assert ev["canonical_off"], f"canonical vs converged: {ev['canonical_vs_converged']}"
+    # ... (b) and the adaptive run is within 1e-3 of it, column by column, whole run.
+    assert ev["adaptive_vs_converged"] <= cs.ADAPTIVE_VS_CONVERGED, (
+        f"adaptive vs converged: {ev['adaptive_vs_converged']:.3g} on {ev['worst_column']!r}"
+    )
+
+
+def test_relative_error_never_passes_for_want_of_a_comparison():
+    """A column with no finite value, a non-finite value on one side only, or no common
+    column at all is an infinite error, never 0."""
+    import numpy as np
+    import pandas as pd
+
+    t = [0.0, 1.0, 2.0]
+    nonfinite = pd.DataFrame({"x": [np.nan] * 3, "y": [np.inf] * 3}, index=t)
+    assert cs.relative_error(nonfinite, nonfinite) == np.inf
+    ref = pd.DataFrame({"x": [1.0, 2.0, np.nan], "y": [0.0, 0.0, 0.0]}, index=t)
+    close = pd.DataFrame({"x": [1.0, 2.1, np.nan], "y": [0.0, 0.0, 0.0]}, index=t)
+    assert cs.relative_errors(close, ref) == pytest.approx({"x": 0.05, "y": 0.0})
+    one_sided = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0.0, 0.0, 1e-9]}, index=t)
+    assert cs.relative_errors(one_sided, ref) == {"x": np.inf, "y": np.inf}
+    assert cs.relative_error(pd.DataFrame({"z": [1.0] * 3}, index=t), ref) == np.inf
