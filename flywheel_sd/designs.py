@@ -57,8 +57,10 @@ def handle_seed(seed: int | np.random.Generator | None) -> np.random.Generator:
     """The one place that turns a seed into a ``numpy.random.Generator``."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None or isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return np.random.default_rng(seed)
+    if seed is None:
+        return np.random.default_rng()
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return np.random.default_rng(_seed_int(seed))
     raise ParameterError(f"seed must be an int, a numpy.random.Generator or None, not {seed!r}")
 
 
@@ -181,6 +183,63 @@ def _jsonable(value):
 
 
 # -- parameters and ranges ------------------------------------------------------------------
+#: More values than this in one design (runs x parameters) is a mistake (an n or a number of
+#: levels far too large), refused before anything is allocated: 8e8 bytes of table.
+MAX_VALUES = 10**8
+
+
+def _check_size(runs: int, parameters: int, kind: str) -> None:
+    if runs * max(parameters, 1) > MAX_VALUES:
+        raise ParameterError(
+            f"{kind} of {runs:.3g} runs x {parameters} parameter(s) is too large (more than "
+            f"{MAX_VALUES:.0e} values); use a smaller n or fewer levels"
+        )
+
+
+def _items(params: Any) -> list[tuple[str, Any]]:
+    """(name, spec) pairs from a mapping, a sequence of names or one name; names must be
+    strings."""
+    if isinstance(params, str):
+        items: list[tuple[Any, Any]] = [(params, None)]
+    elif isinstance(params, Mapping):
+        items = list(params.items())
+    elif isinstance(params, (list, tuple, pd.Index, np.ndarray)):
+        items = [(p, None) for p in params]
+    else:
+        raise ParameterError(
+            "parameters are a mapping of name -> (low, high), or a list of names, not "
+            f"{_short(params)}"
+        )
+    for name, _ in items:
+        if not isinstance(name, str):
+            raise ParameterError(f"a parameter name is a string, not {_short(name)}")
+    return items
+
+
+def _short(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_pair(value: Any) -> bool:
+    if isinstance(value, (str, bytes, Mapping)):
+        return False
+    try:
+        return len(value) == 2
+    except TypeError:
+        return False
+
+
+def _float(value: Any, what: str) -> float:
+    """`value` as a float, or a one-line ParameterError naming `what`."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ParameterError(f"{what} must be a number, not {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ParameterError(f"{what} must be a number, not {_short(value)}") from None
+
+
 def _load_model(model):
     from .engine.model import Model, load
 
@@ -202,9 +261,7 @@ def _check_name(model, name: str) -> str:
 
 def _ranges(params: Params, model=None) -> dict[str, tuple[float, float]]:
     """Parameter -> (lo, hi): given ranges, or the model's documented ones."""
-    if isinstance(params, str):
-        params = [params]
-    items = list(params.items()) if isinstance(params, Mapping) else [(p, None) for p in params]
+    items = _items(params)
     if not items:
         raise ParameterError("no parameters given")
     needs_model = model is not None or any(r is None for _, r in items)
@@ -214,7 +271,7 @@ def _ranges(params: Params, model=None) -> dict[str, tuple[float, float]]:
         real = _check_name(m, name) if m is not None else str(name)
         if real in out:
             raise ParameterError(f"parameter {real!r} is given twice")
-        if rng is None:
+        if rng is None and m is not None:  # (a name without a range always loads a model)
             if real not in m.ranges:
                 raise ParameterError(
                     f"{real!r} has no documented range in {m.path.name}; give it as (low, high)"
@@ -227,14 +284,15 @@ def _ranges(params: Params, model=None) -> dict[str, tuple[float, float]]:
                     f"{'' if math.isnan(hi) else hi}]; give it as (low, high)"
                 )
         else:
-            try:
-                lo, hi = (float(v) for v in rng)
-            except (TypeError, ValueError) as err:
-                raise ParameterError(f"{real!r}: a range is (low, high), not {rng!r}") from err
+            if not _is_pair(rng):
+                raise ParameterError(f"{real!r}: a range is (low, high), not {_short(rng)}")
+            lo, hi = (_float(v, f"{real!r}: a range's end") for v in rng)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ParameterError(f"{real!r}: range ({lo}, {hi}) is not finite")
         if lo >= hi:
             raise ParameterError(f"{real!r}: empty range ({lo:g}, {hi:g}); low must be below high")
+        if not math.isfinite(hi - lo):
+            raise ParameterError(f"{real!r}: range ({lo:g}, {hi:g}) is too wide for floats")
         out[real] = (lo, hi)
     return out
 
@@ -277,9 +335,7 @@ def grid(
     model : Model or path, optional
         For documented ranges and name checks.
     """
-    if isinstance(params, str):
-        params = [params]
-    items = list(params.items()) if isinstance(params, Mapping) else [(p, None) for p in params]
+    items = _items(params)
     ranged = {k: v for k, v in items if v is None or isinstance(v, tuple)}
     bounds_ranged = _ranges(ranged, model) if ranged else {}
     if model is not None and not ranged:
@@ -293,17 +349,30 @@ def grid(
             real, (lo, hi) = next(ranged_iter)
             k = levels.get(name, levels.get(real, 5)) if isinstance(levels, Mapping) else levels
             k = _check_n(k, "levels")
+            _check_size(k, 1, f"a grid axis of {real!r}")
             axes[real] = np.linspace(lo, hi, k) if k > 1 else np.array([(lo + hi) / 2])
             bounds[real] = (lo, hi)
         else:
             real = _check_name(m, name) if m is not None else str(name)
-            values = np.asarray(spec, dtype=float).ravel()
+            if isinstance(spec, (str, bytes, Mapping, set, frozenset)):
+                raise ParameterError(
+                    f"{real!r}: grid values are a list of numbers or (low, high), not "
+                    f"{_short(spec)}"
+                )
+            try:
+                values = np.asarray(spec, dtype=float).ravel()
+            except (TypeError, ValueError, OverflowError):
+                raise ParameterError(
+                    f"{real!r}: grid values are a list of numbers or (low, high), not "
+                    f"{_short(spec)}"
+                ) from None
             if values.size == 0:
                 raise ParameterError(f"{real!r}: no values given")
             if not np.all(np.isfinite(values)):
                 raise ParameterError(f"{real!r}: values must be finite")
             axes[real] = values
             bounds[real] = (float(values.min()), float(values.max()))
+    _check_size(math.prod(len(v) for v in axes.values()), len(axes), "a grid")
     rows = list(itertools.product(*axes.values()))
     table = pd.DataFrame(rows, columns=list(axes), dtype=float)
     return Design("grid", table, bounds, None, {"levels": {k: len(v) for k, v in axes.items()}})
@@ -317,6 +386,7 @@ def lhs(
 
     bounds = _ranges(params, model)
     n = _check_n(n)
+    _check_size(n, len(bounds), "a Latin hypercube")
     s = _seed_int(seed)
     unit = qmc.LatinHypercube(len(bounds), rng=np.random.default_rng(s)).random(n)
     return Design("lhs", _scaled(unit, bounds), bounds, s)
@@ -335,6 +405,7 @@ def sobol(
 
     n = _power_of_two(n, "a Sobol design")
     bounds = _ranges(params, model)
+    _check_size(n, len(bounds), "a Sobol design")
     s = _seed_int(seed)
     engine = qmc.Sobol(len(bounds), scramble=scramble, rng=np.random.default_rng(s))
     unit = engine.random_base2(int(math.log2(n)))
@@ -363,6 +434,7 @@ def morris(
     num_levels = _check_n(num_levels, "num_levels")
     if num_levels < 2 or num_levels % 2:
         raise ParameterError(f"num_levels must be an even number >= 2, not {num_levels}")
+    _check_size(trajectories * (len(bounds) + 1), len(bounds), "a Morris design")
     s = _seed_int(seed)
     problem = {
         "num_vars": len(bounds),
@@ -398,6 +470,10 @@ def saltelli(
 
     n = _power_of_two(n, "a Saltelli design")
     bounds = _ranges(params, model)
+    if not isinstance(calc_second_order, (bool, np.bool_)):
+        raise ParameterError(f"calc_second_order must be True or False, not {calc_second_order!r}")
+    k = len(bounds)
+    _check_size(n * (2 * k + 2 if calc_second_order else k + 2), k, "a Saltelli design")
     s = _seed_int(seed)
     problem = {
         "num_vars": len(bounds),
@@ -425,6 +501,8 @@ def oat(params: Params, *, base: Mapping[str, float] | None = None, model=None) 
     """
     bounds = _ranges(params, model)
     names = list(bounds)
+    if base is not None and not isinstance(base, Mapping):
+        raise ParameterError(f"base is a mapping of name -> value, not {_short(base)}")
     base = dict(base or {})
     m = None
     centre = {}
@@ -439,7 +517,9 @@ def oat(params: Params, *, base: Mapping[str, float] | None = None, model=None) 
                 raise ParameterError(
                     f"{name!r} is subscripted; give its base value in base="
                 ) from err
-        centre[name] = float(given)
+        centre[name] = _float(given, f"the base value of {name!r}")
+        if not math.isfinite(centre[name]):
+            raise ParameterError(f"the base value of {name!r} must be finite, not {given!r}")
     rows = [[centre[n] for n in names]]
     labels = [("base", "")]
     for name in names:
@@ -460,11 +540,20 @@ def oat(params: Params, *, base: Mapping[str, float] | None = None, model=None) 
 
 def from_table(table: pd.DataFrame | Mapping[str, Sequence[float]]) -> Design:
     """A design from your own table of runs (a DataFrame, or name -> values)."""
-    frame = pd.DataFrame(table).reset_index(drop=True)
+    if not isinstance(table, (pd.DataFrame, Mapping)):
+        raise ParameterError(
+            f"a design table is a DataFrame or a mapping of name -> values, not {_short(table)}"
+        )
+    try:
+        frame = pd.DataFrame(table).reset_index(drop=True)
+    except (TypeError, ValueError) as err:  # ragged columns, scalars without an index
+        raise ParameterError(f"not a table of runs ({' '.join(str(err).split())})") from None
     try:
         frame = frame.astype(float)
-    except (TypeError, ValueError) as err:
-        raise ParameterError(f"a design table holds numbers only ({err})") from err
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ParameterError(
+            f"a design table holds numbers only ({' '.join(str(err).split())})"
+        ) from None
     bounds = {str(c): (float(frame[c].min()), float(frame[c].max())) for c in frame.columns}
     frame.columns = [str(c) for c in frame.columns]
     return Design("table", frame, bounds)

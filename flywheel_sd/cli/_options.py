@@ -1,6 +1,7 @@
 """Options: the groups several subcommands share, and the types that parse option values.
 
-A ValueError or ArgumentTypeError raised by a type becomes a one-line usage error.
+A type refuses a value with `OptionError`: argparse shows it as a one-line usage error
+(exit 2), and code that calls the types directly catches it as a `ParameterError`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,12 @@ import argparse
 import dataclasses
 import math
 from typing import Any
+
+from ..errors import ParameterError
+
+
+class OptionError(ParameterError, argparse.ArgumentTypeError):
+    """A malformed option value, in one line (argparse shows its message as it is)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,16 +38,16 @@ def number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise OptionError(f"not a number: {text!r}") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+        raise OptionError(f"not a finite number: {text!r}")
     return value
 
 
 def positive_number(text: str) -> float:
     value = number(text)
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        raise OptionError(f"must be positive: {text!r}")
     return value
 
 
@@ -48,9 +55,9 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        raise OptionError(f"not a whole number: {text!r}") from None
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+        raise OptionError(f"must be positive: {text!r}")
     return value
 
 
@@ -59,13 +66,12 @@ def setting(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     name = name.strip()
     if not sep or not name or not value.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+        raise OptionError(f"expected NAME=VALUE, got {text!r}")
     value, at, window = value.partition("@")
     amount = _setting_number(text, value)
     if not at:
         return name, amount
     start, colon, end = window.partition(":")
-    from ..errors import ParameterError
     from ..scenarios import Policy
 
     try:
@@ -75,7 +81,7 @@ def setting(text: str) -> tuple[str, Any]:
             _setting_number(text, end) if colon and end.strip() else math.inf,
         )
     except ParameterError as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
+        raise OptionError(f"{text!r}: {err}") from None
     return name, policy
 
 
@@ -83,11 +89,11 @@ def _setting_number(text: str, part: str) -> float:
     try:
         value = float(part)
     except ValueError:
-        raise argparse.ArgumentTypeError(
+        raise OptionError(
             f"expected NAME=VALUE or NAME=VALUE@START:END with numbers, got {text!r}"
         ) from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: the value is not finite")
+        raise OptionError(f"{text!r}: the value is not finite")
     return value
 
 
@@ -106,23 +112,21 @@ def param_range(text: str) -> ParamRange:
     name, sep, spec = text.partition("=")
     name = name.strip()
     if not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=LOW:HIGH[:N], got {text!r}")
+        raise OptionError(f"expected NAME=LOW:HIGH[:N], got {text!r}")
     if not sep:
         return ParamRange(name)
     parts = spec.split(":")
     if len(parts) not in (2, 3):
-        raise argparse.ArgumentTypeError(f"expected NAME=LOW:HIGH[:N], got {text!r}")
+        raise OptionError(f"expected NAME=LOW:HIGH[:N], got {text!r}")
     try:
         low, high = float(parts[0]), float(parts[1])
         levels = int(parts[2]) if len(parts) == 3 else None
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected NAME=LOW:HIGH[:N] with numbers, got {text!r}"
-        ) from None
+        raise OptionError(f"expected NAME=LOW:HIGH[:N] with numbers, got {text!r}") from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise argparse.ArgumentTypeError(f"{text!r}: the range is empty; need LOW < HIGH")
+        raise OptionError(f"{text!r}: the range is empty; need LOW < HIGH")
     if levels is not None and levels < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: a grid needs at least 2 levels")
+        raise OptionError(f"{text!r}: a grid needs at least 2 levels")
     return ParamRange(name, low, high, levels)
 
 

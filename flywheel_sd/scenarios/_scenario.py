@@ -379,8 +379,18 @@ def from_dict(data: Mapping, source: str | None = None, base: Scenario | None = 
     params = dict(base.params) if base else {}
     params.update({k: _param_from_toml(where, k, v) for k, v in raw.items()})
     model = data.get("model", base.model if base else None)
+    if model and "\x00" in model:
+        raise ParameterError(f"{where}: 'model': {model!r} is not a file path (it holds a NUL)")
     if model and source and not Path(model).is_absolute():
-        model = str((Path(source).parent / model).resolve())
+        try:
+            model = str((Path(source).parent / model).resolve())
+        except (OSError, RuntimeError) as err:  # a symlink loop, an unreadable folder
+            raise ParameterError(f"{where}: 'model': cannot resolve {model!r} ({err})") from None
+    if "events" in data and not isinstance(data["events"], list):
+        raise ParameterError(
+            f"{where}: 'events' must be a list of {{label, start, end}} ([[events]] tables), "
+            f"not {data['events']!r}"
+        )
     events = (
         tuple(_event(where, e) for e in data.get("events", ()))
         if "events" in data
@@ -426,10 +436,24 @@ def _event(where: str, event: Any) -> tuple[str, float, float]:
 
 
 def read_toml(path: str | Path) -> dict:
+    """A scenario file's data; any file that cannot be read as TOML (missing, a folder,
+    unreadable, not UTF-8, nested past the parser's depth) is refused in one line."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParameterError(f"{path}: no such scenario file") from None
+    except UnicodeDecodeError as err:
+        raise ParameterError(
+            f"{path}: not a TOML file (TOML is UTF-8 text; byte {err.start} is not)"
+        ) from None
+    except OSError as err:
+        raise ParameterError(f"{path}: cannot read it ({err.strerror or err})") from None
+    except RecursionError:
+        raise ParameterError(f"{path}: not valid TOML (nested too deeply)") from None
     except tomllib.TOMLDecodeError as err:
-        raise ParameterError(f"{path}: not valid TOML ({err})") from None
+        raise ParameterError(f"{path}: not valid TOML ({_one_line(err)})") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
