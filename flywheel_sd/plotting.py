@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -98,16 +99,56 @@ def format_axis(axis, units: str | None = None) -> None:
     axis.set_major_formatter(SIFormatter("$" if is_money(units) else ""))
 
 
-def units_of(ds: xr.Dataset, variable: str, fallback: str = "") -> str:
-    """The (Vensim) units of `variable` as the dataset records them (its ``units`` attr,
-    or that of its first subscripted column), else `fallback`."""
-    if variable in ds:
-        return str(ds[variable].attrs.get("units") or fallback)
-    prefix = variable + "["
-    for name in ds.data_vars:
-        if str(name).startswith(prefix) and ds[name].attrs.get("units"):
-            return str(ds[name].attrs["units"])
-    return fallback
+def model_units(ds: xr.Dataset) -> dict[str, str]:
+    """Vensim name -> units for the variables of `ds`: their ``units`` attrs (``compare``
+    sets them); where no variable has any, the documentation of the model the dataset
+    names in its attrs (``model`` or ``models``), if that file is there; else nothing."""
+    units = {str(v): str(ds[v].attrs["units"]) for v in ds.data_vars if ds[v].attrs.get("units")}
+    if units:
+        return units
+    path = ds.attrs.get("model")
+    if not path and ds.attrs.get("models"):
+        try:
+            path = next(iter(json.loads(ds.attrs["models"]).values()), None)
+        except (ValueError, TypeError, AttributeError):
+            path = None
+    if not path or not Path(str(path)).is_file():
+        return {}
+    try:
+        from .engine.model import load
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            doc = load(str(path)).doc
+    except Exception:  # noqa: BLE001 - units are a nicety; the plot goes on without them
+        return {}
+    return {
+        str(name): unit.strip()
+        for name, unit in zip(doc["Real Name"], doc["Units"])
+        if isinstance(unit, str) and unit.strip()
+    }
+
+
+def units_of(
+    ds: xr.Dataset, variable: str, fallback: str = "", known: dict[str, str] | None = None
+) -> str:
+    """The (Vensim) units of `variable` (or of its subscripted columns ``Name[...]``):
+    from `known` (default: ``model_units(ds)``), else `fallback`."""
+    known = model_units(ds) if known is None else known
+    base = variable.split("[")[0].strip()
+    return known.get(variable) or known.get(base) or fallback
+
+
+def time_units(known: dict[str, str]) -> tuple[str, str]:
+    """(singular, plural) of the model's time unit in words: ("month", "months"); empty
+    when the model does not say."""
+    unit = next(
+        (known[k] for k in ("TIME STEP", "FINAL TIME", "INITIAL TIME") if known.get(k)), ""
+    )
+    if not unit or not unit.replace(" ", "").isalpha():
+        return "", ""
+    plural = readable_units(unit)
+    return unit.lower(), plural
 
 
 def _save(fig, path):
@@ -118,10 +159,16 @@ def _save(fig, path):
     return fig
 
 
-def _window_label(label: str, start: float, end: float, scenario: str) -> str:
+def _window_label(
+    label: str, start: float, end: float, scenario: str, unit: tuple[str, str] = ("", "")
+) -> str:
     """The legend entry of a policy window: 'US$2,000 deposit, months 60-74
     (wish_deposit)', with an en dash."""
-    span = f"from month {start:g}" if math.isinf(end) else f"months {start:g}\N{EN DASH}{end:g}"
+    one, many = unit
+    if math.isinf(end):
+        span = f"from {one} {start:g}" if one else f"from t = {start:g}"
+    else:
+        span = f"{many or 't ='} {start:g}\N{EN DASH}{end:g}"
     who = f" ({scenario})" if scenario else ""
     return f"{label}, {span}{who}"
 
@@ -156,7 +203,9 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
     lines = [
         Line2D([], [], lw=1.8, label=name or "run", **style(i)) for i, name in enumerate(names)
     ]
-    spans = _policy_spans(ds, names, colors)
+    known = model_units(ds)
+    unit = time_units(known)
+    spans = _policy_spans(ds, names, colors, unit)
     # One window: shaded behind the lines. Several: one strip each along the panels' top,
     # since shades laid over one another blend into a colour no legend entry has.
     strips = len(spans) > 1
@@ -175,7 +224,7 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
         for i, name in enumerate(names):
             series = data.sel(scenario=name) if "scenario" in data.dims else data
             ax.plot(series["time"], series, lw=1.6, **style(i))
-        units = units_of(ds, variable, fallback)
+        units = units_of(ds, variable, fallback, known)
         ax.set_title(title)
         ax.set_ylabel(readable_units(units, variable))
         format_axis(ax.yaxis, units)
@@ -189,7 +238,7 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
     for col in range(ncols):
         visible = [axes[r, col] for r in range(nrows) if axes[r, col].get_visible()]
         if visible:
-            visible[-1].set_xlabel("time (months)")
+            visible[-1].set_xlabel(f"time ({unit[1]})" if unit[1] else "time")
             visible[-1].xaxis.set_tick_params(labelbottom=True)
     shown = [n for n in names if n]
     if len(shown) > 1:
@@ -222,7 +271,9 @@ def _draw_strips(ax, spans: list) -> None:
         )
 
 
-def _policy_spans(ds: xr.Dataset, names: list[str], colors) -> list:
+def _policy_spans(
+    ds: xr.Dataset, names: list[str], colors, unit: tuple[str, str] = ("", "")
+) -> list:
     """(legend label, start, end, colour) of each policy window in the run; a window that
     several scenarios share (same label and months) is one grey span naming them all."""
     windows = json.loads(ds.attrs.get("policy_windows", "{}"))
@@ -243,7 +294,7 @@ def _policy_spans(ds: xr.Dataset, names: list[str], colors) -> list:
         else:
             who = ", ".join(names[i] for i in members)
         color = colors[members[0] % len(colors)] if len(members) == 1 else "0.45"
-        spans.append((_window_label(label, start, end, who), start, min(end, t_end), color))
+        spans.append((_window_label(label, start, end, who, unit), start, min(end, t_end), color))
     return spans
 
 

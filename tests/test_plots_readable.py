@@ -245,3 +245,28 @@ def test_number_format_examples():
     assert format_number(-448_900_000, signed=True) == "-448.9M"
     assert format_number(1_200_000_000, 2, prefix="$") == "$1.2B"
     assert format_percent(-84.83) == "-84.8%"
+
+
+def test_time_axis_and_windows_in_the_models_time_unit(write_mdl):
+    model = write_mdl(
+        vensim(
+            "Active Buyers = INTEG(Buyer Growth, 10) ~ Buyer ~ Buyers.",
+            "Buyer Growth = Growth Rate * Active Buyers ~ Buyer/Day ~ Growth.",
+            "Growth Rate = 0.01 ~ 1/Day [0, 1] ~ Rate.",
+            time_units="Day",
+        ),
+        "daily.mdl",
+    )
+    base = Scenario("base", model=str(model))
+    ds = fw.compare([base, base.derive("push", **{"Growth Rate": Policy(0.05, 5, 15)})])
+    # As `flywheel run` builds it: no units on the variables, the model named in attrs.
+    for var in ds.data_vars:
+        ds[var].attrs.pop("units", None)
+    ds.attrs["model"] = str(model)
+    fig = plot_comparison(ds, panels=[("Active buyers", "Active Buyers", "Widget")])
+    ax = _visible_axes(fig)[0]
+    assert ax.get_xlabel() == "time (days)"
+    assert ax.get_ylabel() == "buyers"  # from the model file, not the panel's fallback
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "Growth Rate, days 5\N{EN DASH}15 (push)" in texts, texts
+    plt.close(fig)
