@@ -17,7 +17,6 @@ from ._common import (
     load_model,
     model_path,
     print_json,
-    print_table,
     records,
     sentence,
 )
@@ -42,7 +41,7 @@ def cmd_scenarios(args) -> int:
     if args.json:
         print_json(records(table))
     else:
-        print_table(table)
+        print_wrapped(table, None, _width())
     return EXIT_OK
 
 
@@ -200,9 +199,11 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
 
 
-def print_wrapped(frame, title: str, width: int) -> None:
-    """A titled table that fits in `width` columns (long cells wrap onto more lines)."""
-    print(textwrap.fill(title, width))
+def print_wrapped(frame, title: str | None, width: int) -> None:
+    """A table (under `title`) that fits in `width` columns (long cells wrap onto more
+    lines)."""
+    if title:
+        print(textwrap.fill(title, width))
     if frame.empty:
         print("  (none)")
         return
