@@ -150,7 +150,7 @@ def simulate(
         if frame is not None:
             return frame
 
-    _check_control(model, final_time, time_step, saveper)
+    _check_control(model, final_time, time_step, saveper, params)
     run = _Run(model, params, final_time, time_step, saveper, return_timestamps, return_columns)
     try:
         if method in FIXED_METHODS:
@@ -224,10 +224,19 @@ def check_run_control(model: Model, params: Mapping | None = None, final_time=No
     )
 
 
-def _check_control(model: Model, final_time, time_step, saveper) -> None:
+def _check_control(model: Model, final_time, time_step, saveper, params=None) -> None:
     """The PySD path's check of the control values, before PySD's loop (which would never
-    end with a TIME STEP of 0); the compiled engine makes the same check in `run.grid`."""
+    end with a TIME STEP of 0); the compiled engine makes the same check in `run.grid`.
+    A TIME STEP or SAVEPER given in `params` counts where the keyword is not given."""
     from .run import check_control
+
+    for name, key in (("TIME STEP", "time_step"), ("SAVEPER", "saveper")):
+        value = (params or {}).get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key == "time_step" and time_step is None:
+                time_step = value
+            if key == "saveper" and saveper is None:
+                saveper = value
 
     for name, value in (
         ("final_time", final_time),
