@@ -186,7 +186,8 @@ GROUPS: dict[str, list[Option]] = {
             default=[],
             metavar="NAME=VALUE",
             help="override a parameter in every run (repeatable); NAME=VALUE@START:END "
-            "sets it only from START to END",
+            "sets it only from START to END (through the model's own window constants where "
+            "it has them, e.g. Seller Deposit's Deposit Start Time and Deposit End Time)",
         ),
     ],
     "executor": [

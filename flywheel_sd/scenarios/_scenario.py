@@ -314,34 +314,55 @@ def _param_from_toml(where: str, key: str, value: Any) -> Any:
         raise ParameterError(
             f"{where}: {key!r}: expected a number, a policy "
             "{value, start, end} or a series {time, value}, "
-            f"not {value!r}"
+            f"not {_short(value)}"
         )
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise ParameterError(f"{where}: {key!r}: value is not finite")
         return float(value)
     if not isinstance(value, dict):
-        raise ParameterError(f"{where}: {key!r}: unsupported value {value!r}")
+        raise ParameterError(f"{where}: {key!r}: unsupported value {_short(value)}")
     keys = set(value)
     try:
         if keys <= {"value", "start", "end"} and {"value", "start"} <= keys:
             return Policy(
-                float(value["value"]), float(value["start"]), float(value.get("end", math.inf))
+                _number(value["value"], "value"),
+                _number(value["start"], "start"),
+                _number(value.get("end", math.inf), "end"),
             )
         if keys == {"time", "value"}:
+            for field in ("time", "value"):
+                if not isinstance(value[field], list) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[field]
+                ):
+                    raise ParameterError(f"{field} must be a list of numbers")
             times = np.asarray(value["time"], dtype=float)
             values = np.asarray(value["value"], dtype=float)
-            if times.shape != values.shape or times.ndim != 1 or len(times) == 0:
+            if times.shape != values.shape or len(times) == 0:
                 raise ParameterError("time and value must be lists of the same length")
+            if not (np.all(np.isfinite(times)) and np.all(np.isfinite(values))):
+                raise ParameterError("times and values must be finite")
             if np.any(np.diff(times) < 0):
                 raise ParameterError("times must be sorted")
             return pd.Series(values, index=times)
-    except (ParameterError, TypeError, ValueError) as err:
-        raise ParameterError(f"{where}: {key!r}: {err}") from None
+    except (ParameterError, TypeError, ValueError, OverflowError) as err:
+        raise ParameterError(f"{where}: {key!r}: {_one_line(err)}") from None
     raise ParameterError(
         f"{where}: {key!r}: expected {{value, start[, end]}} or "
-        f"{{time, value}}, got keys {sorted(keys)}"
+        f"{{time, value}}, got keys {_short(sorted(keys))}"
     )
+
+
+def _number(value: Any, what: str) -> float:
+    """A policy's or event's number: an int or float (true/false and text are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParameterError(f"{what} must be a number, not {_short(value)}")
+    return float(value)
+
+
+def _short(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 #: The keys a scenario file may hold. `replaces_builtin = true` lets a user's scenario take
@@ -413,15 +434,19 @@ def _event(where: str, event: Any) -> tuple[str, float, float]:
         or "start" not in event
     ):
         raise ParameterError(
-            f"{where}: 'events': each needs start (and label, end), got {event!r}"
+            f"{where}: 'events': each needs start (and label, end), got {_short(event)}"
+        )
+    if not isinstance(event.get("label", ""), str):
+        raise ParameterError(
+            f"{where}: 'events': a label is a string, not {_short(event['label'])}"
         )
     try:
-        start, end = float(event["start"]), float(event.get("end", math.inf))
-    except (TypeError, ValueError):
+        start, end = _number(event["start"], "start"), _number(event.get("end", math.inf), "end")
+    except ParameterError:
         raise ParameterError(
             f"{where}: 'events': {event.get('label', '')!r}: start and end "
-            f"must be numbers, got {event.get('start')!r} and "
-            f"{event.get('end', 'none')!r}"
+            f"must be numbers, got {_short(event.get('start'))} and "
+            f"{_short(event.get('end', 'none'))}"
         ) from None
     if not math.isfinite(start) or math.isnan(end):
         raise ParameterError(
