@@ -35,7 +35,10 @@ PANELS = (
 
 WINDOW_ALPHA = 0.13
 LINESTYLES = ("-", "--", "-.", ":")
-STRIP_ALPHA, STRIP_HEIGHT = 0.6, 0.045  # several windows: strips along the panels' top
+# Several policy windows: one strip each along the panels' top; the windows of one scenario
+# (one colour) told apart by hatching.
+STRIP_ALPHA, STRIP_HEIGHT = 0.6, 0.045
+HATCHES = (None, "////", "....", "xxxx")
 
 
 class SIFormatter(ticker.Formatter):
@@ -209,14 +212,17 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
     # One window: shaded behind the lines. Several: one strip each along the panels' top,
     # since shades laid over one another blend into a colour no legend entry has.
     strips = len(spans) > 1
+    hatches = _hatches(spans)
     patches = [
         Patch(
             facecolor=color,
             alpha=STRIP_ALPHA if strips else min(1.0, 2.5 * WINDOW_ALPHA),
-            edgecolor="none",
+            edgecolor="white",  # the hatch's colour (matplotlib 3.8+); lw=0 hides the edge
+            lw=0,
+            hatch=hatch,
             label=label,
         )
-        for label, _, _, color in spans
+        for (label, _, _, color), hatch in zip(spans, hatches)
     ]
     for ax, ((title, variable, fallback), data) in zip(axes.flat, available):
         for _label, start, end, color in [] if strips else spans:
@@ -264,11 +270,31 @@ def _draw_strips(ax, spans: list) -> None:
     low, high = ax.get_ylim()
     used = 1 - band * len(spans) - 0.02
     ax.set_ylim(low, low + (high - low) / used)
-    for k, (_label, start, end, color) in enumerate(spans):
+    for k, ((_label, start, end, color), hatch) in enumerate(zip(spans, _hatches(spans))):
         top = 1 - k * band
         ax.axvspan(
-            start, end, ymin=top - 0.8 * band, ymax=top, color=color, alpha=STRIP_ALPHA, lw=0
+            start,
+            end,
+            ymin=top - 0.8 * band,
+            ymax=top,
+            facecolor=color,
+            edgecolor="white",  # the hatch's colour (matplotlib 3.8+); lw=0 hides the edge
+            lw=0,
+            hatch=hatch,
+            alpha=STRIP_ALPHA,
         )
+
+
+def _hatches(spans: list) -> list[str | None]:
+    """A hatch for each window that shares its colour with an earlier one (windows of
+    the same scenario), so that the legend tells them apart."""
+    seen: dict[str, int] = {}
+    out: list[str | None] = []
+    for *_, color in spans:
+        k = seen.get(color, 0)
+        seen[color] = k + 1
+        out.append(HATCHES[k % len(HATCHES)])
+    return out
 
 
 def _policy_spans(
