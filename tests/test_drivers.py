@@ -367,8 +367,8 @@ def check_parity(problem, edges, rtol, atol, out, stats, t_end, mine, ref, their
       step size agrees to ~ eps / rtol << rtol, and the times to that times t - t0.
 
     Needs the sequential-dot probe (`dot_is_sequential`; asserted where it holds): the
-    same rhs calls, time and state, and the same end state to the last bit; nfev and
-    steps equal at every tolerance; dense output to 1e-12.
+    same rhs calls, time and state (to 1e-12 relative), and the same end state to the
+    last bit; nfev and steps equal at every tolerance; dense output to 1e-12.
     """
     save = SAVE
     n = len(y0)
@@ -419,7 +419,8 @@ def test_adaptive_repeats_solve_ivp_call_for_call(tmp_path, problem, tol, edges,
     """Scalar problems, every tolerance (see `check_parity` for what is asserted where).
     CPU-independent: states within rtol |y| + atol of SciPy's, end state and save times;
     same nfev, steps and rhs-call times for rtol above KNIFE_EDGE_RTOL. Needs the
-    sequential-dot probe: every rhs call (time and state) the same as SciPy's."""
+    sequential-dot probe: every rhs call (time and state) SciPy's, to 1e-12; nfev and steps
+    SciPy's at every tolerance; the end state to the last bit."""
     text, c, y0 = PROBLEMS[problem]
     mod = build(tmp_path, problem, text, logged=True)
     edges = EDGES[edges]
