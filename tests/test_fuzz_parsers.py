@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 import tomli_w
 from conformance_mdl import vensim
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flywheel_sd import designs, scenarios
@@ -85,8 +85,9 @@ def tiny():
     return fw.load(tiny_path())
 
 
-def one_line(err: BaseException) -> None:
+def one_line(err: BaseException, where: str = "") -> None:
     """`err` is the project's error, with a message of one line."""
+    event(f"{where} refused: {type(err).__name__}")
     assert isinstance(err, FlywheelError), f"{type(err).__name__}: {err}"
     text = str(err)
     assert text.strip(), "empty message"
@@ -165,6 +166,24 @@ def setting_text(draw) -> str:
     return text
 
 
+PLAIN_NUMBER = st.one_of(
+    st.integers(-10, 1100).map(str),
+    st.floats(min_value=-10, max_value=1100, allow_nan=False).map(lambda x: f"{x:.6g}"),
+)
+
+
+@st.composite
+def near_valid_setting(draw) -> str:
+    """A lever of the small model and numbers: mostly valid, often out of range or with a
+    window that ends before it starts or after the run."""
+    text = f"{draw(st.sampled_from(LEVERS))}={draw(PLAIN_NUMBER)}"
+    if draw(st.booleans()):
+        text += f"@{draw(PLAIN_NUMBER)}"
+        if draw(st.integers(0, 3)):
+            text += f":{draw(PLAIN_NUMBER)}"
+    return text
+
+
 @st.composite
 def param_text(draw) -> str:
     text = draw(NAME_TEXT)
@@ -174,14 +193,14 @@ def param_text(draw) -> str:
 
 
 # -- the command line ------------------------------------------------------------------------
-@fuzz(st.one_of(st.text(), setting_text()), "set_option")
+@fuzz(st.one_of(st.text(), setting_text(), near_valid_setting()), "set_option")
 def check_set_option(text: str) -> None:
     """--set: a (name, finite number or Policy), or one line; a parsed policy goes on
     through a scenario's checks and run inputs on a model with a deposit window."""
     try:
         name, value = setting(text)
     except Exception as err:  # noqa: BLE001 - the property under test
-        one_line(err)
+        one_line(err, "parse")
         return
     assert isinstance(name, str) and name.strip() == name and name
     if isinstance(value, Policy):
@@ -195,8 +214,9 @@ def check_set_option(text: str) -> None:
         sc.validate(model)
         params, breaks = sc.inputs(model, 0.0, 20.0)
     except Exception as err:  # noqa: BLE001
-        one_line(err)
+        one_line(err, "validate")
         return
+    event(f"run inputs built ({type(value).__name__})")
     assert all(0 < t < 20 for t in breaks)
     if isinstance(value, Policy) and model.real_name(name) == "Seller Deposit":
         # the window is the model's own: the deposit constants, not a series
@@ -399,13 +419,42 @@ def scenario_doc(draw) -> dict:
     return doc
 
 
+FINITE = st.one_of(st.integers(-5, 1100), st.floats(-5, 1100))
+
+
+@st.composite
+def near_valid_doc(draw) -> dict:
+    """A scenario of the small model: levers with numbers, policies and series, events."""
+    params: dict[str, Any] = {}
+    for lever in draw(st.lists(st.sampled_from(LEVERS), unique=True, max_size=4)):
+        kind = draw(st.integers(0, 2))
+        if kind == 0:
+            params[lever] = draw(FINITE)
+        elif kind == 1:
+            start = draw(FINITE)
+            policy = {"value": draw(FINITE), "start": start}
+            if draw(st.booleans()):
+                policy["end"] = start + draw(st.floats(-1, 30))
+            params[lever] = policy
+        else:
+            times = sorted(draw(st.lists(FINITE, min_size=1, max_size=4)))
+            params[lever] = {"time": times, "value": [draw(FINITE) for _ in times]}
+    doc: dict[str, Any] = {"name": "fuzz", "model": str(tiny_path()), "params": params}
+    if draw(st.booleans()):
+        start = draw(FINITE)
+        doc["events"] = [{"label": "e", "start": start, "end": start + draw(st.floats(-1, 30))}]
+    if draw(st.integers(0, 4)) == 0:
+        doc["extends"] = "wish_deposit"
+    return doc
+
+
 def validations(doc: dict) -> tuple[bool, ...]:
     """Read without checks, and with checks against the model when the file names one (the
     default model takes seconds to translate in a fresh cache, so it is left out)."""
     return (False, True) if "model" in doc else (False,)
 
 
-@fuzz(scenario_doc(), "scenario_document")
+@fuzz(st.one_of(scenario_doc(), near_valid_doc()), "scenario_document")
 def check_scenario_document(doc: dict) -> None:
     """Structured TOML: every top-level key, with values of every TOML type."""
     try:
@@ -416,8 +465,9 @@ def check_scenario_document(doc: dict) -> None:
         try:
             sc = load_text(text, validate)
         except Exception as err:  # noqa: BLE001
-            one_line(err)
+            one_line(err, f"validate={validate}")
             continue
+        event(f"read (validate={validate})")
         check_scenario(sc)
         if validate:
             try:
@@ -510,6 +560,38 @@ def design_call(draw) -> tuple[str, tuple, dict]:
     return kind, (params, draw(SIZES)), options
 
 
+@st.composite
+def near_valid_design(draw) -> tuple[str, tuple, dict]:
+    """Levers of the small model with ranges inside (or near) their documented ones, or
+    names alone, and sizes each design takes."""
+    kind = draw(st.sampled_from(["grid", "lhs", "sobol", "morris", "saltelli", "oat", "table"]))
+    names = draw(st.lists(st.sampled_from(LEVERS), unique=True, min_size=1, max_size=3))
+    if draw(st.booleans()):
+        params: Any = names
+    else:
+        params = {}
+        for name in names:
+            low, high = sorted(draw(st.lists(FINITE, min_size=2, max_size=2)))
+            params[name] = (low, high)
+    options: dict[str, Any] = {"model": tiny_path()}
+    if kind == "table":
+        rows = draw(st.integers(1, 5))
+        return (
+            kind,
+            ({n: draw(st.lists(FINITE, min_size=rows, max_size=rows)) for n in names},),
+            {},
+        )
+    if kind == "oat":
+        return kind, (params,), {**options, "base": {n: draw(FINITE) for n in names}}
+    if kind == "grid":
+        return kind, (params, draw(st.integers(1, 6))), options
+    size = draw(
+        st.sampled_from([1, 2, 4, 8, 16]) if kind in ("sobol", "saltelli") else st.integers(1, 20)
+    )
+    options["seed"] = draw(st.one_of(st.none(), st.integers(0, 2**40)))
+    return kind, (params, size), options
+
+
 FUNCTIONS = {
     "grid": designs.grid,
     "lhs": designs.lhs,
@@ -521,14 +603,15 @@ FUNCTIONS = {
 }
 
 
-@fuzz(design_call(), "designs")
+@fuzz(st.one_of(design_call(), near_valid_design()), "designs")
 def check_designs(call: tuple[str, tuple, dict]) -> None:
     kind, args, options = call
     try:
         design = FUNCTIONS[kind](*args, **options)
     except Exception as err:  # noqa: BLE001
-        one_line(err)
+        one_line(err, kind)
         return
+    event(f"{kind} built")
     values = design.values
     assert values.ndim == 2 and values.shape[0] >= 1 and values.shape[1] >= 1
     assert np.all(np.isfinite(values))
