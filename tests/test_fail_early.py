@@ -526,6 +526,13 @@ def test_policy_inputs_and_policies_that_disagree(deposit_model):
     )
     with pytest.raises(ParameterError, match=r"'Deposit Start Time' to 12.*sets it to 10"):
         both.validate(m)
+    window = Scenario(  # a policy on a window constant, and one whose window it is
+        "w",
+        params={"Deposit End Time": Policy(30, 1, 3), "Seller Deposit": Policy(10, 2, 4)},
+        model=str(deposit_model),
+    )
+    with pytest.raises(ParameterError, match=r"sets 'Deposit End Time', which the policy"):
+        window.validate(m)
 
 
 @pytest.mark.slow

@@ -196,8 +196,11 @@ class Scenario:
                     model.check_params({key: value}, range_check)
             except FlywheelError as err:
                 raise ParameterError(f"{self._where(key)}: {err}") from None
-        times = model.time_settings()
-        resolved = self._resolved(model, times["initial_time"], times["final_time"])
+        if any(isinstance(value, Policy) for value in self.params.values()):
+            times = model.time_settings()
+            resolved = self._resolved(model, times["initial_time"], times["final_time"])
+        else:  # (no policy: no need to read the model's times)
+            resolved = self._resolved(model, math.nan, math.nan)
         for key, value in self.params.items():
             if not isinstance(value, Policy):
                 continue
@@ -228,13 +231,19 @@ class Scenario:
                 params[model.real_name(key)] = value
                 continue
             values, _ = policy_inputs(model, key, value, t0, t1)
-            real = model.real_name(key)
             for name, v in values.items():
-                if name != real and name in set_by and policies[name] != v:
-                    raise ParameterError(
-                        f"{self._where(key)}: its policy sets {name!r} to {v:g}, but the "
-                        f"policy on {set_by[name]!r} sets it to {policies[name]:g}"
-                    )
+                if name in set_by and set_by[name] != key:
+                    before = policies[name]
+                    if not (isinstance(before, float) and isinstance(v, float)):
+                        raise ParameterError(
+                            f"{self._where(key)}: its policy sets {name!r}, which the policy "
+                            f"on {set_by[name]!r} sets too; give one of them"
+                        )
+                    if before != v:
+                        raise ParameterError(
+                            f"{self._where(key)}: its policy sets {name!r} to {v:g}, but the "
+                            f"policy on {set_by[name]!r} sets it to {before:g}"
+                        )
                 policies[name] = v
                 set_by.setdefault(name, key)
         return {**params, **policies}
