@@ -548,3 +548,19 @@ def test_set_deposit_policy_equals_wish_deposit_on_the_bundled_model(cli, tmp_pa
     by_set, by_file = outs
     assert np.allclose(by_set.to_numpy(), by_file.to_numpy(), rtol=1e-9, atol=1e-6)
     assert by_set.loc[74] > 0 and by_set.iloc[-1] < 1e-3 * by_set.loc[74]
+
+
+def test_a_set_constant_that_contradicts_a_set_window_is_refused(cli, deposit_model, no_runs):
+    _usage(
+        cli(
+            "run",
+            "--model",
+            deposit_model,
+            "--set",
+            "Deposit End Time=30",
+            "--set",
+            "Seller Deposit=2000@10:20",
+        ),
+        "'Deposit End Time=30' contradicts",
+        "'Deposit End Time'",
+    )

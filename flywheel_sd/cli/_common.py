@@ -106,11 +106,32 @@ def scenario_for(args, name: str | None):
     from ..engine.simulate import check_run_control
 
     sc = _scenario_for(args, name)
-    constants = {k: v for k, v in getattr(args, "set", None) or () if not _is_policy(v)}
+    settings = list(getattr(args, "set", None) or ())
+    constants = {k: v for k, v in settings if not _is_policy(v)}
     final_time = getattr(args, "final_time", None)
     if final_time is not None or constants:
-        check_run_control(sc.load_model(), {**sc.params, **constants}, final_time)
+        model = sc.load_model()
+        check_run_control(model, {**sc.params, **constants}, final_time)
+        _check_windows(model, settings)
     return sc
+
+
+def _check_windows(model, settings: list) -> None:
+    """A --set of a constant that a --set policy's window sets (Deposit End Time beside
+    Seller Deposit=2000@60:74) contradicts it: refused, naming both."""
+    from ..scenarios import policy_companions
+
+    constants = {model.real_name(k): k for k, v in settings if not _is_policy(v)}
+    for key, value in settings:
+        if not _is_policy(value):
+            continue
+        for companion in policy_companions(model, key):
+            if companion in constants:
+                raise UsageError(
+                    f"--set {constants[companion]!r} contradicts --set {key!r}="
+                    f"{value.value:g}@{value.start:g}:{value.end:g}, whose window sets "
+                    f"{companion!r}; give one of them"
+                )
 
 
 def _scenario_for(args, name: str | None):
