@@ -121,16 +121,17 @@ def _check_windows(model, settings: list) -> None:
     Seller Deposit=2000@60:74) contradicts it: refused, naming both."""
     from ..scenarios import policy_companions
 
-    constants = {model.real_name(k): k for k, v in settings if not _is_policy(v)}
+    constants = {model.real_name(k): f"{k}={v:g}" for k, v in settings if not _is_policy(v)}
     for key, value in settings:
         if not _is_policy(value):
             continue
         for companion in policy_companions(model, key):
             if companion in constants:
+                end = f"{value.end:g}" if math.isfinite(value.end) else ""
+                policy = f"{key}={value.value:g}@{value.start:g}:{end}"
                 raise UsageError(
-                    f"--set {constants[companion]!r} contradicts --set {key!r}="
-                    f"{value.value:g}@{value.start:g}:{value.end:g}, whose window sets "
-                    f"{companion!r}; give one of them"
+                    f"--set {constants[companion]!r} contradicts --set {policy!r}, whose "
+                    f"window sets {companion!r}; give one of them"
                 )
 
 
