@@ -15,10 +15,8 @@ The fast tests run a few hundred examples each; the ``slow`` variants many more.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import math
-import string
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +29,7 @@ import tomli_w
 from conformance_mdl import vensim
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 from flywheel_sd import designs, scenarios
 from flywheel_sd.cli._options import number, param_range, positive_int, positive_number, setting
@@ -87,7 +86,8 @@ def tiny():
 
 def one_line(err: BaseException, where: str = "") -> None:
     """`err` is the project's error, with a message of one line."""
-    event(f"{where} refused: {type(err).__name__}")
+    if currently_in_test_context():
+        event(f"{where} refused: {type(err).__name__}")
     assert isinstance(err, FlywheelError), f"{type(err).__name__}: {err}"
     text = str(err)
     assert text.strip(), "empty message"
@@ -619,13 +619,46 @@ def check_designs(call: tuple[str, tuple, dict]) -> None:
     design.describe()
 
 
-def test_reproduce_and_keep(tmp_path):
-    """Examples the fuzzer found, kept as plain regression tests (see the report)."""
-    bad_utf8 = b'name = "\xff"\n'
-    for data in (bad_utf8, "x = " + "[" * 3000 + "]" * 3000):
-        with pytest.raises(FlywheelError) as info:
-            load_text(data)
-        one_line(info.value)
-    assert setting("A=1@2:3")[1] == Policy(1.0, 2.0, 3.0)
-    assert dt.date  # (the date/time TOML types are among the fuzzed values)
-    assert string.ascii_letters
+# -- what the fuzzer found, kept as plain regression tests ------------------------------------
+def _doc(doc: dict) -> Callable[[], Any]:
+    return lambda: load_text(tomli_w.dumps(doc))
+
+
+FOUND = {
+    # read_toml: UnicodeDecodeError, RecursionError
+    "not UTF-8": lambda: load_text(b"\x80"),
+    "nested past the parser's depth": lambda: load_text("x = " + "[" * 3000 + "]" * 3000),
+    # from_dict / _load: TypeError on a wrong type
+    "events not a list": lambda: scenarios.from_dict({"name": "", "events": 0}),
+    "extends not a string": _doc({"extends": 0}),
+    "extends a list": _doc({"events": [], "extends": []}),
+    # from_dict: ValueError (embedded null byte) from Path.resolve
+    "model path with a NUL": lambda: scenarios.from_dict(
+        {"name": "", "model": "tiny\x00.mdl"}, source="fuzz.toml"
+    ),
+    # validate: a policy on a window constant beside the lever's policy compared a series
+    # with a number (ValueError: truth value of a Series is ambiguous)
+    "two policies on one window": lambda: _doc(
+        {
+            "name": "fuzz",
+            "model": str(tiny_path()),
+            "params": {
+                "Deposit Start Time": {"value": 0, "start": 0},
+                "Seller Deposit": {"value": 0, "start": 0},
+            },
+        }
+    )(),
+    # designs: TypeError on params that are not names, MemoryError on a huge design
+    "design params None": lambda: designs.lhs(None, None),
+    "grid params None": lambda: designs.grid(None, 0),
+    "a design too large to allocate": lambda: designs.lhs(
+        "Seller Deposit", 25_996_594_063_805_852, model=tiny_path()
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FOUND))
+def test_found_by_the_fuzzer(case):
+    with pytest.raises(FlywheelError) as info:
+        FOUND[case]()
+    one_line(info.value)
