@@ -70,6 +70,7 @@ SPINES: dict[str, dict[str, tuple[float, float]]] = {
         "Platform Cash": (4, 6),
         "Commission Revenue": (2.5, 3), "Membership Fee Revenue": (2.5, 4.5),
         "Investor Funding Inflow": (2.5, 6), "Follow on Funding": (2.5, 7.5),
+        "First Party Gross Profit": (2.5, 1.5),
         "Ad Spend": (5.5, 1.5), "Logistics Spending": (5.5, 3), "Innovation Spending": (5.5, 4.5),
         "Operating Cost": (5.5, 6), "Membership Benefit Cost": (5.5, 7.5),
         "Recruitment Spend": (5.5, 9), "Deposit Forfeits": (4, 9.5),
