@@ -537,17 +537,25 @@ def test_policy_inputs_and_policies_that_disagree(deposit_model):
 
 @pytest.mark.slow
 def test_set_deposit_policy_equals_wish_deposit_on_the_bundled_model(cli, tmp_path):
-    """The issue's case on the project's model: `flywheel run --set "Seller
-    Deposit=2000@60:74"` and `flywheel run wish_deposit` hold and refund the same deposits."""
+    """The issue's case on the project's model: `flywheel run <what wish_deposit extends>
+    --set "Seller Deposit=2000@60:74"` and `flywheel run wish_deposit` hold and refund the
+    same deposits (before, the --set run never refunded them: Deposit End Time stayed at
+    the model's 1000)."""
+    from flywheel_sd import scenarios
+
+    wish = scenarios.read_toml(scenarios._files()["wish_deposit"])
+    assert wish["params"]["Deposit End Time"] == 74  # the case this test is about
+    parent = wish.get("extends", "baseline")
     outs = []
-    for i, argv in enumerate((("--set", "Seller Deposit=2000@60:74"), ("wish_deposit",))):
+    for i, argv in enumerate(((parent, "--set", "Seller Deposit=2000@60:74"), ("wish_deposit",))):
         out = tmp_path / f"r{i}.csv"
         code, line = cli("run", *argv, "--columns", "Seller Deposits Held", "--out", out)
         assert code == 0, line
         outs.append(pd.read_csv(out, index_col=0)["Seller Deposits Held"])
     by_set, by_file = outs
     assert np.allclose(by_set.to_numpy(), by_file.to_numpy(), rtol=1e-9, atol=1e-6)
-    assert by_set.loc[74] > 0 and by_set.iloc[-1] < 1e-3 * by_set.loc[74]
+    held = by_set.loc[74]
+    assert held > 0 and by_set.loc[100] < 1e-3 * held  # refunded after the window
 
 
 def test_a_set_constant_that_contradicts_a_set_window_is_refused(cli, deposit_model, no_runs):
