@@ -247,10 +247,20 @@ def print_json(obj: Any) -> None:
 
 
 def fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        return f"{value:,.4g}" if abs(value) < 1e15 else f"{value:.4g}"
+    """A number in a printed table, as ``metrics.format_number`` writes it (4 significant
+    digits, never an exponent: "7,913", "45.44k", "18.23B"); NaN is "-", infinities
+    "inf"/"-inf" (so "never" stays apart from "not applicable"). Beyond a thousand
+    trillion or below 0.0001 (a run that blew up, a vanishing index) the exponent is the
+    shorter truth ("3.2e+17"). Not floats: as they are."""
+    import numpy as np
+
+    from ..metrics import format_number
+
+    if isinstance(value, (float, np.floating)):
+        size = abs(float(value))
+        if math.isfinite(size) and (size >= 1e15 or 0 < size < 1e-4):
+            return f"{value:.4g}"
+        return format_number(value)
     return str(value)
 
 

@@ -79,6 +79,8 @@ def _metrics_wide(table):
     from the first in percent."""
     import pandas as pd
 
+    from ..metrics import format_percent
+
     values = table["value"].unstack("scenario")
     pct = table["diff_pct"].unstack("scenario")
     names = list(dict.fromkeys(table.index.get_level_values("scenario")))
@@ -89,9 +91,7 @@ def _metrics_wide(table):
     for i, name in enumerate(names):
         wide[name] = values[name].reindex(metrics_order)
         if i:
-            wide[f"{name} %chg"] = [
-                ("-" if pd.isna(v) else f"{v:+.1f}%") for v in pct[name].reindex(metrics_order)
-            ]
+            wide[f"{name} %chg"] = [format_percent(v) for v in pct[name].reindex(metrics_order)]
     return wide
 
 
