@@ -439,12 +439,15 @@ DEPOSIT = vensim(
     "Deposit End Time = 1000 ~ Month [0, 1000] ~ When it ends (1000: never).",
     "Deposit Policy Active = IF THEN ELSE(Deposit End Time > Deposit Start Time,"
     " STEP(1, Deposit Start Time) - STEP(1, Deposit End Time), 0) ~ Dmnl ~ On.",
-    "Effective Deposit = Seller Deposit * Deposit Policy Active ~ USD/Seller ~ Asked now.",
+    "Effective Deposit = Seller Deposit * (1 - Deposit Waiver) * Deposit Policy Active"
+    " ~ USD/Seller ~ Asked now.",
     "Ad Budget = 100 ~ USD/Month [0, 1000] ~ Ads.",
     "Ad Stop Time = 1000 ~ Month [0, 1000] ~ When ads stop.",
     "Ad Spend = Ad Budget * (1 - STEP(1, Ad Stop Time)) ~ USD/Month ~ Spend.",
     "Deposit Refund Time = 2 ~ Month [0.5, 12] ~ A duration, not a lever with a window.",
     "Deposit Waiver = 0 ~ Dmnl [0, 1] ~ Another lever of the deposit window.",
+    "Ad Cost = 1 ~ USD/Click [0, 10] ~ Named like Ad Budget, but Ad Stop Time does not switch it.",
+    "Spend per Click = Ad Cost * 2 ~ USD/Click ~ Reads Ad Cost only.",
     final_time=40,
     time_step=0.25,
     control_limits=True,
@@ -465,6 +468,7 @@ def test_companions_are_found_by_name(deposit_model):
     assert policy_companions(m, "Seller Deposit") == ("Deposit Start Time", "Deposit End Time")
     assert policy_companions(m, "seller_deposit") == ("Deposit Start Time", "Deposit End Time")
     assert policy_companions(m, "Ad Budget") == (None, "Ad Stop Time")
+    assert policy_companions(m, "Ad Cost") == (None, None)  # the name alone is not enough
     assert policy_companions(m, "Deposit Refund Time") == (None, None)
     assert policy_companions(m, "Deposit End Time") == (None, None)
 
@@ -543,6 +547,12 @@ def test_set_deposit_policy_equals_wish_deposit_on_the_bundled_model(cli, tmp_pa
     the model's 1000)."""
     from flywheel_sd import scenarios
 
+    model = fw.load()
+    assert scenarios.policy_companions(model, "Seller Deposit") == (
+        "Deposit Start Time",
+        "Deposit End Time",
+    )
+    assert scenarios.policy_companions(model, "Ad Budget") == (None, "Ad Stop Time")
     wish = scenarios.read_toml(scenarios._files()["wish_deposit"])
     assert wish["params"]["Deposit End Time"] == 74  # the case this test is about
     parent = wish.get("extends", "baseline")

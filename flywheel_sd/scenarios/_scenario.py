@@ -80,26 +80,64 @@ END_SUFFIXES = (" End Time", " Stop Time")
 
 def policy_companions(model: Model, lever: str) -> tuple[str | None, str | None]:
     """The constants of `model` that say when `lever`'s policy starts and ends (None where
-    there is none), found by name as `START_SUFFIXES` and `END_SUFFIXES` describe: of the
-    stems (runs of the lever's words) that name any, the one naming most, then the
-    longest, then the last (the head noun: "Seller Deposit" -> "Deposit"). Constants
-    named "... Time" (times and durations) have none."""
+    there is none). A companion is named "<stem>" + one of `START_SUFFIXES` or
+    `END_SUFFIXES`, the stem a run of the lever's words, and the model switches the lever
+    with it: some equation reads the lever and the companion, directly or through a switch
+    variable that reads nothing but such time constants and Time (Effective Deposit =
+    Seller Deposit * Deposit Policy Active). So Ad Budget has Ad Stop Time, which stops its
+    spending, but Ad Cost Shock Size does not. Of the stems that name any, the one naming
+    most wins, then the longest, then the last (the head noun). Constants named "... Time"
+    (times and durations) have none."""
     real = model.real_name(lever)
     if real.lower().endswith(" time"):
         return None, None  # a time or a duration (Deposit Refund Time) is not such a lever
     constants = {name.lower(): name for name in model.constants if name != real}
     words = real.split()
+    switched = None
     best: tuple = ()
     for size in range(len(words), 0, -1):
         for first in range(len(words) - size + 1):
             stem = " ".join(words[first : first + size]).lower()
             start = _first(constants, stem, START_SUFFIXES)
             end = _first(constants, stem, END_SUFFIXES)
-            found = (start is not None) + (end is not None)
-            rank = (found, size, first)
-            if found and (not best or rank > best[0]):
+            if start is None and end is None:
+                continue
+            switched = _switched_by(model, real) if switched is None else switched
+            start = start if start in switched else None
+            end = end if end in switched else None
+            rank = ((start is not None) + (end is not None), size, first)
+            if rank[0] and (not best or rank > best[0]):
                 best = (rank, start, end)
     return (best[1], best[2]) if best else (None, None)
+
+
+def _switched_by(model: Model, lever: str) -> set[str]:
+    """The time constants (named as `START_SUFFIXES` and `END_SUFFIXES` say) that switch
+    `lever` in `model`: read by an equation that reads the lever, directly or through a
+    variable that reads only such constants and Time."""
+    from ..engine import _pysd_compat as compat
+
+    py_to_real = {py: real for real, py in model.namespace.items()}
+    suffixes = tuple(s.lower() for s in START_SUFFIXES + END_SUFFIXES)
+    times = {py for py, real in py_to_real.items() if real.lower().endswith(suffixes)}
+    deps = {
+        name: set(used)
+        for name, used in compat.dependencies(model.pysd_model()).items()
+        if isinstance(used, dict) and all(isinstance(n, int) for n in used.values())
+    }
+    switches = {
+        name: used & times
+        for name, used in deps.items()
+        if used & times and used <= times | {"time"}
+    }
+    lever_py = model.namespace[lever]
+    out: set[str] = set()
+    for used in deps.values():
+        if lever_py in used:
+            out |= used & times
+            for name in used & set(switches):
+                out |= switches[name]
+    return {py_to_real[py] for py in out}
 
 
 def _first(constants: dict[str, str], stem: str, suffixes: tuple[str, ...]) -> str | None:
