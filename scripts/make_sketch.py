@@ -87,6 +87,8 @@ SPINES: dict[str, dict[str, tuple[float, float]]] = {
         "Logistics Depreciation": (4.5, 5),
         "Competitor Capability": (3, 8), "Competitor Investment Rate": (1.5, 8),
         "Competitor Obsolescence": (4.5, 8),
+        "Rival Sellers": (3, 11), "Rival Seller Change": (1.5, 11),
+        "Rival Buyers": (3, 13.5), "Rival Buyer Change": (1.5, 13.5),
     },
 }
 GRID_COLS = range(9)

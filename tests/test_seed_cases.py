@@ -52,6 +52,8 @@ def runs():
         "Exit Value",
         "Platform Exit",
         "Third Party Share",
+        "Rival Buyers",
+        "Rival Sellers",
     ]
     return fw.compare(
         names,
@@ -233,6 +235,20 @@ def test_competitor_entry(runs):
         series(runs, "competitor_entry", "Active Buyers")[120]
         < series(runs, "baseline", "Active Buyers")[120]
     )
+
+
+@pytest.mark.parametrize("scenario, entry", [("competitor_entry", 48), ("ezbuy_stagnation", 36)])
+def test_the_rival_grows_its_own_buyers_and_sellers(runs, scenario, entry):
+    """Issue 11: a rival platform, not a constant. Nothing before it enters; after, its own
+    buyers and sellers grow (each at least three times its level six months after entry by
+    month 120), while the platform's buyers end below baseline's."""
+    for variable in ("Rival Buyers", "Rival Sellers"):
+        rival = series(runs, scenario, variable)
+        assert window(rival, 0, entry).abs().max() == 0, variable
+        assert rival[120] > 3 * rival[entry + 6] > 0, variable
+    ours = series(runs, scenario, "Active Buyers")[120]
+    assert ours < series(runs, "baseline", "Active Buyers")[120]
+    assert (series(runs, "baseline", "Rival Buyers") == 0).all()
 
 
 def test_launch_ad_burn_has_two_fates():
