@@ -270,3 +270,136 @@ def test_time_axis_and_windows_in_the_models_time_unit(write_mdl):
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "Growth Rate, days 5\N{EN DASH}15 (push)" in texts, texts
     plt.close(fig)
+
+
+# -- printed tables and sensitivity charts ------------------------------------------------
+def test_cli_tables_print_numbers_as_format_number():
+    """`flywheel compare` and `flywheel run` tables: "18.23B" and "50k" beside "7,913",
+    never "1.823e+10" or "5e+04"; NaN is "-" and infinity "inf" (as documented)."""
+    from flywheel_sd.cli._common import fmt, print_table
+
+    assert fmt(1.823e10) == "18.23B"
+    assert fmt(5e4) == "50k"
+    assert fmt(2.9e4) == "29k"
+    assert fmt(7913.2) == "7,913"
+    assert fmt(np.float64(-22_579_430.0)) == "-22.58M"
+    assert fmt(float("nan")) == "-"
+    assert fmt(float("inf")) == "inf"
+    frame = pd.DataFrame({"initial": [5e4, 0.5], "final": [1.823e10, 2.9e4]}, index=["a", "b"])
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print_table(frame)
+    assert "e+" not in out.getvalue() and "18.23B" in out.getvalue(), out.getvalue()
+
+
+def _overlaps_any(box, artists) -> list:
+    return [a for a in artists if box.overlaps(a.get_window_extent())]
+
+
+@pytest.fixture
+def big_oat(big):
+    """A one-at-a-time sweep of the big platform: cumulative GMV in the billions."""
+    from flywheel_sd import designs
+
+    model = fw.load(big)
+    design = designs.oat(
+        ["Growth Rate", "Cost Per Buyer", "Ad Budget"],
+        model=model,
+        base={"Growth Rate": 0.3, "Cost Per Buyer": 10, "Ad Budget": 1e6},
+    )
+    return fw.sweep(model, design, metrics=["cumulative_gmv"], method="euler", progress=False)
+
+
+def test_tornado_chart_reads_without_the_code(big_oat):
+    fig = fw.tornado_chart(big_oat, "cumulative_gmv")
+    fig.draw_without_rendering()  # a bare Figure's canvas draws nothing
+    ax = fig.axes[0]
+    base = float(big_oat["cumulative_gmv"][0])
+    assert base > 1e9
+    assert ax.xaxis.get_offset_text().get_text() == ""  # no "1e10" beside the axis
+    ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert all("e+" not in t and "e1" not in t for t in ticks), ticks
+    assert any(t.startswith(("$", "-$")) and t.endswith("B") for t in ticks), ticks
+    label = ax.get_xlabel().replace("\\$", "$")  # "\$": a dollar sign, not math mode
+    assert "e+" not in label and "US$" in label, label
+    from flywheel_sd.metrics import format_number
+
+    assert format_number(base, prefix="$") in label, label  # the base run's value, readable
+    assert "cumulative_gmv" in ax.get_title() and "Tornado:" not in ax.get_title()
+    # The parameters' ranges in readable numbers with their units.
+    ticklabels = [t.get_text().replace("\\$", "$") for t in ax.get_yticklabels()]
+    assert any("US$ / month" in t for t in ticklabels), ticklabels
+    assert not any("e+" in t for t in ticklabels), ticklabels
+    legend = _legend(fig)
+    assert not _overlaps_any(legend.get_window_extent(), ax.patches)
+    plt.close(fig)
+
+
+def test_fan_chart_reads_without_the_code(big):
+    from flywheel_sd import designs
+
+    model = fw.load(big)
+    ds = fw.sweep(
+        model,
+        designs.lhs({"Growth Rate": (0.1, 0.4)}, 12, seed=0, model=model),
+        outputs=["Active Buyers"],
+        method="euler",
+        progress=False,
+    )
+    fig = fw.fan_chart(ds, "Active Buyers")
+    fig.draw_without_rendering()  # a bare Figure's canvas draws nothing
+    ax = fig.axes[0]
+    assert ax.yaxis.get_offset_text().get_text() == ""  # no "1e7"
+    ticks = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert any(t.endswith("M") for t in ticks) and not any("e+" in t for t in ticks), ticks
+    assert ax.get_xlabel() == "time (months)"
+    assert ax.get_ylabel() == "buyers"
+    title = ax.get_title()
+    assert "Active Buyers" in title and "12 runs" in title and "median" in title, title
+    legend = _legend(fig)
+    assert not legend.get_window_extent().overlaps(ax.get_window_extent())
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert any("of runs" in t for t in texts), texts
+    plt.close(fig)
+
+
+def test_sobol_chart_has_a_title_and_its_legend_covers_no_bar(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from flywheel_sd.cli.sweep import _plot_indices
+
+    saved = []
+    savefig = Figure.savefig
+
+    def keep(self, *args, **kwargs):  # the figure `flywheel sensitivity --plot` writes
+        saved.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+
+    table = pd.DataFrame(
+        {
+            "S1": [0.62, 0.21, 0.02],
+            "S1_conf": [0.3, 0.25, 0.2],
+            "ST": [0.95, 0.55, 0.05],
+            "ST_conf": [0.35, 0.3, 0.2],
+        },
+        index=pd.Index(["Seller Deposit", "Take Rate", "Qualification Strictness"]),
+    )
+    table.attrs.update(metric="cumulative_gmv", method="sobol", runs=512, conf_level=0.95)
+    _plot_indices(table, "sobol", "cumulative_gmv", tmp_path / "sobol.png")
+    (fig,) = saved
+    fig.draw_without_rendering()  # a bare Figure's canvas draws nothing
+    ax = fig.axes[0]
+    title = ax.get_title() or (fig._suptitle.get_text() if fig._suptitle else "")
+    assert "cumulative_gmv" in title and "Sobol" in title and "512 runs" in title, title
+    legend = _legend(fig)
+    box = legend.get_window_extent()
+    assert not _overlaps_any(box, ax.patches)
+    assert not box.overlaps(ax.get_window_extent())  # nor the error bars, inside the axes
+    texts = [t.get_text() for t in legend.get_texts()] + [legend.get_title().get_text()]
+    assert any("95%" in t for t in texts), texts  # says what the error bars are
+    assert (tmp_path / "sobol.png").stat().st_size > 1000

@@ -216,7 +216,42 @@ def _figure(ax, figsize):
 def _save(fig, path) -> None:
     if path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def _units(result: xr.Dataset) -> dict[str, str]:
+    """Vensim name -> units of the sweep's model (empty if its file is not at hand)."""
+    from ..plotting import model_units
+
+    return model_units(result)
+
+
+def _metric_units(metric: str | Callable, name: str, known: dict[str, str]) -> str:
+    """The units of a registered metric, or of a model variable used as the metric."""
+    if isinstance(metric, str):
+        from .. import metrics as registry
+
+        try:
+            return registry.get(metric).units or known.get(metric, "")
+        except ParameterError:
+            return known.get(metric, "")
+    return ""
+
+
+def _range_label(param: str, low: float, high: float, units: str) -> str:
+    """'Ad Budget\n0 to $10M (US$ / month)': the range a parameter was varied over."""
+    from ..metrics import format_number, readable_units
+    from ..plotting import is_money
+
+    prefix = "$" if is_money(units) else ""
+    words = readable_units(units, param)
+    span = f"{format_number(low, prefix=prefix)} to {format_number(high, prefix=prefix)}"
+    return _plain(f"{param}\n{span}" + (f" ({words})" if words else ""))
+
+
+def _plain(text: str) -> str:
+    """`text` drawn as written: two "$" in one label would start matplotlib's math mode."""
+    return text.replace("$", r"\$")
 
 
 def tornado_chart(
@@ -228,10 +263,16 @@ def tornado_chart(
     title: str | None = None,
 ):
     """Tornado chart of a one-at-a-time sweep (``designs.oat``): for each parameter, the
-    metric at its low and high end, relative to the base run; widest bar on top.
+    change in the metric when the parameter alone is set to the low and to the high end of
+    its range, from the base run; the widest bar on top. Ticks in SI units ("$1.2B"), the
+    ranges and the base run's value in words and readable numbers; the legend sits to the
+    right of the bars.
 
     Returns the ``matplotlib.figure.Figure`` (saved to `path` when given).
     """
+    from ..metrics import format_number, readable_units
+    from ..plotting import format_axis, is_money
+
     info = _design_info(result)
     if info.get("kind") != "oat":
         raise ParameterError(
@@ -251,15 +292,27 @@ def tornado_chart(
         lo_b, hi_b = info["bounds"][param]
         rows.append((param, low - base, high - base, lo_b, hi_b))
     rows.sort(key=lambda r: abs(r[2] - r[1]) if np.isfinite(r[2] - r[1]) else -1)
-    fig, ax = _figure(ax, (7, 0.5 * len(rows) + 1.5))
+    known = _units(result)
+    units = _metric_units(metric, name, known)
+    prefix = "$" if is_money(units) else ""
+    fig, ax = _figure(ax, (7.5, 0.6 * len(rows) + 1.8))
     pos = np.arange(len(rows))
-    ax.barh(pos, [r[1] for r in rows], color="tab:blue", label="low end")
-    ax.barh(pos, [r[2] for r in rows], color="tab:orange", label="high end")
-    ax.set_yticks(pos, [f"{r[0]}\n[{r[3]:g}, {r[4]:g}]" for r in rows], fontsize=8)
+    ax.barh(pos, [r[1] for r in rows], color="tab:blue", label="parameter at the low end")
+    ax.barh(pos, [r[2] for r in rows], color="tab:orange", label="parameter at the high end")
+    labels = [_range_label(r[0], r[3], r[4], known.get(r[0], "")) for r in rows]
+    ax.set_yticks(pos, labels, fontsize=8)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"change in {name} from the base run ({base:.4g})")
-    ax.set_title(title or f"Tornado: {name}")
-    ax.legend(loc="lower right", fontsize=8)
+    words = readable_units(units, name)
+    ax.set_xlabel(
+        _plain(
+            f"change in {name} from the base run's {format_number(base, prefix=prefix)}"
+            + (f" ({words})" if words else "")
+        )
+    )
+    format_axis(ax.xaxis, units)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title or f"What moves {name}: each parameter alone at either end of its range")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     _save(fig, path)
     return fig
 
@@ -274,10 +327,14 @@ def fan_chart(
     title: str | None = None,
 ):
     """Fan chart of an output over time: percentile bands across the runs of a sweep
-    (failed runs left out), the median as a line.
+    (failed runs left out), the median as a line; SI ticks, the time and the output's
+    units in words, the legend to the right of the fan.
 
     Returns the ``matplotlib.figure.Figure`` (saved to `path` when given).
     """
+    from ..metrics import readable_units
+    from ..plotting import format_axis, time_units
+
     if variable not in result.data_vars or "time" not in result[variable].dims:
         series = [str(v) for v in result.data_vars if "time" in result[v].dims]
         from ..errors import unknown_name_message
@@ -294,7 +351,7 @@ def fan_chart(
     if not np.isfinite(values).any():
         raise ParameterError(f"{variable!r} has no finite values to chart")
     bands = np.nanpercentile(values, pct, axis=0)
-    fig, ax = _figure(ax, (7, 4))
+    fig, ax = _figure(ax, (7.5, 4))
     n = len(pct)
     for i in range(n // 2):
         alpha = 0.2 + 0.5 * (i + 1) / max(n // 2, 1)
@@ -305,7 +362,8 @@ def fan_chart(
             color="tab:blue",
             alpha=alpha * 0.6,
             linewidth=0,
-            label=f"{pct[i]:g}-{pct[n - 1 - i]:g}%",
+            label=f"middle {pct[n - 1 - i] - pct[i]:g}% of runs ({pct[i]:g}th\N{EN DASH}"
+            f"{pct[n - 1 - i]:g}th percentile)",
         )
     if n % 2:
         ax.plot(
@@ -313,11 +371,19 @@ def fan_chart(
             bands[n // 2],
             color="tab:blue",
             linewidth=1.5,
-            label=f"{pct[n // 2]:g}% (median)" if pct[n // 2] == 50 else f"{pct[n // 2]:g}%",
+            label="median run" if pct[n // 2] == 50 else f"{pct[n // 2]:g}th percentile",
         )
-    ax.set_xlabel("time")
-    ax.set_ylabel(variable)
-    ax.set_title(title or f"{variable}: {np.isfinite(values).any(axis=1).sum()} runs")
-    ax.legend(fontsize=8)
+    known = _units(result)
+    units = known.get(variable, "") or known.get(variable.split("[")[0].strip(), "")
+    unit = time_units(known)[1]
+    ax.set_xlabel(f"time ({unit})" if unit else "time")
+    ax.set_ylabel(readable_units(units, variable) or variable)
+    format_axis(ax.yaxis, units)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.01)
+    runs = int(np.isfinite(values).any(axis=1).sum())
+    middle = "median and spread" if n % 2 and pct[n // 2] == 50 else "spread"
+    ax.set_title(title or f"{variable} across {runs} runs of the sweep: {middle}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     _save(fig, path)
     return fig
