@@ -403,3 +403,23 @@ def test_sobol_chart_has_a_title_and_its_legend_covers_no_bar(tmp_path, monkeypa
     texts = [t.get_text() for t in legend.get_texts()] + [legend.get_title().get_text()]
     assert any("95%" in t for t in texts), texts  # says what the error bars are
     assert (tmp_path / "sobol.png").stat().st_size > 1000
+
+
+def test_scenario_descriptions_are_whole_sentences(tmp_path, monkeypatch):
+    """`describe()` (flywheel scenarios, the README's one line each) gives the first
+    sentence, however many lines it spans in the file; never one cut mid-sentence."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    monkeypatch.setenv("FLYWHEEL_SD_SCENARIOS", str(folder))
+    (folder / "long.toml").write_text(
+        'name = "long"\ndescription = """A deposit of US$2,000, e.g. for new sellers, held\n'
+        'from month 60 to 74 and then dropped. A second sentence."""\n'
+    )
+    described = fw.scenarios.describe()
+    assert described["long"] == (
+        "A deposit of US$2,000, e.g. for new sellers, held from month 60 to 74 and then dropped."
+    )
+    for name, text in described.items():
+        assert text.endswith((".", "!", "?")), (name, text)  # the built-ins: whole too
+    assert described["wish_deposit"].startswith("Wish's US$2,000 seller deposit")
+    assert not described["wish_deposit"].endswith(", on")

@@ -93,7 +93,8 @@ def broken() -> dict[str, str]:
 
 
 def describe() -> dict[str, str]:
-    """Scenario name -> the first line of its description (a broken file: its error)."""
+    """Scenario name -> the first sentence of its description, whole however many lines
+    it spans in the file (a broken file: its error)."""
     files, errors = _catalogue()
     out = {}
     for name, path in files.items():
@@ -102,10 +103,29 @@ def describe() -> dict[str, str]:
         except ParameterError as err:
             out[name] = f"BROKEN: {err}"
             continue
-        out[name] = text.splitlines()[0] if text else ""
+        out[name] = _first_sentence(text)
     for stem, message in errors.items():
         out[stem] = f"BROKEN: {message}"
     return out
+
+
+# Words whose full stop ends no sentence ("e.g. Wish", "U.S. sellers").
+_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "vs.", "cf.", "approx.", "no.", "st.", "u.s.")
+
+
+def _first_sentence(text: str) -> str:
+    """The first sentence of `text`, its lines joined: up to the first ".", "!" or "?"
+    followed by a space and a capital letter (or a quote, bracket or digit), unless the
+    word before is an abbreviation; all of `text` when it has one sentence."""
+    import re
+
+    flat = " ".join(text.split())
+    for end in re.finditer(r"[.!?][)\"']?(?=\s+[A-Z0-9\"'(\[])", flat):
+        word = flat[: end.end()].rsplit(" ", 1)[-1].lower()
+        if word.endswith(_ABBREVIATIONS) or re.fullmatch(r"[a-z]\.", word):
+            continue  # "e.g.", or an initial ("J. Smith")
+        return flat[: end.end()]
+    return flat
 
 
 def load_file(path: str | Path, *, validate: bool = True) -> Scenario:
