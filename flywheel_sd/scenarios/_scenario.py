@@ -256,11 +256,14 @@ class Scenario:
             raise ParameterError(f"{self._where()}: {err}") from None
         return model
 
-    def _resolved(self, model: Model, t0: float, t1: float) -> dict[str, Any]:
+    def _resolved(
+        self, model: Model, t0: float, t1: float, breaks: list[float] | None = None
+    ) -> dict[str, Any]:
         """Vensim name -> what this scenario sets, policies translated (`policy_inputs`):
         a policy sets its lever's companion constants over any value given for them (the
         later --set on a scenario, or a policy beside its window's constants); two
-        policies that would set one constant to different values are an error."""
+        policies that would set one constant to different values are an error. The
+        policies' switch times are added to `breaks`."""
         params: dict[str, Any] = {}
         policies: dict[str, Any] = {}
         set_by: dict[str, str] = {}
@@ -268,7 +271,9 @@ class Scenario:
             if not isinstance(value, Policy):
                 params[model.real_name(key)] = value
                 continue
-            values, _ = policy_inputs(model, key, value, t0, t1)
+            values, switches = policy_inputs(model, key, value, t0, t1)
+            if breaks is not None:
+                breaks += switches
             for name, v in values.items():
                 if name in set_by and set_by[name] != key:
                     before = policies[name]
@@ -306,10 +311,8 @@ class Scenario:
         """Parameters for `simulate` (Vensim names), and the policy switch times to pass
         as breakpoints; each policy as `policy_inputs` translates it."""
         breaks: list[float] = []
-        for key, value in self.params.items():
-            if isinstance(value, Policy):
-                breaks += policy_inputs(model, key, value, t0, t1)[1]
-        return self._resolved(model, t0, t1), sorted(set(breaks))
+        params = self._resolved(model, t0, t1, breaks)
+        return params, sorted(set(breaks))
 
     def windows(self) -> list[tuple[str, float, float]]:
         """(label, start, end) of each policy window: the events, then each `Policy`."""
