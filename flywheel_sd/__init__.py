@@ -33,6 +33,7 @@ _LAZY: dict[str, str | None] = {
     "sensitivity": ".sweeps.sensitivity",
     "tornado_chart": ".sweeps.sensitivity",
     "sweep": ".sweeps.sweep",
+    "reference_data": ".data",
 }
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "fan_chart",
     "load",
     "metrics",
+    "reference_data",
     "run_scenario",
     "scenarios",
     "sensitivity",
@@ -78,6 +80,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from . import designs as designs
     from . import metrics as metrics
     from . import scenarios as scenarios
+    from .data import reference_data as reference_data
     from .engine.model import Model as Model
     from .engine.model import RangeWarning as RangeWarning
     from .engine.model import load as load
