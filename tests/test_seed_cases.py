@@ -6,6 +6,8 @@ Every scenario is read against `baseline` at the same time unless a line says ot
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -277,3 +279,33 @@ def test_comparison_metrics_are_against_baseline(runs):
     assert (
         table.xs("market_mismatch", level="scenario").loc["final_active_buyers", "diff_pct"] < -50
     )
+
+
+def test_launch_fate_is_set_by_ad_duration_too():
+    """Issue 11: two fates set by levers, not by one uncertain constant. With a mid-sized ad
+    budget (US$600k a month, below the budget threshold when ads stop at month 24), how
+    long the ads run decides: bisection on Ad Stop Time finds a threshold inside 6-90
+    months, with a decaying launch below it and a growing one above."""
+    base = fw.scenarios.get("launch_ad_burn")
+    scenario = dataclasses.replace(base, params={**base.params, "Ad Budget": 6e5})
+    found = fw.critical_mass(
+        "Ad Stop Time", 6, 90, scenario=scenario, tol=1, return_columns=["Active Buyers"], **FAST
+    )
+    low, high = found.bracket
+    assert 6 < low < found.threshold < high < 90 and high - low <= 1
+    below, above = found.decaying_run["Active Buyers"], found.growing_run["Active Buyers"]
+    assert below[120] <= 0.75 * above[120]
+
+
+def test_a_cliff_in_an_uncertain_constant_is_crossed_back_by_a_lever(flywheel_model):
+    """Issue 11: critical mass is real, but a strategist's conclusion should turn on levers.
+    Maximum Conversion Rate 0.08 (a third below the default, still a plausible estimate)
+    puts the baseline platform past a cliff: it ends below a tenth of baseline's buyers.
+    Twice the ad budget (US$4M a month, inside its range) brings it back to at least half."""
+    columns = ["Active Buyers"]
+    base = fw.simulate(flywheel_model, return_columns=columns)["Active Buyers"][120]
+    low = {"Maximum Conversion Rate": 0.08}
+    failing = fw.simulate(flywheel_model, low, return_columns=columns)["Active Buyers"][120]
+    rescued = fw.simulate(flywheel_model, {**low, "Ad Budget": 4e6}, return_columns=columns)
+    assert failing < 0.1 * base
+    assert rescued["Active Buyers"][120] >= 0.5 * base
