@@ -15,8 +15,10 @@ The fast tests run a few hundred examples each; the ``slow`` variants many more.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -67,7 +69,9 @@ TINY = vensim(
 
 @functools.cache
 def workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="flywheel-fuzz-"))
+    path = Path(tempfile.mkdtemp(prefix="flywheel-fuzz-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 @functools.cache
