@@ -293,6 +293,8 @@ def check_scenario(sc) -> None:
         elif isinstance(value, pd.Series):
             assert np.all(np.isfinite(value.index.to_numpy(float)))
             assert np.all(np.isfinite(value.to_numpy(float)))
+        elif isinstance(value, tuple):  # a list: one value per subscript element
+            assert value and all(isinstance(v, float) and math.isfinite(v) for v in value)
         else:
             assert isinstance(value, float) and math.isfinite(value)
     for label, start, end in sc.events:
