@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -176,9 +177,20 @@ def _window_label(
     return f"{label}, {span}{who}"
 
 
-def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANELS):
+def plot_comparison(
+    ds: xr.Dataset,
+    path: str | Path | None = None,
+    panels=PANELS,
+    *,
+    ncols: int | None = None,
+    title: str | None = None,
+):
     """Small multiples of buyers, sellers, traffic, trust, GMV and cash per scenario, with
-    each scenario's policy windows shaded in its colour and named in the legend."""
+    each scenario's policy windows shaded in its colour and named in the legend.
+
+    `panels`: (panel title, variable, fallback units) of each panel, for other variables;
+    `ncols`: panels per row (default: 3 from five panels on, else 2); `title`: the
+    figure's title (default: the scenarios' names)."""
     available = []
     for panel in panels:
         try:
@@ -187,7 +199,9 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
             continue
     if not available:
         raise ValueError("none of the panel variables is in this dataset")
-    ncols = 3 if len(available) > 4 else min(2, len(available))
+    if ncols is None:
+        ncols = 3 if len(available) > 4 else min(2, len(available))
+    ncols = max(1, min(ncols, len(available)))
     nrows = -(-len(available) // ncols)
     fig, axes = plt.subplots(
         nrows,
@@ -224,14 +238,14 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
         )
         for (label, _, _, color), hatch in zip(spans, hatches)
     ]
-    for ax, ((title, variable, fallback), data) in zip(axes.flat, available):
+    for ax, ((panel_title, variable, fallback), data) in zip(axes.flat, available):
         for _label, start, end, color in [] if strips else spans:
             ax.axvspan(start, end, color=color, alpha=WINDOW_ALPHA, lw=0)
         for i, name in enumerate(names):
             series = data.sel(scenario=name) if "scenario" in data.dims else data
             ax.plot(series["time"], series, lw=1.6, **style(i))
         units = units_of(ds, variable, fallback, known)
-        ax.set_title(title)
+        ax.set_title(panel_title)
         ax.set_ylabel(readable_units(units, variable))
         format_axis(ax.yaxis, units)
         ax.grid(alpha=0.3)
@@ -247,7 +261,9 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
             visible[-1].set_xlabel(f"time ({unit[1]})" if unit[1] else "time")
             visible[-1].xaxis.set_tick_params(labelbottom=True)
     shown = [n for n in names if n]
-    if len(shown) > 1:
+    if title is not None:
+        fig.suptitle(title)
+    elif len(shown) > 1:
         fig.suptitle(f"Scenarios compared: {', '.join(shown)}")
     elif shown:
         fig.suptitle(f"Scenario {shown[0]}")
@@ -261,6 +277,31 @@ def plot_comparison(ds: xr.Dataset, path: str | Path | None = None, panels=PANEL
         fontsize=9,
     )
     return _save(fig, path)
+
+
+def plot_runs(
+    runs: Mapping[str, pd.DataFrame],
+    path: str | Path | None = None,
+    panels=PANELS,
+    **options,
+):
+    """`plot_comparison` of separate runs (DataFrames as ``run_scenario``, ``simulate`` or
+    ``critical_mass`` return them), keyed by the name each gets in the legend; each run's
+    policy windows come from its attrs, the units from the model that ran it."""
+    from .scenarios.compare import frames_to_dataset
+
+    names = [str(name) for name in runs]
+    ds = frames_to_dataset(list(runs.values()), names)
+    ds.attrs["policy_windows"] = json.dumps(
+        {
+            name: list(frame.attrs.get("policy_windows", []))
+            for name, frame in zip(names, runs.values())
+        }
+    )
+    model = next((f.attrs["model"] for f in runs.values() if f.attrs.get("model")), None)
+    if model:
+        ds.attrs["model"] = str(model)
+    return plot_comparison(ds, path, panels, **options)
 
 
 def _draw_strips(ax, spans: list) -> None:
@@ -417,6 +458,7 @@ __all__ = [
     "format_axis",
     "plot_comparison",
     "plot_metrics",
+    "plot_runs",
     "readable_units",
     "units_of",
 ]

@@ -423,3 +423,60 @@ def test_scenario_descriptions_are_whole_sentences(tmp_path, monkeypatch):
         assert text.endswith((".", "!", "?")), (name, text)  # the built-ins: whole too
     assert described["wish_deposit"].startswith("Wish's US$2,000 seller deposit")
     assert not described["wish_deposit"].endswith(", on")
+
+
+def test_a_panel_set_of_ones_own_in_one_row_with_its_title(comparison):
+    """Notebooks draw their own variables with plot_comparison: a title of their own, the
+    panels in one row; the default title still names the scenarios."""
+    panels = [
+        ("Active buyers", "Active Buyers", "Buyer"),
+        ("Buyer trust", "Buyer Trust", "Dmnl"),
+        ("GMV", "GMV", "USD/Month"),
+    ]
+    fig = plot_comparison(comparison, panels=panels, ncols=3, title="What the push does")
+    axes = _visible_axes(fig)
+    assert fig._suptitle.get_text() == "What the push does"
+    assert [ax.get_title() for ax in axes] == ["Active buyers", "Buyer trust", "GMV"]
+    assert len({round(ax.get_position().y0, 3) for ax in axes}) == 1  # one row
+    plt.close(fig)
+    fig = plot_comparison(comparison, panels=panels)
+    assert fig._suptitle.get_text() == "Scenarios compared: base, ads"  # not a panel's title
+    plt.close(fig)
+
+
+def test_separate_runs_plot_like_a_comparison(big):
+    from flywheel_sd.plotting import plot_runs
+
+    base = Scenario("base", model=str(big))
+    push = base.derive("push", **{"Ad Budget": Policy(2e7, 5, 15)})
+    runs = {"without ads": fw.run_scenario(base), "with a push": fw.run_scenario(push)}
+    fig = plot_runs(runs, panels=[("Active buyers", "Active Buyers", "Widget")], title="Two runs")
+    fig.canvas.draw()
+    ax = _visible_axes(fig)[0]
+    assert ax.get_ylabel() == "buyers"  # units from the model that ran them
+    assert ax.get_xlabel() == "time (months)"
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "without ads" in texts and "with a push" in texts
+    assert "Ad Budget, months 5\N{EN DASH}15 (with a push)" in texts, texts
+    assert ax.yaxis.get_offset_text().get_text() == ""
+    plt.close(fig)
+
+
+def test_indices_chart_on_an_axes_keeps_its_legend_off_the_bars():
+    from flywheel_sd.sweeps.sensitivity import indices_chart
+
+    table = pd.DataFrame(
+        {"mu_star": [3e9, 1e9], "mu_star_conf": [5e8, 3e8]}, index=["Take Rate", "Seller Deposit"]
+    )
+    table.attrs.update(metric="cumulative_gmv", method="morris", runs=60, conf_level=0.95)
+    fig, ax = plt.subplots(figsize=(8, 3), layout="constrained")
+    indices_chart(table, ax=ax)
+    fig.canvas.draw()
+    assert ax.xaxis.get_offset_text().get_text() == ""
+    ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert any(t.startswith("$") and t.endswith("B") for t in ticks), ticks
+    assert "Morris" in ax.get_title() and "cumulative_gmv" in ax.get_title()
+    legend = _legend(fig)
+    assert not legend.get_window_extent().overlaps(ax.get_window_extent())
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Take Rate", "Seller Deposit"]
+    plt.close(fig)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import shutil
@@ -265,70 +264,9 @@ def cmd_sensitivity(args) -> int:
 
 
 def _plot_indices(table, method: str, metric: str, path: Path):
-    """The indices as horizontal bars, the most influential parameter on top, error bars
-    for their confidence intervals; a title saying what is shown and the legend below the
-    axes. Returns the Figure (saved to `path`)."""
-    import numpy as np
-    from matplotlib.figure import Figure
+    """The chart of `flywheel sensitivity --plot` (``sensitivity.indices_chart``)."""
+    from ..sweeps.sensitivity import indices_chart
 
-    from .. import metrics
-    from ..errors import ParameterError
-    from ..metrics import readable_units
-    from ..plotting import format_axis
-
-    runs = table.attrs.get("runs")
-    of_runs = f", {runs:,} runs" if runs else ""
-    conf = f"{table.attrs.get('conf_level', 0.95):.0%}"
-    fig = Figure(figsize=(7.5, 0.5 * len(table) + 2.2), layout="constrained")
-    ax = fig.subplots()
-    pos = np.arange(len(table))[::-1]
-    if method == "sobol":
-        ax.barh(
-            pos + 0.2,
-            table["ST"],
-            height=0.4,
-            xerr=table["ST_conf"],
-            label="total effect (ST), with interactions",
-        )
-        ax.barh(
-            pos - 0.2,
-            table["S1"],
-            height=0.4,
-            xerr=table["S1_conf"],
-            label="first-order effect (S1), alone",
-        )
-        ax.set_xlabel(f"Sobol index: share of the variance of {metric} (0\N{EN DASH}1)")
-        ax.set_title(f"What drives {metric}: Sobol sensitivity indices{of_runs}")
-    else:
-        units = ""
-        with contextlib.suppress(ParameterError):  # a metric of the sweep, not registered
-            units = metrics.get(metric).units
-        ax.barh(
-            pos,
-            table["mu_star"],
-            xerr=table["mu_star_conf"],
-            label="mu* (mean absolute elementary effect)",
-        )
-        words = readable_units(units, metric)
-        ax.set_xlabel(
-            f"mu*: mean absolute elementary effect on {metric}" + (f" ({words})" if words else "")
-        )
-        format_axis(ax.xaxis, units)
-        ax.set_title(f"What drives {metric}: Morris elementary effects{of_runs}")
-    ax.set_yticks(pos, list(table.index))
-    ax.axvline(0, color="black", lw=0.8)
-    ax.grid(axis="x", alpha=0.3)
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="outside lower center",
-        ncols=len(handles),
-        frameon=False,
-        fontsize=8,
-        title=f"error bars: {conf} confidence interval",
-        title_fontsize=8,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return fig
+    table.attrs.setdefault("metric", metric)
+    table.attrs.setdefault("method", method)
+    return indices_chart(table, path)

@@ -9,6 +9,7 @@ given, and returned.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -22,7 +23,7 @@ import xarray as xr
 from ..designs import _seed_int
 from ..errors import ParameterError, WideIntervalWarning
 
-__all__ = ["fan_chart", "sensitivity", "tornado_chart"]
+__all__ = ["fan_chart", "indices_chart", "sensitivity", "tornado_chart"]
 
 METHODS = ("sobol", "morris")
 #: A Sobol index is poorly resolved when the half-width of its confidence interval exceeds
@@ -217,6 +218,88 @@ def _save(fig, path) -> None:
     if path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def indices_chart(
+    table: pd.DataFrame,
+    path: str | os.PathLike | None = None,
+    *,
+    ax: Any = None,
+    title: str | None = None,
+):
+    """Chart of a `sensitivity` table: the indices as horizontal bars, the most influential
+    parameter on top, error bars for their confidence intervals; a title saying what is
+    shown, and the legend (which also says what the error bars are) below the axes, or to
+    their right when drawn on `ax`. Sobol: ST and S1 per parameter; Morris: mu*.
+
+    Returns the ``matplotlib.figure.Figure`` (saved to `path` when given)."""
+    from .. import metrics
+    from ..metrics import readable_units
+    from ..plotting import format_axis
+
+    method = str(table.attrs.get("method") or ("sobol" if "ST" in table else "morris"))
+    metric = str(table.attrs.get("metric") or "the metric")
+    key = "ST" if method == "sobol" else "mu_star"
+    table = table.sort_values(key, ascending=False)
+    runs = table.attrs.get("runs")
+    of_runs = f", {runs:,} runs" if runs else ""
+    conf = f"{table.attrs.get('conf_level', 0.95):.0%}"
+    own = ax is None
+    fig, ax = _figure(ax, (7.5, 0.5 * len(table) + 2.2))
+    pos = np.arange(len(table))[::-1]
+    if method == "sobol":
+        ax.barh(
+            pos + 0.2,
+            table["ST"],
+            height=0.4,
+            xerr=table["ST_conf"],
+            label="total effect (ST), with interactions",
+        )
+        ax.barh(
+            pos - 0.2,
+            table["S1"],
+            height=0.4,
+            xerr=table["S1_conf"],
+            label="first-order effect (S1), alone",
+        )
+        ax.set_xlabel(f"Sobol index: share of the variance of {metric} (0\N{EN DASH}1)")
+        what = "Sobol sensitivity indices"
+    else:
+        units = ""
+        with contextlib.suppress(ParameterError):  # a metric of the sweep, not registered
+            units = metrics.get(metric).units
+        ax.barh(
+            pos,
+            table["mu_star"],
+            xerr=table["mu_star_conf"],
+            label="mu* (mean absolute elementary effect)",
+        )
+        words = readable_units(units, metric)
+        ax.set_xlabel(
+            _plain(
+                f"mu*: mean absolute elementary effect on {metric}"
+                + (f" ({words})" if words else "")
+            )
+        )
+        format_axis(ax.xaxis, units)
+        what = "Morris elementary effects"
+    ax.set_title(title or f"What drives {metric}: {what}{of_runs}")
+    ax.set_yticks(pos, list(table.index))
+    ax.axvline(0, color="black", lw=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    legend = {
+        "frameon": False,
+        "fontsize": 8,
+        "title": f"error bars: {conf} confidence interval",
+        "title_fontsize": 8,
+    }
+    if own:
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), **legend)
+    else:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), **legend)
+    _save(fig, path)
+    return fig
 
 
 def _units(result: xr.Dataset) -> dict[str, str]:
