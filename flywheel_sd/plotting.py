@@ -246,7 +246,7 @@ def plot_comparison(
             ax.plot(series["time"], series, lw=1.6, **style(i))
         units = units_of(ds, variable, fallback, known)
         ax.set_title(panel_title)
-        ax.set_ylabel(readable_units(units, variable))
+        ax.set_ylabel(readable_units(units, f"{variable} {panel_title}"))  # title: "share of"
         format_axis(ax.yaxis, units)
         ax.grid(alpha=0.3)
         ax.margins(x=0.01)
