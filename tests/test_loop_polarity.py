@@ -387,3 +387,22 @@ def test_round_off_is_not_a_sign(tmp_path_factory):
     lp = loop_polarity(model, {"L": loop(["X", "Z"], "reinforcing")})["L"]
     assert_all(lp.links[1].combined, 0)
     assert lp.summary == "inactive" and not lp.agrees
+
+
+@pytest.mark.parametrize("take_rate, sign", [(0.15, 1), (0.5, -1)])
+def test_r1_order_to_profit_link_flips_when_the_take_rate_exceeds_the_margin(
+    flywheel_model, take_rate, sign
+):
+    """The index's note on R1: once the take rate exceeds a seller class's gross margin
+    (0.40 High, 0.45 Low), each extra order loses that seller money, so the link Orders per
+    Seller -> Seller Profit turns negative for both classes (derived from the equations,
+    along the run at that take rate)."""
+    from flywheel_sd.engine.links import equations, link_signs, record_states
+
+    params = {"Take Rate": take_rate}
+    eq = equations(flywheel_model, params)
+    state = record_states(eq, params)
+    link = link_signs(eq, state, "Orders per Seller", "Seller Profit")
+    assert len(link.pairs) == 2  # one per seller class
+    for signs in link.pairs.values():
+        assert (signs == sign).all()
