@@ -231,7 +231,7 @@ class Scenario:
                 if isinstance(value, Policy):
                     model.check_params({key: value.value}, range_check)
                 else:
-                    model.check_params({key: value}, range_check)
+                    model.check_params({key: subscripted(model, key, value)}, range_check)
             except FlywheelError as err:
                 raise ParameterError(f"{self._where(key)}: {err}") from None
         if any(isinstance(value, Policy) for value in self.params.values()):
@@ -269,7 +269,10 @@ class Scenario:
         set_by: dict[str, str] = {}
         for key, value in self.params.items():
             if not isinstance(value, Policy):
-                params[model.real_name(key)] = value
+                try:
+                    params[model.real_name(key)] = subscripted(model, key, value)
+                except FlywheelError as err:
+                    raise ParameterError(f"{self._where(key)}: {err}") from None
                 continue
             values, switches = policy_inputs(model, key, value, t0, t1)
             if breaks is not None:
@@ -335,6 +338,8 @@ class Scenario:
                     "time": [float(t) for t in value.index],
                     "value": [float(v) for v in value.values],
                 }
+            elif isinstance(value, tuple):  # one value per subscript element
+                params[key] = [float(v) for v in value]
             elif isinstance(value, xr.DataArray):
                 raise ParameterError(
                     f"{self._where(key)}: subscripted values cannot be "
@@ -370,6 +375,16 @@ def _param_from_toml(where: str, key: str, value: Any) -> Any:
         if not math.isfinite(value):
             raise ParameterError(f"{where}: {key!r}: value is not finite")
         return float(value)
+    if isinstance(value, list):  # a subscripted constant: one value per element
+        if not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        ):
+            raise ParameterError(
+                f"{where}: {key!r}: a list sets a subscripted constant and must hold finite "
+                f"numbers, one per subscript element, not {_short(value)}"
+            )
+        return tuple(float(v) for v in value)
     if not isinstance(value, dict):
         raise ParameterError(f"{where}: {key!r}: unsupported value {_short(value)}")
     keys = set(value)
@@ -401,6 +416,28 @@ def _param_from_toml(where: str, key: str, value: Any) -> Any:
         f"{where}: {key!r}: expected {{value, start[, end]}} or "
         f"{{time, value}}, got keys {_short(sorted(keys))}"
     )
+
+
+def subscripted(model: Model, key: str, value: Any) -> Any:
+    """`value`, or for a tuple (a scenario file's list) the DataArray over the one subscript
+    range of constant `key`, in the model's element order (``"Seller Pool" = [30000, 50000]``
+    is High = 30000, Low = 50000)."""
+    if not isinstance(value, tuple):
+        return value
+    dims = model.dims_of(key)
+    if len(dims) != 1:
+        shown = f"subscripts [{', '.join(dims)}]" if dims else "no subscript"
+        raise ParameterError(
+            f"a list sets a constant with one subscript range; "
+            f"{model.real_name(key)!r} has {shown}"
+        )
+    elements = model.subscripts[dims[0]]
+    if len(value) != len(elements):
+        raise ParameterError(
+            f"expected {len(elements)} values, one per element of {dims[0]} "
+            f"({', '.join(elements)}), got {len(value)}"
+        )
+    return xr.DataArray(list(value), dims=[dims[0]], coords={dims[0]: elements})
 
 
 def _number(value: Any, what: str) -> float:
