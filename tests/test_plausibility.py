@@ -1,0 +1,192 @@
+"""Plausibility against real series (issue 11): the unfitted model beside Wish's revenue, users
+and merchants (scenario wish_at_scale) and Amazon's third-party share (amazon_marketplace),
+read through flywheel_sd.data.plausibility (time maps and period readings documented there and
+in docs/plausibility.md).
+
+What an unfitted model can honestly claim is the right order of magnitude and the right shape,
+not the numbers: every figure is checked to within a factor F = 3 (half an order of magnitude
+on a log scale, about sqrt(10)), whatever the misfit turns out to be. A figure the model misses
+by more is an expected failure with the measured numbers in its reason (strict: it is reported
+when the model starts meeting it), not a reason to widen F.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import flywheel_sd as fw
+from flywheel_sd.data import plausibility as pl
+from flywheel_sd.scenarios import Policy
+
+pytestmark = pytest.mark.slow
+
+#: Within this factor of each published figure (see the module's doc for why 3).
+F = 3.0
+#: wish_at_scale is wish_deposit with every extensive constant times this (its description).
+SCALE = 10.0
+#: Units of the extensive constants: counts of buyers or sellers, money, money flows.
+EXTENSIVE_UNITS = {"Buyer", "Seller", "USD", "USD/Month"}
+
+#: (series, year of period_start) -> why the model misses it by more than F, measured.
+MISSES = {
+    ("amazon_third_party_share", 2000): "model 27% against 3% (9.1x)",
+    ("amazon_third_party_share", 2001): "model 55% against 6% (9.1x)",
+    ("amazon_third_party_share", 2002): "model 64% against 17% (3.8x)",
+    ("amazon_third_party_share", 2003): "model 67% against 22% (3.03x)",
+}
+AMAZON_REASON = (
+    "amazon_marketplace turns into a marketplace within about three years (third-party "
+    "share 5% in 1999, 55% in 2001, 69% from 2005 on), Amazon took fifteen (3%, 6%, 31% in "
+    "2009, 58% in 2018): the model's early years miss; {}"
+)
+
+
+def _points():
+    rows = fw.reference_data([c.series for c in pl.COMPARISONS])
+    out = []
+    for _, row in rows.iterrows():
+        key = (row["series"], row["period_start"].year)
+        ident = f"{row['series']}-{row['period_start']:%Y-%m}"
+        marks = []
+        if key in MISSES:
+            reason = MISSES[key]
+            if row["series"] == "amazon_third_party_share":
+                reason = AMAZON_REASON.format(reason)
+            marks = [pytest.mark.xfail(strict=True, reason=reason)]
+        out.append(pytest.param(row["series"], row["period_start"], id=ident, marks=marks))
+    return out
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return pl.runs()
+
+
+@pytest.fixture(scope="module")
+def table(frames):
+    return pl.plausibility(frames=frames)
+
+
+@pytest.mark.parametrize("series, start", _points())
+def test_the_model_is_within_a_factor_of_each_figure(table, series, start):
+    row = table[(table["series"] == series) & (table["period_start"] == start)]
+    assert len(row) == 1
+    row = row.iloc[0]
+    assert np.isfinite(row["model"]) and row["model"] > 0
+    assert row["factor"] <= F, (
+        f"{series} {start:%Y-%m}: model {row['model']:.4g} against {row['value']:.4g} "
+        f"({row['factor']:.2f}x, allowed {F:g}x)"
+    )
+
+
+def test_every_compared_figure_is_read_from_the_run(table):
+    data = fw.reference_data([c.series for c in pl.COMPARISONS])
+    assert len(table) == len(data)
+    assert np.isfinite(table["model"]).all()
+    # annual figures are read over twelve model months, the Q2 2021 MAU over three
+    spans = table["model_end"] - table["model_start"]
+    annual = table["sampling"] == "annual"
+    assert np.allclose(spans[annual], 12)
+    assert np.allclose(spans[table["sampling"] == "quarter"], 3)
+    assert (spans[table["sampling"] == "point"] == 0).all()
+
+
+def _annual(frames, comparison: pl.Comparison, years) -> pd.Series:
+    run = frames[comparison.scenario]
+    values = pl.annual(
+        run,
+        pl.TIME_MAPS[comparison.scenario],
+        comparison.variable,
+        comparison.kind,
+        comparison.weight,
+    )
+    return values.loc[list(years)]
+
+
+def test_model_wish_revenue_peaks_in_2020_or_2021(frames):
+    revenue = _annual(frames, pl.COMPARISONS[0], range(2017, 2023))
+    assert revenue.idxmax() in (2020, 2021), revenue.to_dict()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the model's Wish declines too little after the dearer ads: annual revenue 1.81B "
+        "(2021, the peak) to 1.63B (2022), 10% down, where Wish fell from 2.54B (2020) to "
+        "0.57B (2022), 78% down; a 2022 at least a third below the peak needs the fit of "
+        "issue 13 (a single constant cannot make it: weaker word of mouth or faster churn "
+        "turns the model's growth into decline years before month 90)"
+    ),
+)
+def test_model_wish_revenue_in_2022_is_a_third_below_its_peak(frames):
+    revenue = _annual(frames, pl.COMPARISONS[0], range(2017, 2023))
+    assert revenue.loc[2022] <= (2 / 3) * revenue.max(), revenue.to_dict()
+
+
+def test_model_amazon_share_rises_from_the_first_year_to_the_last(frames):
+    share = _annual(frames, pl.COMPARISONS[3], range(1999, 2019))
+    assert share.loc[2018] > share.loc[1999], share.to_dict()
+    assert share.loc[2018] > 2 * share.loc[1999]
+
+
+@pytest.mark.parametrize("name", ["wish_at_scale", "amazon_marketplace"])
+def test_the_scenarios_stay_inside_the_documented_ranges(flywheel_model, name):
+    sc = fw.scenarios.get(name)
+    sc.validate(flywheel_model)  # raises on any value out of range
+    ranges = flywheel_model.ranges
+    for key, value in sc.params.items():
+        real = flywheel_model.real_name(key)
+        assert real in ranges, f"{real}: no documented range"
+        low, high = ranges[real]
+        values = value if isinstance(value, tuple) else (value,)
+        if isinstance(value, Policy):
+            values = (value.value,)
+        for v in values:
+            assert (math.isnan(low) or v >= low) and (math.isnan(high) or v <= high), (
+                f"{name}: {real} = {v:g} outside [{low:g}, {high:g}]"
+            )
+
+
+def _value(model, sc, name):
+    params, _ = sc.inputs(model, 0.0, 120.0)
+    value = params[name] if name in params else model.default_value(name)
+    return np.asarray(value, dtype=float)
+
+
+def test_wish_at_scale_scales_every_extensive_constant_by_one_factor(flywheel_model):
+    model = flywheel_model
+    scaled = fw.scenarios.get("wish_at_scale")
+    parent = fw.scenarios.get("wish_deposit")
+    doc = model.doc.set_index("Real Name")
+    extensive = [c for c in model.constants if str(doc.loc[c, "Units"]).strip() in EXTENSIVE_UNITS]
+    assert len(extensive) >= 12
+    own = {  # what wish_at_scale sets differently from wish_deposit
+        model.real_name(k)
+        for k, v in scaled.params.items()
+        if k not in parent.params or parent.params[k] != v
+    }
+    for name in extensive:
+        before, after = _value(model, parent, name), _value(model, scaled, name)
+        if np.all(before == 0):
+            assert name not in own or np.all(after == 0), name
+            continue
+        assert name in own, f"{name} ({doc.loc[name, 'Units']}) is extensive but not scaled"
+        assert np.allclose(after, SCALE * before, rtol=1e-12), (name, before, after)
+    # nothing else changed: the intensive constants are wish_deposit's
+    assert own <= set(extensive), sorted(own - set(extensive))
+
+
+def test_wish_at_scale_is_wish_deposit_ten_times_over(frames):
+    scaled = frames["wish_at_scale"]
+    parent = fw.run_scenario("wish_deposit", saveper=1.0, return_columns=list(scaled.columns))
+    ratio = scaled / parent.loc[scaled.index]
+    assert np.allclose(ratio.to_numpy(), SCALE, rtol=1e-4)
+    # the Wish story: growth to the dearer ads (month 90), decline after them
+    revenue = scaled["Platform Revenue"]
+    assert revenue.loc[90] > 2 * revenue.loc[12]
+    assert revenue.loc[111] < revenue.loc[90]
+    assert revenue.loc[80:100].idxmax() <= 92
