@@ -270,7 +270,7 @@ def plot_comparison(
     handles, ncol = _legend_columns(lines, patches)
     fig.legend(
         handles=handles,
-        labels=[h.get_label() for h in handles],
+        labels=[_literal(h.get_label()) for h in handles],
         loc="outside lower center",
         ncols=ncol,
         frameon=False,
@@ -302,6 +302,12 @@ def plot_runs(
     if model:
         ds.attrs["model"] = str(model)
     return plot_comparison(ds, path, panels, **options)
+
+
+def _literal(text: str) -> str:
+    """`text` drawn as written: two "$" in one label ("US$625,000 ..., US$687,500 ...")
+    would switch matplotlib to math mode, so they are escaped."""
+    return text.replace("$", r"\$") if text.count("$") > 1 else text
 
 
 def _draw_strips(ax, spans: list) -> None:
@@ -356,6 +362,8 @@ def _policy_spans(
     for (label, start, end), members in groups.items():
         if len(names) == 1:
             who = ""
+        elif len(members) == len(names):
+            who = "every scenario"
         elif len(members) > 1 and len(members) == len(names) - 1 and 0 not in members:
             who = f"every scenario but {names[0]}"
         else:

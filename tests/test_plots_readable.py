@@ -460,6 +460,19 @@ def test_separate_runs_plot_like_a_comparison(big):
     assert "Ad Budget, months 5\N{EN DASH}15 (with a push)" in texts, texts
     assert ax.yaxis.get_offset_text().get_text() == ""
     plt.close(fig)
+    # A window every run shares is named once, not by listing every run; run names with a
+    # dollar sign each stay text (two in one label would read as math).
+    half = base.derive("half", **{"Ad Budget": Policy(1e7, 5, 15)})
+    runs = {"US$20M push": runs["with a push"], "US$10M push": fw.run_scenario(half)}
+    fig = plot_runs(runs, panels=[("Active buyers", "Active Buyers", "Buyer")])
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "Ad Budget, months 5\N{EN DASH}15 (every scenario)" in texts, texts
+    assert "US$20M push" in texts
+    plt.close(fig)
+    from flywheel_sd.plotting import _literal
+
+    assert _literal("a (US$1 push, US$2 push)") == r"a (US\$1 push, US\$2 push)"
+    assert _literal("US$2,000 deposit") == "US$2,000 deposit"
 
 
 def test_indices_chart_on_an_axes_keeps_its_legend_off_the_bars():

@@ -328,6 +328,7 @@ def _range_label(param: str, low: float, high: float, units: str) -> str:
 
     prefix = "$" if is_money(units) else ""
     words = readable_units(units, param)
+    words = "" if words == "index" else words  # a dimensionless range says it with its numbers
     span = f"{format_number(low, prefix=prefix)} to {format_number(high, prefix=prefix)}"
     return _plain(f"{param}\n{span}" + (f" ({words})" if words else ""))
 
