@@ -210,9 +210,13 @@ def _items(params: Any) -> list[tuple[str, Any]]:
             "parameters are a mapping of name -> (low, high), or a list of names, not "
             f"{_short(params)}"
         )
+    seen: set[str] = set()
     for name, _ in items:
         if not isinstance(name, str):
             raise ParameterError(f"a parameter name is a string, not {_short(name)}")
+        if name in seen:
+            raise ParameterError(f"parameter {name!r} is given twice; give each parameter once")
+        seen.add(name)
     return items
 
 

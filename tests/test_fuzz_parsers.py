@@ -660,6 +660,10 @@ FOUND = {
     "a design too large to allocate": lambda: designs.lhs(
         "Seller Deposit", 25_996_594_063_805_852, model=tiny_path()
     ),
+    # designs: StopIteration when a name is given twice (found by the slow variant)
+    "a parameter given twice": lambda: designs.grid(
+        ["Seller Deposit", "Seller Deposit"], 1, model=tiny_path()
+    ),
 }
 
 
