@@ -493,3 +493,14 @@ def test_indices_chart_on_an_axes_keeps_its_legend_off_the_bars():
     assert not legend.get_window_extent().overlaps(ax.get_window_extent())
     assert [t.get_text() for t in ax.get_yticklabels()] == ["Take Rate", "Seller Deposit"]
     plt.close(fig)
+
+
+def test_cli_run_table_in_one_number_format_with_units_in_words(big, capsys):
+    columns = ["Active Buyers", "Buyer Trust", "Platform Cash"]
+    assert main(["run", "--model", str(big), "--quiet", "--columns", *columns]) == 0
+    out = capsys.readouterr().out
+    assert "e+" not in out and "Dmnl" not in out and "USD" not in out, out
+    assert "fraction (0\N{EN DASH}1)" in out and "buyers" in out and "US$" in out, out
+    assert re.search(r"\b\d+(\.\d+)?M\b", out), out  # 19.99M, not 1.999e+07
+    assert main(["run", "--model", str(big), "--quiet", "--json", "--columns", *columns]) == 0
+    assert '"units": "Dmnl"' in capsys.readouterr().out  # JSON keeps the model's units

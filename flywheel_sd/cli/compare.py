@@ -79,7 +79,7 @@ def _metrics_wide(table):
     from the first in percent."""
     import pandas as pd
 
-    from ..metrics import format_percent
+    from ..metrics import format_percent, readable_units
 
     values = table["value"].unstack("scenario")
     pct = table["diff_pct"].unstack("scenario")
@@ -87,7 +87,9 @@ def _metrics_wide(table):
     metrics_order = list(dict.fromkeys(table.index.get_level_values("metric")))
     units = table["units"].groupby(level="metric").first()
     wide = pd.DataFrame(index=pd.Index(metrics_order, name="metric"))
-    wide["units"] = units.reindex(metrics_order)
+    wide["units"] = [  # in words, as the plots label them (--json keeps the model's)
+        readable_units(str(u), m) or "-" for m, u in units.reindex(metrics_order).items()
+    ]
     for i, name in enumerate(names):
         wide[name] = values[name].reindex(metrics_order)
         if i:

@@ -68,7 +68,7 @@ def cmd_run(args) -> int:
         )
     else:
         print_table(
-            table,
+            _in_words(table),
             f"{sc.name} on {model.path.name} "
             f"({frame.attrs.get('method')}, t = {frame.index[0]:g} to "
             f"{frame.index[-1]:g})",
@@ -100,3 +100,13 @@ def _summary(frame, model, columns, units):
     return pd.DataFrame(
         rows, columns=["variable", "units", "initial", "final", "min", "max"]
     ).set_index("variable")
+
+
+def _in_words(table):
+    """The table as printed: units in words ("fraction (0-1)", "visits / month"), as the
+    plots label them; --json keeps the model's own units."""
+    from ..metrics import readable_units
+
+    return table.assign(
+        units=[readable_units(u, str(v)) or "-" for u, v in zip(table["units"], table.index)]
+    )
