@@ -504,3 +504,18 @@ def test_cli_run_table_in_one_number_format_with_units_in_words(big, capsys):
     assert re.search(r"\b\d+(\.\d+)?M\b", out), out  # 19.99M, not 1.999e+07
     assert main(["run", "--model", str(big), "--quiet", "--json", "--columns", *columns]) == 0
     assert '"units": "Dmnl"' in capsys.readouterr().out  # JSON keeps the model's units
+
+
+def test_critical_mass_prints_a_bracket_whose_ends_read_apart():
+    """Four significant digits would print a fine bracket as one number twice."""
+    from flywheel_sd.cli.compare import _bracket_text
+
+    shown = _bracket_text(
+        {"threshold": 656_250.5, "decays_at": 656_250.0, "grows_at": 656_251.0, "runs": 20}
+    )
+    assert len({shown["threshold"], shown["decays_at"], shown["grows_at"]}) == 3, shown
+    assert all("e+" not in shown[k] for k in ("threshold", "decays_at", "grows_at"))
+    coarse = _bracket_text(
+        {"threshold": 656_250.0, "decays_at": 625_000.0, "grows_at": 687_500.0, "runs": 6}
+    )
+    assert (coarse["decays_at"], coarse["grows_at"], coarse["runs"]) == ("625k", "687.5k", 6)

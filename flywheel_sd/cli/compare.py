@@ -144,5 +144,19 @@ def cmd_critical_mass(args) -> int:
     if args.json:
         print_json(result)
     else:
-        print_record(result, f"critical mass of {sc.name}")
+        print_record(_bracket_text(result), f"critical mass of {sc.name}")
     return EXIT_OK
+
+
+def _bracket_text(result: dict) -> dict:
+    """The record as printed: the lever's three values (threshold and the bracket's ends)
+    with as many significant digits (four at least) as it takes to tell them apart
+    ("656.25k" between "656.2k" and "656.3k" would read as one of them)."""
+    from ..metrics import format_number
+
+    keys = ("threshold", "decays_at", "grows_at")
+    values = {result[k] for k in keys}
+    digits = 4
+    while digits < 15 and len({format_number(v, digits) for v in values}) < len(values):
+        digits += 1
+    return {k: format_number(v, digits) if k in keys else v for k, v in result.items()}
