@@ -370,3 +370,22 @@ def test_model_docs_show_every_loop_and_the_picture():
         assert " → ".join(loop["chain"]) in text
     assert "](img/platform_flywheel.png)" in text
     assert (REPO / "docs" / "img" / "platform_flywheel.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_cliffs_doc_is_what_the_scan_finds(tmp_path, monkeypatch):
+    """docs/cliffs.md is scripts/find_cliffs.py's output for the current model (every line
+    but the scan time), so the thresholds and rescues it states are the model's. The scan's
+    ~700 runs use the Numba backend, as the script does."""
+    monkeypatch.setenv("FLYWHEEL_SD_JIT", "eager")
+    module = _load_script("find_cliffs")
+    out = tmp_path / "cliffs.md"
+    assert module.main(["--out", str(out)]) == 0
+
+    def table(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith("Scan time")]
+
+    committed = REPO.joinpath("docs", "cliffs.md").read_text()
+    assert table(out.read_text()) == table(committed), (
+        "docs/cliffs.md out of date: run python scripts/find_cliffs.py"
+    )
