@@ -15,6 +15,8 @@ from _model_fixtures import (  # noqa: F401 - fixtures, used by name
     baseline_fixture,
 )
 
+import flywheel_sd as fw
+
 pytestmark = pytest.mark.slow
 
 INFLECTION_WINDOW = (12, 60)  # brief: the inflection lies between months 12 and 60
@@ -81,3 +83,23 @@ def test_euler_at_time_step_agrees_with_the_adaptive_solver(baseline, baseline_e
     euler = baseline_euler[variable].reindex(adaptive.index)
     relative = ((euler - adaptive).abs() / adaptive.abs()).max()
     assert relative < AGREEMENT, f"{variable}: Euler differs by {relative:.2%}"
+
+
+def test_returning_visits_are_buyers_visits_when_ads_stop(flywheel_model):
+    """Issue 11, traffic is tracked, not relabelled: when launch_ad_burn's ads stop (month
+    24), paid visits vanish and do not turn into 'returning buyer' visits. Returning
+    traffic follows the visits buyers actually make with a one-month lag, so over months
+    18-30, while buyers decline, it stays within a factor 1.5 of them (the first model had
+    15.7 times as many at month 24); repeat orders fall rather than jump."""
+    params = fw.scenarios.get("launch_ad_burn").params
+    out = fw.simulate(
+        flywheel_model,
+        params,
+        method="euler",
+        saveper=flywheel_model.time_settings()["time_step"],
+        return_columns=["Returning Buyer Traffic", "Buyer Visits", "Repeat Orders"],
+    )
+    window = out.loc[18:30]
+    ratio = window["Returning Buyer Traffic"] / window["Buyer Visits"]
+    assert ratio.between(1 / 1.5, 1.5).all(), ratio.describe()
+    assert out["Repeat Orders"][25] < out["Repeat Orders"][24]
