@@ -91,3 +91,29 @@ def test_every_lever_at_either_end_of_its_range(flywheel_model):
 def test_named_extremes_in_pairs(flywheel_model, first, second):
     params = _resolve(flywheel_model, {**NAMED[first], **NAMED[second]})
     _check(flywheel_model, params, f"{first} + {second}")
+
+
+@pytest.mark.parametrize("name", fw.scenarios.list())
+def test_every_built_in_scenario_stays_in_bounds(flywheel_model, name):
+    """The first model breached its US$100M credit line in 5 of 11 scenarios (Ezbuy down to
+    -162M); now every scenario keeps cash above minus the credit line, and every stock
+    non-negative, at every Euler step."""
+    scenario = fw.scenarios.get(name)
+    if scenario.model is not None:
+        pytest.skip(f"{name} runs another model")
+    times = flywheel_model.time_settings()
+    params, _ = scenario.inputs(flywheel_model, times["initial_time"], times["final_time"])
+    _check(flywheel_model, params, name)
+
+
+def test_a_platform_with_no_buyers_stops_paying(flywheel_model):
+    """Issue 11: a platform with no buyers used to pay its US$1.5M a month forever. Out of
+    money and of investors' patience it now exits (more than nine tenths by month 120) and
+    its operating cost falls below a tenth of the fixed cost."""
+    out = fw.simulate(
+        flywheel_model,
+        {"Addressable Market": 0},
+        return_columns=["Platform Exit", "Operating Cost", "Fixed Operating Cost"],
+    )
+    assert out["Platform Exit"][120] > 0.9
+    assert out["Operating Cost"][120] < 0.1 * out["Fixed Operating Cost"][120]
