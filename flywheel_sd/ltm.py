@@ -1,0 +1,737 @@
+"""Loops That Matter (issue 14): link scores, loop scores and loop dominance along a run.
+
+The method as published: Schoenberg, Davidsen & Eberlein, "Understanding model behavior
+using the Loops that Matter method", System Dynamics Review 36(2), 2020, with the
+flow-to-stock link score corrected in Schoenberg, Hayward & Eberlein, "Improving Loops that
+Matter", SDR 39(2), 2023.
+
+Link scores are computed on the model's scalar equations (`flywheel_sd.engine.links`), on a
+run recorded at every TIME STEP (SAVEPER is set to TIME STEP, so a difference Δ spans one dt).
+With ``v`` a node's recorded values and ``v'`` the values one step earlier:
+
+* **x -> z, z an auxiliary or flow** (z = f(x, y, ...)): Δz = z - z', Δx = x - x' and
+  Δₓz = f(x, y', ...) - z' (z re-evaluated with x at its current value and every other input,
+  TIME included, at the previous step's). LS = |Δₓz / Δz| · sign(Δₓz / Δx); 0 where Δz or
+  Δx is 0.
+* **flow -> stock**, the 2023 form: LS = |Δi / (ΔS_t - ΔS_{t-dt})|, +1 for an inflow, -1 for
+  an outflow. The compiler gives a stock one equation, its net flow g (the expression inside
+  INTEG), so the score of an input x of g is computed as the link x -> g times g -> S:
+  LS = dt · |Δₓg / (ΔS_t - ΔS_{t-dt})| · sign(Δₓg / Δx). For g = inflows - outflows this is
+  the published formula (Δₓg = ±Δi, sign ±1), and it also covers a rate written inline in
+  the INTEG. The factor dt makes the score dimensionless (Δi is a rate, ΔS a quantity); the
+  2023 paper's example runs at dt = 1, where it is invisible. The score is 0 where Δx is 0 or
+  the stock's second difference is 0 (at equilibrium both differences vanish).
+  ``timing="current"`` (default) takes the flow's change over the same step as the stock's
+  second difference, Δi = i_t - i_{t-dt} (the paper's and Stella's convention).
+  ``timing="previous"`` is Simlin's: the flows are aggregated into the net flow g, the link
+  x -> g is scored at t (|Δₓg_t / Δg_t| · sign) and g -> S with the net flow's change over
+  the step before, dt · |Δg_{t-dt} / (ΔS_t - ΔS_{t-dt})| (1 under Euler); Simlin documents it
+  as a one-dt shift of the flow -> stock numerator. The two agree as dt -> 0.
+* A link through hidden nodes (a SMOOTH's stages sit between its input and output; the
+  compiler's hidden nodes have no column) is the product of the scores along the hidden path;
+  where several hidden paths join the same two variables, the composite link score is the
+  path score of largest magnitude at each time (the 2020 paper's rule for macros). The
+  feedback loops internal to such hidden structure (a SMOOTH stage's own drain) are not
+  loops of the model's variables and are left out, as Stella does.
+* The first step (and, for flow -> stock links, the first two) has no previous value: scores
+  are 0 there.
+
+**Loop score:** the product of the link scores around a loop. Loops are found on the
+element-level graph of the model's variables (one node per variable element; hidden nodes
+contracted into links), by Johnson's algorithm, when the graph has at most `max_cycles`
+cycles ("exhaustive"); otherwise, or when `loops` are given, the loops are those named (the
+loop index's chains, "index"). The strongest-path heuristic of Eberlein & Schoenberg (2020)
+for graphs too large to enumerate is not implemented yet.
+
+A *loop* in the result is a set of element-level cycles that share their variables: the
+cycles of a subscripted loop (through ``Active Sellers[High]`` and ``[Low]``), or a loop
+index entry with its ``also`` paths. Its score is the sum of its cycles' scores, and its
+relative score the sum of their relative scores (the composite relative loop score of the
+LTM papers, section "simplified CLDs").
+
+**Relative loop score:** a cycle's score divided by Σ|scores| of the cycles in its cycle
+partition. Partitions here are the strongly connected components of the element graph
+(every cycle lies in exactly one; cycles of different components share no variable).
+The sum runs over the cycles considered: every cycle found (exhaustive), or only the loops
+passed in (then the shares are relative to those loops alone).
+
+**Dominance periods** (`dominance_periods`): at each time, the smallest set of loops whose
+|relative scores| add up to at least 50% (the loops taken by decreasing |relative score|);
+consecutive times with the same set form a period.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelFileError
+
+#: Default bound on the number of element-level cycles enumerated exhaustively.
+MAX_CYCLES = 5000
+
+#: The share of the change a dominant set of loops explains, at least.
+DOMINANCE = 0.5
+
+TIMINGS = ("current", "previous")
+
+
+# -- cycles ---------------------------------------------------------------------------------
+def strongly_connected(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """The strongly connected components of a directed graph (node -> successors), by
+    Tarjan's algorithm (iterative); each component's nodes in discovery order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    out: list[list[str]] = []
+    counter = itertools.count()
+    for root in graph:
+        if root in index:
+            continue
+        index[root] = low[root] = next(counter)
+        stack.append(root)
+        on_stack.add(root)
+        work: list[tuple[str, Iterator[str]]] = [(root, iter(graph.get(root, ())))]
+        while work:
+            node, successors = work[-1]
+            advanced = False
+            for nxt in successors:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = next(counter)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(graph.get(nxt, ()))))
+                    advanced = True
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                out.append(component[::-1])
+    return out
+
+
+class TooManyCycles(Exception):
+    """More elementary cycles than the limit given to `simple_cycles`."""
+
+
+def simple_cycles(graph: Mapping[str, Iterable[str]], limit: int | None = None) -> list[list[str]]:
+    """Every elementary cycle of a directed graph (node -> successors), by Johnson's
+    algorithm (SIAM J. Comput. 4(1), 1975): each cycle as a list of nodes, the edge from
+    the last back to the first closing it. Self-loops are cycles of one node.
+
+    Raises
+    ------
+    TooManyCycles
+        More than `limit` cycles.
+    """
+    order = {node: i for i, node in enumerate(graph)}
+    succ = {n: [m for m in dict.fromkeys(graph[n]) if m in order] for n in graph}
+    out: list[list[str]] = []
+
+    def found(cycle: list[str]) -> None:
+        out.append(cycle)
+        if limit is not None and len(out) > limit:
+            raise TooManyCycles(f"more than {limit} cycles")
+
+    for n in succ:
+        if n in succ[n]:
+            found([n])
+    # Johnson: for each start node s (in order), the cycles through s in the subgraph of
+    # nodes >= s, restricted to s's strongly connected component there.
+    components = [c for c in strongly_connected(succ) if len(c) > 1]
+    while components:
+        component = components.pop()
+        start = min(component, key=order.__getitem__)
+        members = set(component)
+        sub = {n: [m for m in succ[n] if m in members and m != n] for n in component}
+        blocked = {start}
+        blockers: dict[str, set[str]] = defaultdict(set)
+        closed: set[str] = set()
+        path = [start]
+        work: list[tuple[str, list[str]]] = [(start, list(sub[start]))]
+        while work:
+            node, todo = work[-1]
+            if todo:
+                nxt = todo.pop()
+                if nxt == start:
+                    found(list(path))
+                    closed.update(path)
+                elif nxt not in blocked:
+                    path.append(nxt)
+                    work.append((nxt, list(sub[nxt])))
+                    closed.discard(nxt)
+                    blocked.add(nxt)
+                    continue
+            if not todo:
+                if node in closed:
+                    _unblock(node, blocked, blockers)
+                else:
+                    for m in sub[node]:
+                        blockers[m].add(node)
+                work.pop()
+                path.pop()
+        rest = {n: [m for m in sub[n] if m in members and m != start] for n in members - {start}}
+        ordered = {n: rest[n] for n in component if n in rest}
+        components += [c for c in strongly_connected(ordered) if len(c) > 1]
+    return out
+
+
+def _unblock(node: str, blocked: set[str], blockers: dict[str, set[str]]) -> None:
+    todo = {node}
+    while todo:
+        n = todo.pop()
+        if n in blocked:
+            blocked.discard(n)
+            todo |= blockers[n]
+            blockers[n].clear()
+
+
+# -- link scores ----------------------------------------------------------------------------
+def _lag(v: np.ndarray, k: int = 1) -> np.ndarray:
+    """Values k steps earlier (the first k repeat the first value: a difference of 0)."""
+    if k == 0:
+        return v
+    return np.concatenate([np.repeat(v[:1], k), v[:-k]])
+
+
+@dataclass(eq=False)
+class LinkScorer:
+    """Link scores of single nodes along one run (see the module docstring): cached per
+    (target, source) node pair."""
+
+    eq: Any  # flywheel_sd.engine.links.Equations
+    state: Any  # flywheel_sd.engine.links.RunState
+    timing: str = "current"
+    _cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    _lagged: dict[str, np.ndarray] = field(default_factory=dict)
+    _before: dict[str, np.ndarray] = field(default_factory=dict)
+    nonfinite: int = 0  # link values that came out NaN or infinite (set to 0)
+
+    def __post_init__(self) -> None:
+        if self.timing not in TIMINGS:
+            raise ValueError(f"timing must be one of {', '.join(TIMINGS)}, not {self.timing!r}")
+        times = self.state.times
+        steps = np.diff(times)
+        if len(steps) and not np.allclose(steps, steps[0], rtol=1e-9, atol=0):
+            raise ValueError("link scores need a run saved on an even time grid")
+        self.dt = float(steps[0]) if len(steps) else 1.0
+
+    def lagged(self, key: str) -> np.ndarray:
+        out = self._lagged.get(key)
+        if out is None:
+            out = self._lagged[key] = _lag(self.state.values[key])
+        return out
+
+    def partial_change(self, target: str, source: str) -> np.ndarray:
+        """Δₓz: the target's equation with `source` at its current values and every other
+        input (and TIME) at the previous step's, minus the target's previous value (a
+        stock: its net flow's)."""
+        eq, state = self.eq, self.state
+        values = dict(state.values)
+        for key in eq.inputs(target):
+            values[key] = self.lagged(key)
+        n = len(state.times)
+        before = self._before.get(target)
+        with np.errstate(all="ignore"):
+            if before is None:
+                out = eq.function(target)(_lag(state.times), state.c, values)
+                before = self._before[target] = np.broadcast_to(np.asarray(out, float), (n,))
+            values[source] = state.values[source]
+            now = eq.function(target)(_lag(state.times), state.c, values)
+        return np.broadcast_to(np.asarray(now, float), (n,)) - before
+
+    def score(self, target: str, source: str) -> np.ndarray:
+        """The link score source -> target (node keys; `source` a direct input)."""
+        cached = self._cache.get((target, source))
+        if cached is not None:
+            return cached
+        eq, state = self.eq, self.state
+        x = state.values[source]
+        dx = x - self.lagged(source)
+        partial = self.partial_change(target, source)
+        with np.errstate(all="ignore"):
+            if eq.is_stock(target):
+                s = state.values[target]
+                second = (s - _lag(s)) - (_lag(s) - _lag(s, 2))
+                sign_of = np.sign(partial / dx)
+                if self.timing == "current":
+                    out = self.dt * np.abs(partial / second) * sign_of
+                    out[second == 0] = 0.0
+                else:  # x -> net flow at t, net flow -> stock over the step before
+                    from .engine.links import evaluate
+
+                    net = evaluate(eq, state, target)
+                    change = net - self._before[target]
+                    out = np.abs(partial / change) * sign_of
+                    out *= self.dt * np.abs(_lag(change) / second)
+                    out[(change == 0) | (second == 0)] = 0.0
+                out[dx == 0] = 0.0
+                out[:2] = 0.0
+            else:
+                z = state.values[target]
+                dz = z - self.lagged(target)
+                out = np.abs(partial / dz) * np.sign(partial / dx)
+                out[(dz == 0) | (dx == 0)] = 0.0
+                out[:1] = 0.0
+        bad = ~np.isfinite(out)
+        if bad.any():
+            self.nonfinite += int(bad.sum())
+            out[bad] = 0.0
+        self._cache[(target, source)] = out
+        return out
+
+    def path_score(self, path: Sequence[str]) -> np.ndarray:
+        """The product of the link scores along a path of nodes (source first)."""
+        out = np.ones(len(self.state.times))
+        for source, target in itertools.pairwise(path):
+            out = out * self.score(target, source)
+        return out
+
+
+# -- the element graph ----------------------------------------------------------------------
+@dataclass(eq=False)
+class ElementGraph:
+    """The model's variable elements (nodes with an output column, constants left out) and
+    the links between them, hidden nodes contracted: ``paths[(z, x)]`` lists the dependency
+    paths (source first) from x to z whose inner nodes are hidden."""
+
+    eq: Any
+    nodes: list[str]
+    paths: dict[tuple[str, str], list[list[str]]]
+    variable: dict[str, str]  # node key -> Vensim name
+
+    @property
+    def successors(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {n: [] for n in self.nodes}
+        for z, x in self.paths:
+            out[x].append(z)
+        return out
+
+
+def element_graph(eq) -> ElementGraph:
+    """The element-level dependency graph of a model's equations (see `ElementGraph`)."""
+    from .engine.links import hidden_paths
+
+    dynamic = {"aux", "stock"}
+    visible = [k for k, n in eq.nodes.items() if n.column and n.kind in dynamic]
+    variable = {k: name for name, keys in eq.keys.items() for k in keys}
+    paths: dict[tuple[str, str], list[list[str]]] = {}
+    for z in visible:
+        for path in hidden_paths(eq, z, visible):
+            if all(eq.nodes[k].kind in dynamic for k in path[1:-1]):
+                paths.setdefault((z, path[0]), []).append(path)
+    return ElementGraph(eq, visible, paths, variable)
+
+
+def composite_score(scorer: LinkScorer, paths: Sequence[Sequence[str]]) -> np.ndarray:
+    """A link's score through its hidden paths: the path score of largest magnitude at each
+    time (a direct link has one path, its own score)."""
+    scores = np.array([scorer.path_score(p) for p in paths])
+    if len(scores) == 1:
+        return scores[0]
+    pick = np.argmax(np.abs(scores), axis=0)
+    return scores[pick, np.arange(scores.shape[1])]
+
+
+# -- loop dominance -------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Loop:
+    key: str
+    cycles: list[tuple[str, ...]]
+    name: str = ""
+    declared: str = ""
+
+
+def loop_dominance(
+    model_or_run: Any,
+    loops: Sequence[str | Sequence[str]] | None = None,
+    *,
+    run: Any = None,
+    params: Mapping | None = None,
+    equations: Any = None,
+    index: str | Path | Mapping | bool | None = None,
+    max_cycles: int = MAX_CYCLES,
+    timing: str = "current",
+    method: str = "euler",
+    **simulate_options: Any,
+):
+    """Loops That Matter along one run: link scores, loop scores, relative loop scores and
+    each loop's polarity over time (see the module docstring for the definitions).
+
+    Parameters
+    ----------
+    model_or_run : Model, path, or RunState
+        A model the compiled engine covers (or its file); or a
+        `flywheel_sd.engine.links.RunState` recorded on an even grid (pass its `equations`).
+    loops : sequence, optional
+        The loops to score: ids of the loop index and/or chains (lists of variable names,
+        each reading the one before, the first the last). Default: every loop, found by
+        exhaustive enumeration (if there are at most `max_cycles` element cycles; else the
+        loop index's loops).
+    run : None, str, Scenario or mapping
+        As `flywheel_sd.loops.loop_polarity` takes it: the scenario or parameters of the run.
+    params : mapping, optional
+        Parameters of the run (merged over `run`'s if that is a mapping).
+    index : path, mapping, bool or None
+        The loop index matched by name (None: ``<model>.loops.toml`` if it exists; False:
+        none).
+    max_cycles : int
+        The most element-level cycles enumerated exhaustively.
+    timing : "current" or "previous"
+        The flow -> stock numerator's step (see the module docstring).
+    method, simulate_options
+        The run's integration method (default Euler: LTM is defined on the model's dt) and
+        options (``final_time``, ``time_step``, ...). SAVEPER is always TIME STEP.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``link_score`` (link, time), ``loop_score``, ``relative_score`` and ``polarity``
+        (loop, time); per loop ``loop_variables``, ``loop_name``, ``declared``, ``summary``,
+        ``partition`` and ``n_cycles``; attrs ``discovery`` ("exhaustive", "index" or
+        "given"), ``n_cycles_found``, ``timing``, ``dt``, ``method``, ``seconds``, ``note``.
+
+    Raises
+    ------
+    KeyError
+        An unknown loop id or variable name (the message lists close matches).
+    """
+    from .engine import links as lk
+    from .engine.model import Model, load
+    from .loops import loop_index_path, read_loop_index, run_state
+
+    started = time.perf_counter()
+    if isinstance(model_or_run, lk.RunState):
+        if equations is None:
+            raise ValueError("a RunState needs the `equations` it was recorded with")
+        model = equations.model
+    else:
+        model = model_or_run if isinstance(model_or_run, Model) else load(model_or_run)
+    if params:
+        if run is not None and not isinstance(run, Mapping):
+            raise ValueError("pass either a scenario as `run` or `params`, not both")
+        run = {**(run or {}), **params}
+    if isinstance(model_or_run, lk.RunState):
+        eq, state = run_state(model, model_or_run, equations=equations)
+    else:
+        settings = model.time_settings()
+        step = simulate_options.pop("time_step", None) or settings["time_step"]
+        simulate_options.pop("saveper", None)
+        eq, state = run_state(
+            model,
+            run,
+            equations=equations,
+            method=method,
+            time_step=step,
+            saveper=step,
+            **simulate_options,
+        )
+    spec_index: dict = {}
+    if index is not False:
+        where = loop_index_path(model) if index in (None, True) else index
+        if not isinstance(where, Mapping) and not Path(str(where)).is_file():
+            if index not in (None, True):
+                raise ModelFileError(f"{where}: no such loop index")
+        else:
+            spec_index = read_loop_index(where)  # type: ignore[arg-type]
+    graph = element_graph(eq)
+    scorer = LinkScorer(eq, state, timing)
+    note = ""
+    found: list[list[str]] = []
+    if loops is None:
+        try:
+            found = simple_cycles(graph.successors, max_cycles)
+            discovery = "exhaustive"
+        except TooManyCycles:
+            discovery = "index"
+            note = (
+                f"more than {max_cycles} element cycles: only the loop index's loops are "
+                "scored (the strongest-path heuristic is not implemented yet)"
+            )
+            loops = list(spec_index)
+    else:
+        discovery = "given"
+    if loops is not None:
+        chosen = _named_loops(graph, loops, spec_index)
+        if discovery == "index" and not chosen:
+            note += "; the model has no loop index"
+    else:
+        chosen = _group_cycles(graph, found, spec_index)
+    if not chosen and not note:
+        note = "the model has no feedback loops"
+    ds = _dataset(graph, scorer, chosen, state.times)
+    ds.attrs.update(
+        discovery=discovery,
+        n_cycles_found=len(found) if discovery == "exhaustive" else 0,
+        timing=timing,
+        dt=scorer.dt,
+        method=method,
+        model=Path(model.path).name,
+        nonfinite_link_values=scorer.nonfinite,
+        note=note,
+        seconds=time.perf_counter() - started,
+    )
+    return ds
+
+
+def _rotate(cycle: Sequence[str]) -> tuple[str, ...]:
+    """A cycle's canonical rotation: starting at its smallest node."""
+    i = min(range(len(cycle)), key=lambda k: cycle[k])
+    return tuple(cycle[i:]) + tuple(cycle[:i])
+
+
+def _group_cycles(graph: ElementGraph, cycles, spec_index) -> list[_Loop]:
+    """Group element cycles by their variables; name the groups from the loop index."""
+    by_vars: dict[frozenset[str], list[tuple[str, ...]]] = {}
+    for cycle in cycles:
+        names = frozenset(graph.variable[k] for k in cycle)
+        by_vars.setdefault(names, []).append(_rotate(cycle))
+    match: dict[frozenset[str], str] = {}
+    for key, spec in spec_index.items():
+        for path in spec.paths:
+            match.setdefault(frozenset(path), key)
+    named: dict[str, _Loop] = {}
+    unnamed: list[_Loop] = []
+    for names, members in sorted(by_vars.items(), key=lambda kv: (len(kv[0]), sorted(kv[0]))):
+        key = match.get(names)
+        if key is not None:
+            spec = spec_index[key]
+            if key not in named:
+                named[key] = _Loop(key, [], spec.name, spec.polarity)
+            named[key].cycles += members
+        else:
+            unnamed.append(_Loop("", members))
+    out = [named[k] for k in spec_index if k in named]
+    for i, loop in enumerate(unnamed, start=len(out) + 1):
+        loop.key = f"L{i}"
+        out.append(loop)
+    return out
+
+
+def _named_loops(graph: ElementGraph, loops, spec_index) -> list[_Loop]:
+    out: list[_Loop] = []
+    for i, item in enumerate(loops, start=1):
+        if isinstance(item, str):
+            if item not in spec_index:
+                close = difflib.get_close_matches(item, list(spec_index), n=3, cutoff=0.5)
+                hint = f" (close: {', '.join(close)})" if close else ""
+                raise KeyError(f"{item!r} is not a loop of the index{hint}")
+            spec = spec_index[item]
+            cycles = [c for p in spec.paths for c in _chain_cycles(graph, p)]
+            out.append(_Loop(item, cycles, spec.name, spec.polarity))
+        else:
+            out.append(_Loop(f"L{i}", _chain_cycles(graph, list(item))))
+    return out
+
+
+def _chain_cycles(graph: ElementGraph, chain: Sequence[str]) -> list[tuple[str, ...]]:
+    """The element cycles along a chain of variable names (each reads the one before, the
+    first reads the last)."""
+    eq = graph.eq
+    members = set(graph.nodes)
+    keys: list[list[str]] = []
+    for name in chain:
+        try:
+            found = [k for k in eq.keys_of(name) if k in members]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(eq.keys), n=3)
+            hint = f" (close: {', '.join(close)})" if close else ""
+            raise KeyError(f"{name!r} is not a variable of the model{hint}") from None
+        if not found:
+            raise KeyError(f"{name!r} is a constant: it is in no feedback loop")
+        keys.append(found)
+    n = len(chain)
+    out: list[tuple[str, ...]] = []
+
+    def walk(trail: list[str]) -> None:
+        depth = len(trail)
+        if depth == n:
+            if (trail[0], trail[-1]) in graph.paths:
+                out.append(tuple(trail))
+            return
+        for nxt in keys[depth]:
+            if (nxt, trail[-1]) in graph.paths and nxt not in trail:
+                walk([*trail, nxt])
+
+    for start in keys[0]:
+        walk([start])
+    if not out:
+        raise KeyError(f"{' -> '.join(chain)} is not a closed path of the model")
+    return out
+
+
+def _dataset(graph: ElementGraph, scorer: LinkScorer, chosen: list[_Loop], times):
+    import xarray as xr
+
+    eq = graph.eq
+    n_t = len(times)
+    links: dict[tuple[str, str], np.ndarray] = {}
+    cycle_scores: dict[tuple[str, ...], np.ndarray] = {}
+    for loop in chosen:
+        for cycle in loop.cycles:
+            if cycle in cycle_scores:
+                continue
+            score = np.ones(n_t)
+            for i, z in enumerate(cycle):
+                x = cycle[i - 1]
+                if (z, x) not in links:
+                    links[(z, x)] = composite_score(scorer, graph.paths[(z, x)])
+                score = score * links[(z, x)]
+            cycle_scores[cycle] = score
+    # partitions: the strongly connected components of the element graph
+    component = {}
+    for i, members in enumerate(strongly_connected(graph.successors)):
+        for k in members:
+            component[k] = i
+    part_of = {c: component[c[0]] for c in cycle_scores}
+    totals: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(n_t))
+    for c, s in cycle_scores.items():
+        totals[part_of[c]] = totals[part_of[c]] + np.abs(s)
+    relative = {}
+    with np.errstate(all="ignore"):
+        for c, s in cycle_scores.items():
+            total = totals[part_of[c]]
+            relative[c] = np.where(total > 0, s / total, 0.0)
+    partitions = sorted({part_of[c] for c in cycle_scores})
+    renumber = {p: i for i, p in enumerate(partitions)}
+
+    keys = [loop.key for loop in chosen]
+    score = np.zeros((len(chosen), n_t))
+    rel = np.zeros((len(chosen), n_t))
+    for i, loop in enumerate(chosen):
+        for c in dict.fromkeys(loop.cycles):
+            score[i] += cycle_scores[c]
+            rel[i] += relative[c]
+    polarity = np.sign(score).astype(np.int8)
+
+    def summary(p: np.ndarray) -> str:
+        pos, neg = bool((p > 0).any()), bool((p < 0).any())
+        if pos and neg:
+            return "state-dependent"
+        return "reinforcing" if pos else "balancing" if neg else "inactive"
+
+    def variables(loop: _Loop) -> str:
+        first = loop.cycles[0]
+        stocks = [i for i, k in enumerate(first) if eq.is_stock(k)]
+        start = stocks[0] if stocks else 0
+        ordered = first[start:] + first[:start]
+        return " -> ".join(dict.fromkeys(graph.variable[k] for k in ordered))
+
+    link_keys = list(links)
+    ds = xr.Dataset(
+        {
+            "loop_score": (("loop", "time"), score),
+            "relative_score": (("loop", "time"), rel),
+            "polarity": (("loop", "time"), polarity),
+            "link_score": (
+                ("link", "time"),
+                np.array([links[k] for k in link_keys]).reshape(len(link_keys), n_t),
+            ),
+        },
+        coords={
+            "time": np.asarray(times, float),
+            "loop": keys,
+            "loop_variables": ("loop", [variables(loop) for loop in chosen]),
+            "loop_name": ("loop", [loop.name for loop in chosen]),
+            "declared": ("loop", [loop.declared for loop in chosen]),
+            "summary": ("loop", [summary(p) for p in polarity]),
+            "partition": (
+                "loop",
+                [renumber[part_of[loop.cycles[0]]] if loop.cycles else -1 for loop in chosen],
+            ),
+            "n_cycles": ("loop", [len(set(loop.cycles)) for loop in chosen]),
+            "link": [f"{eq.label(x)} -> {eq.label(z)}" for z, x in link_keys],
+            "link_source": ("link", [eq.label(x) for _, x in link_keys]),
+            "link_target": ("link", [eq.label(z) for z, _ in link_keys]),
+        },
+    )
+    return ds
+
+
+def dominance_periods(ds, threshold: float = DOMINANCE):
+    """The time spans in which a loop, or the smallest set of loops, explains at least
+    `threshold` of the change: per partition and time, the loops taken by decreasing
+    |relative score| until their |relative scores| add up to `threshold`. Consecutive times
+    with the same set make one period; times where no loop is active are left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per period: ``partition``, ``start``, ``end`` (saved times), ``loops``
+        (ids joined by "+", strongest first at the period's first time), ``share`` (the
+        set's mean Σ|relative score| over the period) and ``polarity`` ("reinforcing",
+        "balancing" or "mixed": the signs of the set's relative scores).
+    """
+    import pandas as pd
+
+    times = ds["time"].to_numpy()
+    rows: list[dict] = []
+    if ds.sizes.get("loop", 0) == 0:
+        return pd.DataFrame(columns=["partition", "start", "end", "loops", "share", "polarity"])
+    partitions = ds["partition"].to_numpy()
+    keys = ds["loop"].to_numpy()
+    rel_all = ds["relative_score"].to_numpy()
+    for p in sorted(set(partitions.tolist())):
+        members = np.flatnonzero(partitions == p)
+        rel = rel_all[members]
+        current: tuple | None = None
+        for j, t in enumerate(times):
+            mags = np.abs(rel[:, j])
+            if mags.sum() <= 0:
+                current = None
+                continue
+            order = np.argsort(-mags, kind="stable")
+            total, chosen = 0.0, []
+            for i in order:
+                chosen.append(int(i))
+                total += float(mags[i])
+                if total >= threshold - 1e-12:
+                    break
+            names = frozenset(chosen)
+            signs = {int(np.sign(rel[i, j])) for i in chosen}
+            if current is not None and current[0] == names:
+                row = rows[-1]
+                row["end"] = float(t)
+                row["_shares"].append(total)
+                row["_signs"] |= signs
+                continue
+            current = (names,)
+            rows.append(
+                {
+                    "partition": int(p),
+                    "start": float(t),
+                    "end": float(t),
+                    "loops": "+".join(str(keys[members[i]]) for i in chosen),
+                    "_shares": [total],
+                    "_signs": set(signs),
+                }
+            )
+    for row in rows:
+        row["share"] = float(np.mean(row.pop("_shares")))
+        signs = row.pop("_signs") - {0}
+        row["polarity"] = (
+            "reinforcing" if signs == {1} else "balancing" if signs == {-1} else "mixed"
+        )
+    return pd.DataFrame(rows, columns=["partition", "start", "end", "loops", "share", "polarity"])
