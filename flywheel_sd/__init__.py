@@ -34,16 +34,20 @@ _LAZY: dict[str, str | None] = {
     "tornado_chart": ".sweeps.sensitivity",
     "sweep": ".sweeps.sweep",
     "reference_data": ".data",
+    "Calibration": ".calibration",
+    "calibrate": ".calibration",
 }
 
 __all__ = [
     "METHODS",
+    "Calibration",
     "CriticalMass",
     "EnsembleFallbackWarning",
     "FlywheelError",
     "Model",
     "RangeWarning",
     "__version__",
+    "calibrate",
     "compare",
     "critical_mass",
     "designs",
@@ -80,6 +84,8 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from . import designs as designs
     from . import metrics as metrics
     from . import scenarios as scenarios
+    from .calibration import Calibration as Calibration
+    from .calibration import calibrate as calibrate
     from .data import reference_data as reference_data
     from .engine.model import Model as Model
     from .engine.model import RangeWarning as RangeWarning

@@ -66,3 +66,18 @@ class CacheWarning(UserWarning):
 class WideIntervalWarning(UserWarning):
     """Sensitivity indices whose confidence interval is wider than the index itself: too
     few runs to tell their size. One line, naming the parameters; raise ``n``."""
+
+
+class DataError(FlywheelError, ValueError):
+    """Calibration data that cannot be fitted: non-finite values, times outside the run,
+    an unknown output or a malformed expression. One line, naming the series."""
+
+
+class ConvergenceError(FlywheelError, RuntimeError):
+    """An optimiser ran out of its budget without converging; the message (and the
+    ``best`` and ``payoff`` attributes) give the best point found so far."""
+
+
+class IdentifiabilityWarning(UserWarning):
+    """A calibrated parameter is not identified by the data: its χ² profile stays flat
+    over its whole range, or it correlates with another beyond |r| > 0.95. One line."""
