@@ -76,7 +76,10 @@ import numpy as np
 from .errors import ModelFileError
 
 #: Default bound on the number of element-level cycles enumerated exhaustively.
-MAX_CYCLES = 5000
+MAX_CYCLES = 2000
+
+#: At how many saved times (evenly spread) the strongest-path search looks for loops.
+SEARCH_TIMES = 60
 
 #: The share of the change a dominant set of loops explains, at least.
 DOMINANCE = 0.5
@@ -355,6 +358,67 @@ def composite_score(scorer: LinkScorer, paths: Sequence[Sequence[str]]) -> np.nd
     return scores[pick, np.arange(scores.shape[1])]
 
 
+def strongest_paths(
+    graph: ElementGraph, scorer: LinkScorer, n_times: int = SEARCH_TIMES
+) -> list[list[str]]:
+    """Loops found by the strongest-path search of Eberlein & Schoenberg, "Finding the
+    loops that matter" (2020): at each of `n_times` saved times (evenly spread), from each
+    stock, a depth-first walk along the links in order of decreasing |link score| that
+    records a loop when it returns to the stock and abandons a path reaching a variable it
+    has reached before (from this stock, at this time) with a larger |score|. A heuristic:
+    it finds strong loops, not all loops, and may miss a strongest loop's close sibling.
+    Each loop once, as a list of element nodes (a stock first)."""
+    times = len(scorer.state.times)
+    scores = {edge: composite_score(scorer, paths) for edge, paths in graph.paths.items()}
+    stocks = [n for n in graph.nodes if graph.eq.is_stock(n)]
+    picks = np.unique(np.linspace(2, times - 1, min(n_times, max(times - 2, 0))).astype(int))
+    seen: set[tuple[str, ...]] = set()
+    out: list[list[str]] = []
+    for j in picks:
+        outbound: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for (z, x), values in scores.items():
+            magnitude = abs(float(values[j]))
+            if magnitude > 0:
+                outbound[x].append((z, magnitude))
+        for edges in outbound.values():
+            edges.sort(key=lambda e: -e[1])
+        for target in stocks:
+            _search(target, outbound, seen, out)
+    return out
+
+
+def _search(
+    target: str,
+    outbound: Mapping[str, list[tuple[str, float]]],
+    seen: set[tuple[str, ...]],
+    out: list[list[str]],
+) -> None:
+    """One strongest-path search from the stock `target` (see `strongest_paths`)."""
+    best: dict[str, float] = {}
+    visiting: set[str] = set()
+    stack: list[str] = []
+
+    def visit(node: str, score: float) -> None:
+        if node in visiting:
+            if node == target:
+                key = _rotate(stack)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(list(stack))
+            return
+        if score < best.get(node, 0.0):
+            return
+        best[node] = score
+        visiting.add(node)
+        stack.append(node)
+        for nxt, magnitude in outbound.get(node, ()):
+            visit(nxt, score * magnitude)
+        visiting.discard(node)
+        stack.pop()
+
+    visit(target, 1.0)
+
+
 # -- loop dominance -------------------------------------------------------------------------
 @dataclass(eq=False)
 class _Loop:
@@ -373,6 +437,7 @@ def loop_dominance(
     equations: Any = None,
     index: str | Path | Mapping | bool | None = None,
     max_cycles: int = MAX_CYCLES,
+    search_times: int = SEARCH_TIMES,
     timing: str = "current",
     method: str = "euler",
     **simulate_options: Any,
@@ -398,7 +463,10 @@ def loop_dominance(
         The loop index matched by name (None: ``<model>.loops.toml`` if it exists; False:
         none).
     max_cycles : int
-        The most element-level cycles enumerated exhaustively.
+        The most element-level cycles enumerated exhaustively; beyond, the strongest-path
+        search finds the loops.
+    search_times : int
+        At how many times (evenly spread over the run) the strongest-path search runs.
     timing : "current" or "previous"
         The flow -> stock numerator's step (see the module docstring).
     method, simulate_options
@@ -465,26 +533,32 @@ def loop_dominance(
             found = simple_cycles(graph.successors, max_cycles)
             discovery = "exhaustive"
         except TooManyCycles:
-            discovery = "index"
+            discovery = "strongest_path"
+            found = strongest_paths(graph, scorer, search_times)
+            known = set(map(_rotate, found))
+            for spec in spec_index.values():  # the index's loops are always reported
+                for path in spec.paths:
+                    try:
+                        cycles = _chain_cycles(graph, path)
+                    except KeyError as err:
+                        raise ModelFileError(f"loop {spec.key}: {err.args[0]}") from None
+                    found += [list(c) for c in cycles if _rotate(c) not in known]
+                    known.update(map(_rotate, cycles))
             note = (
-                f"more than {max_cycles} element cycles: only the loop index's loops are "
-                "scored (the strongest-path heuristic is not implemented yet)"
+                f"more than {max_cycles} element cycles: loops found by the strongest-path "
+                f"search at {min(search_times, len(state.times))} times, plus the loop "
+                "index's; relative scores are shares among these loops"
             )
-            loops = list(spec_index)
+        chosen = _group_cycles(graph, found, spec_index)
     else:
         discovery = "given"
-    if loops is not None:
         chosen = _named_loops(graph, loops, spec_index)
-        if discovery == "index" and not chosen:
-            note += "; the model has no loop index"
-    else:
-        chosen = _group_cycles(graph, found, spec_index)
     if not chosen and not note:
         note = "the model has no feedback loops"
     ds = _dataset(graph, scorer, chosen, state.times)
     ds.attrs.update(
         discovery=discovery,
-        n_cycles_found=len(found) if discovery == "exhaustive" else 0,
+        n_cycles_found=len(found),
         timing=timing,
         dt=scorer.dt,
         method=method,
@@ -503,10 +577,13 @@ def _rotate(cycle: Sequence[str]) -> tuple[str, ...]:
 
 
 def _group_cycles(graph: ElementGraph, cycles, spec_index) -> list[_Loop]:
-    """Group element cycles by their variables; name the groups from the loop index."""
-    by_vars: dict[frozenset[str], list[tuple[str, ...]]] = {}
+    """Group element cycles by the cycle of variables they pass (the element cycles of a
+    subscripted loop are one loop; the two directions round the same variables are two);
+    name the groups from the loop index, where a group's variables are an entry's chain's
+    or one of its ``also`` paths' (an entry takes every group it matches)."""
+    by_vars: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
     for cycle in cycles:
-        names = frozenset(graph.variable[k] for k in cycle)
+        names = _rotate([graph.variable[k] for k in cycle])
         by_vars.setdefault(names, []).append(_rotate(cycle))
     match: dict[frozenset[str], str] = {}
     for key, spec in spec_index.items():
@@ -514,8 +591,10 @@ def _group_cycles(graph: ElementGraph, cycles, spec_index) -> list[_Loop]:
             match.setdefault(frozenset(path), key)
     named: dict[str, _Loop] = {}
     unnamed: list[_Loop] = []
-    for names, members in sorted(by_vars.items(), key=lambda kv: (len(kv[0]), sorted(kv[0]))):
-        key = match.get(names)
+    for names, members in sorted(
+        by_vars.items(), key=lambda kv: (len(set(kv[0])), sorted(set(kv[0])), kv[0])
+    ):
+        key = match.get(frozenset(names))
         if key is not None:
             spec = spec_index[key]
             if key not in named:
@@ -637,7 +716,7 @@ def _dataset(graph: ElementGraph, scorer: LinkScorer, chosen: list[_Loop], times
         stocks = [i for i, k in enumerate(first) if eq.is_stock(k)]
         start = stocks[0] if stocks else 0
         ordered = first[start:] + first[:start]
-        return " -> ".join(dict.fromkeys(graph.variable[k] for k in ordered))
+        return " -> ".join(graph.variable[k] for k in ordered)
 
     link_keys = list(links)
     ds = xr.Dataset(

@@ -333,14 +333,62 @@ def test_paper_timing_converges_to_simlin_as_dt_shrinks(tmp_path_factory):
     assert worst[1] < 0.4 * worst[0], worst
 
 
+# -- loop discovery -----------------------------------------------------------------------
+ARMS_RACE = (  # Eberlein & Schoenberg (2020), figure 1: three parties, eight loops
+    "A Arms = INTEG(A Changing, 50)",
+    "B Arms = INTEG(B Changing, 100)",
+    "C Arms = INTEG(C Changing, 150)",
+    "A Changing = (A Target - A Arms) / Adjustment Time",
+    "B Changing = (B Target - B Arms) / Adjustment Time",
+    "C Changing = (C Target - C Arms) / Adjustment Time",
+    "A Target = (B Arms + 0.9 * C Arms) / 2",
+    "B Target = (A Arms + 1.1 * C Arms) / 2",
+    "C Target = (1.1 * A Arms + 0.9 * B Arms) / 2",
+    "Adjustment Time = 5",
+)
+
+
+def test_the_arms_race_is_taken_over_by_its_three_party_loops(tmp_path_factory):
+    model = model_of(
+        tmp_path_factory, "arms_race", *ARMS_RACE, final_time=100, time_step=0.25, saveper=1
+    )
+    exhaustive = loop_dominance(model)
+    assert exhaustive.attrs["discovery"] == "exhaustive"
+    chains = dict(zip(exhaustive["loop"].values, exhaustive["loop_variables"].values))
+    assert len(chains) == 8  # 3 adjustment, 3 pairwise, 2 three-party (one per direction)
+    adjust = {k for k, c in chains.items() if str(c).count("->") == 1}
+    three = {k for k, c in chains.items() if str(c).count("->") == 8}
+    assert len(adjust) == 3 and len(three) == 2
+    summary = dict(zip(exhaustive["loop"].values, exhaustive["summary"].values))
+    assert {summary[k] for k in adjust} == {"balancing"}
+    assert {summary[k] for k in three} == {"reinforcing"}
+    table = dominance_periods(exhaustive)
+    assert set(table["loops"].iloc[0].split("+")) <= adjust  # the adjustments first
+    assert set(table["loops"].iloc[-1].split("+")) <= three  # the arms race at the end
+    assert table["end"].iloc[-1] == 100 and table["start"].iloc[-1] < 50
+    # the strongest-path search finds the same eight loops here, with the same scores
+    heuristic = loop_dominance(model, max_cycles=0)
+    assert heuristic.attrs["discovery"] == "strongest_path"
+    assert sorted(map(str, heuristic["loop_variables"].values)) == sorted(
+        map(str, chains.values())
+    )
+    by_chain = heuristic.swap_dims(loop="loop_variables")["relative_score"]
+    for k, chain in chains.items():
+        np.testing.assert_allclose(
+            by_chain.sel(loop_variables=chain).values,
+            exhaustive["relative_score"].sel(loop=k).values,
+            rtol=1e-12,
+        )
+
+
 # -- the bundled model ----------------------------------------------------------------------
-def test_bundled_baseline_scores_the_index_loops(flywheel_model):
-    ds = loop_dominance(flywheel_model)
-    # more than MAX_CYCLES element cycles: the index's loops are scored
-    assert ds.attrs["discovery"] == "index"
-    assert list(ds["loop"].values) == [
-        "R1", "R2", "R3", "R4", "R5", "B1", "B2", "B3", "B4", "B5", "B6"
-    ]  # fmt: skip
+INDEX = ["R1", "R2", "R3", "R4", "R5", "B1", "B2", "B3", "B4", "B5", "B6"]
+
+
+def test_bundled_baseline_among_the_index_loops(flywheel_model):
+    ds = loop_dominance(flywheel_model, INDEX)
+    assert ds.attrs["discovery"] == "given"
+    assert list(ds["loop"].values) == INDEX
     summary = dict(zip(ds["loop"].values, ds["summary"].values))
     # no membership programme and no rival in the baseline: R4 and B6 never move
     assert summary.pop("R4") == summary.pop("B6") == "inactive"
@@ -350,3 +398,14 @@ def test_bundled_baseline_scores_the_index_loops(flywheel_model):
     table = dominance_periods(ds)
     growth = table[(table["end"] >= 8) & (table["start"] <= 34)]
     assert growth["loops"].tolist() == ["R1"]  # the network effect drives the growth
+
+
+def test_bundled_baseline_loops_are_found_by_the_strongest_paths(flywheel_model):
+    ds = loop_dominance(flywheel_model)
+    # far more than MAX_CYCLES element cycles: the strongest-path search, plus the index
+    assert ds.attrs["discovery"] == "strongest_path"
+    assert list(ds["loop"].values[: len(INDEX)]) == INDEX
+    assert ds.sizes["loop"] > 50
+    total = np.abs(ds["relative_score"]).groupby(ds["partition"]).sum()
+    active = total.values > 0
+    np.testing.assert_allclose(total.values[active], 1.0, rtol=1e-9)
