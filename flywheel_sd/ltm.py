@@ -37,23 +37,31 @@ With ``v`` a node's recorded values and ``v'`` the values one step earlier:
   are 0 there.
 
 **Loop score:** the product of the link scores around a loop. Loops are found on the
-element-level graph of the model's variables (one node per variable element; hidden nodes
-contracted into links), by Johnson's algorithm, when the graph has at most `max_cycles`
-cycles ("exhaustive"); otherwise, or when `loops` are given, the loops are those named (the
-loop index's chains, "index"). The strongest-path heuristic of Eberlein & Schoenberg (2020)
-for graphs too large to enumerate is not implemented yet.
+element-level graph of the model's variables (one node per variable element, constants
+left out; hidden nodes contracted into links):
 
-A *loop* in the result is a set of element-level cycles that share their variables: the
-cycles of a subscripted loop (through ``Active Sellers[High]`` and ``[Low]``), or a loop
-index entry with its ``also`` paths. Its score is the sum of its cycles' scores, and its
-relative score the sum of their relative scores (the composite relative loop score of the
-LTM papers, section "simplified CLDs").
+* "exhaustive": every elementary cycle, by Johnson's algorithm, when there are at most
+  `max_cycles` (the LTM papers enumerate below about a thousand);
+* "strongest_path": beyond that, the strongest-path search of Eberlein & Schoenberg,
+  "Finding the loops that matter" (2020), run at `search_times` saved times spread over the
+  run (the paper runs it at every step; a subset is its own suggestion for speed), plus
+  the loop index's loops. A heuristic: it finds the strong loops, not all of them;
+* "given": the loops named in `loops` (loop index ids or chains of variable names).
+
+A *loop* in the result is the set of element-level cycles that pass the same cycle of
+variables (the cycles of a subscripted loop, through ``Active Sellers[High]`` and
+``[Low]``, are one loop; the two directions round the same variables are two), and a loop
+index entry takes every such cycle whose variables are its chain's or one of its ``also``
+paths' (a found cycle matches an entry when their variable sets agree; the others are
+named L1, L2, ... after the index's). A loop's score is the sum of its cycles' scores and
+its relative score the sum of theirs (the LTM papers' composite relative loop score).
 
 **Relative loop score:** a cycle's score divided by Σ|scores| of the cycles in its cycle
 partition. Partitions here are the strongly connected components of the element graph
 (every cycle lies in exactly one; cycles of different components share no variable).
-The sum runs over the cycles considered: every cycle found (exhaustive), or only the loops
-passed in (then the shares are relative to those loops alone).
+The sum runs over the cycles considered: every cycle (exhaustive), the cycles found
+(strongest path: shares among those), or only the loops passed in (then the shares are
+relative to those loops alone).
 
 **Dominance periods** (`dominance_periods`): at each time, the smallest set of loops whose
 |relative scores| add up to at least 50% (the loops taken by decreasing |relative score|);
@@ -64,6 +72,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -454,7 +463,7 @@ def loop_dominance(
         The loops to score: ids of the loop index and/or chains (lists of variable names,
         each reading the one before, the first the last). Default: every loop, found by
         exhaustive enumeration (if there are at most `max_cycles` element cycles; else the
-        loop index's loops).
+        strongest-path search's loops plus the loop index's).
     run : None, str, Scenario or mapping
         As `flywheel_sd.loops.loop_polarity` takes it: the scenario or parameters of the run.
     params : mapping, optional
@@ -478,8 +487,9 @@ def loop_dominance(
     xarray.Dataset
         ``link_score`` (link, time), ``loop_score``, ``relative_score`` and ``polarity``
         (loop, time); per loop ``loop_variables``, ``loop_name``, ``declared``, ``summary``,
-        ``partition`` and ``n_cycles``; attrs ``discovery`` ("exhaustive", "index" or
-        "given"), ``n_cycles_found``, ``timing``, ``dt``, ``method``, ``seconds``, ``note``.
+        ``partition`` and ``n_cycles``; attrs ``discovery`` ("exhaustive",
+        "strongest_path" or "given"), ``n_cycles_found``, ``timing``, ``dt``, ``method``,
+        ``seconds``, ``note`` (why the result is empty, or how the loops were found).
 
     Raises
     ------
@@ -526,6 +536,11 @@ def loop_dominance(
             spec_index = read_loop_index(where)  # type: ignore[arg-type]
     graph = element_graph(eq)
     scorer = LinkScorer(eq, state, timing)
+    if len(state.times) > 1 and not math.isclose(scorer.dt, float(state.c[0]), rel_tol=1e-9):
+        raise ValueError(
+            f"link scores need a run saved at every TIME STEP ({float(state.c[0]):g}), "
+            f"not every {scorer.dt:g}: record it with saveper = time_step"
+        )
     note = ""
     found: list[list[str]] = []
     if loops is None:

@@ -409,3 +409,16 @@ def test_bundled_baseline_loops_are_found_by_the_strongest_paths(flywheel_model)
     total = np.abs(ds["relative_score"]).groupby(ds["partition"]).sum()
     active = total.values > 0
     np.testing.assert_allclose(total.values[active], 1.0, rtol=1e-9)
+
+
+def test_a_recorded_run_state_gives_the_same_scores(logistic):
+    from flywheel_sd.loops import run_state
+
+    eq, state = run_state(logistic, method="euler", time_step=DT, saveper=DT)
+    again = loop_dominance(state, equations=eq)
+    np.testing.assert_array_equal(
+        again["relative_score"].values, loop_dominance(logistic)["relative_score"].values
+    )
+    coarse = run_state(logistic, method="euler", saveper=1)[1]
+    with pytest.raises(ValueError, match="every TIME STEP"):
+        loop_dominance(coarse, equations=eq)
