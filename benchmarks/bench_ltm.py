@@ -1,0 +1,93 @@
+"""Benchmark Loops That Matter (issue 14) against one run of the same model.
+
+Usage::
+
+    python benchmarks/bench_ltm.py [MODEL.mdl] [--repeats N]
+
+Default model: ``models/platform_flywheel.mdl``. Measured side by side in this one process,
+after a warm-up call of each (so parsing, compiling and caches are not counted; the cold
+first call is printed too), medians over the repeats:
+
+1. ``flywheel_sd.simulate(model)``: one run as users make it (RK45, compiled engine), and the
+   Euler run at TIME STEP;
+2. ``flywheel_sd.ltm.loop_dominance(model)``: its own Euler run recorded at every TIME STEP
+   (plain-Python backend, every node kept), link scores, loop discovery (exhaustive, or the
+   strongest-path search beyond ``MAX_CYCLES`` cycles) and loop scores;
+3. the same for the loop index's loops only (``loops=[...]``: no discovery).
+
+It prints each time and its ratio to the RK45 run. The runs name their engine: with the
+Numba backend ready (``FLYWHEEL_SD_JIT`` not ``off``; it compiles in the background, so a
+later call may use it) an Euler run takes about a millisecond, while `loop_dominance`
+records its run on the plain-Python backend (it keeps every node's value at every step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PROJECT_MODEL = REPO / "models" / "platform_flywheel.mdl"
+
+
+def median_time(func, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", default=str(PROJECT_MODEL))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    import flywheel_sd as fw
+    from flywheel_sd.loops import loop_index_path, read_loop_index
+    from flywheel_sd.ltm import loop_dominance
+
+    model = fw.load(args.model)
+    start = time.perf_counter()
+    ds = loop_dominance(model)
+    cold = time.perf_counter() - start
+    fw.simulate(model)
+    fw.simulate(model, method="euler")
+    index_path = loop_index_path(model)
+    index = list(read_loop_index(index_path)) if index_path.is_file() else []
+
+    rows = [
+        ("simulate (RK45)", lambda: fw.simulate(model)),
+        ("simulate (euler)", lambda: fw.simulate(model, method="euler")),
+        (f"loop_dominance ({ds.attrs['discovery']})", lambda: loop_dominance(model)),
+    ]
+    if index:
+        loop_dominance(model, index)
+        rows.append(
+            (f"loop_dominance ({len(index)} index loops)", lambda: loop_dominance(model, index))
+        )
+    results = []
+    for name, func in rows:
+        seconds, out = median_time(func, args.repeats)
+        engine = getattr(out, "attrs", {}).get("engine")
+        results.append((f"{name}, {engine}" if isinstance(engine, str) else name, seconds))
+    run = results[0][1]
+    print(
+        f"model: {Path(args.model).name}; {ds.sizes['time']} steps, {ds.sizes['loop']} loops "
+        f"({ds.attrs['discovery']}, {ds.attrs['n_cycles_found']} cycles); "
+        f"median of {args.repeats}"
+    )
+    print(f"{'':48s} {'seconds':>9s} {'x run':>7s}")
+    for name, seconds in results:
+        print(f"{name:48s} {seconds:9.3f} {seconds / run:7.1f}")
+    print(f"{'loop_dominance, first call (cold)':48s} {cold:9.3f} {cold / run:7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
