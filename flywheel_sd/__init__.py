@@ -34,6 +34,7 @@ _LAZY: dict[str, str | None] = {
     "tornado_chart": ".sweeps.sensitivity",
     "sweep": ".sweeps.sweep",
     "reference_data": ".data",
+    "explore": ".explorer",  # needs the explore extra (Panel); see flywheel_sd/explorer.py
     "Calibration": ".calibration",
     "calibrate": ".calibration",
 }
@@ -51,6 +52,7 @@ __all__ = [
     "compare",
     "critical_mass",
     "designs",
+    "explore",
     "fan_chart",
     "load",
     "metrics",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from .engine.model import load as load
     from .engine.simulate import METHODS as METHODS
     from .engine.simulate import simulate as simulate
+    from .explorer import explore as explore
     from .scenarios.compare import CriticalMass as CriticalMass
     from .scenarios.compare import compare as compare
     from .scenarios.compare import critical_mass as critical_mass

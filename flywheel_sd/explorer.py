@@ -1,0 +1,993 @@
+"""The what-if explorer: move a lever, see the flywheel answer (issue 15).
+
+``fw.explore("wish_deposit")`` returns a Panel (HoloViz) layout: a slider for every lever
+(its documented range and unit, grouped by the model's sectors), a policy window where the
+model switches the lever with window constants, a scenario picker, live Bokeh plots of the
+headline outputs with the reference scenario as a ghost line and the policy windows shaded
+and labelled, the metrics table and its change from the reference, "Save as scenario" and
+"Download CSV". ``flywheel explore`` serves it in the browser.
+
+Panel is an optional dependency (``pip install "flywheel_sd[explore]"``); importing
+flywheel_sd never imports it.
+
+Latency: a slider reports its value when it is released (``value_throttled``), and every
+request only bumps a counter; the run that follows reads the widgets as they are then, so
+requests that pile up while a run is going are answered by one run with the newest values
+and no stale run is ever queued (`Explorer.stats` counts the skipped ones). Runs go through
+`flywheel_sd.simulate` on the compiled engine, whose Numba code is loaded when the explorer
+starts.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import FlywheelError, ParameterError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .engine.model import Model
+    from .scenarios import Scenario
+
+__all__ = ["Explorer", "Lever", "explore", "levers"]
+
+INSTALL_HINT = 'the explorer needs Panel: pip install "flywheel_sd[explore]"'
+
+#: The curve of the explored run and the ghost of the reference run.
+CURRENT_COLOR = "#1f77b4"
+GHOST_COLOR = "#8c8c8c"
+WINDOW_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+#: Most policy windows shaded at once (each figure keeps this many shades to reuse).
+MAX_WINDOWS = 6
+
+# SI tick labels in the browser, as plotting.SIFormatter draws them in matplotlib figures.
+_SI_TICKS_JS = """
+const a = Math.abs(tick);
+const sign = tick < 0 ? "-" : "";
+const units = [[1e12, "T"], [1e9, "B"], [1e6, "M"], [1e3, "k"]];
+for (const [scale, letter] of units) {
+  if (a >= scale) {
+    return sign + prefix + parseFloat((a / scale).toPrecision(3)).toString() + letter;
+  }
+}
+return sign + prefix + parseFloat(a.toPrecision(3)).toString();
+"""
+
+
+def _panel():
+    """The `panel` module, or a one-line error naming the extra that brings it."""
+    try:
+        import panel
+    except ImportError:
+        raise FlywheelError(INSTALL_HINT) from None
+    return panel
+
+
+# -- levers ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lever:
+    """A constant of the model as the explorer offers it."""
+
+    name: str
+    sector: str
+    units: str
+    description: str
+    default: float
+    low: float  # the documented range, NaN where open
+    high: float
+    start: str | None = None  # the constants that hold its policy window (policy_companions)
+    end: str | None = None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The slider's ends: the documented range, or a span around the default where the
+        model documents none."""
+        low, high = self.low, self.high
+        if math.isnan(low):
+            low = 0.0 if self.default >= 0 else 2 * self.default
+        if math.isnan(high):
+            high = max(2 * abs(self.default), low + 1.0)
+        return low, high
+
+    @property
+    def step(self) -> float:
+        low, high = self.bounds
+        span = high - low
+        if not span > 0:
+            return 1.0
+        return float(10 ** math.floor(math.log10(span / 200)))
+
+    def check(self, value: float) -> tuple[float, str]:
+        """`value` clamped to the documented range, and a message saying so ("" when it
+        was in range)."""
+        if not math.isfinite(value):
+            return self.default, f"{self.name}: {value!r} is not a finite number; reset"
+        from .metrics import format_number
+
+        for bound, outside, word in (
+            (self.low, value < self.low, "below"),
+            (self.high, value > self.high, "above"),
+        ):
+            if not math.isnan(bound) and outside:
+                low, high = (format_number(v) for v in (self.low, self.high))
+                return bound, (
+                    f"{self.name}: {format_number(value)} is {word} its documented range "
+                    f"[{low}, {high}]{_unit_suffix(self.units)}; set to {format_number(bound)}"
+                )
+        return value, ""
+
+
+def _unit_suffix(units: str) -> str:
+    from .metrics import readable_units
+
+    words = readable_units(units)
+    return f" {words}" if words else ""
+
+
+def sectors(model: Model) -> dict[str, str]:
+    """Vensim name -> the group (sector) its equation is in, for a Vensim model file
+    (``.Buyers``, ``.Sellers`` ...); empty for other formats."""
+    path = Path(model.path)
+    if path.suffix.lower() != ".mdl":
+        return {}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    headers = [
+        (m.start(), m.group(1).strip())
+        for m in re.finditer(r"\*{3,}\s*\n\s*\.([^\n]+?)\s*\n\s*\*{3,}", text)
+    ]
+    out: dict[str, str] = {}
+    for name in model.namespace:
+        pattern = r"^[ \t]*" + r"[ _]+".join(map(re.escape, name.split())) + r"[ \t]*[\[=(]"
+        m = re.search(pattern, text, flags=re.MULTILINE | re.IGNORECASE)
+        if m is None:
+            continue
+        group = [g for pos, g in headers if pos < m.start()]
+        if group:
+            out[name] = group[-1]
+    return out
+
+
+def levers(model: Model) -> list[Lever]:
+    """The model's scalar constants as levers: documented range, units, description and
+    sector; the constants that hold a lever's policy window (`policy_companions`) belong
+    to that lever and are not levers of their own. Subscripted constants are left out."""
+    import numpy as np
+
+    from .scenarios import policy_companions
+
+    doc = model.doc.set_index("Real Name")
+
+    def text(name: str, column: str) -> str:
+        value = doc.at[name, column] if column in doc.columns and name in doc.index else ""
+        return " ".join(value.split()) if isinstance(value, str) else ""
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pysd_model = model.pysd_model()
+        pysd_model.initialize()
+    defaults: dict[str, float] = {}
+    for name in model.constants:
+        try:
+            value = getattr(pysd_model.components, model.namespace[name])()
+        except Exception:  # noqa: BLE001, S112 - a constant that needs data files: no slider
+            continue
+        if isinstance(value, (int, float, np.number)) and math.isfinite(float(value)):
+            defaults[name] = float(value)
+    of_sector = sectors(model)
+    found = []
+    claimed: set[str] = set()
+    for name in model.constants:
+        if name not in defaults:
+            continue
+        start, end = policy_companions(model, name)
+        start = start if start in defaults and start not in claimed else None
+        end = end if end in defaults and end not in claimed else None
+        claimed.update(n for n in (start, end) if n)
+        low, high = model.ranges.get(name, (math.nan, math.nan))
+        found.append(
+            Lever(
+                name=name,
+                sector=of_sector.get(name, "Levers"),
+                units=text(name, "Units"),
+                description=text(name, "Comment"),
+                default=defaults[name],
+                low=float(low),
+                high=float(high),
+                start=start,
+                end=end,
+            )
+        )
+    return [lever for lever in found if lever.name not in claimed]
+
+
+# -- the app -----------------------------------------------------------------------------
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if isinstance(err, FlywheelError) else f"{type(err).__name__}: {text}"
+
+
+def _warm(model: Model, params: Mapping | None = None) -> None:
+    """Load the model's Numba code now, so that the first slider move runs compiled."""
+    try:
+        from .engine import NotCompilable
+    except ImportError:
+        return
+    try:
+        model.compiled(dict(params or {})).module("numba")
+    except (NotCompilable, ImportError):
+        pass  # PySD path, or no Numba: runs work, only slower
+    except Exception:  # noqa: BLE001, S110 - warming is an optimisation; a run reports errors
+        pass
+
+
+def _scenario(name: str | Scenario | None, model_path: Path | None) -> Scenario:
+    """The scenario `name` (built-in, the user's, or a .toml file), moved onto the model
+    file `model_path` if given; None: baseline, or that model's own parameters."""
+    from . import scenarios
+    from .scenarios import Scenario
+
+    if isinstance(name, Scenario):
+        sc = name
+    elif name is None:
+        if model_path is None:
+            return scenarios.get("baseline")
+        return Scenario(model_path.stem, "the model's own parameters", model=str(model_path))
+    elif model_path is None:
+        return scenarios.get(name)
+    elif str(name).endswith(".toml") or Path(name).is_file():
+        sc = scenarios.load_file(name, validate=False)
+    else:
+        files = scenarios._files()
+        if name not in files:
+            scenarios.get(name)  # raises, listing the valid names
+        sc = scenarios.load_file(files[name], validate=False)
+    if model_path is not None:
+        sc = replace(sc, model=str(model_path))
+    sc.validate()
+    return sc
+
+
+def _scenario_folder() -> Path:
+    """Where "Save as scenario" writes: the first $FLYWHEEL_SD_SCENARIOS folder (so the
+    picker lists the saved scenario), else the current directory."""
+    folders = [p for p in os.environ.get("FLYWHEEL_SD_SCENARIOS", "").split(os.pathsep) if p]
+    return Path(folders[0]) if folders else Path.cwd()
+
+
+class Explorer:
+    """The explorer's state, widgets and callbacks; `layout` is the Panel object to show.
+
+    Parameters
+    ----------
+    scenario : str, Scenario or None
+        The scenario to start from (default: baseline, or the ``model`` file's own
+        parameters).
+    model : path, optional
+        A model file: the levers come from its constants and documented ranges.
+    reference : str, optional
+        The scenario drawn as the ghost line (default: baseline, or the model's own
+        parameters).
+    """
+
+    def __init__(
+        self,
+        scenario: str | Scenario | None = None,
+        *,
+        model: str | os.PathLike | None = None,
+        reference: str | None = None,
+    ):
+        pn = _panel()
+        from . import scenarios
+        from .engine.model import load
+        from .plotting import PANELS, model_units, time_units
+
+        self._pn = pn
+        self.model_path = Path(model).expanduser().resolve() if model is not None else None
+        if self.model_path is not None and not self.model_path.is_file():
+            raise ParameterError(f"{model}: no such model file")
+        self.scenario = _scenario(scenario, self.model_path)
+        self.model = load(self.scenario.model)
+        times = self.model.time_settings()
+        self.t0, self.t1 = float(times["initial_time"]), float(times["final_time"])
+        self.levers = {lever.name: lever for lever in levers(self.model)}
+        self.panels = [p for p in PANELS if p[1] in self.model.namespace]
+        import xarray as xr
+
+        self._units = model_units(xr.Dataset(attrs={"model": str(self.model.path)}))
+        self._time_unit = time_units(self._units)
+        self.stats = {"requests": 0, "runs": 0, "skipped": 0, "failed": 0}
+        self.last_run_seconds = math.nan
+        self.last_metrics_seconds = math.nan
+        self.current: pd.DataFrame | None = None  # the last good run
+        self.reference_run: pd.DataFrame | None = None
+        self._reference_cache: dict[str, pd.DataFrame] = {}
+        self._requested = 0
+        self._done = 0
+        self._scheduled = False
+        self._kept: dict[str, Any] = {}  # overrides no widget edits (series, subscripts)
+        self._defaults: dict[str, float] = {}
+        doc = pn.state.curdoc
+        self._doc = doc if doc is not None and doc.session_context is not None else None
+
+        self._build_widgets(scenarios.list())
+        self._build_figures()
+        self._apply_scenario(self.scenario)
+        default_reference = "baseline" if self.model_path is None else self.model_path.stem
+        self.reference_select.value = reference or default_reference
+        self.reference_select.param.watch(lambda _e: self.request_run(), "value")
+        self.scenario_select.param.watch(self._on_scenario, "value")
+        _warm(self.model, self._params())
+        self.request_run()
+
+    # -- widgets ---------------------------------------------------------------------
+    def _build_widgets(self, names: list[str]) -> None:
+        pn = self._pn
+        from .metrics import readable_units
+
+        options = list(names)
+        own = self.model_path.stem if self.model_path is not None else None
+        if own is not None and own not in options:
+            options.insert(0, own)
+        if self.scenario.name not in options:
+            options.insert(0, self.scenario.name)
+        self.scenario_select = pn.widgets.Select(
+            name="Scenario", options=options, value=self.scenario.name, width=220
+        )
+        self.reference_select = pn.widgets.Select(
+            name="Ghost line (reference)", options=list(options), width=220
+        )
+        self.message = pn.pane.Alert("", alert_type="warning", visible=False, margin=(5, 10))
+        self.status = pn.pane.Markdown("", margin=(0, 10), styles={"color": "#555"})
+        self.widgets: dict[str, Any] = {}
+        self.windows: dict[str, Any] = {}
+        by_sector: dict[str, list] = {}
+        unit_one, unit_many = self._time_unit
+        for lever in self.levers.values():
+            low, high = lever.bounds
+            words = readable_units(lever.units, lever.name)
+            widget = pn.widgets.EditableFloatSlider(
+                name=f"{lever.name} ({words})" if words else lever.name,
+                start=low,
+                end=high,
+                step=lever.step,
+                value=min(max(lever.default, low), high),
+                sizing_mode="stretch_width",
+            )
+            widget.param.watch(lambda e, n=lever.name: self._on_lever(n, e.new), "value_throttled")
+            self.widgets[lever.name] = widget
+            cards = [widget]
+            if lever.start or lever.end:
+                window = self._window_widget(lever, unit_many or unit_one)
+                window.param.watch(lambda _e: self.request_run(), "value_throttled")
+                self.windows[lever.name] = window
+                cards.append(window)
+            by_sector.setdefault(lever.sector, []).extend(cards)
+        self.sectors = list(by_sector)
+        self.accordion = pn.Accordion(
+            *[
+                (sector, pn.Column(*items, sizing_mode="stretch_width"))
+                for sector, items in by_sector.items()
+            ],
+            active=[0] if by_sector else [],
+            sizing_mode="stretch_width",
+        )
+        self.save_name = pn.widgets.TextInput(name="Scenario name", width=170)
+        self.save_folder = pn.widgets.TextInput(
+            name="Folder", value=str(_scenario_folder()), width=170
+        )
+        self.save_button = pn.widgets.Button(
+            name="Save as scenario", button_type="primary", width=170
+        )
+        self.save_button.on_click(lambda _e: self._save_clicked())
+        self.download = pn.widgets.FileDownload(
+            callback=self._csv_file,
+            filename="flywheel_explore.csv",
+            label="Download CSV",
+            button_type="default",
+            width=170,
+        )
+
+    def _window_widget(self, lever: Lever, unit: str):
+        """The policy window of `lever`: start and end when the model holds both, else the
+        one constant it holds."""
+        pn = self._pn
+        label = f"{lever.name}: policy window" + (f" ({unit})" if unit else "")
+        if lever.start and lever.end:
+            return pn.widgets.RangeSlider(
+                name=label,
+                start=self.t0,
+                end=self.t1,
+                step=1.0,
+                value=(self.t0, self.t1),
+                sizing_mode="stretch_width",
+            )
+        which = "starts" if lever.start else "ends"
+        return pn.widgets.FloatSlider(
+            name=f"{lever.name}: policy {which} at" + (f" ({unit})" if unit else ""),
+            start=self.t0,
+            end=self.t1,
+            step=1.0,
+            value=self.t1 if lever.start else self.t0,
+            sizing_mode="stretch_width",
+        )
+
+    # -- figures ---------------------------------------------------------------------
+    def _build_figures(self) -> None:
+        import xarray as xr
+        from bokeh.layouts import gridplot
+        from bokeh.models import BoxAnnotation, ColumnDataSource, CustomJSTickFormatter, Label
+        from bokeh.plotting import figure
+
+        from .metrics import readable_units
+        from .plotting import is_money, units_of
+
+        empty: dict[str, list] = {"time": []}
+        for i in range(len(self.panels)):
+            empty[f"cur_{i}"] = []
+            empty[f"ref_{i}"] = []
+        self.source = ColumnDataSource(data=empty, name="explorer-data")
+        self.figures = []
+        self._shades: list[list] = []
+        self._labels: list[list] = []
+        ds = xr.Dataset()
+        x_range = None
+        unit = self._time_unit[1]
+        for i, (title, variable, fallback) in enumerate(self.panels):
+            units = units_of(ds, variable, fallback, self._units)
+            options: dict[str, Any] = {"x_range": x_range} if x_range is not None else {}
+            fig = figure(
+                title=title,
+                height=250,
+                width=380,
+                tools="pan,box_zoom,reset,save",
+                toolbar_location=None,
+                x_axis_label=f"time ({unit})" if unit else "time",
+                y_axis_label=readable_units(units, f"{variable} {title}"),
+                name=f"panel:{variable}",
+                **options,
+            )
+            x_range = fig.x_range
+            shades, labels = [], []
+            for k in range(MAX_WINDOWS):
+                color = WINDOW_COLORS[k % len(WINDOW_COLORS)]
+                shade = BoxAnnotation(fill_color=color, fill_alpha=0.13, visible=False)
+                label = Label(
+                    x=0,
+                    y=4 + 13 * k,
+                    y_units="screen",
+                    text="",
+                    text_font_size="8pt",
+                    text_color=color,
+                    visible=False,
+                )
+                fig.add_layout(shade)
+                fig.add_layout(label)
+                shades.append(shade)
+                labels.append(label)
+            self._shades.append(shades)
+            self._labels.append(labels)
+            fig.line(
+                "time",
+                f"ref_{i}",
+                source=self.source,
+                color=GHOST_COLOR,
+                line_dash="dashed",
+                line_width=1.6,
+                alpha=0.8,
+                legend_label="reference",
+            )
+            fig.line(
+                "time",
+                f"cur_{i}",
+                source=self.source,
+                color=CURRENT_COLOR,
+                line_width=2.2,
+                legend_label="explored",
+            )
+            fig.legend.location = "top_left"
+            fig.legend.label_text_font_size = "8pt"
+            fig.legend.background_fill_alpha = 0.6
+            fig.legend.visible = i == 0
+            fig.yaxis.formatter = CustomJSTickFormatter(
+                code=_SI_TICKS_JS, args={"prefix": "$" if is_money(units) else ""}
+            )
+            self.figures.append(fig)
+        grid = gridplot(self.figures, ncols=3, toolbar_location=None)
+        self.plots = self._pn.pane.Bokeh(grid)
+        self.windows_note = self._pn.pane.Markdown("", margin=(0, 10))
+        self.metrics_pane = self._pn.pane.DataFrame(
+            None, index=False, sizing_mode="stretch_width", margin=(0, 10)
+        )
+
+    # -- the layout --------------------------------------------------------------------
+    @property
+    def layout(self):
+        pn = self._pn
+        name = Path(self.model.path).name
+        header = pn.Row(
+            pn.pane.Markdown(f"### flywheel explore: {name}", margin=(5, 10)),
+            self.scenario_select,
+            self.reference_select,
+            self.status,
+        )
+        sidebar = pn.Column(
+            self.message,
+            pn.pane.Markdown("**Levers** (documented range; type a value or drag)"),
+            self.accordion,
+            pn.pane.Markdown("**Save and share**"),
+            self.save_name,
+            self.save_folder,
+            pn.Row(self.save_button),
+            pn.Row(self.download),
+            width=400,
+            height=900,
+            scroll=True,
+        )
+        main = pn.Column(
+            self.plots,
+            self.windows_note,
+            pn.pane.Markdown("**Metrics** (change from the reference)", margin=(0, 10)),
+            self.metrics_pane,
+        )
+        return pn.Column(header, pn.Row(sidebar, main))
+
+    # -- scenario in, params out ----------------------------------------------------------
+    def _apply_scenario(self, sc: Scenario) -> None:
+        """Set the widgets to what `sc` sets (the model's values elsewhere)."""
+        from .scenarios import Policy
+
+        resolved = sc._resolved(self.model, self.t0, self.t1)
+        raw = {self.model.real_name(k): v for k, v in sc.params.items()}
+        kept: dict[str, Any] = {}
+        values = {name: lever.default for name, lever in self.levers.items()}
+        for name, value in resolved.items():
+            original = raw.get(name)
+            if name in self.levers and isinstance(original, Policy):
+                lever = self.levers[name]
+                values[name] = float(original.value)
+                if not (lever.start or lever.end):
+                    kept[name] = original  # a step the model does not switch: window kept
+            elif name in self.levers and isinstance(value, (int, float)):
+                values[name] = float(value)
+            elif name not in self._companions():
+                kept[name] = original if original is not None else value
+        self._kept = kept
+        for name, widget in self.widgets.items():
+            lever = self.levers[name]
+            low, high = lever.bounds
+            value = values[name]
+            widget.param.update(start=min(low, value), end=max(high, value), value=value)
+        for name, window in self.windows.items():
+            lever = self.levers[name]
+            start = resolved.get(lever.start) if lever.start else None
+            end = resolved.get(lever.end) if lever.end else None
+            start = float(start) if start is not None else self._default(lever.start)
+            end = float(end) if end is not None else self._default(lever.end)
+            if lever.start and lever.end:
+                window.value = (self._clip(start), self._clip(end))
+            else:
+                window.value = self._clip(start if lever.start else end)
+        changed = [
+            lever.sector
+            for name, lever in self.levers.items()
+            if abs(values[name] - lever.default) > 1e-12 * max(1.0, abs(lever.default))
+        ]
+        if changed:
+            self.accordion.active = [self.sectors.index(changed[0])]
+        self.save_name.value = f"{sc.name}_explored"
+
+    def _companions(self) -> set[str]:
+        return {n for lever in self.levers.values() for n in (lever.start, lever.end) if n}
+
+    def _default(self, name: str | None) -> float:
+        """The model's value of a window constant (read once: reading it initialises the
+        PySD model)."""
+        if name is None:
+            return math.nan
+        if name not in self._defaults:
+            self._defaults[name] = float(self.model.default_value(name))
+        return self._defaults[name]
+
+    def _clip(self, t: float) -> float:
+        return min(max(t, self.t0), self.t1) if math.isfinite(t) else self.t1
+
+    def _window_times(self, lever: Lever) -> dict[str, float]:
+        """The window constants of `lever` as its window widget sets them: an end at the
+        run's end is "never" (the model's own end if that is later)."""
+        window = self.windows[lever.name]
+        out: dict[str, float] = {}
+        if lever.start and lever.end:
+            start, end = (float(v) for v in window.value)
+        elif lever.start:
+            start, end = float(window.value), math.nan
+        else:
+            start, end = math.nan, float(window.value)
+        if lever.start:
+            default = self._default(lever.start)
+            out[lever.start] = default if start >= self.t1 and default > self.t1 else start
+        if lever.end:
+            default = self._default(lever.end)
+            out[lever.end] = default if end >= self.t1 and default > self.t1 else end
+        return out
+
+    def _params(self) -> dict[str, Any]:
+        """What the explored scenario sets (Vensim names): the levers whose value differs
+        from the model's, their windows, and the overrides no widget edits."""
+        from .scenarios import Policy
+
+        params: dict[str, Any] = {}
+        for name, value in self._kept.items():
+            if isinstance(value, Policy) and name in self.widgets:
+                value = Policy(float(self.widgets[name].value), value.start, value.end)
+            params[name] = value
+        for name, widget in self.widgets.items():
+            if name in params:
+                continue
+            lever = self.levers[name]
+            value = float(widget.value)
+            if value != lever.default:
+                params[name] = value
+            if name in self.windows:
+                for companion, t in self._window_times(lever).items():
+                    if t != self._default(companion):
+                        params[companion] = t
+        return params
+
+    def explored_scenario(self, name: str | None = None, description: str = "") -> Scenario:
+        """The scenario the widgets describe now (the windows of the levers that differ
+        from the model's values as events, so that plots of it shade them)."""
+        from .scenarios import Scenario
+
+        params = self._params()
+        return Scenario(
+            name=name or f"{self.scenario.name}_explored",
+            description=description
+            or f"Explored from {self.scenario.name} with flywheel explore.",
+            params=params,
+            model=str(self.model_path) if self.model_path is not None else None,
+            events=tuple(self._events(params)),
+        )
+
+    def _events(self, params: Mapping[str, Any]) -> list[tuple[str, float, float]]:
+        """(label, start, end) of the windows of levers set away from the model's value,
+        then the scenario's own events that do not coincide with one of them."""
+        from .metrics import format_number
+
+        out = []
+        for name, lever in self.levers.items():
+            if name not in self.windows or name not in params:
+                continue
+            times = self._window_times(lever)
+            start = times.get(lever.start, self.t0) if lever.start else self.t0
+            end = times.get(lever.end, math.inf) if lever.end else math.inf
+            end = math.inf if end > self.t1 else end
+            if end <= start:
+                continue
+            value = format_number(float(params[name]))
+            out.append((f"{name} = {value}{_unit_suffix(lever.units)}", start, end))
+        spans = {(s, e) for _, s, e in out}
+        out += [e for e in self.scenario.events if (e[1], e[2]) not in spans]
+        return out
+
+    # -- callbacks ---------------------------------------------------------------------------
+    def _on_lever(self, name: str, value: Any) -> None:
+        """A slider released or a value typed: clamp what is out of range (saying so),
+        then ask for a run."""
+        lever = self.levers[name]
+        widget = self.widgets[name]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        checked, problem = lever.check(number)
+        if problem:
+            low, high = lever.bounds
+            widget.param.update(start=low, end=high, value=checked)
+            self.show_message(problem, "warning")
+        self.request_run(keep_message=bool(problem))
+
+    def _on_scenario(self, event) -> None:
+        try:
+            sc = _scenario(event.new, self.model_path)
+        except FlywheelError as err:
+            self.show_message(_one_line(err), "danger")
+            return
+        self.scenario = sc
+        self._apply_scenario(sc)
+        _warm(self.model, self._params())
+        self.request_run()
+
+    def move(self, lever: str, value: float) -> None:
+        """Set a lever as a user does (the value a released slider or a typed number
+        sends), through the app's own callbacks."""
+        import param
+
+        widget = self.widgets[lever]
+        with param.edit_constant(widget):
+            widget.param.update(value=value, value_throttled=value)
+
+    def move_window(self, lever: str, start: float | None = None, end: float | None = None):
+        """Set a lever's policy window as a user does."""
+        import param
+
+        widget = self.windows[lever]
+        if isinstance(widget.value, tuple):
+            old_start, old_end = widget.value
+            value: Any = (
+                old_start if start is None else start,
+                old_end if end is None else end,
+            )
+        else:
+            value = start if start is not None else end
+        with param.edit_constant(widget):
+            widget.param.update(value=value, value_throttled=value)
+
+    def show_message(self, text: str, kind: str = "warning") -> None:
+        self.message.param.update(object=text, alert_type=kind, visible=bool(text))
+
+    def request_run(self, keep_message: bool = False) -> None:
+        """Ask for a run with the widgets' values. In a served app the run happens on the
+        next tick of the event loop and reads the widgets then: requests made meanwhile are
+        answered by that one run (never a queue of stale runs). Elsewhere it runs now."""
+        self._requested += 1
+        self.stats["requests"] += 1
+        self._keep_message = keep_message or getattr(self, "_keep_message", False)
+        if self._doc is None:
+            self._drain()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._doc.add_next_tick_callback(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        target = self._requested
+        if target == self._done:
+            return
+        self.stats["skipped"] += target - self._done - 1
+        self._done = target
+        keep = self._keep_message
+        self._keep_message = False
+        started = time.perf_counter()
+        try:
+            reference = self._reference()
+            frame = self._run(self.explored_scenario())
+        except Exception as err:  # noqa: BLE001 - any failed run is shown; the app goes on
+            self.stats["failed"] += 1
+            self.show_message(
+                f"run failed: {_one_line(err)} (showing the last good run)", "danger"
+            )
+            return
+        self.current, self.reference_run = frame, reference
+        self._draw(frame, reference)
+        self.last_run_seconds = time.perf_counter() - started
+        self.stats["runs"] += 1
+        engine = frame.attrs.get("engine", "")
+        self.status.object = f"run + redraw {1000 * self.last_run_seconds:.0f} ms ({engine})"
+        if not keep:
+            self.show_message("")
+        # The metrics table follows on the next tick: the figure does not wait for it, and
+        # a newer run that arrives meanwhile makes this table stale, so it is skipped.
+        if self._doc is None:
+            self._update_metrics(frame)
+        else:
+            self._doc.add_next_tick_callback(lambda: self._update_metrics(frame))
+
+    def _update_metrics(self, frame: pd.DataFrame) -> None:
+        if frame is not self.current or self.reference_run is None:
+            return
+        started = time.perf_counter()
+        try:
+            self.metrics_pane.object = self.metrics_table(frame, self.reference_run)
+        except Exception as err:  # noqa: BLE001 - a metric that fails must not stop the app
+            self.show_message(f"metrics not computed: {_one_line(err)}", "warning")
+        self.last_metrics_seconds = time.perf_counter() - started
+
+    def _run(self, sc: Scenario) -> pd.DataFrame:
+        from .scenarios.compare import _run
+
+        return _run(sc, self.model)
+
+    def _reference(self) -> pd.DataFrame:
+        name = str(self.reference_select.value)
+        if name not in self._reference_cache:
+            self._reference_cache[name] = self._run(_scenario(name, self.model_path))
+        return self._reference_cache[name]
+
+    # -- drawing ---------------------------------------------------------------------
+    def _draw(self, frame: pd.DataFrame, reference: pd.DataFrame) -> None:
+        import numpy as np
+
+        from .plotting import _window_label
+
+        times = np.asarray(frame.index, dtype=float)
+        ref_times = np.asarray(reference.index, dtype=float)
+        data: dict[str, Any] = {"time": times}
+        for i, (_title, variable, _units) in enumerate(self.panels):
+            data[f"cur_{i}"] = _column(frame, variable)
+            data[f"ref_{i}"] = np.interp(times, ref_times, _column(reference, variable))
+        self.source.data = data
+        windows = self._events(self._params())[:MAX_WINDOWS]
+        lines = []
+        for k in range(MAX_WINDOWS):
+            shown = k < len(windows)
+            label, start, end = windows[k] if shown else ("", 0.0, 0.0)
+            end_shown = min(end, self.t1)
+            for shades, labels in zip(self._shades, self._labels):
+                shades[k].update(left=start, right=end_shown, visible=shown)
+                labels[k].update(x=start, text=label, visible=shown)
+            if shown:
+                lines.append(_window_label(label, start, end, "", self._time_unit))
+        self.windows_note.object = (
+            "Shaded: " + "; ".join(lines) if lines else "No policy window is set."
+        )
+
+    def metrics_table(self, frame: pd.DataFrame, reference: pd.DataFrame):
+        """The metrics of the explored run beside the reference's, with the change."""
+        import pandas as pd
+
+        from .metrics import format_number, format_percent, readable_units
+        from .scenarios.compare import attach_metrics, metrics_table
+
+        ref_name = str(self.reference_select.value)
+        ds = attach_metrics(_dataset([reference, frame], [ref_name, "explored"]))
+        table = metrics_table(ds)
+        rows = []
+        for metric in table.loc[ref_name].index:
+            ref = table.at[(ref_name, metric), "value"]
+            now = table.loc[("explored", metric)]
+            rows.append(
+                {
+                    "metric": metric,
+                    ref_name: format_number(ref),
+                    "explored": format_number(now["value"]),
+                    "change": format_number(now["diff"], signed=True),
+                    "change %": format_percent(now["diff_pct"]),
+                    "units": readable_units(str(now["units"]), metric) or "-",
+                }
+            )
+        return pd.DataFrame(rows)
+
+    # -- save and share ------------------------------------------------------------------
+    def save_scenario(self, name: str | None = None, folder: str | os.PathLike | None = None):
+        """Write the explored scenario to ``<folder>/<name>.toml`` (default folder: the
+        first $FLYWHEEL_SD_SCENARIOS folder, else the current directory); return the
+        path. ``flywheel run PATH`` (or the name, from that folder) reads it back."""
+        from . import scenarios
+
+        name = (name or "").strip() or f"{self.scenario.name}_explored"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ParameterError(
+                f"scenario name {name!r}: use letters, digits, '_', '-' and '.' only"
+            )
+        path = Path(folder or _scenario_folder()).expanduser().resolve() / f"{name}.toml"
+        existing = scenarios._files().get(name)
+        if existing is not None and existing.resolve() != path:
+            raise ParameterError(f"a scenario named {name!r} exists ({existing}); choose another")
+        sc = self.explored_scenario(name)
+        sc.validate(self.model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sc.save(path)
+        scenarios.load_file(path)  # it reads back, or this raises
+        options = list(self.scenario_select.options)
+        if name in scenarios.list() and name not in options:
+            self.scenario_select.options = [*options, name]
+            self.reference_select.options = [*options, name]
+        return path
+
+    def _save_clicked(self) -> None:
+        try:
+            path = self.save_scenario(self.save_name.value, self.save_folder.value)
+        except (FlywheelError, OSError) as err:
+            self.show_message(f"not saved: {_one_line(err)}", "danger")
+            return
+        self.show_message(f"saved {path}; run it with: flywheel run {path}", "success")
+
+    def csv(self) -> str:
+        """The explored run and the reference run as CSV: a ``scenario`` column, then
+        time and every variable."""
+        import pandas as pd
+
+        frames = []
+        for name, frame in (
+            ("explored", self._run(self.explored_scenario())),
+            (str(self.reference_select.value), self._reference()),
+        ):
+            numeric = frame.apply(pd.to_numeric, errors="coerce")
+            numeric.index.name = "time"
+            frames.append(numeric.reset_index().assign(scenario=name))
+        table = pd.concat(frames, ignore_index=True)
+        columns = ["scenario", *[c for c in table.columns if c != "scenario"]]
+        return table[columns].to_csv(index=False)
+
+    def _csv_file(self) -> io.StringIO:
+        try:
+            return io.StringIO(self.csv())
+        except Exception as err:  # noqa: BLE001 - shown in the app, not a crashed download
+            self.show_message(f"CSV not written: {_one_line(err)}", "danger")
+            return io.StringIO("")
+
+
+def _dataset(frames: list[pd.DataFrame], names: list[str]):
+    """Runs as a Dataset (scenario, time), as `frames_to_dataset` stacks them but built
+    from arrays at once (that one aligns each variable: a second for hundreds of them).
+    The runs share their times (one model, one SAVEPER); the later ones are interpolated
+    onto the first's where they do not."""
+    import numpy as np
+    import xarray as xr
+
+    times = np.asarray(frames[0].index, dtype=float)
+    columns = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
+    arrays = []
+    for frame in frames:
+        try:
+            values = frame[columns].to_numpy(dtype=float)
+        except (TypeError, ValueError):  # a column of text or objects: NaN where not numbers
+            values = frame[columns].apply(_numeric).to_numpy(dtype=float)
+        own = np.asarray(frame.index, dtype=float)
+        if own.shape != times.shape or not np.array_equal(own, times):
+            values = np.column_stack([np.interp(times, own, v) for v in values.T])
+        arrays.append(values)
+    stack = np.stack(arrays)
+    return xr.Dataset(
+        {str(c): (("scenario", "time"), stack[:, :, j]) for j, c in enumerate(columns)},
+        coords={"scenario": list(names), "time": times},
+    )
+
+
+def _numeric(column):
+    import pandas as pd
+
+    return pd.to_numeric(column, errors="coerce")
+
+
+def _column(frame: pd.DataFrame, variable: str):
+    """`variable` of a run as floats (the sum of its subscripted columns if it has some)."""
+    import numpy as np
+
+    if variable in frame.columns:
+        return np.asarray(frame[variable], dtype=float)
+    parts = [c for c in frame.columns if str(c).startswith(variable + "[")]
+    if not parts:
+        return np.full(len(frame), np.nan)
+    return np.asarray(frame[parts].astype(float).sum(axis=1))
+
+
+def explore(
+    scenario: str | Scenario | None = "baseline",
+    *,
+    model: str | os.PathLike | None = None,
+    reference: str | None = None,
+):
+    """The what-if explorer as a Panel layout (shows inline in a notebook; ``flywheel
+    explore`` serves it).
+
+    Parameters
+    ----------
+    scenario : str, Scenario or None
+        The scenario to start from (default: baseline; with ``model``, None starts from
+        that model's own parameters).
+    model : path, optional
+        A model file: the levers come from its constants and documented ranges.
+    reference : str, optional
+        The scenario drawn as the ghost line (default: baseline, or the model's own
+        parameters).
+
+    Raises
+    ------
+    FlywheelError
+        Panel is not installed (``pip install "flywheel_sd[explore]"``), or the scenario or
+        model is not usable.
+    """
+    if model is not None and scenario == "baseline":
+        scenario = None
+    return Explorer(scenario, model=model, reference=reference).layout
