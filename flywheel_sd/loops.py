@@ -32,7 +32,9 @@ Summary over the run: "reinforcing" (never negative, sometimes positive), "balan
 (never positive, sometimes negative), "state-dependent" (both signs occur: over time, or
 between element cycles) and "inactive" (always 0).
 
-Issue 14 (Loops That Matter) extends this module with link and loop scores.
+Issue 14 (Loops That Matter: link scores, loop scores, relative loop scores and dominance
+periods) is `flywheel_sd.ltm` (`loop_dominance`, `dominance_periods`); it names the loops it
+finds from this index.
 """
 
 from __future__ import annotations
