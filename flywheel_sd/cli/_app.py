@@ -12,7 +12,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from . import compare, describe, run, sweep
+from . import compare, describe, explore, run, sweep
 from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, SweepFailed, UsageError
 from ._options import Option, add_common, add_group, number, option, param_range, positive_int
 
@@ -202,6 +202,25 @@ COMMANDS = (
         "The model's stocks, feedback loops (from <model>.loops.toml beside the model, if "
         "any) and levers with their ranges and units.",
         describe.cmd_describe,
+    ),
+    Command(
+        "explore",
+        "the interactive what-if explorer",
+        "Serve the what-if explorer on localhost: a slider per lever, live plots against a "
+        "reference scenario, metrics, save as scenario (needs the explore extra: pip "
+        'install "flywheel_sd[explore]").',
+        explore.cmd_explore,
+        (),
+        (
+            option("scenario", nargs="?", help="scenario to start from (default: baseline)"),
+            option(
+                "--reference",
+                metavar="SCENARIO",
+                help="scenario drawn as the ghost line (default: baseline)",
+            ),
+            option("--port", type=positive_int, default=5006, help="port (default 5006)"),
+            option("--show", action="store_true", help="open the page in a browser"),
+        ),
     ),
     Command(
         "diagram",

@@ -1,0 +1,44 @@
+"""``flywheel explore``: the what-if explorer, served on localhost (issue 15)."""
+
+from __future__ import annotations
+
+import sys
+
+from ._common import EXIT_OK, UsageError, model_path
+
+
+def cmd_explore(args) -> int:
+    """Serve `flywheel_sd.explorer` until interrupted; every browser session gets its own
+    explorer. The scenario and model are checked, and the engine warmed, before the
+    server starts, so that a bad name is a usage error and the first page is quick."""
+    from ..errors import FlywheelError
+    from ..explorer import Explorer, _panel, _scenario, _warm
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, not {args.port}")
+    pn = _panel()  # a one-line error naming the extra if Panel is missing
+    model = model_path(args)
+    sc = _scenario(args.scenario, model)
+    _warm(sc.load_model())
+    scenario = args.scenario if args.scenario is not None else None
+
+    def app():
+        try:
+            return Explorer(scenario, model=model, reference=args.reference).layout
+        except FlywheelError as err:  # shown in the page, not a blank one
+            return pn.pane.Alert(" ".join(str(err).split()), alert_type="danger")
+
+    url = f"http://localhost:{args.port}"
+    if not args.quiet:
+        print(f"flywheel explore: serving {sc.name} at {url} (Ctrl-C stops)", file=sys.stderr)
+    pn.serve(
+        app,
+        port=args.port,
+        address="localhost",
+        websocket_origin=[f"localhost:{args.port}", f"127.0.0.1:{args.port}"],
+        show=args.show,
+        title="flywheel explore",
+        threaded=False,
+        print=False,
+    )
+    return EXIT_OK
