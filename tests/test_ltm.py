@@ -422,3 +422,26 @@ def test_a_recorded_run_state_gives_the_same_scores(logistic):
     coarse = run_state(logistic, method="euler", saveper=1)[1]
     with pytest.raises(ValueError, match="every TIME STEP"):
         loop_dominance(coarse, equations=eq)
+
+
+def test_a_loop_flips_polarity_at_the_inflection(tmp_path_factory):
+    """Logistic growth written inline, P = INTEG(r P (1 - P/K)): one loop, P -> P, whose
+    score is reinforcing before the inflection and balancing after it."""
+    model = model_of(
+        tmp_path_factory,
+        "logistic_inline",
+        f"P = INTEG(r * P * (1 - P / K), {X0})",
+        f"r = {R}",
+        f"K = {K}",
+        time_step=DT,
+        saveper=DT,
+    )
+    ds = loop_dominance(model, method="RK45", rtol=1e-10, atol=1e-10)
+    assert list(ds["loop_variables"].values) == ["P"]
+    assert str(ds["summary"].values[0]) == "state-dependent"
+    rel = scored(ds)["relative_score"].values[0]
+    t = scored(ds)["time"].values
+    np.testing.assert_array_equal(np.abs(rel), 1.0)
+    flip = t[np.flatnonzero(rel < 0)[0]]
+    assert T_STAR < flip <= T_STAR + DT
+    assert (rel[t < flip] == 1).all() and (rel[t >= flip] == -1).all()
