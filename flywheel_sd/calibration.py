@@ -41,6 +41,7 @@ from .engine.model import Model
 from .errors import (
     ConvergenceError,
     DataError,
+    FlywheelError,
     IdentifiabilityWarning,
     ParameterError,
     unknown_name_message,
@@ -516,6 +517,8 @@ class _Batch:
             from .engine.ensemble import run_members
 
             cm, mod, params, settings, lockstep = self._compiled
+            if len(X) == 1 and settings["method"] in ("euler", "rk4"):
+                return self._single(X[0])
             _, out, ok, _, _ = run_members(
                 cm, mod, params, self.names, X, lockstep=lockstep, **settings
             )
@@ -527,6 +530,27 @@ class _Batch:
             vectorize=False,
         )  # fmt: skip
         return result.columns, result.status == STATUS_OK
+
+    def _single(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One fixed-step member on the single-run driver: a batch of one pays the
+        members loop's thread start-up (milliseconds on a busy machine) for nothing."""
+        from .engine import NotCompilable
+        from .engine import run as single
+        from .engine.ensemble import constants_matrix
+
+        cm, mod, params, settings, _ = self._compiled
+        index = settings["columns"]
+        c = constants_matrix(cm, params, self.names, x[None, :], settings["control"])[0]
+        try:
+            _, out, _ = single.fixed_step(
+                cm, mod, c, settings["method"], settings["return_timestamps"]
+            )
+        except (FlywheelError, NotCompilable):  # a failed run: no outputs, as in a batch
+            nan = np.full((1, len(self.times)), np.nan)
+            return dict.fromkeys(self.columns, nan), np.zeros(1, dtype=bool)
+        return {col: out[None, :, i] for col, i in zip(self.columns, index)}, np.ones(
+            1, dtype=bool
+        )
 
     def predictions(self, X: np.ndarray) -> list[np.ndarray]:
         """Per target, the model's values at the data times, (n, n_points)."""
@@ -919,11 +943,11 @@ def calibrate(
     else:
         scale = f_best / max(n_points - k, 1)
     threshold = q * scale
-    J = problem.jacobian(u_best) / problem.span[None, :]  # d r / d x
-    jtj = J.T @ J
+    J = problem.jacobian(u_best)  # d r / d u: well scaled, whatever the units of x
     # Gauss-Newton: the Fisher information is JᵀJ per unit noise variance (Σ r²) or per
-    # squared Laplace scale (Σ |r|)
-    cov = np.linalg.pinv(jtj) * (scale * scale if payoff == "robust" else scale)
+    # squared Laplace scale (Σ |r|); x = lo + u * span
+    cov_u = np.linalg.pinv(J.T @ J) * (scale * scale if payoff == "robust" else scale)
+    cov = cov_u * np.outer(problem.span, problem.span)
     std = np.sqrt(np.clip(np.diag(cov), 0, None))
     with np.errstate(all="ignore"):
         corr = cov / np.outer(std, std)
