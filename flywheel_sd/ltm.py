@@ -239,6 +239,8 @@ class LinkScorer:
     _cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     _lagged: dict[str, np.ndarray] = field(default_factory=dict)
     _before: dict[str, np.ndarray] = field(default_factory=dict)
+    _net: dict[str, np.ndarray] = field(default_factory=dict)
+    euler: bool = False  # the run is Euler's: take ΔS from the net flows
     nonfinite: int = 0  # link values that came out NaN or infinite (set to 0)
 
     def __post_init__(self) -> None:
@@ -255,6 +257,25 @@ class LinkScorer:
         if out is None:
             out = self._lagged[key] = _lag(self.state.values[key])
         return out
+
+    def net_flow(self, stock: str) -> np.ndarray:
+        """A stock's net flow (its INTEG's rate) at every saved time."""
+        from .engine.links import evaluate
+
+        out = self._net.get(stock)
+        if out is None:
+            out = self._net[stock] = evaluate(self.eq, self.state, stock)
+        return out
+
+    def second_difference(self, stock: str) -> np.ndarray:
+        """ΔS_t - ΔS_{t-dt}. From the recorded stock values; on an Euler run from the net
+        flows, ΔS_t = dt · g_{t-dt} (equal in exact arithmetic, without the cancellation of
+        differencing a large stock that barely changes)."""
+        if self.euler:
+            g = self.net_flow(stock)
+            return self.dt * (_lag(g) - _lag(g, 2))
+        s = self.state.values[stock]
+        return (s - _lag(s)) - (_lag(s) - _lag(s, 2))
 
     def partial_change(self, target: str, source: str) -> np.ndarray:
         """Δₓz: the target's equation with `source` at its current values and every other
@@ -285,17 +306,13 @@ class LinkScorer:
         partial = self.partial_change(target, source)
         with np.errstate(all="ignore"):
             if eq.is_stock(target):
-                s = state.values[target]
-                second = (s - _lag(s)) - (_lag(s) - _lag(s, 2))
+                second = self.second_difference(target)
                 sign_of = np.sign(partial / dx)
                 if self.timing == "current":
                     out = self.dt * np.abs(partial / second) * sign_of
                     out[second == 0] = 0.0
                 else:  # x -> net flow at t, net flow -> stock over the step before
-                    from .engine.links import evaluate
-
-                    net = evaluate(eq, state, target)
-                    change = net - self._before[target]
+                    change = self.net_flow(target) - self._before[target]
                     out = np.abs(partial / change) * sign_of
                     out *= self.dt * np.abs(_lag(change) / second)
                     out[(change == 0) | (second == 0)] = 0.0
@@ -535,7 +552,10 @@ def loop_dominance(
         else:
             spec_index = read_loop_index(where)  # type: ignore[arg-type]
     graph = element_graph(eq)
-    scorer = LinkScorer(eq, state, timing)
+    from .engine.simulate import check_method
+
+    euler = check_method(method) == "euler" and not isinstance(model_or_run, lk.RunState)
+    scorer = LinkScorer(eq, state, timing, euler=euler)
     if len(state.times) > 1 and not math.isclose(scorer.dt, float(state.c[0]), rel_tol=1e-9):
         raise ValueError(
             f"link scores need a run saved at every TIME STEP ({float(state.c[0]):g}), "
