@@ -20,7 +20,10 @@ With ``v`` a node's recorded values and ``v'`` the values one step earlier:
   the published formula (Δₓg = ±Δi, sign ±1), and it also covers a rate written inline in
   the INTEG. The factor dt makes the score dimensionless (Δi is a rate, ΔS a quantity); the
   2023 paper's example runs at dt = 1, where it is invisible. The score is 0 where Δx is 0 or
-  the stock's second difference is 0 (at equilibrium both differences vanish).
+  the stock's second difference is 0 (at equilibrium both differences vanish). On an Euler
+  run the second difference is taken from the net flows (ΔS_t = dt · g_{t-dt}, the same
+  number without the cancellation of differencing a large stock that barely moves); on
+  other runs from the recorded stock values.
   ``timing="current"`` (default) takes the flow's change over the same step as the stock's
   second difference, Δi = i_t - i_{t-dt} (the paper's and Stella's convention).
   ``timing="previous"`` is Simlin's: the flows are aggregated into the net flow g, the link
