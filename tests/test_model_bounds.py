@@ -20,6 +20,13 @@ import flywheel_sd as fw
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(autouse=True)
+def _numba(monkeypatch):
+    """Some 300 runs of 1,920 recorded steps: the Numba backend, as sweeps use."""
+    monkeypatch.setenv("FLYWHEEL_SD_JIT", "eager")
+
+
 #: Stocks that may be negative by design: cash is net of debt, drawn on the credit line.
 SIGNED = {"Platform Cash"}
 #: Stocks that are fractions and must stay in [0, 1].
