@@ -20,6 +20,7 @@ starts.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -71,6 +72,19 @@ def _panel():
     except ImportError:
         raise FlywheelError(INSTALL_HINT) from None
     return panel
+
+
+def _label(pn, text: str) -> dict[str, str]:
+    """A widget's label keyword: ``label`` from Panel 1.8 on (``name`` is deprecated
+    there), ``name`` before."""
+    return {"label": text} if "label" in pn.widgets.Select.param else {"name": text}
+
+
+def _primary(pn) -> dict[str, str]:
+    """A primary button's keyword: ``color`` from Panel 1.8 on, ``button_type`` before."""
+    return (
+        {"color": "primary"} if "color" in pn.widgets.Button.param else {"button_type": "primary"}
+    )
 
 
 # -- levers ------------------------------------------------------------------------------
@@ -136,7 +150,7 @@ def _unit_suffix(units: str) -> str:
 
 def sectors(model: Model) -> dict[str, str]:
     """Vensim name -> the group (sector) its equation is in, for a Vensim model file
-    (``.Buyers``, ``.Sellers`` ...); empty for other formats."""
+    (``.Buyers``, ``.Sellers`` ...), in the order of the file; empty for other formats."""
     path = Path(model.path)
     if path.suffix.lower() != ".mdl":
         return {}
@@ -145,7 +159,7 @@ def sectors(model: Model) -> dict[str, str]:
         (m.start(), m.group(1).strip())
         for m in re.finditer(r"\*{3,}\s*\n\s*\.([^\n]+?)\s*\n\s*\*{3,}", text)
     ]
-    out: dict[str, str] = {}
+    found: list[tuple[int, str, str]] = []
     for name in model.namespace:
         pattern = r"^[ \t]*" + r"[ _]+".join(map(re.escape, name.split())) + r"[ \t]*[\[=(]"
         m = re.search(pattern, text, flags=re.MULTILINE | re.IGNORECASE)
@@ -153,11 +167,24 @@ def sectors(model: Model) -> dict[str, str]:
             continue
         group = [g for pos, g in headers if pos < m.start()]
         if group:
-            out[name] = group[-1]
-    return out
+            found.append((m.start(), name, group[-1]))
+    return {name: group for _, name, group in sorted(found)}
+
+
+_LEVERS: dict[tuple[str, int], list[Lever]] = {}
 
 
 def levers(model: Model) -> list[Lever]:
+    """`_levers` of `model`, read once per model file version (every browser session of
+    ``flywheel explore`` asks)."""
+    path = Path(model.path)
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _LEVERS:
+        _LEVERS[key] = _levers(model)
+    return list(_LEVERS[key])
+
+
+def _levers(model: Model) -> list[Lever]:
     """The model's scalar constants as levers: documented range, units, description and
     sector; the constants that hold a lever's policy window (`policy_companions`) belong
     to that lever and are not levers of their own. Subscripted constants are left out."""
@@ -207,6 +234,8 @@ def levers(model: Model) -> list[Lever]:
                 end=end,
             )
         )
+    order = {name: k for k, name in enumerate(of_sector)}  # the file's order
+    found.sort(key=lambda lever: order.get(lever.name, len(order)))
     return [lever for lever in found if lever.name not in claimed]
 
 
@@ -222,12 +251,17 @@ def _warm(model: Model, params: Mapping | None = None) -> None:
         from .engine import NotCompilable
     except ImportError:
         return
+    from .engine.simulate import simulate
+
     try:
         model.compiled(dict(params or {})).module("numba")
     except (NotCompilable, ImportError):
         pass  # PySD path, or no Numba: runs work, only slower
     except Exception:  # noqa: BLE001, S110 - warming is an optimisation; a run reports errors
         pass
+    # The first call loads the compiled functions; the explorer's own run shows any error.
+    with contextlib.suppress(Exception):
+        simulate(model, dict(params or {}))
 
 
 def _scenario(name: str | Scenario | None, model_path: Path | None) -> Scenario:
@@ -341,10 +375,10 @@ class Explorer:
         if self.scenario.name not in options:
             options.insert(0, self.scenario.name)
         self.scenario_select = pn.widgets.Select(
-            name="Scenario", options=options, value=self.scenario.name, width=220
+            **_label(pn, "Scenario"), options=options, value=self.scenario.name, width=220
         )
         self.reference_select = pn.widgets.Select(
-            name="Ghost line (reference)", options=list(options), width=220
+            **_label(pn, "Ghost line (reference)"), options=list(options), width=220
         )
         self.message = pn.pane.Alert("", alert_type="warning", visible=False, margin=(5, 10))
         self.status = pn.pane.Markdown("", margin=(0, 10), styles={"color": "#555"})
@@ -356,10 +390,11 @@ class Explorer:
             low, high = lever.bounds
             words = readable_units(lever.units, lever.name)
             widget = pn.widgets.EditableFloatSlider(
-                name=f"{lever.name} ({words})" if words else lever.name,
+                **_label(pn, f"{lever.name} ({words})" if words else lever.name),
                 start=low,
                 end=high,
                 step=lever.step,
+                format="0,0.[0000]",
                 value=min(max(lever.default, low), high),
                 sizing_mode="stretch_width",
             )
@@ -381,19 +416,18 @@ class Explorer:
             active=[0] if by_sector else [],
             sizing_mode="stretch_width",
         )
-        self.save_name = pn.widgets.TextInput(name="Scenario name", width=170)
+        self.save_name = pn.widgets.TextInput(**_label(pn, "Scenario name"), width=170)
         self.save_folder = pn.widgets.TextInput(
-            name="Folder", value=str(_scenario_folder()), width=170
+            **_label(pn, "Folder"), value=str(_scenario_folder()), width=170
         )
         self.save_button = pn.widgets.Button(
-            name="Save as scenario", button_type="primary", width=170
+            **_label(pn, "Save as scenario"), **_primary(pn), width=170
         )
         self.save_button.on_click(lambda _e: self._save_clicked())
         self.download = pn.widgets.FileDownload(
             callback=self._csv_file,
             filename="flywheel_explore.csv",
             label="Download CSV",
-            button_type="default",
             width=170,
         )
 
@@ -404,7 +438,7 @@ class Explorer:
         label = f"{lever.name}: policy window" + (f" ({unit})" if unit else "")
         if lever.start and lever.end:
             return pn.widgets.RangeSlider(
-                name=label,
+                **_label(pn, label),
                 start=self.t0,
                 end=self.t1,
                 step=1.0,
@@ -413,7 +447,7 @@ class Explorer:
             )
         which = "starts" if lever.start else "ends"
         return pn.widgets.FloatSlider(
-            name=f"{lever.name}: policy {which} at" + (f" ({unit})" if unit else ""),
+            **_label(pn, f"{lever.name}: policy {which} at" + (f" ({unit})" if unit else "")),
             start=self.t0,
             end=self.t1,
             step=1.0,
