@@ -757,6 +757,11 @@ def _profile(problem: _Problem, u_best: np.ndarray, f_best: float, i: int, side:
             u[i] = v
             return float(problem.payoffs(u[None, :])[0]) - f_best - delta
         u, f, _ = _local(problem, warm["u"], free, {i: v}, None, tight=False)
+        if f > f_best + delta and not np.array_equal(warm["u"], u_best):
+            # a warm start can strand the others at a bound; the optimum's is the check
+            u2, f2, _ = _local(problem, u_best, free, {i: v}, None, tight=False)
+            if f2 < f:
+                u, f = u2, f2
         warm["u"] = u
         return f - f_best - delta
 
@@ -946,7 +951,13 @@ def calibrate(
     J = problem.jacobian(u_best)  # d r / d u: well scaled, whatever the units of x
     # Gauss-Newton: the Fisher information is JᵀJ per unit noise variance (Σ r²) or per
     # squared Laplace scale (Σ |r|); x = lo + u * span
-    cov_u = np.linalg.pinv(J.T @ J) * (scale * scale if payoff == "robust" else scale)
+    # (a tiny ridge keeps a singular JᵀJ invertible: a direction the data do not
+    # constrain then gets a huge variance, so the correlation shows it, as it should)
+    jtj = J.T @ J
+    ridge = 1e-12 * max(float(np.trace(jtj)) / k, 1e-300)
+    cov_u = np.linalg.inv(jtj + ridge * np.eye(k)) * (
+        scale * scale if payoff == "robust" else scale
+    )
     cov = cov_u * np.outer(problem.span, problem.span)
     std = np.sqrt(np.clip(np.diag(cov), 0, None))
     with np.errstate(all="ignore"):
