@@ -555,7 +555,6 @@ class Explorer:
             self.status,
         )
         sidebar = pn.Column(
-            self.message,
             pn.pane.Markdown("**Levers** (documented range; type a value or drag)"),
             self.accordion,
             pn.pane.Markdown("**Save and share**"),
@@ -568,6 +567,7 @@ class Explorer:
             scroll=True,
         )
         main = pn.Column(
+            self.message,
             self.plots,
             self.windows_note,
             pn.pane.Markdown("**Metrics** (change from the reference)", margin=(0, 10)),

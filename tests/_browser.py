@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -82,32 +83,34 @@ def served(*args: str, env: dict | None = None, timeout: float = 180):
     """``flywheel explore ARGS --port N`` in a subprocess; yields its URL once it answers."""
     port = free_port()
     command = [sys.executable, "-m", "flywheel_sd", "explore", *args, "--port", str(port)]
-    log = subprocess.PIPE
-    proc = subprocess.Popen(
-        command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
-    )
     url = f"http://localhost:{port}/"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"flywheel explore exited ({proc.returncode}): {out}")
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{url} did not answer in {timeout:g} s") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
+    # the server's output goes to a file: an unread pipe that fills would stall it
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    out = log.read().decode(errors="replace")
+                    raise RuntimeError(f"flywheel explore exited ({proc.returncode}): {out}")
+                try:
+                    with urllib.request.urlopen(url, timeout=5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{url} did not answer in {timeout:g} s") from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @contextmanager
@@ -163,9 +166,8 @@ def type_into(driver, element, text: str) -> None:
     from selenium.webdriver.common.keys import Keys
 
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-    driver.execute_script("arguments[0].select()", element)
-    element.send_keys(Keys.BACKSPACE)
-    element.send_keys(text, Keys.ENTER)
+    old = element.get_attribute("value") or ""
+    element.send_keys(Keys.END, Keys.BACKSPACE * len(old), text, Keys.ENTER)
 
 
 def open_sector(driver, sector: str) -> None:
