@@ -342,6 +342,7 @@ class Explorer:
         self.stats = {"requests": 0, "runs": 0, "skipped": 0, "failed": 0}
         self.last_run_seconds = math.nan
         self.last_metrics_seconds = math.nan
+        self.drawn_at = math.nan
         self.current: pd.DataFrame | None = None  # the last good run
         self.reference_run: pd.DataFrame | None = None
         self._reference_cache: dict[str, pd.DataFrame] = {}
@@ -864,6 +865,7 @@ class Explorer:
         self.windows_note.object = (
             "Shaded: " + "; ".join(lines) if lines else "No policy window is set."
         )
+        self.drawn_at = time.perf_counter()  # when the new figure data was in place
 
     def metrics_table(self, frame: pd.DataFrame, reference: pd.DataFrame):
         """The metrics of the explored run beside the reference's, with the change."""
