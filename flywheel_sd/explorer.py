@@ -172,6 +172,7 @@ def sectors(model: Model) -> dict[str, str]:
 
 
 _LEVERS: dict[tuple[str, int], list[Lever]] = {}
+_REFERENCES: dict[tuple, pd.DataFrame] = {}  # reference runs by model file and scenario
 
 
 def levers(model: Model) -> list[Lever]:
@@ -345,7 +346,6 @@ class Explorer:
         self.drawn_at = math.nan
         self.current: pd.DataFrame | None = None  # the last good run
         self.reference_run: pd.DataFrame | None = None
-        self._reference_cache: dict[str, pd.DataFrame] = {}
         self._requested = 0
         self._done = 0
         self._scheduled = False
@@ -482,8 +482,8 @@ class Explorer:
             options: dict[str, Any] = {"x_range": x_range} if x_range is not None else {}
             fig = figure(
                 title=title,
-                height=250,
-                width=380,
+                height=240,
+                width=340,
                 tools="pan,box_zoom,reset,save",
                 toolbar_location=None,
                 x_axis_label=f"time ({unit})" if unit else "time",
@@ -501,7 +501,7 @@ class Explorer:
                     y=4 + 13 * k,
                     y_units="screen",
                     text="",
-                    text_font_size="8pt",
+                    text_font_size="7.5pt",
                     text_color=color,
                     visible=False,
                 )
@@ -563,7 +563,7 @@ class Explorer:
             self.save_folder,
             pn.Row(self.save_button),
             pn.Row(self.download),
-            width=400,
+            width=370,
             height=900,
             scroll=True,
         )
@@ -694,8 +694,9 @@ class Explorer:
         )
 
     def _events(self, params: Mapping[str, Any]) -> list[tuple[str, float, float]]:
-        """(label, start, end) of the windows of levers set away from the model's value,
-        then the scenario's own events that do not coincide with one of them."""
+        """(label, start, end) of the windows of levers set away from the model's value
+        (a window that spans the whole run is none), then the scenario's own events that
+        do not coincide with one of them."""
         from .metrics import format_number
 
         out = []
@@ -706,8 +707,8 @@ class Explorer:
             start = times.get(lever.start, self.t0) if lever.start else self.t0
             end = times.get(lever.end, math.inf) if lever.end else math.inf
             end = math.inf if end > self.t1 else end
-            if end <= start:
-                continue
+            if end <= start or (start <= self.t0 and end >= self.t1):
+                continue  # no window, or the whole run: a changed constant, not a policy
             value = format_number(float(params[name]))
             out.append((f"{name} = {value}{_unit_suffix(lever.units)}", start, end))
         spans = {(s, e) for _, s, e in out}
@@ -833,10 +834,17 @@ class Explorer:
         return _run(sc, self.model)
 
     def _reference(self) -> pd.DataFrame:
-        name = str(self.reference_select.value)
-        if name not in self._reference_cache:
-            self._reference_cache[name] = self._run(_scenario(name, self.model_path))
-        return self._reference_cache[name]
+        """The reference run, run once per scenario version (and shared by the sessions of
+        a served app)."""
+        sc = _scenario(str(self.reference_select.value), self.model_path)
+        path = Path(self.model.path)
+        try:
+            key = (str(path), path.stat().st_mtime_ns, sc.name, repr(sc.to_dict()))
+        except FlywheelError:  # values a file cannot hold: no cache
+            return self._run(sc)
+        if key not in _REFERENCES:
+            _REFERENCES[key] = self._run(sc)
+        return _REFERENCES[key]
 
     # -- drawing ---------------------------------------------------------------------
     def _draw(self, frame: pd.DataFrame, reference: pd.DataFrame) -> None:
@@ -859,7 +867,7 @@ class Explorer:
             end_shown = min(end, self.t1)
             for shades, labels in zip(self._shades, self._labels):
                 shades[k].update(left=start, right=end_shown, visible=shown)
-                labels[k].update(x=start, text=label, visible=shown)
+                labels[k].update(x=start, text=label.split(" = ")[0], visible=shown)
             if shown:
                 lines.append(_window_label(label, start, end, "", self._time_unit))
         self.windows_note.object = (

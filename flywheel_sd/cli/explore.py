@@ -9,18 +9,19 @@ from ._common import EXIT_OK, UsageError, model_path
 
 def cmd_explore(args) -> int:
     """Serve `flywheel_sd.explorer` until interrupted; every browser session gets its own
-    explorer. The scenario and model are checked, and the engine warmed, before the
-    server starts, so that a bad name is a usage error and the first page is quick."""
+    explorer. One is built before the server starts, so that a bad name is a usage error
+    and the first page is quick (engine warm, reference run done)."""
     from ..errors import FlywheelError
-    from ..explorer import Explorer, _panel, _scenario, _warm
+    from ..explorer import Explorer, _panel
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, not {args.port}")
     pn = _panel()  # a one-line error naming the extra if Panel is missing
     model = model_path(args)
-    sc = _scenario(args.scenario, model)
-    _warm(sc.load_model())
-    scenario = args.scenario if args.scenario is not None else None
+    scenario = args.scenario
+    # One explorer now: it checks the names, warms the engine and runs the reference,
+    # which the sessions then share.
+    sc = Explorer(scenario, model=model, reference=args.reference).scenario
 
     def app():
         try:
