@@ -127,6 +127,32 @@ class Calibration:
     samples: Any = None
     extra: dict = field(default_factory=dict)
 
+    def to_scenario(self, name: str, description: str = ""):
+        """The calibrated parameters as a scenario (`flywheel_sd.scenarios.Scenario`): the
+        calibrated scenario's own settings plus the best values, or the model with the
+        best values. Save it with ``.save("name.toml")``; run it with ``run_scenario``."""
+        from .scenarios import Scenario
+
+        text = description or f"calibrated ({self.payoff_kind} payoff {self.payoff:.6g})"
+        base = self.extra.get("scenario")
+        if base is not None:
+            return base.derive(name, text, **self.params)
+        return Scenario(name, text, params=dict(self.params), model=self.extra.get("model"))
+
+    def posterior_table(self, burn: float = 0.5, thin: int = 1) -> pd.DataFrame:
+        """The posterior samples as a table of runs (one column per parameter), after
+        discarding the first `burn` fraction of each chain: a design for `sweep` (fan
+        charts of calibrated futures). Needs ``mcmc_steps``."""
+        if self.samples is None:
+            raise ParameterError("no posterior samples: calibrate with mcmc_steps > 0")
+        if not (0 <= burn < 1) or thin < 1:
+            raise ParameterError(f"burn must be in [0, 1) and thin >= 1, not {burn}, {thin}")
+        n = self.samples.sizes["draw"]
+        kept = self.samples.isel(draw=slice(int(burn * n), None, thin))
+        return pd.DataFrame({p: kept[p].values.ravel() for p in self.params}).reset_index(
+            drop=True
+        )
+
     def __str__(self) -> str:
         lines = [
             f"calibration ({self.method}, payoff {self.payoff_kind}): payoff {self.payoff:.6g} "
@@ -875,7 +901,15 @@ def calibrate(
         if key not in _SIMULATE_OPTIONS:
             raise ParameterError(unknown_name_message("calibrate option", key, _SIMULATE_OPTIONS))
     integrator = check_method(integrator)
-    model, base, breaks, _ = _resolve_target(model_or_scenario, "off")
+    model, base, breaks, scenario_name = _resolve_target(model_or_scenario, "off")
+    scenario_obj = None
+    if scenario_name is not None:
+        if hasattr(model_or_scenario, "derive"):
+            scenario_obj = model_or_scenario
+        else:
+            from . import scenarios
+
+            scenario_obj = scenarios.get(model_or_scenario)
     names, lo, hi = _bounds(model, params)
     base = {k: v for k, v in base.items() if model.real_name(k) not in names}
     settings = model.time_settings()
@@ -1048,6 +1082,7 @@ def calibrate(
         n_runs=batch.n_runs,
         elapsed=_time.perf_counter() - began,
         samples=samples,
+        extra={"scenario": scenario_obj, "model": str(model.path)},
     )
 
 

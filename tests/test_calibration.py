@@ -391,6 +391,11 @@ def test_mcmc_samples(logistic):
         # likelihood off by a factor 2 would make it 0.71 or 1.41 times that)
         assert np.std(values) / result.bounds.at[p, "std"] == pytest.approx(1, abs=0.15)
         assert np.mean(values) == pytest.approx(result.params[p], abs=result.bounds.at[p, "std"])
+    # the posterior as a design: a sweep of calibrated futures
+    table = result.posterior_table(burn=0.5, thin=10)
+    assert list(table.columns) == list(truth) and len(table) == 16 * 20
+    ds_sweep = fw.sweep(logistic, table.iloc[:8], outputs=["Population"], method="euler")
+    assert ds_sweep["Population"].shape[0] == 8
     # the same seed gives the same chain
     again = fw.calibrate(
         logistic, {"Population": (data, 20.0)}, list(truth), seed=0, mcmc_steps=400
@@ -554,3 +559,17 @@ def test_no_convergence_says_so_with_best_point(logistic):
         )  # fmt: skip
     assert "\n" not in str(info.value)
     assert set(info.value.best) == {"Growth Rate", "Capacity"}
+
+
+def test_to_scenario_round_trip(logistic, tmp_path):
+    truth = {"Growth Rate": 0.6, "Capacity": 1500.0}
+    data = _noisy(logistic, truth, "Population", sigma=20.0, seed=11)
+    result = fw.calibrate(logistic, {"Population": (data, 20.0)}, list(truth), seed=1)
+    scenario = result.to_scenario("fitted")
+    path = scenario.save(tmp_path / "fitted.toml")
+    again = fw.scenarios.get(path)
+    assert again.params == pytest.approx(result.params)
+    run = fw.run_scenario(again, method="euler")
+    np.testing.assert_allclose(run["Population"], result.run["Population"], rtol=1e-9)
+    with pytest.raises(ParameterError, match="no posterior samples"):
+        result.posterior_table()
