@@ -179,6 +179,8 @@ class _Target:
     sigma: np.ndarray
     weight: float
     sigma_given: bool
+    ends: np.ndarray | None = None  # period rows: model time each period ends
+    aggregate: str = "mean"  # over a period: "mean" (levels) or "sum" (flows' integral)
 
 
 def _recorded(model: Model) -> list[str]:
@@ -325,7 +327,25 @@ def _model_times(index: pd.Index, time_map, label: str) -> np.ndarray:
         ) from err
 
 
+def _period_ends(label: str, frame: pd.DataFrame) -> pd.Index:
+    """The end of each period row: the day after period_end for dates (a calendar year
+    2017-01-01..2017-12-31 is [2017-01-01, 2018-01-01)), as `flywheel_sd.data.plausibility`
+    reads reference rows; a point (``sampling == "point"``) ends where it starts."""
+    ends = frame["period_end"]
+    if pd.api.types.is_datetime64_any_dtype(ends):
+        ends = ends + pd.Timedelta(days=1)
+    if "sampling" in frame.columns:
+        ends = ends.where(frame["sampling"] != "point", frame["period_start"])
+    return pd.Index(ends)
+
+
 def _series_and_sigma(label: str, spec) -> tuple[pd.Series, Any]:
+    if isinstance(spec, pd.DataFrame) and {"period_start", "period_end"} <= set(spec.columns):
+        if "value" not in spec.columns:
+            raise DataError(f"data {label!r}: a DataFrame needs a 'value' column")
+        series = pd.Series(spec["value"].to_numpy(), index=pd.Index(spec["period_start"]))
+        given: Any = spec["sigma"].to_numpy() if "sigma" in spec.columns else None
+        return series, given
     if isinstance(spec, tuple) and len(spec) == 2:
         series, sigma = spec
     elif isinstance(spec, pd.DataFrame):
@@ -343,7 +363,9 @@ def _series_and_sigma(label: str, spec) -> tuple[pd.Series, Any]:
     return series, sigma
 
 
-def _targets(model: Model, data, weights, time_map, payoff, span, outputs) -> list[_Target]:
+def _targets(
+    model: Model, data, weights, time_map, payoff, span, outputs, aggregate=None
+) -> list[_Target]:
     items = list(data.items()) if isinstance(data, Mapping) else list(data)
     if not items:
         raise DataError("no data to calibrate to")
@@ -367,6 +389,11 @@ def _targets(model: Model, data, weights, time_map, payoff, span, outputs) -> li
             raise DataError(f"data {label!r} is empty")
         values = np.asarray(series.values, dtype=float)
         times = _model_times(series.index, time_map, label)
+        ends = None
+        if isinstance(spec, pd.DataFrame) and "period_end" in spec.columns:
+            ends = _model_times(_period_ends(label, spec), time_map, label)
+            if not np.all(np.isfinite(ends)) or np.any(ends < times):
+                raise DataError(f"data {label!r}: a period ends before it starts")
         bad = ~np.isfinite(values)
         if bad.any():
             raise DataError(
@@ -376,7 +403,8 @@ def _targets(model: Model, data, weights, time_map, payoff, span, outputs) -> li
         if not np.all(np.isfinite(times)):
             raise DataError(f"data {label!r}: its times must be finite numbers")
         t0, t1 = span
-        outside = (times < t0 - 1e-9) | (times > t1 + 1e-9)
+        last = times if ends is None else ends
+        outside = (times < t0 - 1e-9) | (last > t1 + 1e-9)
         if outside.all():
             raise DataError(
                 f"data {label!r} (times {times.min():g} to {times.max():g}) does not overlap "
@@ -402,7 +430,7 @@ def _targets(model: Model, data, weights, time_map, payoff, span, outputs) -> li
             raise DataError(f"data {label!r}: sigma must be positive and finite")
         targets.append(
             _Target(label, list(variables or []), vector_fn, frame_fn, times, values, s, 1.0,
-                    sigma_given)
+                    sigma_given, ends)
         )  # fmt: skip
     for key, w in (weights or {}).items():
         if key not in labels:
@@ -410,6 +438,20 @@ def _targets(model: Model, data, weights, time_map, payoff, span, outputs) -> li
         if not (isinstance(w, (int, float)) and math.isfinite(w) and w > 0):
             raise ParameterError(f"weight of {key!r} must be a positive number, not {w!r}")
         targets[labels.index(key)].weight = float(w)
+    for key, how in (aggregate or {}).items():
+        if key not in labels:
+            raise ParameterError(unknown_name_message("aggregate key", str(key), labels))
+        if how not in ("mean", "sum"):
+            raise ParameterError(f"aggregate of {key!r} is 'mean' or 'sum', not {how!r}")
+        target = targets[labels.index(key)]
+        if target.ends is None:
+            raise DataError(
+                f"data {key!r}: aggregate needs periods (a DataFrame with period_start, "
+                "period_end and value)"
+            )
+        if how == "sum" and np.any(target.ends <= target.times):
+            raise DataError(f"data {key!r}: a sum over a period needs periods, not points")
+        target.aggregate = how
     if len(set(labels)) != len(labels):
         raise DataError("two data series have the same name")
     return targets
@@ -496,7 +538,12 @@ class _Batch:
         self.n_runs = 0
         self._compiled = self._setup_compiled()
         # interpolation matrices: model values at the data times from the saved times
-        self.interp = [_interp_matrix(self.times, t.times) for t in targets]
+        self.interp = [
+            _interp_matrix(self.times, t.times)
+            if t.ends is None
+            else _period_matrix(self.times, t.times, t.ends, t.aggregate)
+            for t in targets
+        ]
         self.scale = [t.weight / t.sigma for t in targets]
 
     def _setup_compiled(self):
@@ -631,6 +678,24 @@ def _frame_values(target: _Target, frame: pd.DataFrame, times: np.ndarray) -> np
             f"({len(times)}), not shape {out.shape}"
         )
     return out
+
+
+def _period_matrix(grid: np.ndarray, starts, ends, aggregate: str) -> np.ndarray:
+    """W with W @ y = the integral ("sum") or mean ("mean") of y, linearly interpolated
+    between the run's times, over each [start, end] (the trapezoidal rule on the run's
+    times inside, as `flywheel_sd.data.plausibility.period_value`); a point is y there."""
+    W = np.zeros((len(starts), len(grid)))
+    for i, (a, b) in enumerate(zip(starts, ends)):
+        if b <= a:
+            W[i] = _interp_matrix(grid, np.array([a]))[0]
+            continue
+        nodes = np.concatenate([[a], grid[(grid > a) & (grid < b)], [b]])
+        at = _interp_matrix(grid, nodes)
+        widths = np.diff(nodes)
+        W[i] = ((at[:-1] + at[1:]) * (widths[:, None] / 2)).sum(axis=0)
+        if aggregate == "mean":
+            W[i] /= b - a
+    return W
 
 
 def _interp_matrix(grid: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -821,6 +886,7 @@ def calibrate(
     start: Mapping[str, float] | None = None,
     integrator: str = "euler",
     outputs: Iterable[str] | None = None,
+    aggregate: Mapping[str, str] | None = None,
     popsize: int = 15,
     maxiter: int = 100,
     max_nfev: int | None = None,
@@ -844,7 +910,11 @@ def calibrate(
         Values: a pandas Series indexed by model time, or by dates with `time_map`; a pair
         (series, sigma) with sigma a number, an array or a Series over the same index; or a
         DataFrame with ``value`` and ``sigma`` columns. The model is interpolated linearly
-        at the data times, which must lie within the run.
+        at the data times, which must lie within the run. Periods: a DataFrame shaped like
+        `flywheel_sd.reference_data` (``period_start``, ``period_end``, ``value``, optional
+        ``sigma`` and ``sampling``) is compared with the model's mean over each period, or
+        its integral with `aggregate` "sum" (annual revenue from a monthly flow); a date
+        period ends the day after ``period_end``.
     params : names, or mapping name -> (low, high) or None
         The constants to fit. Bounds default to the documented ranges (``model.ranges``);
         given bounds must lie within them.
@@ -869,6 +939,8 @@ def calibrate(
         The integration method of each run (default Euler, as Vensim; see `simulate`).
     outputs : names, optional
         Variables a callable in `data` reads (default: every recorded variable).
+    aggregate : mapping label -> "mean" or "sum", optional
+        How period data read the model (default "mean"; "sum" for flows).
     popsize, maxiter : int
         Global start: population per parameter and generations (DE); LHS uses popsize * k
         points (at least 20).
@@ -919,7 +991,7 @@ def calibrate(
     out_vars = list(outputs) if outputs is not None else None
     if out_vars is None and any(callable(key) for key, _ in items):
         out_vars = [n for n in _recorded(model) if n in _all_recorded(model)]
-    targets = _targets(model, items, weights, time_map, payoff, span, out_vars)
+    targets = _targets(model, items, weights, time_map, payoff, span, out_vars, aggregate)
     options = RunOptions(
         method=integrator,
         rtol=float(simulate_options.get("rtol", 1e-6)),
@@ -1054,6 +1126,8 @@ def calibrate(
              "residual": raw, "weighted": weighted},
             index=pd.Index(target.times, name="time"),
         )  # fmt: skip
+        if target.ends is not None:
+            residuals[target.label].insert(0, "end", target.ends)
         err_ = model_values - target.values
         ss_tot = float(np.sum((target.values - target.values.mean()) ** 2))
         fit_rows.append(

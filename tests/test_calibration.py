@@ -573,3 +573,63 @@ def test_to_scenario_round_trip(logistic, tmp_path):
     np.testing.assert_allclose(run["Population"], result.run["Population"], rtol=1e-9)
     with pytest.raises(ParameterError, match="no posterior samples"):
         result.posterior_table()
+
+
+def test_period_data_sum_of_a_flow_like_reference_rows(logistic):
+    """Reference-shaped rows (period_start, period_end as dates, value): a flow's sum over
+    each half-year, as plausibility.period_value reads a run, recovers the parameters."""
+    from flywheel_sd.data.plausibility import period_value
+
+    truth = {"Growth Rate": 0.6, "Capacity": 1500.0}
+    run = fw.simulate(logistic, truth, method="euler", return_columns=["Growth", "Population"])
+    starts = pd.to_datetime(["2020-01-01", "2020-07-01", "2021-01-01"])
+    ends = pd.to_datetime(["2020-06-30", "2020-12-31", "2021-06-30"])
+    rows = pd.DataFrame(
+        {
+            "period_start": starts,
+            "period_end": ends,
+            "value": [period_value(run, "Growth", a, a + 6, "flow") for a in (0, 6, 12)],
+            "sampling": "half-year",
+        }
+    )
+    point = pd.DataFrame(
+        {
+            "period_start": pd.to_datetime(["2021-03-01"]),
+            "period_end": pd.to_datetime(["2021-03-01"]),
+            "value": [run.at[14.0, "Population"]],
+            "sampling": "point",
+        }
+    )
+    result = fw.calibrate(
+        logistic,
+        {"Growth": rows, "Population": point},
+        list(truth),
+        aggregate={"Growth": "sum"},
+        time_map="2020-01-01",
+        seed=0,
+        identifiability=False,
+    )
+    for p, v in truth.items():
+        assert result.params[p] == pytest.approx(v, rel=1e-6)
+    res = result.residuals["Growth"]
+    assert list(res.index) == [0.0, 6.0, 12.0] and list(res["end"]) == [6.0, 12.0, 18.0]
+    np.testing.assert_allclose(res["model"], rows["value"], rtol=1e-6)
+    # without aggregate a period reads the mean: a sixth of the half-year's sum
+    from flywheel_sd.calibration import _period_matrix
+
+    times = run.index.to_numpy(dtype=float)
+    y = run["Growth"].to_numpy()
+    starts_m, ends_m = np.array([0.0, 6.0, 12.0]), np.array([6.0, 12.0, 18.0])
+    np.testing.assert_allclose(
+        _period_matrix(times, starts_m, ends_m, "mean") @ y, rows["value"] / 6, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        _period_matrix(times, starts_m + 0.5, ends_m, "sum") @ y,
+        [period_value(run, "Growth", a, b, "flow") for a, b in zip(starts_m + 0.5, ends_m)],
+        rtol=1e-12,
+    )
+    with pytest.raises(DataError, match="a sum over a period needs periods"):
+        fw.calibrate(
+            logistic, {"Population": point}, ["Capacity"], aggregate={"Population": "sum"},
+            time_map="2020-01-01",
+        )  # fmt: skip
