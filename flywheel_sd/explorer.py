@@ -101,6 +101,7 @@ class Lever:
     high: float
     start: str | None = None  # the constants that hold its policy window (policy_companions)
     end: str | None = None
+    window_defaults: tuple[float, float] = (math.nan, math.nan)  # their model values
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -233,6 +234,7 @@ def _levers(model: Model) -> list[Lever]:
                 high=float(high),
                 start=start,
                 end=end,
+                window_defaults=tuple(defaults[n] if n else math.nan for n in (start, end)),
             )
         )
     order = {name: k for k, name in enumerate(of_sector)}  # the file's order
@@ -350,7 +352,12 @@ class Explorer:
         self._done = 0
         self._scheduled = False
         self._kept: dict[str, Any] = {}  # overrides no widget edits (series, subscripts)
-        self._defaults: dict[str, float] = {}
+        self._defaults: dict[str, float] = {
+            name: value
+            for lever in self.levers.values()
+            for name, value in zip((lever.start, lever.end), lever.window_defaults)
+            if name
+        }
         doc = pn.state.curdoc
         self._doc = doc if doc is not None and doc.session_context is not None else None
 
@@ -861,15 +868,22 @@ class Explorer:
         self.source.data = data
         windows = self._events(self._params())[:MAX_WINDOWS]
         lines = []
-        for k in range(MAX_WINDOWS):
-            shown = k < len(windows)
-            label, start, end = windows[k] if shown else ("", 0.0, 0.0)
-            end_shown = min(end, self.t1)
-            for shades, labels in zip(self._shades, self._labels):
-                shades[k].update(left=start, right=end_shown, visible=shown)
-                labels[k].update(x=start, text=label.split(" = ")[0], visible=shown)
-            if shown:
-                lines.append(_window_label(label, start, end, "", self._time_unit))
+        # In a served document every change of an annotation's coordinates makes Bokeh
+        # walk the whole model graph (seconds for all panels): change only what differs,
+        # and let the document recompute once, at the end.
+        doc = self.source.document
+        frozen = doc.models.freeze() if doc is not None else contextlib.nullcontext()
+        with frozen:
+            for k in range(MAX_WINDOWS):
+                shown = k < len(windows)
+                label, start, end = windows[k] if shown else ("", 0.0, 0.0)
+                shade = {"left": start, "right": min(end, self.t1), "visible": shown}
+                text = {"x": start, "text": label.split(" = ")[0], "visible": shown}
+                for shades, labels in zip(self._shades, self._labels):
+                    _set_changed(shades[k], shade)
+                    _set_changed(labels[k], text)
+                if shown:
+                    lines.append(_window_label(label, start, end, "", self._time_unit))
         self.windows_note.object = (
             "Shaded: " + "; ".join(lines) if lines else "No policy window is set."
         )
@@ -992,6 +1006,14 @@ def _numeric(column):
     import pandas as pd
 
     return pd.to_numeric(column, errors="coerce")
+
+
+def _set_changed(model, values: dict) -> None:
+    """Set the properties of a Bokeh model that differ from `values` (a change is an event
+    sent to the browser; an unchanged value need not be)."""
+    changed = {k: v for k, v in values.items() if getattr(model, k) != v}
+    if changed:
+        model.update(**changed)
 
 
 def _column(frame: pd.DataFrame, variable: str):
