@@ -633,3 +633,31 @@ def test_period_data_sum_of_a_flow_like_reference_rows(logistic):
             logistic, {"Population": point}, ["Capacity"], aggregate={"Population": "sum"},
             time_map="2020-01-01",
         )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_wish_revenue_fit_is_computed_and_finite(monkeypatch):
+    """A real fit: wish_at_scale's Platform Revenue, summed over each calendar year (the
+    project's time map), against Wish's reported annual revenue (log payoff, 10 % sigma).
+    It asserts only that the fit is computed, finite and inside the bounds -- not a fit
+    quality the model may not reach."""
+    from flywheel_sd.data.plausibility import TIME_MAPS
+
+    monkeypatch.setenv("FLYWHEEL_SD_JIT", "eager")
+    rows = fw.reference_data("wish_revenue").assign(sigma=0.1)
+    bounds = {"Maximum Conversion Rate": (0.02, 0.5), "Normal Buyer Churn Fraction": (0.005, 0.3)}
+    result = fw.calibrate(
+        "wish_at_scale",
+        {"Platform Revenue": rows},
+        bounds,
+        payoff="log",
+        aggregate={"Platform Revenue": "sum"},
+        time_map=TIME_MAPS["wish_at_scale"],
+        seed=0,
+        identifiability=False,
+    )
+    fit = result.fit.loc["Platform Revenue"]
+    assert fit["n"] == len(rows)
+    assert math.isfinite(result.payoff) and math.isfinite(fit["rmse"]) and math.isfinite(fit["r2"])
+    for p, (lo, hi) in bounds.items():
+        assert lo <= result.params[p] <= hi
