@@ -380,6 +380,12 @@ def _targets(
         elif isinstance(key, str):
             label = key
             variables, vector_fn = _parse_expression(key, names)
+            for v in variables:
+                if model.dims_of(v):
+                    raise DataError(
+                        f"data {label!r}: {v!r} is subscripted; fit one element with a "
+                        f"callable, e.g. lambda run: run['{v}[...]']"
+                    )
             frame_fn = None
         else:
             raise DataError(f"data keys are output names, expressions or callables, not {key!r}")
@@ -564,7 +570,15 @@ class _Batch:
             for name in self.names:
                 if name not in cm.program.params:
                     raise NotCompilable(f"{name!r} is not a constant of the compiled model")
-        except NotCompilable:
+        except NotCompilable as reason:
+            from .sweeps.chunk import EnsembleFallbackWarning
+
+            warnings.warn(
+                f"calibration runs member by member on the PySD path (slow): the compiled "
+                f"engine does not cover it ({reason})",
+                EnsembleFallbackWarning,
+                stacklevel=4,
+            )
             return None
         o = self.options
         ts = o.return_timestamps
@@ -719,6 +733,8 @@ class _Problem:
     def __init__(self, batch: _Batch, lo: np.ndarray, hi: np.ndarray, payoff: str):
         self.batch, self.lo, self.hi, self.kind = batch, lo, hi, payoff
         self.span = hi - lo
+        o = batch.options
+        self.h = 1e-6 if o.method in ("euler", "rk4") else max(1e-6, math.sqrt(o.rtol))
         self.best_u: np.ndarray | None = None
         self.best_f = math.inf
 
@@ -740,9 +756,12 @@ class _Problem:
     def payoffs(self, U: np.ndarray) -> np.ndarray:
         return self.value(self.residuals(U))
 
-    def jacobian(self, u: np.ndarray, free: np.ndarray | None = None, h: float = 1e-6):
-        """Central differences of the residuals in u (one batch), columns `free`."""
+    def jacobian(self, u: np.ndarray, free: np.ndarray | None = None):
+        """Central differences of the residuals in u (one batch), columns `free`. The step
+        is 1e-6 of each parameter's range for fixed-step runs (smooth in the parameters);
+        adaptive runs carry step-control noise of about rtol, so they take sqrt(rtol)."""
         free = np.arange(len(u)) if free is None else free
+        h = self.h
         plus = np.repeat(u[None, :], len(free), axis=0)
         minus = plus.copy()
         for j, p in enumerate(free):

@@ -133,9 +133,11 @@ def bass(write_mdl):
     return _model(write_mdl, BASS, "bass.mdl", final=30, dt=0.125)
 
 
-def _noisy(model, truth: dict, output: str, sigma: float, seed: int) -> pd.Series:
-    """The model's own Euler run at `truth`, plus Gaussian noise of known sigma."""
-    run = fw.simulate(model, truth, method="euler", return_columns=[output])[output]
+def _noisy(
+    model, truth: dict, output: str, sigma: float, seed: int, method: str = "euler"
+) -> pd.Series:
+    """The model's own run at `truth` (Euler), plus Gaussian noise of known sigma."""
+    run = fw.simulate(model, truth, method=method, return_columns=[output])[output]
     rng = np.random.default_rng(seed)
     return pd.Series(run.to_numpy() + rng.normal(0.0, sigma, len(run)), index=run.index)
 
@@ -661,3 +663,18 @@ def test_wish_revenue_fit_is_computed_and_finite(monkeypatch):
     assert math.isfinite(result.payoff) and math.isfinite(fit["rmse"]) and math.isfinite(fit["r2"])
     for p, (lo, hi) in bounds.items():
         assert lo <= result.params[p] <= hi
+
+
+def test_adaptive_integrator_recovers(logistic):
+    """Adaptive runs (RK45, data from RK45 too) are fitted with the same bounds as Euler's.
+    (On this smooth model the Jacobian's step, sqrt(rtol) for adaptive runs, is not what
+    makes it pass: 1e-6 passes too.)"""
+    truth = {"Growth Rate": 0.6, "Capacity": 1500.0}
+    data = _noisy(logistic, truth, "Population", sigma=20.0, seed=11, method="RK45")
+    result = fw.calibrate(
+        logistic, {"Population": (data, 20.0)}, list(truth), integrator="RK45", seed=1
+    )
+    assert all(_inside(result, truth).values()), result.bounds
+    np.testing.assert_allclose(
+        result.bounds["high"] - result.bounds["low"], 2 * 1.96 * result.bounds["std"], rtol=0.1
+    )
