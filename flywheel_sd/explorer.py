@@ -257,7 +257,8 @@ def _warm(model: Model, params: Mapping | None = None) -> None:
     from .engine.simulate import simulate
 
     try:
-        model.compiled(dict(params or {})).module("numba")
+        if os.environ.get("FLYWHEEL_SD_JIT", "auto") != "off":  # off: plain Python
+            model.compiled(dict(params or {})).module("numba")
     except (NotCompilable, ImportError):
         pass  # PySD path, or no Numba: runs work, only slower
     except Exception:  # noqa: BLE001, S110 - warming is an optimisation; a run reports errors

@@ -200,6 +200,14 @@ def test_requests_that_pile_up_are_answered_by_one_run(explorer):
     assert explorer.current["Seller Deposit"].iloc[-1] == 2000
 
 
+def test_the_ghost_line_follows_the_reference_picker(explorer):
+    explorer.reference_select.value = "wish_deposit"
+    expected = fw.run_scenario("wish_deposit")
+    np.testing.assert_allclose(explorer.source.data["ref_1"], sellers(expected), rtol=1e-9)
+    table = explorer.metrics_pane.object
+    assert "wish_deposit" in table.columns
+
+
 def test_the_csv_holds_both_runs(explorer):
     explorer.move("Seller Deposit", 2000)
     import io
@@ -231,7 +239,7 @@ def test_in_a_browser_a_deposit_cuts_sellers_and_a_saved_scenario_round_trips(
 
     folder = tmp_path / "scenarios"
     folder.mkdir()
-    env = {"FLYWHEEL_SD_SCENARIOS": str(folder), "FLYWHEEL_SD_JIT": "auto"}
+    env = {"FLYWHEEL_SD_SCENARIOS": str(folder)}  # (and FLYWHEEL_SD_JIT=off: no JIT)
     with b.served("baseline", env=env) as url, b.chromium() as driver:
         driver.get(url)
         before = b.wait_for(lambda: b.plotted(driver))
