@@ -678,3 +678,9 @@ def test_adaptive_integrator_recovers(logistic):
     np.testing.assert_allclose(
         result.bounds["high"] - result.bounds["low"], 2 * 1.96 * result.bounds["std"], rtol=0.1
     )
+
+
+def test_subscripted_output_in_an_expression_is_refused(flywheel_model):
+    data = pd.Series([1.0, 2.0], index=[0.0, 1.0])
+    with pytest.raises(DataError, match="'Active Sellers' is subscripted; fit one element"):
+        fw.calibrate(flywheel_model, {"Active Sellers * 2": data}, ["Take Rate"])
