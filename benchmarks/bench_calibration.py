@@ -85,7 +85,9 @@ def main() -> None:
     table = result.bounds[["low", "best", "high"]].copy()
     table.insert(0, "true", [TRUE[n] for n in table.index])
     table["inside"] = (table["low"] <= table["true"]) & (table["true"] <= table["high"])
-    with pd.option_context("display.width", 120, "display.float_format", "{:.5g}".format):
+    with pd.option_context(
+        "display.width", 160, "display.max_columns", None, "display.float_format", "{:.5g}".format
+    ):
         print(table)
         print(result.correlation.round(3))
 
