@@ -48,6 +48,9 @@ INSTALL_HINT = 'the explorer needs Panel: pip install "flywheel_sd[explore]"'
 CURRENT_COLOR = "#1f77b4"
 GHOST_COLOR = "#8c8c8c"
 WINDOW_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+#: Milliseconds between a served figure update and the metrics table's: the event loop
+#: sends the figure to the browser first (the table takes tens of milliseconds to compute).
+METRICS_DELAY = 30
 #: Most policy windows shaded at once (each figure keeps this many shades to reuse).
 MAX_WINDOWS = 6
 
@@ -823,6 +826,8 @@ class Explorer:
         # a newer run that arrives meanwhile makes this table stale, so it is skipped.
         if self._doc is None:
             self._update_metrics(frame)
+        elif hasattr(self._doc, "add_timeout_callback"):  # after the figure is sent
+            self._doc.add_timeout_callback(lambda: self._update_metrics(frame), METRICS_DELAY)
         else:
             self._doc.add_next_tick_callback(lambda: self._update_metrics(frame))
 
@@ -872,19 +877,23 @@ class Explorer:
         # In a served document every change of an annotation's coordinates makes Bokeh
         # walk the whole model graph (seconds for all panels): change only what differs,
         # and let the document recompute once, at the end.
+        changes = []
+        for k in range(MAX_WINDOWS):
+            shown = k < len(windows)
+            label, start, end = windows[k] if shown else ("", 0.0, 0.0)
+            shade = {"left": start, "right": min(end, self.t1), "visible": shown}
+            text = {"x": start, "text": label.split(" = ")[0], "visible": shown}
+            for shades, labels in zip(self._shades, self._labels):
+                changes += [_changed(shades[k], shade), _changed(labels[k], text)]
+            if shown:
+                lines.append(_window_label(label, start, end, "", self._time_unit))
+        changes = [(model, values) for model, values in changes if values]
         doc = self.source.document
-        frozen = doc.models.freeze() if doc is not None else contextlib.nullcontext()
-        with frozen:
-            for k in range(MAX_WINDOWS):
-                shown = k < len(windows)
-                label, start, end = windows[k] if shown else ("", 0.0, 0.0)
-                shade = {"left": start, "right": min(end, self.t1), "visible": shown}
-                text = {"x": start, "text": label.split(" = ")[0], "visible": shown}
-                for shades, labels in zip(self._shades, self._labels):
-                    _set_changed(shades[k], shade)
-                    _set_changed(labels[k], text)
-                if shown:
-                    lines.append(_window_label(label, start, end, "", self._time_unit))
+        if changes:  # (leaving a frozen document recomputes, changes or not)
+            frozen = doc.models.freeze() if doc is not None else contextlib.nullcontext()
+            with frozen:
+                for model, values in changes:
+                    model.update(**values)
         self.windows_note.object = (
             "Shaded: " + "; ".join(lines) if lines else "No policy window is set."
         )
@@ -1009,12 +1018,10 @@ def _numeric(column):
     return pd.to_numeric(column, errors="coerce")
 
 
-def _set_changed(model, values: dict) -> None:
-    """Set the properties of a Bokeh model that differ from `values` (a change is an event
+def _changed(model, values: dict) -> tuple[Any, dict]:
+    """`model` and those of `values` that differ from its properties (a change is an event
     sent to the browser; an unchanged value need not be)."""
-    changed = {k: v for k, v in values.items() if getattr(model, k) != v}
-    if changed:
-        model.update(**changed)
+    return model, {k: v for k, v in values.items() if getattr(model, k) != v}
 
 
 def _column(frame: pd.DataFrame, variable: str):
