@@ -209,6 +209,11 @@ def _parse_expression(text: str, names: list[str]):
     except SyntaxError:
         tree = None
     unknown = _unknown_in(text, tree, placeholders)
+    if unknown == _MALFORMED:
+        raise DataError(
+            f"data {text!r}: not an expression over outputs (names, numbers, + - * / ^, "
+            "parentheses, log/exp/sqrt/abs)"
+        )
     if unknown is not None:
         raise DataError(
             f"data {text!r}: " + unknown_name_message("output", unknown, names)
@@ -241,6 +246,9 @@ def _parse_expression(text: str, names: list[str]):
         raise AssertionError(node)  # _unknown_in accepted only the nodes above
 
     return list(placeholders.values()), lambda env: evaluate(tree, env)
+
+
+_MALFORMED = "\x00malformed"
 
 
 def _unknown_in(text: str, tree, placeholders: dict[str, str]) -> str | None:
@@ -288,7 +296,7 @@ def _unknown_in(text: str, tree, placeholders: dict[str, str]) -> str | None:
             continue
         if not any(part.lower() == name.lower() for name in placeholders.values()):
             return part
-    return text.strip()
+    return _MALFORMED
 
 
 def _model_times(index: pd.Index, time_map, label: str) -> np.ndarray:

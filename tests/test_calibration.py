@@ -462,7 +462,9 @@ def _series(n=21):
         ({"Population": _series()}, ["Open Ended"], {}, ParameterError, "no documented range"),
         ({"Population": _series()}, {"Capacity": (2000, 1000)}, {}, ParameterError, "low < high"),
         ({"Populaton": _series()}, ["Capacity"], {}, DataError, "did you mean 'Population'"),
-        ({"Population *": _series()}, ["Capacity"], {}, DataError, "unknown output"),
+        ({"Population *": _series()}, ["Capacity"], {}, DataError, "not an expression"),
+        ({"Population * Capacty": _series()}, ["Capacity"], {}, DataError, "'Capacity'"),
+        ({"__import__('os')": _series()}, ["Capacity"], {}, DataError, "unknown output"),
         (
             {"Population": _series().where(lambda s: s.index != 3)},
             ["Capacity"],
