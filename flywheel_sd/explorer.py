@@ -730,18 +730,30 @@ class Explorer:
     def _on_lever(self, name: str, value: Any) -> None:
         """A slider released or a value typed: clamp what is out of range (saying so),
         then ask for a run."""
+        problem = self._clamp(name, value)
+        self.request_run(keep_message=bool(problem))
+
+    def _clamp(self, name: str, value: Any) -> str:
+        """Set lever `name`'s widget to `value` clamped to the documented range, with a
+        message if that changed it; return the message ("" if none)."""
         lever = self.levers[name]
-        widget = self.widgets[name]
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        checked, problem = lever.check(number)
+        checked, problem = lever.check(_number(value))
         if problem:
             low, high = lever.bounds
-            widget.param.update(start=low, end=high, value=checked)
+            self.widgets[name].param.update(start=low, end=high, value=checked)
             self.show_message(problem, "warning")
-        self.request_run(keep_message=bool(problem))
+        return problem
+
+    def _clamp_all(self) -> bool:
+        """Clamp every lever whose widget holds a value outside its documented range (a
+        typed value can reach the widget after the event that checked it): no run ever
+        gets one. True if any was."""
+        problems = [
+            self._clamp(name, widget.value)
+            for name, widget in self.widgets.items()
+            if self.levers[name].check(_number(widget.value))[1]
+        ]
+        return any(problems)
 
     def _on_scenario(self, event) -> None:
         try:
@@ -802,7 +814,7 @@ class Explorer:
             return
         self.stats["skipped"] += target - self._done - 1
         self._done = target
-        keep = self._keep_message
+        keep = self._clamp_all() or self._keep_message
         self._keep_message = False
         started = time.perf_counter()
         try:
@@ -1016,6 +1028,14 @@ def _numeric(column):
     import pandas as pd
 
     return pd.to_numeric(column, errors="coerce")
+
+
+def _number(value: Any) -> float:
+    """`value` as a float (NaN if it is none)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _changed(model, values: dict) -> tuple[Any, dict]:

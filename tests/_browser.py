@@ -156,6 +156,17 @@ def plotted(driver) -> dict | None:
     return driver.execute_script(DATA_JS)
 
 
+def settled(driver, old: list, pause: float = 1.0) -> dict | None:
+    """The plotted data once it differs from `old` (a panel's current curve) and holds
+    still for `pause` seconds (the last of several runs is in); else None."""
+    first = plotted(driver)
+    if not first or first["cur_1"] == old:
+        return None
+    time.sleep(pause)
+    again = plotted(driver)
+    return again if again == first else None
+
+
 def click(driver, element) -> None:
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
     element.click()

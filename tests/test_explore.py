@@ -230,12 +230,14 @@ def test_the_cli_refuses_an_unknown_scenario_before_serving(capsys):
 def test_in_a_browser_a_deposit_cuts_sellers_and_a_saved_scenario_round_trips(
     tmp_path, monkeypatch
 ):
-    """The served app in headless Chromium: type a Seller Deposit, see the plotted active
-    sellers fall below the ghost; save the scenario from the page and read it back."""
+    """The served app in headless Chromium: move the Seller Deposit slider (its handle, by
+    keyboard), see the plotted active sellers fall below the ghost; save the scenario from
+    the page and read it back; type a value beyond the range and see it clamped, said."""
     reason = missing()
     if reason:
         pytest.skip(reason)
     import _browser as b
+    from selenium.webdriver.common.keys import Keys
 
     folder = tmp_path / "scenarios"
     folder.mkdir()
@@ -245,17 +247,23 @@ def test_in_a_browser_a_deposit_cuts_sellers_and_a_saved_scenario_round_trips(
         before = b.wait_for(lambda: b.plotted(driver))
         np.testing.assert_allclose(before["cur_1"], before["ref_1"])  # baseline on baseline
         b.open_sector(driver, "Sellers")
-        b.type_into(driver, b.find(driver, "Seller Deposit (", "input"), "2000")
-        after = b.wait_for(
-            lambda: (d := b.plotted(driver)) and d["cur_1"] != before["cur_1"] and d
-        )
+        handle = b.find(driver, "Seller Deposit (", ".noUi-handle")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", handle)
+        for _ in range(4):  # four pages of five steps: 0 -> 2,000 US$, a run per key
+            handle.send_keys(Keys.PAGE_UP)
+        box = b.find(driver, "Seller Deposit (", "input")
+        b.wait_for(lambda: box.get_attribute("value") == "2,000")
+        after = b.wait_for(lambda: b.settled(driver, before["cur_1"]))
         plotted, ghost = np.array(after["cur_1"]), np.array(after["ref_1"])
         assert np.all(plotted[12:] < ghost[12:])  # the deposit holds for the whole run
         assert plotted[-1] < before["cur_1"][-1]
         b.type_into(driver, b.find(driver, "Scenario name", "input"), "browser_deposit")
         b.click(driver, b.find(driver, "Save as scenario", "button"))
         saved = b.wait_for(lambda: (p := folder / "browser_deposit.toml").is_file() and p)
-        b.wait_for(lambda: b.find(driver, "saved ", "*", timeout=1))
+        b.find(driver, "saved ")
+        b.type_into(driver, box, "1000000000")  # beyond the documented 100,000
+        b.find(driver, "Seller Deposit: 1B is above its documented range")
+        b.wait_for(lambda: box.get_attribute("value") == "100,000")
         driver.save_screenshot(str(tmp_path / "explorer.png"))
     assert (tmp_path / "explorer.png").stat().st_size > 10_000
     monkeypatch.setenv("FLYWHEEL_SD_SCENARIOS", str(folder))
