@@ -25,6 +25,7 @@ import io
 import math
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Mapping
@@ -237,7 +238,10 @@ def _levers(model: Model) -> list[Lever]:
                 high=float(high),
                 start=start,
                 end=end,
-                window_defaults=tuple(defaults[n] if n else math.nan for n in (start, end)),
+                window_defaults=(
+                    defaults[start] if start else math.nan,
+                    defaults[end] if end else math.nan,
+                ),
             )
         )
     order = {name: k for k, name in enumerate(of_sector)}  # the file's order
@@ -1084,4 +1088,9 @@ def explore(
     """
     if model is not None and scenario == "baseline":
         scenario = None
-    return Explorer(scenario, model=model, reference=reference).layout
+    explorer = Explorer(scenario, model=model, reference=reference)
+    if "ipykernel" in sys.modules:  # in a notebook: Panel's front-end, loaded once
+        pn = _panel()
+        if not getattr(pn.extension, "_loaded", False):
+            pn.extension()
+    return explorer.layout
