@@ -470,3 +470,137 @@ __all__ = [
     "readable_units",
     "units_of",
 ]
+
+
+# -- loop dominance (issue 14) ---------------------------------------------------------------
+#: Loops drawn in their own colour by `plot_loop_dominance`; the rest share one grey band.
+DOMINANCE_LOOPS = 8
+
+
+def loop_label(ds: xr.Dataset, key: str, limit: int = 56) -> str:
+    """A loop's legend entry: its index id and name ("R1 Cross-side network effect"), or,
+    for a loop the index does not name, its id, polarity (and length, past three variables)
+    and variables ("L17 (balancing): Seller Confidence → Confidence Loss"), cut to `limit`
+    characters."""
+    name = str(ds["loop_name"].sel(loop=key).values) if "loop_name" in ds.coords else ""
+    if name:
+        return f"{key} {name}"
+    variables = str(ds["loop_variables"].sel(loop=key).values).split(" -> ")
+    kind = str(ds["summary"].sel(loop=key).values)
+    size = f", {len(variables)} variables" if len(variables) > 3 else ""
+    text = f"{key} ({kind}{size}): " + " \N{RIGHTWARDS ARROW} ".join(variables)
+    return text if len(text) <= limit else text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def _dominance_partition(ds: xr.Dataset, variable: str) -> tuple[int, list[str]]:
+    """The loop partition to draw (the one with most loops through `variable`, else the one
+    with most loops) and its loops."""
+    keys = [str(k) for k in ds["loop"].values]
+    parts = [int(p) for p in ds["partition"].values]
+    through = {
+        p: sum(
+            variable in str(v).split(" -> ")
+            for v, q in zip(ds["loop_variables"].values, parts)
+            if q == p
+        )
+        for p in set(parts)
+    }
+    part = max(sorted(through), key=lambda p: (through[p], parts.count(p)))
+    return part, [k for k, p in zip(keys, parts) if p == part]
+
+
+def plot_loop_dominance(
+    ds: xr.Dataset,
+    run: pd.DataFrame,
+    variable: str = "Active Buyers",
+    path: str | Path | None = None,
+    *,
+    title: str | None = None,
+    top: int = DOMINANCE_LOOPS,
+    units: str | None = None,
+):
+    """Which feedback loops drive a run: `variable`'s behaviour (from `run`, a DataFrame
+    indexed by time) in a panel above the relative loop scores of `ds` (as
+    `flywheel_sd.ltm.loop_dominance` returns it), stacked over time: reinforcing shares
+    above zero, balancing shares below, one colour per loop (the `top` loops by mean
+    |relative score|; the rest in one grey band).
+
+    Relative scores are shares within a loop partition (loops that share no variable are
+    not compared); the partition drawn is the one with most loops through `variable`. The
+    units of `variable` default to the model's (``run.attrs["model"]``)."""
+    if variable not in run.columns:
+        raise KeyError(f"{variable!r} is not in the run")
+    known: dict[str, str] = {}
+    if run.attrs.get("model"):
+        known = model_units(xr.Dataset(attrs={"model": str(run.attrs["model"])}))
+    unit = time_units(known)
+    units = units if units is not None else known.get(variable, "")
+    fig, (above, below) = plt.subplots(
+        2,
+        1,
+        sharex=True,
+        figsize=(10, 7.5),
+        height_ratios=(1, 2),
+        layout="constrained",
+    )
+    above.plot(run.index, run[variable], color="black", lw=1.8)
+    above.set_title(variable, loc="left", fontsize=10)
+    above.set_ylabel(readable_units(units, variable) or variable)
+    format_axis(above.yaxis, units)
+    above.grid(alpha=0.3)
+
+    handles: list = []
+    times = ds["time"].to_numpy()
+    note = ""
+    if ds.sizes.get("loop", 0):
+        _, keys = _dominance_partition(ds, variable)
+        rel = ds["relative_score"].sel(loop=keys).to_numpy()
+        strength = np.abs(rel).mean(axis=1)
+        order = [int(i) for i in np.argsort(-strength, kind="stable")]
+        shown, rest = order[:top], order[top:]
+        palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        labels = [loop_label(ds, keys[i]) for i in shown]
+        colours = [palette[n % len(palette)] for n in range(len(shown))]
+        pos = [np.clip(rel[i], 0, None) for i in shown]
+        neg = [np.clip(rel[i], None, 0) for i in shown]
+        if rest:  # the other loops' positive and negative parts, each in one band
+            labels.append(f"{len(rest)} other loops")
+            colours.append("#b0b0b0")
+            pos.append(np.clip(rel[rest], 0, None).sum(axis=0))
+            neg.append(np.clip(rel[rest], None, 0).sum(axis=0))
+        below.stackplot(times, pos, colors=colours, lw=0)
+        below.stackplot(times, neg, colors=colours, lw=0)
+        handles = [Patch(facecolor=c, label=_literal(t)) for t, c in zip(labels, colours)]
+        others = ds.sizes["loop"] - len(keys)
+        if others:
+            note = (
+                f" ({len(keys)} loops of the partition through {variable}; "
+                + ("1 loop that shares" if others == 1 else f"{others} loops that share")
+                + " no variable with them not shown)"
+            )
+    else:
+        below.text(0.5, 0.5, "no feedback loops", ha="center", va="center",
+                   transform=below.transAxes)  # fmt: skip
+    below.axhline(0, color="black", lw=0.8)
+    below.set_ylim(-1.05, 1.05)
+    below.yaxis.set_major_formatter(ticker.PercentFormatter(1.0, decimals=0))
+    below.set_ylabel("relative loop score\n(+ reinforcing, \N{MINUS SIGN} balancing)")
+    below.set_title(
+        "Share of the change each loop explains" + note, loc="left", fontsize=10, wrap=True
+    )
+    below.grid(alpha=0.3)
+    below.margins(x=0)
+    below.set_xlabel(f"time ({unit[1]})" if unit[1] else "time")
+    fig.suptitle(title or f"Loop dominance: which feedback loops drive {variable}")
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="outside right center",
+            frameon=False,
+            fontsize=9,
+            title="loop",
+        )
+    return _save(fig, path)
+
+
+__all__ += ["loop_label", "plot_loop_dominance"]

@@ -12,7 +12,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from . import compare, describe, explore, run, sweep
+from . import compare, describe, explore, loops, run, sweep
 from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, SweepFailed, UsageError
 from ._options import Option, add_common, add_group, number, option, param_range, positive_int
 
@@ -220,6 +220,40 @@ COMMANDS = (
             ),
             option("--port", type=positive_int, default=5006, help="port (default 5006)"),
             option("--show", action="store_true", help="open the page in a browser"),
+        ),
+    ),
+    Command(
+        "loops",
+        "which feedback loops dominate a run",
+        "Loops That Matter along one run: the periods in which a loop (or the fewest loops "
+        "together) explains at least half the change, with their polarity; --at T lists "
+        "every loop's relative score at T.",
+        loops.cmd_loops,
+        (),
+        (
+            option("scenario", nargs="?", help="scenario name or .toml file"),
+            option(
+                "--at",
+                type=number,
+                metavar="T",
+                help="also list the relative loop scores at time T, largest first",
+            ),
+            option(
+                "--index-only",
+                action="store_true",
+                help="score only the loops of the model's loop index (<model>.loops.toml); "
+                "shares are then among those loops",
+            ),
+            option(
+                "--plot",
+                metavar="PATH",
+                help="save a stacked chart of the relative loop scores over time",
+            ),
+            option(
+                "--variable",
+                default="Active Buyers",
+                help="the behaviour drawn above the loop scores (default: Active Buyers)",
+            ),
         ),
     ),
     Command(
