@@ -12,7 +12,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from . import compare, describe, explore, loops, run, sweep
+from . import calibrate, compare, describe, explore, loops, run, sweep
 from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, SweepFailed, UsageError
 from ._options import Option, add_common, add_group, number, option, param_range, positive_int
 
@@ -220,6 +220,86 @@ COMMANDS = (
             ),
             option("--port", type=positive_int, default=5006, help="port (default 5006)"),
             option("--show", action="store_true", help="open the page in a browser"),
+        ),
+    ),
+    Command(
+        "calibrate",
+        "fit parameters to data",
+        "Fit constants of a scenario (or the --model file) to data, with chi-square "
+        "profile-likelihood bounds: a parameter table, the fit per series, identifiability "
+        "notes.",
+        calibrate.cmd_calibrate,
+        (),
+        (
+            option("scenario", nargs="?", help="scenario name or .toml file"),
+            option(
+                "--data",
+                required=True,
+                metavar="CSV",
+                help="the data: columns series, period_start, period_end, value[, sigma, "
+                "sampling] (the reference_data layout), or time, value[, sigma] (one series "
+                "named by the file's stem)",
+            ),
+            option(
+                "--param",
+                action="append",
+                required=True,
+                metavar="NAME[=LOW:HIGH]",
+                type=param_range,
+                help="a constant to fit and its search range (default: its documented "
+                "range); repeat for each",
+            ),
+            option(
+                "--map",
+                action="append",
+                metavar="SERIES=EXPR",
+                help="what a data series is in the model: an output or an expression, e.g. "
+                "'Revenue=Platform Revenue*12' (default: the series' own name); repeatable",
+            ),
+            option(
+                "--sum",
+                action="append",
+                metavar="SERIES",
+                help="compare this period series with the model's integral over each period "
+                "(flows: annual revenue) instead of its mean; repeatable",
+            ),
+            option(
+                "--time-map",
+                metavar="MONTH=DATE",
+                help="put dated data on the model's clock: model month MONTH is DATE (e.g. "
+                "60=2018-10-01), or DATE alone for month 0",
+            ),
+            option(
+                "--payoff",
+                choices=("wsse", "log", "robust"),
+                default="wsse",
+                help="weighted squares (default), squares of logs (sigma relative), or "
+                "absolute values",
+            ),
+            option(
+                "--method",
+                choices=("de+least_squares", "lhs+least_squares", "least_squares"),
+                default="de+least_squares",
+                help="global start then local polish (default: de+least_squares)",
+            ),
+            option("--seed", type=int, default=0, help="random seed (default 0)"),
+            option(
+                "--mcmc",
+                type=positive_int,
+                metavar="STEPS",
+                help="also sample the posterior with emcee (saved with --out)",
+            ),
+            option(
+                "--out",
+                metavar="PATH",
+                help="save bounds, correlation, fit, data points and fitted run (.nc)",
+            ),
+            option(
+                "--scenario-out",
+                metavar="PATH",
+                help="save the calibrated scenario (.toml)",
+            ),
+            option("--plot", metavar="PATH", help="save the data against the fitted run"),
         ),
     ),
     Command(
