@@ -475,7 +475,7 @@ class Explorer:
     def _build_figures(self) -> None:
         import xarray as xr
         from bokeh.layouts import gridplot
-        from bokeh.models import BoxAnnotation, ColumnDataSource, CustomJSTickFormatter, Label
+        from bokeh.models import ColumnDataSource, CustomJSTickFormatter, LabelSet
         from bokeh.plotting import figure
 
         from .metrics import readable_units
@@ -487,8 +487,10 @@ class Explorer:
             empty[f"ref_{i}"] = []
         self.source = ColumnDataSource(data=empty, name="explorer-data")
         self.figures = []
-        self._shades: list[list] = []
-        self._labels: list[list] = []
+        self.window_source = ColumnDataSource(
+            data={k: [] for k in ("left", "right", "label", "short", "color", "y")},
+            name="explorer-windows",
+        )
         ds = xr.Dataset()
         x_range = None
         unit = self._time_unit[1]
@@ -507,25 +509,27 @@ class Explorer:
                 **options,
             )
             x_range = fig.x_range
-            shades, labels = [], []
-            for k in range(MAX_WINDOWS):
-                color = WINDOW_COLORS[k % len(WINDOW_COLORS)]
-                shade = BoxAnnotation(fill_color=color, fill_alpha=0.13, visible=False)
-                label = Label(
-                    x=0,
-                    y=4 + 13 * k,
+            # the policy windows: data, so that moving one changes a source, not the
+            # document's models (which would make Bokeh walk its whole model graph)
+            fig.vstrip(
+                x0="left",
+                x1="right",
+                source=self.window_source,
+                fill_color="color",
+                fill_alpha=0.13,
+                line_alpha=0,
+            )
+            fig.add_layout(
+                LabelSet(
+                    x="left",
+                    y="y",
                     y_units="screen",
-                    text="",
+                    text="short",
+                    text_color="color",
                     text_font_size="7.5pt",
-                    text_color=color,
-                    visible=False,
+                    source=self.window_source,
                 )
-                fig.add_layout(shade)
-                fig.add_layout(label)
-                shades.append(shade)
-                labels.append(label)
-            self._shades.append(shades)
-            self._labels.append(labels)
+            )
             fig.line(
                 "time",
                 f"ref_{i}",
@@ -889,27 +893,19 @@ class Explorer:
             data[f"ref_{i}"] = np.interp(times, ref_times, _column(reference, variable))
         self.source.data = data
         windows = self._events(self._params())[:MAX_WINDOWS]
-        lines = []
-        # In a served document every change of an annotation's coordinates makes Bokeh
-        # walk the whole model graph (seconds for all panels): change only what differs,
-        # and let the document recompute once, at the end.
-        changes = []
-        for k in range(MAX_WINDOWS):
-            shown = k < len(windows)
-            label, start, end = windows[k] if shown else ("", 0.0, 0.0)
-            shade = {"left": start, "right": min(end, self.t1), "visible": shown}
-            text = {"x": start, "text": label.split(" = ")[0], "visible": shown}
-            for shades, labels in zip(self._shades, self._labels):
-                changes += [_changed(shades[k], shade), _changed(labels[k], text)]
-            if shown:
-                lines.append(_window_label(label, start, end, "", self._time_unit))
-        changes = [(model, values) for model, values in changes if values]
-        doc = self.source.document
-        if changes:  # (leaving a frozen document recomputes, changes or not)
-            frozen = doc.models.freeze() if doc is not None else contextlib.nullcontext()
-            with frozen:
-                for model, values in changes:
-                    model.update(**values)
+        shown = {
+            "left": [start for _, start, _ in windows],
+            "right": [min(end, self.t1) for _, _, end in windows],
+            "label": [label for label, _, _ in windows],
+            "short": [label.split(" = ")[0] for label, _, _ in windows],
+            "color": [WINDOW_COLORS[k % len(WINDOW_COLORS)] for k in range(len(windows))],
+            "y": [4 + 13 * k for k in range(len(windows))],
+        }
+        if shown != self.window_source.data:
+            self.window_source.data = shown
+        lines = [
+            _window_label(label, start, end, "", self._time_unit) for label, start, end in windows
+        ]
         self.windows_note.object = (
             "Shaded: " + "; ".join(lines) if lines else "No policy window is set."
         )
@@ -1040,12 +1036,6 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _changed(model, values: dict) -> tuple[Any, dict]:
-    """`model` and those of `values` that differ from its properties (a change is an event
-    sent to the browser; an unchanged value need not be)."""
-    return model, {k: v for k, v in values.items() if getattr(model, k) != v}
 
 
 def _column(frame: pd.DataFrame, variable: str):

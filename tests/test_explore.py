@@ -78,10 +78,10 @@ def test_a_deposit_in_a_window_cuts_seller_entry_in_the_window(explorer):
     data = explorer.source.data
     k = int(np.searchsorted(data["time"], 48))
     assert data["cur_1"][k] < data["ref_1"][k]
-    # the window is shaded and labelled on every panel
-    for shades, labels in zip(explorer._shades, explorer._labels):
-        assert shades[0].visible and (shades[0].left, shades[0].right) == (24, 48)
-        assert labels[0].visible and labels[0].text == "Seller Deposit"
+    # the window is shaded and labelled (on every panel: they share the windows' source)
+    windows = explorer.window_source.data
+    assert (windows["left"][0], windows["right"][0]) == (24, 48)
+    assert windows["short"][0] == "Seller Deposit"
     assert "Seller Deposit = 2,000 US$ / seller, months 24\N{EN DASH}48" in (
         explorer.windows_note.object
     )
@@ -126,7 +126,7 @@ def test_a_picked_scenario_sets_the_widgets_and_runs_as_flywheel_run(explorer):
     assert explorer.windows["Seller Deposit"].value == (60, 74)
     expected = fw.run_scenario("wish_deposit")
     np.testing.assert_allclose(sellers(explorer.current), sellers(expected), rtol=1e-9)
-    labels = [label.text for label in explorer._labels[0] if label.visible]
+    labels = list(explorer.window_source.data["short"])
     assert "Seller Deposit" in labels
     assert "ads 4x dearer (ATT)" in labels  # the scenario's own event
 
