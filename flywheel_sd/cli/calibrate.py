@@ -29,7 +29,7 @@ PERIOD_COLUMNS = ("series", "period_start", "period_end", "value")
 
 def cmd_calibrate(args) -> int:
     from .. import calibrate
-    from ..errors import IdentifiabilityWarning
+    from ..errors import DataError, IdentifiabilityWarning
 
     out = check_suffix(args.out, (".nc",), "--out")
     scenario_out = check_suffix(args.scenario_out, (".toml",), "--scenario-out")
@@ -60,7 +60,16 @@ def cmd_calibrate(args) -> int:
     }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", IdentifiabilityWarning)
-        result = calibrate(sc, data, params, **options)
+        try:
+            result = calibrate(sc, data, params, **options)
+        except DataError as err:
+            unmapped = [n for n in series if n not in maps and f"data {n!r}: unknown" in str(err)]
+            if not unmapped:
+                raise
+            raise DataError(
+                f"{err}; or say what series {unmapped[0]!r} is in the model with --map "
+                f"'{unmapped[0]}=OUTPUT or EXPRESSION'"
+            ) from None
     notes = []
     for w in caught:
         if issubclass(w.category, IdentifiabilityWarning):
@@ -82,7 +91,7 @@ def cmd_calibrate(args) -> int:
     if plot is not None:
         import matplotlib.pyplot as plt
 
-        plt.close(plot_fit(result, label, sc, plot))
+        plt.close(plot_fit(result, label, sc, plot, summed=set(aggregate)))
         wrote.append(plot)
 
     fit = result.fit.rename(index=label)
@@ -334,9 +343,10 @@ def _dataset(result, label: dict[str, str], scenario: str):
     return ds
 
 
-def plot_fit(result, label: dict[str, str], sc, path: Path):
+def plot_fit(result, label: dict[str, str], sc, path: Path, summed: set[str] | None = None):
     """One panel per series: the data (points, or a bar over each period, with ±sigma where
-    given) and the fitted model at the same points, on the model's time axis."""
+    given) and the fitted model at the same points, on the model's time axis. A `summed`
+    series (the model's integral over each period) is labelled in its units per period."""
     import matplotlib.pyplot as plt
 
     from ..plotting import _save, format_axis, readable_units, time_units
@@ -380,7 +390,11 @@ def plot_fit(result, label: dict[str, str], sc, path: Path):
             loc="left",
             fontsize=10,
         )
-        ax.set_ylabel(readable_units(unit, key) or name)
+        if key in (summed or ()) and "/" in unit:  # a flow's integral: per period
+            unit = unit.split("/")[0].strip()
+            ax.set_ylabel(f"{readable_units(unit, key) or name} per period")
+        else:
+            ax.set_ylabel(readable_units(unit, key) or name)
         format_axis(ax.yaxis, unit)
         ax.grid(alpha=0.3)
         ax.set_xlabel(f"model time ({tunit[1]})" if tunit[1] else "model time")

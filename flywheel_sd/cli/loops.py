@@ -39,6 +39,7 @@ def cmd_loops(args) -> int:
             variable = model.real_name(args.variable)
         except (KeyError, FlywheelError) as err:
             text = " ".join(str(err.args[0] if err.args else err).split())
+            text = text.replace("unknown parameter", "unknown variable")
             raise UsageError(f"--variable: {text}") from None
     loops = None
     if args.index_only:
