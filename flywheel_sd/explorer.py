@@ -661,11 +661,11 @@ class Explorer:
         window = self.windows[lever.name]
         out: dict[str, float] = {}
         if lever.start and lever.end:
-            start, end = (float(v) for v in window.value)
+            start, end = (_tidy(v) for v in window.value)
         elif lever.start:
-            start, end = float(window.value), math.nan
+            start, end = _tidy(window.value), math.nan
         else:
-            start, end = math.nan, float(window.value)
+            start, end = math.nan, _tidy(window.value)
         if lever.start:
             default = self._default(lever.start)
             out[lever.start] = default if start >= self.t1 and default > self.t1 else start
@@ -688,7 +688,7 @@ class Explorer:
             if name in params:
                 continue
             lever = self.levers[name]
-            value = float(widget.value)
+            value = _tidy(widget.value)
             if value != lever.default:
                 params[name] = value
             if name in self.windows:
@@ -1028,6 +1028,12 @@ def _numeric(column):
     import pandas as pd
 
     return pd.to_numeric(column, errors="coerce")
+
+
+def _tidy(value: Any) -> float:
+    """A widget's number without the float noise of slider steps (5 x 5.0 months can
+    arrive as 25.000000000000004): twelve significant digits."""
+    return float(f"{float(value):.12g}")
 
 
 def _number(value: Any) -> float:

@@ -257,6 +257,19 @@ def test_in_a_browser_a_deposit_cuts_sellers_and_a_saved_scenario_round_trips(
         plotted, ghost = np.array(after["cur_1"]), np.array(after["ref_1"])
         assert np.all(plotted[12:] < ghost[12:])  # the deposit holds for the whole run
         assert plotted[-1] < before["cur_1"][-1]
+        # its policy window, by keyboard too: from month 0 to 25 (five pages of five
+        # months), the end from 120 to 60; sellers follow the ghost until the window opens
+        window = "Seller Deposit: policy window"
+        lower = b.find(driver, window, ".noUi-handle-lower")
+        upper = b.find(driver, window, ".noUi-handle-upper")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", lower)
+        upper.send_keys(*[Keys.PAGE_DOWN] * 12)
+        lower.send_keys(*[Keys.PAGE_UP] * 5)
+        b.find(driver, "Shaded: Seller Deposit = 2,000 US$ / seller, months 25\N{EN DASH}60")
+        windowed = b.wait_for(lambda: b.settled(driver, after["cur_1"]))
+        plotted, ghost = np.array(windowed["cur_1"]), np.array(windowed["ref_1"])
+        np.testing.assert_allclose(plotted[:25], ghost[:25], rtol=1e-6)
+        assert np.all(plotted[27:61] < ghost[27:61])  # entry cut in the window
         b.type_into(driver, b.find(driver, "Scenario name", "input"), "browser_deposit")
         b.click(driver, b.find(driver, "Save as scenario", "button"))
         saved = b.wait_for(lambda: (p := folder / "browser_deposit.toml").is_file() and p)
@@ -269,6 +282,7 @@ def test_in_a_browser_a_deposit_cuts_sellers_and_a_saved_scenario_round_trips(
     monkeypatch.setenv("FLYWHEEL_SD_SCENARIOS", str(folder))
     sc = fw.scenarios.get("browser_deposit")
     assert sc.params["Seller Deposit"] == 2000
+    assert (sc.params["Deposit Start Time"], sc.params["Deposit End Time"]) == (25, 60)
     assert fw.scenarios.load_file(saved).params == sc.params
     rerun = fw.run_scenario(sc)
     np.testing.assert_allclose(sellers(rerun), plotted, rtol=1e-6)
