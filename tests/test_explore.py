@@ -3,6 +3,7 @@ app in headless Chromium."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -129,6 +130,18 @@ def test_a_picked_scenario_sets_the_widgets_and_runs_as_flywheel_run(explorer):
     labels = list(explorer.window_source.data["short"])
     assert "Seller Deposit" in labels
     assert "ads 4x dearer (ATT)" in labels  # the scenario's own event
+
+
+def test_a_step_policy_on_a_lever_without_window_constants_keeps_its_window(explorer):
+    """penalty_overreach: Enforcement Intensity = 1 from month 48 (the model has no window
+    constants for it): the slider edits the value, the window stays the scenario's."""
+    explorer.scenario_select.value = "penalty_overreach"
+    assert explorer.widgets["Enforcement Intensity"].value == 1.0
+    expected = fw.run_scenario("penalty_overreach")
+    np.testing.assert_allclose(sellers(explorer.current), sellers(expected), rtol=1e-9)
+    explorer.move("Enforcement Intensity", 0.5)
+    policy = explorer.explored_scenario().params["Enforcement Intensity"]
+    assert (policy.value, policy.start, policy.end) == (0.5, 48, math.inf)
 
 
 @pytest.mark.parametrize(("typed", "clamped", "word"), [(1e9, 100_000, "above"), (-5, 0, "below")])
