@@ -373,6 +373,10 @@ class Explorer:
         self._build_figures()
         self._apply_scenario(self.scenario)
         default_reference = "baseline" if self.model_path is None else self.model_path.stem
+        if reference is not None:  # an unknown name: the error lists the valid ones
+            reference = _scenario(reference, self.model_path).name
+            if reference not in self.reference_select.options:
+                self.reference_select.options = [*self.reference_select.options, reference]
         self.reference_select.value = reference or default_reference
         self.reference_select.param.watch(lambda _e: self.request_run(), "value")
         self.scenario_select.param.watch(self._on_scenario, "value")

@@ -232,11 +232,13 @@ def test_the_csv_holds_both_runs(explorer):
     assert {"time", "Seller Entry", "GMV", "Active Sellers[High]"} <= set(table.columns)
 
 
-def test_the_cli_refuses_an_unknown_scenario_before_serving(capsys):
+@pytest.mark.parametrize("argv", [["no_such_scenario"], ["--reference", "no_such_scenario"]])
+def test_the_cli_refuses_an_unknown_scenario_before_serving(capsys, argv):
     from flywheel_sd.cli import main
 
-    assert main(["explore", "no_such_scenario", "--port", "5999"]) == 2
-    assert "no_such_scenario" in capsys.readouterr().err
+    assert main(["explore", *argv, "--port", "5999"]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_scenario" in err and "wish_deposit" in err  # the valid names
 
 
 @pytest.mark.slow
