@@ -181,6 +181,8 @@ def test_calibrate_reference_layout_with_map_and_time_map(cli, files):
         files["model"],
         "--data",
         files["reference"],
+        "--series",
+        "Doubled",
         "--map",
         "Doubled=Population * 2",
         "--time-map",
@@ -218,6 +220,7 @@ BAD_CALIBRATE = {
         "did you mean 'Population'",
     ),
     "range outside the documented one": (["--param", "Capacity=0:9000"], "documented range"),
+    "unknown --series": (["--param", "Capacity", "--series", "Popu"], "did you mean"),
     "bad --time-map": (["--param", "Capacity", "--time-map", "x=2020"], "--time-map"),
 }
 

@@ -250,6 +250,12 @@ COMMANDS = (
                 "range); repeat for each",
             ),
             option(
+                "--series",
+                action="append",
+                metavar="NAME",
+                help="fit only this series of the data file (default: all); repeatable",
+            ),
+            option(
                 "--map",
                 action="append",
                 metavar="SERIES=EXPR",

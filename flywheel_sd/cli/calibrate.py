@@ -38,6 +38,15 @@ def cmd_calibrate(args) -> int:
     maps = _maps(args.map or [])
     time_map = _time_map(args.time_map)
     series = read_data(args.data)
+    if args.series:
+        from ..errors import unknown_name_message
+
+        for name in args.series:
+            if name not in series:
+                raise UsageError(
+                    "--series: " + unknown_name_message(f"series in {args.data}", name, series)
+                )
+        series = {name: series[name] for name in dict.fromkeys(args.series)}
     unknown = [name for name in [*maps, *(args.sum or [])] if name not in series]
     if unknown:
         from ..errors import unknown_name_message
