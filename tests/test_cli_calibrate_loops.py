@@ -220,7 +220,7 @@ BAD_CALIBRATE = {
         "did you mean 'Population'",
     ),
     "range outside the documented one": (["--param", "Capacity=0:9000"], "documented range"),
-    "unknown --series": (["--param", "Capacity", "--series", "Popu"], "did you mean"),
+    "unknown --series": (["--param", "Capacity", "--series", "Popu"], "unknown series 'Popu'"),
     "bad --time-map": (["--param", "Capacity", "--time-map", "x=2020"], "--time-map"),
 }
 

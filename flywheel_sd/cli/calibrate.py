@@ -44,7 +44,7 @@ def cmd_calibrate(args) -> int:
         for name in args.series:
             if name not in series:
                 raise UsageError(
-                    "--series: " + unknown_name_message(f"series in {args.data}", name, series)
+                    f"--series: {unknown_name_message('series', name, series)} (in {args.data})"
                 )
         series = {name: series[name] for name in dict.fromkeys(args.series)}
     unknown = [name for name in [*maps, *(args.sum or [])] if name not in series]
@@ -53,7 +53,7 @@ def cmd_calibrate(args) -> int:
 
         option = "--map" if unknown[0] in maps else "--sum"
         raise UsageError(
-            f"{option}: " + unknown_name_message(f"series in {args.data}", unknown[0], series)
+            f"{option}: {unknown_name_message('series', unknown[0], series)} (in {args.data})"
         )
     sc = scenario_for(args, args.scenario)
     keys = {name: maps.get(name, name) for name in series}  # series -> output or expression
