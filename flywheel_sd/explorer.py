@@ -420,7 +420,10 @@ class Explorer:
             )
             widget.param.watch(lambda e, n=lever.name: self._on_lever(n, e.new), "value_throttled")
             self.widgets[lever.name] = widget
-            cards = [widget]
+            cards: list = [widget]
+            if lever.description:  # the model's documentation of the lever, on hover
+                tip = pn.widgets.TooltipIcon(value=lever.description, margin=(12, 0, 0, 0))
+                cards = [pn.Row(widget, tip, sizing_mode="stretch_width")]
             if lever.start or lever.end:
                 window = self._window_widget(lever, unit_many or unit_one)
                 window.param.watch(lambda _e: self.request_run(), "value_throttled")
