@@ -198,6 +198,23 @@ def test_calibrate_reference_layout_with_map_and_time_map(cli, files):
     assert fit["n"] == 21
 
 
+def test_calibrate_mcmc_posterior(cli, files, tmp_path):
+    """With --mcmc the posterior's central 95 % lies near the χ² interval (a linear-Gaussian
+    problem: both are about best ± 1.96 standard errors) and the samples go to --out."""
+    out = tmp_path / "mc.nc"
+    argv = ["calibrate", "--model", files["model"], "--data", files["simple"], *params_args()]
+    data = cli(*argv, "--mcmc", 300, "--out", out, "--json").json()
+    for name, post in data["posterior"].items():
+        row = data["params"][name]
+        width = row["high"] - row["low"]
+        assert post["q2.5"] < row["best"] < post["q97.5"]
+        assert abs(post["mean"] - row["best"]) < 0.25 * width
+        assert 0.5 * width < post["q97.5"] - post["q2.5"] < 2 * width
+    with xr.open_dataset(out) as ds:
+        assert ds["posterior_Capacity"].dims == ("chain", "draw")
+        assert ds.sizes["draw"] == 300
+
+
 @pytest.fixture
 def no_run(monkeypatch):
     """calibrate must refuse these before it fits anything."""

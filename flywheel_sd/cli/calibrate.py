@@ -104,6 +104,7 @@ def cmd_calibrate(args) -> int:
         wrote.append(plot)
 
     fit = result.fit.rename(index=label)
+    posterior = _posterior(result)
     if args.json:
         print_json(
             {
@@ -126,6 +127,7 @@ def cmd_calibrate(args) -> int:
                     {"series": label[key], "expression": key, **_fit_row(fit.loc[label[key]])}
                     for key in result.fit.index
                 ],
+                "posterior": posterior,
                 "notes": notes,
                 "runs": result.n_runs,
                 "seconds": result.elapsed,
@@ -148,6 +150,15 @@ def cmd_calibrate(args) -> int:
         "fit (rmse in the data's units; r2 = 1 - SS_res / SS_tot)",
         wrap=False,
     )
+    if posterior:
+        import pandas as pd
+
+        print()
+        print_table(
+            pd.DataFrame(posterior).T.rename_axis("parameter"),
+            f"posterior (emcee, {args.mcmc} steps; the second half of each chain)",
+            wrap=False,
+        )
     for note in notes:
         print(f"note: {note}")
     print_wrote(wrote)
@@ -416,3 +427,19 @@ def plot_fit(result, label: dict[str, str], sc, path: Path, summed: set[str] | N
 
 def _fit_row(row) -> dict[str, Any]:
     return {k: int(v) if k == "n" else float(v) for k, v in row.items()}
+
+
+def _posterior(result) -> dict[str, dict[str, float]]:
+    """Mean and 2.5 / 97.5 % quantiles of each parameter's posterior samples (the second
+    half of each chain); empty without --mcmc."""
+    if result.samples is None:
+        return {}
+    table = result.posterior_table(burn=0.5)
+    return {
+        str(name): {
+            "mean": float(table[name].mean()),
+            "q2.5": float(table[name].quantile(0.025)),
+            "q97.5": float(table[name].quantile(0.975)),
+        }
+        for name in table.columns
+    }
