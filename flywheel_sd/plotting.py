@@ -477,19 +477,43 @@ __all__ = [
 DOMINANCE_LOOPS = 8
 
 
-def loop_label(ds: xr.Dataset, key: str, limit: int = 56) -> str:
+def loop_label(ds: xr.Dataset, key: str, limit: int = 56, via: list[str] | None = None) -> str:
     """A loop's legend entry: its index id and name ("R1 Cross-side network effect"), or,
     for a loop the index does not name, its id, polarity (and length, past three variables)
     and variables ("L17 (balancing): Seller Confidence → Confidence Loss"), cut to `limit`
-    characters."""
+    characters. `via`: the variables that tell an unnamed loop apart from the others of a
+    legend, shown instead of its whole chain ("L109 (balancing, 29 variables) via Total
+    Exposure")."""
     name = str(ds["loop_name"].sel(loop=key).values) if "loop_name" in ds.coords else ""
     if name:
         return f"{key} {name}"
     variables = str(ds["loop_variables"].sel(loop=key).values).split(" -> ")
     kind = str(ds["summary"].sel(loop=key).values)
     size = f", {len(variables)} variables" if len(variables) > 3 else ""
-    text = f"{key} ({kind}{size}): " + " \N{RIGHTWARDS ARROW} ".join(variables)
+    if via:
+        text = f"{key} ({kind}{size}) via {', '.join(via)}"
+    else:
+        text = f"{key} ({kind}{size}): " + " \N{RIGHTWARDS ARROW} ".join(variables)
     return text if len(text) <= limit else text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def _distinguishing(paths: list[list[str]], most: int = 2) -> list[list[str]]:
+    """Per loop (its chain of variables), the `most` variables that the fewest of the other
+    loops pass (none that every loop passes), in chain order; empty for short loops, which
+    are shown whole."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        for v in set(path):
+            counts[v] = counts.get(v, 0) + 1
+    out: list[list[str]] = []
+    for path in paths:
+        if len(path) <= 4 or len(paths) < 2:
+            out.append([])
+            continue
+        rare = sorted((v for v in path if counts[v] < len(paths)), key=lambda v: counts[v])
+        chosen = set(rare[:most])
+        out.append([v for v in path if v in chosen])
+    return out
 
 
 def _dominance_partition(ds: xr.Dataset, variable: str) -> tuple[int, list[str]]:
@@ -558,14 +582,19 @@ def plot_loop_dominance(
         strength = np.abs(rel).mean(axis=1)
         order = [int(i) for i in np.argsort(-strength, kind="stable")]
         shown, rest = order[:top], order[top:]
-        palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        labels = [loop_label(ds, keys[i]) for i in shown]
+        # tab10 without its grey, which stays for the other loops
+        palette = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]
+        paths = [str(ds["loop_variables"].sel(loop=keys[i]).values).split(" -> ") for i in shown]
+        labels = [
+            loop_label(ds, keys[i], limit=90, via=via)
+            for i, via in zip(shown, _distinguishing(paths))
+        ]
         colours = [palette[n % len(palette)] for n in range(len(shown))]
         pos = [np.clip(rel[i], 0, None) for i in shown]
         neg = [np.clip(rel[i], None, 0) for i in shown]
         if rest:  # the other loops' positive and negative parts, each in one band
             labels.append(f"{len(rest)} other loops")
-            colours.append("#b0b0b0")
+            colours.append((0.72, 0.72, 0.72, 1.0))
             pos.append(np.clip(rel[rest], 0, None).sum(axis=0))
             neg.append(np.clip(rel[rest], None, 0).sum(axis=0))
         below.stackplot(times, pos, colors=colours, lw=0)
@@ -593,9 +622,14 @@ def plot_loop_dominance(
     below.set_xlabel(f"time ({unit[1]})" if unit[1] else "time")
     fig.suptitle(title or f"Loop dominance: which feedback loops drive {variable}")
     if handles:
+        # Short names (the loop index's) beside the chart; long descriptions below it, so
+        # that the chart keeps its width.
+        wide = max(len(h.get_label()) for h in handles) > 45
+        if wide:
+            fig.set_figheight(fig.get_figheight() + 0.22 * len(handles))
         fig.legend(
             handles=handles,
-            loc="outside right center",
+            loc="outside lower center" if wide else "outside right center",
             frameon=False,
             fontsize=9,
             title="loop",
