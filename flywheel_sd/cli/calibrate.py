@@ -159,6 +159,12 @@ def cmd_calibrate(args) -> int:
             f"posterior (emcee, {args.mcmc} steps; the second half of each chain)",
             wrap=False,
         )
+    if (result.bounds["low_open"] | result.bounds["high_open"]).any():
+        notes.insert(
+            0,
+            "<= or >= marks an interval end that reached the search bound: the data do not "
+            "bound the parameter on that side within its range",
+        )
     for note in notes:
         print(f"note: {note}")
     print_wrote(wrote)
