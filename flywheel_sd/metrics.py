@@ -289,7 +289,7 @@ def format_percent(value, digits: int = 1) -> str:
 
 
 # Vensim unit words, as people say them (numerators plural, denominators singular).
-_UNIT_WORDS = {"usd": "US$", "dmnl": "", "1": "1"}
+_UNIT_WORDS = {"usd": "US$", "dmnl": "", "1": "1", "people": "people", "person": "people"}
 _FRACTION_WORDS = ("trust", "share", "fraction", "penetration", "probability", "confidence")
 
 

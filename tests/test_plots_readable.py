@@ -519,3 +519,12 @@ def test_critical_mass_prints_a_bracket_whose_ends_read_apart():
         {"threshold": 656_250.0, "decays_at": 625_000.0, "grows_at": 687_500.0, "runs": 6}
     )
     assert (coarse["decays_at"], coarse["grows_at"], coarse["runs"]) == ("625k", "687.5k", 6)
+
+
+def test_units_already_plural_stay_so():
+    """'people' is not 'peoples' (SIR-style models count people)."""
+    from flywheel_sd.metrics import readable_units
+
+    assert readable_units("people") == "people"
+    assert readable_units("Person/Day") == "people / day"
+    assert readable_units("Buyer") == "buyers"
