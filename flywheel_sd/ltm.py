@@ -852,3 +852,270 @@ def dominance_periods(ds, threshold: float = DOMINANCE):
             "reinforcing" if signs == {1} else "balancing" if signs == {-1} else "mixed"
         )
     return pd.DataFrame(rows, columns=["partition", "start", "end", "loops", "share", "polarity"])
+
+
+# -- across an ensemble ---------------------------------------------------------------------
+#: The quantiles of the relative scores `loop_dominance_ensemble` reports.
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def loop_dominance_ensemble(
+    model_or_scenario: Any,
+    design_or_sweep: Any,
+    loops: Sequence[str | Sequence[str]] | None = None,
+    *,
+    times: Sequence[float] | None = None,
+    quantiles: Sequence[float] = QUANTILES,
+    threshold: float = DOMINANCE,
+    keep_runs: bool = False,
+    index: str | Path | Mapping | bool | None = None,
+    method: str = "euler",
+    **simulate_options: Any,
+):
+    """Loop dominance across an ensemble of runs: for each parameter set, the relative loop
+    scores of `loop_dominance` (one run each, Euler at TIME STEP by default), summarised per
+    loop and time as their distribution over the runs and the share of runs in which each
+    loop dominates.
+
+    Parameters
+    ----------
+    model_or_scenario : Model, path or scenario
+        As `flywheel_sd.sweep` takes it; a scenario's parameters are the base of every run.
+    design_or_sweep : Design, DataFrame, mapping or xarray.Dataset
+        A design (`flywheel_sd.designs`, or a table of runs), whose runs are made here; or
+        the result of `flywheel_sd.sweep` (its design's parameter values per run are taken,
+        its failed runs left out; it must come from the same model and scenario).
+    loops : sequence, optional
+        As `loop_dominance` takes them. Default: the loops of the model's loop index
+        (``<model>.loops.toml``), the same loops in every run, so they compare across runs
+        (relative scores are then shares among these loops). A model without an index: the
+        loops found by exhaustive enumeration (which must find the same loops in every run).
+    times : sequence of float, optional
+        The times to report, each taken at the nearest saved time (default: every TIME STEP).
+    quantiles : sequence of float
+        The quantiles of the relative scores over the runs (default 5, 25, 50, 75, 95 %).
+    threshold : float
+        The share of the change a loop must explain to count in ``majority_share``.
+    keep_runs : bool
+        Keep every run's relative scores (``relative_score``, dims run, loop, time).
+    index, method, simulate_options
+        As `loop_dominance` takes them (``time_step``, ``final_time``, ``rtol``, ...).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``relative_score_quantile`` (quantile, loop, time); ``dominant_share`` (loop, time):
+        the share of runs in which the loop has the largest |relative score| of its
+        partition (ties: the first loop; times where no loop of the partition is active
+        count for none); ``majority_share`` (loop, time): the share of runs in which it alone
+        explains at least `threshold` of the change (|relative score| >= threshold);
+        ``reinforcing_share`` (loop, time): the share of runs in which its score is
+        positive. Per loop the coordinates of `loop_dominance` (``loop_variables``,
+        ``loop_name``, ``declared``, ``partition``; ``summary`` over every run); attrs
+        ``n_runs``, ``n_failed``, ``failed`` (JSON: run -> reason), ``parameters`` (JSON),
+        ``seconds``, ``seconds_per_run``, ``method``, ``model``, ``note``.
+
+    Raises
+    ------
+    FlywheelError
+        Every bad input, in one line: an unknown parameter, loop or variable name (with
+        close matches), times outside the run, a Dataset that is not a sweep of this model
+        and scenario, an empty design, or every run failing.
+    """
+    import json
+
+    import pandas as pd
+    import xarray as xr
+
+    from . import designs as designs_mod
+    from .errors import FlywheelError, ParameterError
+    from .loops import loop_index_path, read_loop_index
+    from .sweeps.sweep import _resolve_target
+
+    started = time.perf_counter()
+    model, base, breaks, scenario = _resolve_target(model_or_scenario, "error")
+    if not 0 < threshold <= 1:
+        raise ParameterError(f"threshold must lie in (0, 1], not {threshold!r}")
+    qs = [float(q) for q in quantiles]
+    if not qs or not all(0 <= q <= 1 for q in qs):
+        raise ParameterError(f"quantiles must lie in [0, 1], not {list(quantiles)!r}")
+    table = _ensemble_table(model, design_or_sweep, scenario, designs_mod, pd)
+    if loops is None and index is not False:
+        where = loop_index_path(model) if index in (None, True) else index
+        if isinstance(where, Mapping) or Path(str(where)).is_file():
+            loops = list(read_loop_index(where))  # type: ignore[arg-type]
+        elif index not in (None, True):
+            raise ModelFileError(f"{where}: no such loop index")
+    base = {k: v for k, v in base.items() if model.real_name(k) not in table.columns}
+    settings = model.time_settings()
+    step = simulate_options.pop("time_step", None) or settings["time_step"]
+    options = dict(simulate_options)
+    options["breakpoints"] = [*breaks, *options.get("breakpoints", ())]
+
+    first: Any = None
+    scores: list[np.ndarray | None] = []
+    signs: list[np.ndarray | None] = []
+    failed: dict[int, str] = {}
+    for i, row in enumerate(table.to_dict(orient="records")):
+        try:
+            ds = loop_dominance(
+                model,
+                loops,
+                params={**base, **row},
+                index=index,
+                method=method,
+                time_step=step,
+                **options,
+            )
+        except KeyError as err:  # an unknown loop or variable: the same for every run
+            raise ParameterError(" ".join(str(err.args[0] if err.args else err).split())) from None
+        except FlywheelError as err:
+            if isinstance(err, ParameterError | ModelFileError):
+                raise
+            failed[i] = " ".join(str(err).split())
+            scores.append(None)
+            signs.append(None)
+            continue
+        except ValueError as err:
+            raise ParameterError(" ".join(str(err).split())) from None
+        if first is None:
+            first = ds
+            if ds.sizes["loop"] == 0:
+                break
+        elif list(ds["loop_variables"].values) != list(first["loop_variables"].values):
+            raise ParameterError(
+                f"run {i} finds other loops than run 0 (discovery {ds.attrs['discovery']}): "
+                "pass `loops` (or give the model a loop index) to compare the same loops"
+            )
+        scores.append(ds["relative_score"].to_numpy())
+        signs.append(ds["polarity"].to_numpy())
+    if first is None:
+        reason = next(iter(failed.values()), "")
+        raise ParameterError(f"every run of the ensemble failed (run 0: {reason})")
+    all_times = first["time"].to_numpy()
+    if times is None:
+        pick = np.arange(len(all_times))
+    else:
+        wanted = np.atleast_1d(np.asarray(times, float))
+        outside = wanted[(wanted < all_times[0] - 1e-9) | (wanted > all_times[-1] + 1e-9)]
+        if len(outside) or not len(wanted):
+            raise ParameterError(
+                f"times must lie within the run, {all_times[0]:g} to {all_times[-1]:g}"
+                + (f", not {outside[0]:g}" if len(outside) else "")
+            )
+        pick = np.abs(all_times[None, :] - wanted[:, None]).argmin(axis=1)
+    ok = [i for i, s in enumerate(scores) if s is not None]
+    n_loops = first.sizes["loop"]
+    rel = np.array([scores[i][:, pick] for i in ok]).reshape(len(ok), n_loops, len(pick))  # type: ignore[index]
+    pol = np.array([signs[i][:, pick] for i in ok]).reshape(rel.shape)  # type: ignore[index]
+    partitions = first["partition"].to_numpy()
+    dominant = np.zeros(rel.shape, bool)
+    mags = np.abs(rel)
+    for p in np.unique(partitions):
+        members = np.flatnonzero(partitions == p)
+        part = mags[:, members, :]
+        top = part.argmax(axis=1)  # (run, time)
+        active = part.max(axis=1) > 0
+        for j, m in enumerate(members):
+            dominant[:, m, :] = (top == j) & active
+    quantile = (
+        np.quantile(rel, qs, axis=0) if len(ok) else np.full((len(qs), n_loops, len(pick)), np.nan)
+    )
+
+    def summary(p: np.ndarray) -> str:
+        pos, neg = bool((p > 0).any()), bool((p < 0).any())
+        if pos and neg:
+            return "state-dependent"
+        return "reinforcing" if pos else "balancing" if neg else "inactive"
+
+    keep = ("loop_variables", "loop_name", "declared", "partition", "n_cycles")
+    out = xr.Dataset(
+        {
+            "relative_score_quantile": (("quantile", "loop", "time"), quantile),
+            "dominant_share": (("loop", "time"), dominant.mean(axis=0)),
+            "majority_share": (("loop", "time"), (mags >= threshold - 1e-12).mean(axis=0)),
+            "reinforcing_share": (("loop", "time"), (pol > 0).mean(axis=0)),
+        },
+        coords={
+            "quantile": qs,
+            "loop": first["loop"].to_numpy(),
+            "time": all_times[pick],
+            **{c: ("loop", first[c].to_numpy()) for c in keep},
+            "summary": ("loop", [summary(pol[:, k, :]) for k in range(n_loops)]),
+        },
+    )
+    if keep_runs:
+        out["relative_score"] = (("run", "loop", "time"), rel)
+        coords: dict[str, Any] = {"run": np.asarray(ok)}
+        coords.update({str(c): ("run", table[c].to_numpy()[ok]) for c in table.columns})
+        out = out.assign_coords(coords)
+    seconds = time.perf_counter() - started
+    note = first.attrs.get("note", "")
+    if failed:
+        note = (note + "; " if note else "") + f"{len(failed)} runs failed and are left out"
+    out.attrs.update(
+        n_runs=len(ok),
+        n_failed=len(failed),
+        failed=json.dumps({str(k): v for k, v in failed.items()}),
+        parameters=json.dumps(list(map(str, table.columns))),
+        scenario=scenario or "",
+        model=Path(model.path).name,
+        method=method,
+        dt=float(first.attrs["dt"]),
+        discovery=first.attrs["discovery"],
+        threshold=threshold,
+        seconds=seconds,
+        seconds_per_run=seconds / max(len(table), 1),
+        note=note,
+    )
+    return out
+
+
+def _ensemble_table(model, source, scenario, designs_mod, pd):
+    """The parameter values of each run (canonical names): a design's table, or a sweep
+    result's design parameters (its ok runs)."""
+    import json
+
+    import xarray as xr
+
+    from .errors import ParameterError
+
+    if isinstance(source, xr.Dataset):
+        try:
+            info = json.loads(source.attrs["design"])
+            names = list(info["names"])
+        except (KeyError, TypeError, ValueError):
+            raise ParameterError(
+                "this Dataset is not a flywheel_sd sweep result (no 'design' in its attrs)"
+            ) from None
+        if source.attrs.get("model_sha256") not in (None, "", model.sha256):
+            raise ParameterError(
+                f"the sweep ran another model ({Path(str(source.attrs.get('model'))).name}), "
+                f"not {Path(model.path).name}"
+            )
+        ran = str(source.attrs.get("scenario") or "")
+        if ran != (scenario or ""):
+            raise ParameterError(
+                f"the sweep ran scenario {ran or '(none)'!r}: pass "
+                f"{ran or 'the model'} as model_or_scenario, not {scenario or 'the model'!r}"
+            )
+        missing = [n for n in names if n not in source.coords]
+        if missing or "run" not in source.dims:
+            raise ParameterError(f"the sweep result lacks its parameter {missing[:1] or 'run'}")
+        ok = np.ones(source.sizes["run"], bool)
+        if "status" in source:
+            ok = source["status"].to_numpy() == 1
+        frame = pd.DataFrame({n: source[n].to_numpy()[ok] for n in names})
+        if frame.empty:
+            raise ParameterError("the sweep has no successful run")
+        design = designs_mod.from_table(frame)
+    elif isinstance(source, designs_mod.Design):
+        design = source
+    elif isinstance(source, pd.DataFrame | Mapping):
+        design = designs_mod.from_table(source)
+    else:
+        raise ParameterError(
+            "expected a design (flywheel_sd.designs), a table of runs or a sweep result, "
+            f"not {type(source).__name__}"
+        )
+    return design.bind(model).table.reset_index(drop=True)
