@@ -1,0 +1,151 @@
+"""Loop dominance across an ensemble (issue 14): `flywheel_sd.ltm.loop_dominance_ensemble`.
+
+On logistic growth X' = r X - r X²/K (births and crowding, two loops), the reinforcing loop
+dominates until X crosses K/2, at the inflection t*(r, K, X0) = ln((K - X0) / X0) / r, and
+the balancing loop after it (tests/test_ltm.py proves this for one run). So over a design of
+(r, K), the share of members in which the reinforcing loop dominates at time t must be the
+share of members with t < t*, computed here from the closed form, independently of the
+scores; LTM attributes the switch half a step late (tests/test_ltm.py), so members whose t*
+lies within one step of t may fall either way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from _shared import load_text
+from conformance_mdl import vensim
+
+import flywheel_sd as fw
+from flywheel_sd.errors import FlywheelError
+from flywheel_sd.ltm import loop_dominance, loop_dominance_ensemble
+
+X0, DT = 10.0, 1 / 16
+TIMES = np.arange(1.0, 20.0, 0.25)
+TIGHT = {"method": "RK45", "rtol": 1e-10, "atol": 1e-10}
+
+
+@pytest.fixture(scope="module")
+def logistic(tmp_path_factory):
+    return load_text(
+        tmp_path_factory,
+        "logistic.mdl",
+        vensim(
+            f"X = INTEG(Births - Crowding, {X0})",
+            "Births = r * X",
+            "Crowding = r * X * X / K",
+            "r = 0.5 ~ 1/Month [0.1, 2]",
+            "K = 1000 ~ units [100, 10000]",
+            time_step=DT,
+            saveper=DT,
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def design():
+    return fw.designs.lhs({"r": (0.3, 0.8), "K": (500, 2000)}, n=24, seed=14)
+
+
+@pytest.fixture(scope="module")
+def ensemble(logistic, design):
+    return loop_dominance_ensemble(logistic, design, times=TIMES, keep_runs=True, **TIGHT)
+
+
+def test_the_share_where_r_dominates_is_the_share_before_the_inflection(ensemble, design):
+    # L1 is the births loop, L2 the crowding loop (tests/test_ltm.py)
+    assert list(ensemble["loop_variables"].values) == ["X -> Births", "X -> Crowding"]
+    assert list(ensemble["summary"].values) == ["reinforcing", "balancing"]
+    r, k = design.table["r"].to_numpy(), design.table["K"].to_numpy()
+    t_star = np.log((k - X0) / X0) / r
+    assert t_star.min() < TIMES[-1] and t_star.max() > TIMES[0]  # the switch is in view
+    share = ensemble["dominant_share"].sel(loop="L1").to_numpy()
+    exact = 0
+    for j, t in enumerate(ensemble["time"].to_numpy()):
+        surely = np.mean(t_star > t + DT)  # R dominates these members at t
+        maybe = np.mean(t_star > t - DT)  # ... and perhaps these (t* within a step of t)
+        assert surely - 1e-12 <= share[j] <= maybe + 1e-12, t
+        exact += math.isclose(share[j], np.mean(t < t_star))
+    assert exact >= 0.9 * len(TIMES)  # the bracket is rarely needed
+    # every member has one dominant loop at every scored time
+    np.testing.assert_allclose(ensemble["dominant_share"].sum("loop"), 1.0)
+    # one loop explains at least half: the dominant one (two loops, shares add up to 1)
+    np.testing.assert_array_equal(ensemble["majority_share"], ensemble["dominant_share"])
+    np.testing.assert_array_equal(ensemble["reinforcing_share"].sel(loop="L1"), 1.0)
+    np.testing.assert_array_equal(ensemble["reinforcing_share"].sel(loop="L2"), 0.0)
+    assert ensemble.attrs["n_runs"] == 24 and ensemble.attrs["n_failed"] == 0
+
+
+def test_quantiles_are_ordered_and_are_the_runs_quantiles(ensemble):
+    q = ensemble["relative_score_quantile"]
+    assert list(q["quantile"].values) == [0.05, 0.25, 0.5, 0.75, 0.95]
+    assert (q.diff("quantile") >= 0).all()
+    np.testing.assert_allclose(
+        q.sel(quantile=0.5), ensemble["relative_score"].median("run"), rtol=1e-12
+    )
+    # each member's R share is 1 / (1 + (X + X') / K): between 0 and 1
+    assert float(q.sel(loop="L1").min()) >= 0 and float(q.sel(loop="L1").max()) <= 1
+
+
+def test_one_member_is_the_single_run(logistic):
+    one = loop_dominance_ensemble(logistic, {"r": [0.6], "K": [1500]}, keep_runs=True)
+    run = loop_dominance(logistic, params={"r": 0.6, "K": 1500})
+    np.testing.assert_array_equal(one["relative_score"].isel(run=0), run["relative_score"])
+    np.testing.assert_array_equal(
+        one["relative_score_quantile"].sel(quantile=0.05), run["relative_score"]
+    )
+
+
+def test_a_sweep_result_gives_its_runs(logistic, design, ensemble):
+    result = fw.sweep(logistic, design, outputs=["X"], progress=False)
+    again = loop_dominance_ensemble(logistic, result, times=TIMES, **TIGHT)
+    np.testing.assert_array_equal(again["dominant_share"], ensemble["dominant_share"])
+    np.testing.assert_allclose(
+        again["relative_score_quantile"], ensemble["relative_score_quantile"], rtol=1e-12
+    )
+    other = result.copy()
+    other.attrs = {**result.attrs, "model_sha256": "0" * 64}
+    with pytest.raises(FlywheelError, match="the sweep ran another model"):
+        loop_dominance_ensemble(logistic, other)
+
+
+@pytest.mark.parametrize(
+    ("source", "kwargs", "message"),
+    [
+        ({"rr": [0.5]}, {}, "'rr'.*did you mean 'r'"),
+        ({"r": [0.5]}, {"loops": ["R9"]}, "'R9' is not a loop of the index"),
+        ({"r": [0.5]}, {"loops": [["X", "Birth"]]}, "'Birth' is not a variable.*Births"),
+        ({"r": [0.5]}, {"times": [25.0]}, "times must lie within the run, 0 to 20, not 25"),
+        ({"r": [0.5]}, {"quantiles": [1.5]}, "quantiles must lie in"),
+        ({"r": [50.0]}, {}, r"r = 50 is outside its documented range \[0.1, 2\]"),
+        ("lhs", {}, "expected a design"),
+    ],
+)
+def test_bad_input_is_one_line(logistic, source, kwargs, message):
+    with pytest.raises(FlywheelError, match=message) as err:
+        loop_dominance_ensemble(logistic, source, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_a_dataset_that_is_not_a_sweep(logistic):
+    import xarray as xr
+
+    with pytest.raises(FlywheelError, match="not a flywheel_sd sweep result"):
+        loop_dominance_ensemble(logistic, xr.Dataset())
+
+
+def test_bundled_model_over_two_uncertain_constants(flywheel_model):
+    design = fw.designs.lhs(
+        {"Maximum Conversion Rate": (0.06, 0.18), "Referral Visits per Buyer": (1, 6)},
+        n=4,
+        seed=14,
+    )
+    ds = loop_dominance_ensemble(flywheel_model, design, times=[12, 36, 60])
+    assert ds.attrs["discovery"] == "given"  # the loop index's loops, the same in each run
+    assert list(ds["loop"].values[:2]) == ["R1", "R2"] and ds.sizes["loop"] == 11
+    assert ds["time"].values.tolist() == [12, 36, 60]
+    # one partition: exactly one loop dominates each run at each time
+    np.testing.assert_allclose(ds["dominant_share"].sum("loop"), 1.0)
+    assert (ds["majority_share"] <= ds["dominant_share"]).all()
