@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import math
 import time
 from collections import defaultdict
@@ -601,11 +602,21 @@ def loop_dominance(
         dt=scorer.dt,
         method=method,
         model=Path(model.path).name,
+        model_path=str(model.path),
+        stocks=json.dumps(
+            sorted({graph.variable[k] for c in _cycles_of(chosen) for k in c if eq.is_stock(k)})
+        ),
         nonfinite_link_values=scorer.nonfinite,
         note=note,
         seconds=time.perf_counter() - started,
     )
     return ds
+
+
+def _cycles_of(chosen: Sequence[_Loop]) -> Iterator[tuple[str, ...]]:
+    """The element cycles of the loops chosen."""
+    for loop in chosen:
+        yield from loop.cycles
 
 
 def _rotate(cycle: Sequence[str]) -> tuple[str, ...]:
@@ -922,7 +933,6 @@ def loop_dominance_ensemble(
         close matches), times outside the run, a Dataset that is not a sweep of this model
         and scenario, an empty design, or every run failing.
     """
-    import json
 
     import pandas as pd
     import xarray as xr
@@ -1074,7 +1084,6 @@ def loop_dominance_ensemble(
 def _ensemble_table(model, source, scenario, designs_mod, pd):
     """The parameter values of each run (canonical names): a design's table, or a sweep
     result's design parameters (its ok runs)."""
-    import json
 
     import xarray as xr
 

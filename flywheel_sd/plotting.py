@@ -7,6 +7,7 @@ offset such as ``1e7``, and one legend per figure, outside the panels."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
@@ -638,3 +639,447 @@ def plot_loop_dominance(
 
 
 __all__ += ["loop_label", "plot_loop_dominance"]
+
+
+# -- the dominant loops as a causal-loop diagram (issue 14) -----------------------------------
+#: At most this many variables are drawn by `plot_dominant_loops`; longer loops are shown
+#: through their stocks, the variables where the loops shown meet, and evenly spaced others.
+CLD_NODES = 18
+_SIGN_COLOUR = {1: "#1a7f37", -1: "#c0392b", 0: "#7f7f7f"}
+_SIGN_TEXT = {1: "+", -1: "\N{MINUS SIGN}", 0: "0"}
+
+
+def _base_name(label: str) -> str:
+    """A variable's name without its subscripts: 'Active Sellers[High]' -> 'Active Sellers'."""
+    return label.split("[")[0].strip()
+
+
+def _link_signs(ds: xr.Dataset, j: int) -> dict[tuple[str, str], int]:
+    """(source, target) variable -> the sign at time index `j` of the link score of largest
+    magnitude among the links of their elements (0: the link did not move then)."""
+    out: dict[tuple[str, str], tuple[float, int]] = {}
+    if "link" not in ds.dims:
+        return {}
+    scores = ds["link_score"].to_numpy()[:, j]
+    for s, t, v in zip(ds["link_source"].values, ds["link_target"].values, scores):
+        key = (_base_name(str(s)), _base_name(str(t)))
+        if key not in out or abs(v) > out[key][0]:
+            out[key] = (abs(float(v)), int(np.sign(v)))
+    return {k: v[1] for k, v in out.items()}
+
+
+def _kept_variables(chains: list[list[str]], stocks: set[str], limit: int) -> set[str]:
+    """The variables drawn: every one if there are at most `limit`; else the stocks, the
+    variables where the loops meet or part (more than one predecessor or successor among
+    the loops drawn) and, in the stretches between, every second, third, ... variable
+    (the densest spacing that stays within `limit`, or none)."""
+    every = {v for chain in chains for v in chain}
+    if len(every) <= limit:
+        return every
+    before: dict[str, set[str]] = {}
+    after: dict[str, set[str]] = {}
+    for chain in chains:
+        for i, v in enumerate(chain):
+            before.setdefault(v, set()).add(chain[i - 1])
+            after.setdefault(v, set()).add(chain[(i + 1) % len(chain)])
+    core = {v for v in every if v in stocks or len(before[v]) > 1 or len(after[v]) > 1}
+    for chain in chains:  # a loop keeps at least its first variable (a stock, if any)
+        if not core & set(chain):
+            core.add(chain[0])
+    for gap in range(1, max(len(c) for c in chains) + 1):
+        kept = set(core)
+        for chain in chains:
+            marks = [i for i, v in enumerate(chain) if v in core]
+            for a, b in zip(marks, [*marks[1:], marks[0] + len(chain)]):
+                for n, i in enumerate(range(a + 1, b), start=1):
+                    if n % (gap + 1) == 0 and b - i > 1:
+                        kept.add(chain[i % len(chain)])
+        if len(kept) <= limit:
+            return kept
+    return core
+
+
+#: Spacing of neighbouring variables in `plot_dominant_loops`'s layout (data units; the
+#: figure draws CLD_INCH inches per unit).
+CLD_SPACING, CLD_INCH = 2.3, 0.55
+_LOOP_BOX = 1.5  # a loop's label (data units), kept clear of the variables' labels
+
+
+def _bulge(
+    a: np.ndarray,
+    b: np.ndarray,
+    n: int,
+    away: np.ndarray,
+    inward: bool = False,
+    height: float | None = None,
+) -> list[np.ndarray]:
+    """`n` points, evenly spaced, on a curve from `a` to `b` bowed away from `away` (towards
+    it if `inward`), with room for `CLD_SPACING` between neighbours."""
+    mid = (a + b) / 2
+    chord = float(np.linalg.norm(b - a))
+    normal = np.array([-(b - a)[1], (b - a)[0]])
+    normal = normal / chord if chord > 0 else np.array([0.0, 1.0])
+    if (np.dot(normal, mid - away) < 0) != inward:
+        normal = -normal
+    length = (n + 1) * CLD_SPACING
+    apex = max(1.5 * CLD_SPACING, 0.55 * chord, math.sqrt(max(length**2 - chord**2, 0.0)) / 2)
+    apex = height if height is not None else apex
+    control = mid + normal * 2 * apex
+    fine = np.linspace(0, 1, 400)[:, None]
+    curve = (1 - fine) ** 2 * a + 2 * (1 - fine) * fine * control + fine**2 * b
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(curve, axis=0), axis=1))])
+    marks = np.linspace(0, arc[-1], n + 2)[1:-1]
+    return [curve[int(np.searchsorted(arc, m))] for m in marks]
+
+
+def _room(points: list[np.ndarray], taken: np.ndarray) -> float:
+    """The least distance from `points` to the points `taken`."""
+    gaps = np.linalg.norm(np.array(points)[:, None, :] - taken[None], axis=2)
+    return float(gaps.min())
+
+
+def _layout(chains: list[list[str]]) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """Positions of the variables and of each loop's label: the first loop's variables on a
+    circle, clockwise in causal order, its label at the centre; each further loop's own
+    variables on a curve bowed outwards between the variables it shares with those placed
+    (its label between that curve and the shared stretch), or on its own circle beside
+    them if it shares none."""
+    pos: dict[str, np.ndarray] = {}
+    labels: list[np.ndarray] = []
+    right = 0.0
+    ring: tuple[np.ndarray, float] | None = None  # the first loop's circle
+    for chain in chains:
+        placed = [i for i, v in enumerate(chain) if v in pos]
+        if not placed:
+            n = len(chain)
+            radius = max(1.4, n * CLD_SPACING / (2 * math.pi))
+            centre = np.array([right + radius + (1.5 if pos else 0.0), 0.0])
+            for i, v in enumerate(chain):
+                angle = math.pi / 2 - 2 * math.pi * i / n
+                pos[v] = centre + radius * np.array([math.cos(angle), math.sin(angle)])
+            right = centre[0] + radius + 1.0
+            labels.append(centre)
+            ring = ring or (centre, radius)
+            continue
+        centroid = np.mean(list(pos.values()), axis=0)
+        own: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        for a, b in zip(placed, [*placed[1:], placed[0] + len(chain)]):
+            new = [chain[i % len(chain)] for i in range(a + 1, b)]
+            if not new:
+                continue
+            start, end = pos[chain[a]], pos[chain[b % len(chain)]]
+            if np.allclose(start, end):  # one shared variable: a loop out and back
+                out = start - centroid
+                out = out / (np.linalg.norm(out) or 1.0)
+                side = np.array([-out[1], out[0]]) * CLD_SPACING * 0.6
+                start, end = start + side, start - side
+            taken = np.array([*pos.values(), *labels])
+            # outwards, unless the other side has more room (another loop bowed out there)
+            # (or nested inside another loop's bulge, or inwards, whichever has most room)
+            points = _bulge(start, end, len(new), centroid)
+            if _room(points, taken) < 1.3 * CLD_SPACING:
+                others = [
+                    _bulge(start, end, len(new), centroid, inward=side, height=h * CLD_SPACING)
+                    for side in (False, True)
+                    for h in (0.75, 1.2)
+                ]
+                points = max((points, *others), key=lambda ps: _room(ps, taken))
+            for v, p in zip(new, points):
+                pos[v] = p
+            own += points
+            ends += [start, end]
+        middle = np.mean(own, axis=0) if own else None
+        if middle is not None and ring is not None and np.linalg.norm(middle - ring[0]) > ring[1]:
+            # between the first loop's circle and this loop's own variables
+            out = middle - ring[0]
+            far = float(np.linalg.norm(out))
+            labels.append(ring[0] + out / far * (far + ring[1]) / 2)
+        elif middle is not None:
+            labels.append(0.5 * middle + 0.5 * np.mean(ends, axis=0))
+        else:
+            labels.append(np.mean([pos[v] for v in chain], axis=0) + np.array([0.0, -0.8]))
+    return pos, labels
+
+
+def _box(label: str, fontsize: float = 9) -> tuple[float, float]:
+    """A label's box, width and height in data units of `plot_dominant_loops`."""
+    lines = label.split("\n")
+    width = (max(len(s) for s in lines) * 0.56 * fontsize + 12) / 72 / CLD_INCH
+    return width, (len(lines) * 1.25 * fontsize + 12) / 72 / CLD_INCH
+
+
+def _separate(
+    pos: dict[str, np.ndarray],
+    fixed: list[np.ndarray],
+    sizes: Mapping[str, tuple[float, float]],
+    rounds: int = 400,
+) -> None:
+    """Push apart labels whose boxes (`sizes`) overlap, and labels off the loops' labels in
+    `fixed`, each time along the axis of the smaller overlap."""
+    names = list(pos)
+    for _ in range(rounds):
+        moved = False
+        for i, u in enumerate(names):
+            others = [pos[v] for v in names[i + 1 :]] + fixed
+            for k, q in enumerate(others):
+                p = pos[u]
+                dx, dy = p[0] - q[0], p[1] - q[1]
+                fixed_one = k >= len(names) - i - 1  # a loop's label: a circle
+                w, h = sizes[u]
+                w2, h2 = (_LOOP_BOX, _LOOP_BOX) if fixed_one else sizes[names[i + 1 + k]]
+                ox = (w + w2) / 2 - abs(dx)
+                oy = (h + h2) / 2 - abs(dy)
+                if ox <= 0 or oy <= 0:
+                    continue
+                moved = True
+                step = np.array([ox * math.copysign(1, dx or 1), 0.0])
+                if oy * 1.8 < ox:
+                    step = np.array([0.0, oy * math.copysign(1, dy or 1)])
+                share = 1.0 if fixed_one else 0.5  # a loop's label stays put
+                pos[u] = p + step * share * 0.6
+                if share < 1:
+                    v = names[i + 1 + k]
+                    pos[v] = pos[v] - step * 0.5 * 0.6
+        if not moved:
+            return
+
+
+def _shrink(label: str, direction: np.ndarray, fontsize: float) -> float:
+    """How far (points) from a label's centre an arrow leaving in `direction` meets its box."""
+    lines = label.split("\n")
+    half_w = max(len(s) for s in lines) * 0.55 * fontsize / 2 + 5
+    half_h = len(lines) * 1.25 * fontsize / 2 + 5
+    ux, uy = abs(float(direction[0])), abs(float(direction[1]))
+    return min(half_w / ux if ux > 1e-9 else math.inf, half_h / uy if uy > 1e-9 else math.inf)
+
+
+def plot_dominant_loops(
+    ds: xr.Dataset,
+    at: float,
+    path: str | Path | None = None,
+    top: int = 3,
+    *,
+    title: str | None = None,
+    variable: str | None = None,
+    max_nodes: int = CLD_NODES,
+):
+    """A simplified causal-loop diagram of the `top` loops that explain most of the change
+    at time `at` (the saved time nearest it), from `ds` as `flywheel_sd.ltm.loop_dominance`
+    returns it.
+
+    Each loop's variables are labelled nodes (stocks boxed); an arrow joins each variable
+    to the next of the loop, marked + or - (drawn as a minus sign) by the sign of its link
+    score at that time (0: the link did not move then). Each loop's id and R (reinforcing)
+    or B (balancing, by the sign of its score then) sit in its middle, and its arrows are
+    drawn in its colour with a width in proportion to its share (|relative score|).
+
+    Shares compare loops of one partition (loops that share no variable are not compared):
+    the loops drawn are those of the partition with most loops through `variable` (default:
+    the partition with most loops). Long loops are simplified to at most `max_nodes`
+    variables: the stocks, the variables where the loops meet or part, and evenly spaced
+    others; an arrow that passes variables left out is dashed and carries the product of
+    their signs.
+
+    Raises
+    ------
+    ValueError
+        `ds` has no link scores (an ensemble summary), or no loop is active at `at`.
+    """
+    from matplotlib.patches import FancyArrowPatch
+
+    from .diagram import _STOCK, _label
+
+    if "link_score" not in ds or "loop" not in ds.dims:
+        raise ValueError("plot_dominant_loops needs the result of loop_dominance (link scores)")
+    times = ds["time"].to_numpy()
+    j = int(np.abs(times - at).argmin())
+    t = float(times[j])
+    rel = ds["relative_score"].to_numpy()[:, j]
+    _, members = _dominance_partition(ds, variable or "")
+    allowed = set(members)
+    order = [
+        int(i)
+        for i in np.argsort(-np.abs(rel), kind="stable")
+        if rel[i] != 0 and str(ds["loop"].values[i]) in allowed
+    ][:top]
+    if not order:
+        raise ValueError(f"no loop is active at t = {t:g}")
+    keys = [str(ds["loop"].values[i]) for i in order]
+    shares = [float(rel[i]) for i in order]
+    chains = [str(ds["loop_variables"].values[i]).split(" -> ") for i in order]
+    stocks = set(json.loads(ds.attrs.get("stocks", "[]")))
+    kept = _kept_variables(chains, stocks, max_nodes)
+    short = [[v for v in chain if v in kept] for chain in chains]
+    signs = _link_signs(ds, j)
+    # the longest loop on the circle, the others bowed off it; labels back in share order
+    by_size = sorted(range(len(short)), key=lambda i: -len(short[i]))
+    pos, placed = _layout([short[i] for i in by_size])
+    centres = [placed[by_size.index(i)] for i in range(len(short))]
+    texts = {v: _label(v, 16) for v in pos}
+    _separate(pos, centres, {v: _box(texts[v]) for v in pos})
+
+    known: dict[str, str] = {}
+    if ds.attrs.get("model_path"):
+        known = model_units(xr.Dataset(attrs={"model": ds.attrs["model_path"]}))
+    one, _ = time_units(known)
+    when = f"{one} {t:g}" if one else f"t = {t:g}"
+    palette = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)]
+
+    every = [*pos.values(), *centres]
+    x0 = min(float(p[0]) for p in every) - 1.3
+    x1 = max(float(p[0]) for p in every) + 1.3
+    y0 = min(float(p[1]) for p in every) - 0.8
+    y1 = max(float(p[1]) for p in every) + 0.8
+    legend_rows = math.ceil((len(keys) + 5) / 2)
+    extra = 1.0 + 0.24 * legend_rows  # inches: the title, the legend and the note
+    fig, ax = plt.subplots(figsize=(max((x1 - x0) * CLD_INCH, 10.0), (y1 - y0) * CLD_INCH + extra))
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.7 / fig.get_figheight(),
+                        bottom=(extra - 0.7) / fig.get_figheight())  # fmt: skip
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    drawn: dict[tuple[str, str], int] = {}
+    marked: set[tuple[tuple[str, str], int]] = set()
+
+    def widths(share: float) -> tuple[float, float]:
+        lw = 1.2 + 5.0 * abs(share)
+        return lw, 9 + 2.2 * lw
+
+    for n, (share, chain, full) in enumerate(zip(shares, short, chains)):
+        colour = palette[n % len(palette)]
+        index = {v: i for i, v in enumerate(full)}
+        lw, head = widths(share)
+        for i, target in enumerate(chain):
+            source = chain[i - 1]
+            a, b = index[source], index[target]
+            steps = [full[k % len(full)] for k in range(a, b + (len(full) if b <= a else 0) + 1)]
+            sign = 1
+            for x, z in itertools.pairwise(steps):
+                sign *= signs.get((x, z), 0)
+            edge = (source, target)
+            rad = -(0.12 + 0.14 * drawn.get(edge, 0))
+            drawn[edge] = drawn.get(edge, 0) + 1
+            p, q = pos[source], pos[target]
+            if source == target:  # a one-variable loop: out and back beside the label
+                out = p - np.mean(list(pos.values()), axis=0)
+                out = out / (np.linalg.norm(out) or 1.0)
+                side = np.array([-out[1], out[0]]) * 0.5
+                p, q, rad = p + out * 0.6 + side, p + out * 0.6 - side, -1.6
+                shrink_a = shrink_b = 0.0
+            else:
+                u = (q - p) / (np.linalg.norm(q - p) or 1.0)
+                shrink_a = _shrink(texts[source], u, 9)
+                shrink_b = _shrink(texts[target], u, 9) + 2
+            ax.add_patch(
+                FancyArrowPatch(
+                    tuple(p),
+                    tuple(q),
+                    arrowstyle="-|>",
+                    mutation_scale=head,
+                    connectionstyle=f"arc3,rad={rad}",
+                    shrinkA=shrink_a,
+                    shrinkB=shrink_b,
+                    color=colour,
+                    linewidth=lw,
+                    linestyle=(0, (3, 1.5)) if len(steps) > 2 else "-",
+                    alpha=0.9,
+                    zorder=2,
+                )
+            )
+            # the sign beside the arc's middle (arc3's control point, as matplotlib takes it)
+            mid = (p + q) / 2
+            control = mid + rad * np.array([(q - p)[1], -(q - p)[0]])
+            span = float(np.linalg.norm(q - p)) or 1.0
+            cut_a, cut_b = (c / 72 / CLD_INCH / span for c in (shrink_a, shrink_b))
+            m = min(max((cut_a + 1 - cut_b) / 2, 0.2), 0.8)  # the middle of the arrow drawn
+            mark = (1 - m) ** 2 * p + 2 * (1 - m) * m * control + m**2 * q
+            if (edge, sign) in marked:  # loops sharing a link: its sign once
+                continue
+            marked.add((edge, sign))
+            ax.text(
+                float(mark[0]),
+                float(mark[1]),
+                _SIGN_TEXT[sign],
+                ha="center",
+                va="center",
+                fontsize=12,
+                fontweight="bold",
+                color=_SIGN_COLOUR[sign],
+                bbox={"boxstyle": "circle,pad=0.1", "fc": "white", "ec": _SIGN_COLOUR[sign]},
+                zorder=5,
+            )
+    for n, (key, share, centre) in enumerate(zip(keys, shares, centres)):
+        colour = palette[n % len(palette)]
+        ax.text(
+            float(centre[0]),
+            float(centre[1]),
+            f"{key}\n{'R' if share > 0 else 'B'} {abs(share):.0%}",
+            ha="center",
+            va="center",
+            fontsize=12,
+            fontweight="bold",
+            color=colour,
+            bbox={"boxstyle": "circle,pad=0.3", "fc": "white", "ec": colour, "lw": 2},
+            zorder=4,
+        )
+    for v, (x, y) in pos.items():
+        box = (
+            {"boxstyle": "square,pad=0.35", **_STOCK}
+            if v in stocks
+            else {"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#999999", "lw": 0.8}
+        )
+        ax.text(x, y, texts[v], ha="center", va="center", fontsize=9, bbox=box, zorder=6)
+    shares_text = ", ".join(f"{k} {abs(s):.0%}" for k, s in zip(keys, shares))
+    rest = max(1 - sum(abs(s) for s in shares), 0.0)
+    others = len(members) - len(order)
+    explained = f"; the other {others} loops {rest:.0%}" if others else ""
+    fig.suptitle(
+        title
+        or f"Dominant feedback loops at {when}: shares of the change {shares_text}{explained}",
+        fontsize=12,
+        y=1 - 0.25 / fig.get_figheight(),
+    )
+    handles: list = []
+    for n, (key, s) in enumerate(zip(keys, shares)):
+        kind = "reinforcing" if s > 0 else "balancing"
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=palette[n % len(palette)],
+                lw=widths(s)[0],
+                label=f"{loop_label(ds, key, limit=70)} ({kind}, {abs(s):.0%})",
+            )
+        )
+    marks = (
+        (1, "+", "+ : cause and effect move the same way (link score > 0)"),
+        (-1, "\N{MINUS SIGN}", "\N{MINUS SIGN} : they move opposite ways (link score < 0)"),
+        (0, "0", "0 : the cause did not move at that time"),
+    )
+    for sign, text, label in marks:
+        handles.append(
+            Line2D([], [], ls="none", marker=f"${text}$", markersize=9,
+                   color=_SIGN_COLOUR[sign], label=label)
+        )  # fmt: skip
+    handles += [
+        Line2D([], [], color="black", lw=1.5, ls=(0, (3, 1.5)),
+               label="dashed: through variables not drawn (sign: their product)"),
+        Patch(label="stock (a quantity that accumulates)", **_STOCK),
+    ]  # fmt: skip
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncols=2,
+        frameon=False,
+        fontsize=9,
+        bbox_to_anchor=(0.5, 0.02 / fig.get_figheight()),
+        title="Line width: the loop's share of the change (|relative loop score| at "
+        f"{when}); R reinforcing, B balancing",
+        title_fontsize=9,
+    )
+    return _save(fig, path)
+
+
+__all__ += ["plot_dominant_loops"]
