@@ -790,7 +790,11 @@ def _layout(chains: list[list[str]]) -> tuple[dict[str, np.ndarray], list[np.nda
             own += points
             ends += [start, end]
         middle = np.mean(own, axis=0) if own else None
-        if middle is not None and ring is not None and np.linalg.norm(middle - ring[0]) > ring[1]:
+        if len(chain) == 2:  # two variables: the label between them, an arrow either side
+            labels.append((pos[chain[0]] + pos[chain[1]]) / 2)
+        elif (
+            middle is not None and ring is not None and np.linalg.norm(middle - ring[0]) > ring[1]
+        ):
             # between the first loop's circle and this loop's own variables
             out = middle - ring[0]
             far = float(np.linalg.norm(out))
@@ -883,15 +887,18 @@ def plot_dominant_loops(
 
     Raises
     ------
-    ValueError
+    ParameterError
         `ds` has no link scores (an ensemble summary), or no loop is active at `at`.
     """
     from matplotlib.patches import FancyArrowPatch
 
     from .diagram import _STOCK, _label
+    from .errors import ParameterError
 
     if "link_score" not in ds or "loop" not in ds.dims:
-        raise ValueError("plot_dominant_loops needs the result of loop_dominance (link scores)")
+        raise ParameterError(
+            "plot_dominant_loops needs the result of loop_dominance (with link scores)"
+        )
     times = ds["time"].to_numpy()
     j = int(np.abs(times - at).argmin())
     t = float(times[j])
@@ -904,7 +911,7 @@ def plot_dominant_loops(
         if rel[i] != 0 and str(ds["loop"].values[i]) in allowed
     ][:top]
     if not order:
-        raise ValueError(f"no loop is active at t = {t:g}")
+        raise ParameterError(f"no loop is active at t = {t:g}: nothing dominates then")
     keys = [str(ds["loop"].values[i]) for i in order]
     shares = [float(rel[i]) for i in order]
     chains = [str(ds["loop_variables"].values[i]).split(" -> ") for i in order]
@@ -959,9 +966,14 @@ def plot_dominant_loops(
             for x, z in itertools.pairwise(steps):
                 sign *= signs.get((x, z), 0)
             edge = (source, target)
-            rad = -(0.12 + 0.14 * drawn.get(edge, 0))
-            drawn[edge] = drawn.get(edge, 0) + 1
             p, q = pos[source], pos[target]
+            # bowed away from the loop's label, as much as a circle through its variables
+            bend = max(0.12, min(0.6, math.tan(math.pi / max(len(chain), 2)) / 2))
+            rad = bend + 0.14 * drawn.get(edge, 0)
+            drawn[edge] = drawn.get(edge, 0) + 1
+            mid = (p + q) / 2
+            if np.dot(np.array([(q - p)[1], -(q - p)[0]]), mid - centres[n]) < -1e-9:
+                rad = -rad
             if source == target:  # a one-variable loop: out and back beside the label
                 out = p - np.mean(list(pos.values()), axis=0)
                 out = out / (np.linalg.norm(out) or 1.0)
@@ -1008,7 +1020,7 @@ def plot_dominant_loops(
                 fontweight="bold",
                 color=_SIGN_COLOUR[sign],
                 bbox={"boxstyle": "circle,pad=0.1", "fc": "white", "ec": _SIGN_COLOUR[sign]},
-                zorder=5,
+                zorder=7,  # above the labels: a sign is never hidden
             )
     for n, (key, share, centre) in enumerate(zip(keys, shares, centres)):
         colour = palette[n % len(palette)]
@@ -1044,13 +1056,16 @@ def plot_dominant_loops(
     handles: list = []
     for n, (key, s) in enumerate(zip(keys, shares)):
         kind = "reinforcing" if s > 0 else "balancing"
+        name = loop_label(ds, key, limit=70)
         handles.append(
             Line2D(
                 [],
                 [],
                 color=palette[n % len(palette)],
                 lw=widths(s)[0],
-                label=f"{loop_label(ds, key, limit=70)} ({kind}, {abs(s):.0%})",
+                label=(
+                    f"{name} ({abs(s):.0%})" if kind in name else f"{name} ({kind}, {abs(s):.0%})"
+                ),
             )
         )
     marks = (
