@@ -340,6 +340,41 @@ COMMANDS = (
                 default="Active Buyers",
                 help="the behaviour drawn above the loop scores (default: Active Buyers)",
             ),
+            option(
+                "--diagram",
+                metavar="PATH",
+                help="with --at: save a causal-loop diagram of the 3 dominant loops at T",
+            ),
+            option(
+                "--sweep",
+                type=positive_int,
+                metavar="N",
+                help="across an ensemble: an LHS of N runs over the --param ranges; prints "
+                "the share of runs in which each loop of the loop index dominates",
+            ),
+            option(
+                "--design",
+                metavar="FILE",
+                help="across an ensemble: the runs of a table (.csv, one column per "
+                "parameter) or of a 'flywheel sweep' result (.nc)",
+            ),
+            option(
+                "--param",
+                action="append",
+                type=param_range,
+                metavar="NAME[=LOW:HIGH]",
+                help="with --sweep: an uncertain constant and its range (default: its "
+                "documented range); repeat for each",
+            ),
+            option(
+                "--times",
+                type=number,
+                nargs="+",
+                metavar="T",
+                help="with --sweep or --design: the times of the share table (default: "
+                "five evenly spaced)",
+            ),
+            option("--seed", type=int, default=0, help="with --sweep: random seed (default 0)"),
         ),
     ),
     Command(

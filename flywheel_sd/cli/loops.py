@@ -17,22 +17,29 @@ from ._common import (
 
 def cmd_loops(args) -> int:
     """The dominance periods of a run (`flywheel_sd.ltm.dominance_periods`), and with --at
-    the relative loop scores at one time; --plot draws them under a variable's behaviour."""
+    the relative loop scores at one time; --plot draws them under a variable's behaviour,
+    --diagram the dominant loops at --at as a causal-loop diagram; --sweep N or --design FILE
+    add the share of an ensemble's runs in which each loop dominates
+    (`flywheel_sd.ltm.loop_dominance_ensemble`)."""
     import matplotlib.pyplot as plt
 
     from .. import run_scenario
     from ..errors import FlywheelError
     from ..loops import loop_index_path, read_loop_index
     from ..ltm import dominance_periods, loop_dominance
-    from ..plotting import loop_label, plot_loop_dominance
+    from ..plotting import loop_label, plot_dominant_loops, plot_loop_dominance
 
     plot = check_plot(args.plot)
+    diagram = check_plot(getattr(args, "diagram", None), "--diagram")
+    if diagram is not None and args.at is None:
+        raise UsageError("--diagram needs --at T: the time whose dominant loops to draw")
     sc = scenario_for(args, args.scenario)
     model = sc.load_model()
     settings = model.time_settings()
     t0, t1 = settings["initial_time"], settings["final_time"]
     if args.at is not None and not t0 <= args.at <= t1:
         raise UsageError(f"--at {args.at:g} is outside the run's times {t0:g} to {t1:g}")
+    ensemble_of = _ensemble_input(args, model, t0, t1)
     variable = None
     if plot is not None:
         try:
@@ -53,8 +60,18 @@ def cmd_loops(args) -> int:
         raise UsageError(str(err.args[0]) if err.args else str(err)) from None
     periods = dominance_periods(ds)
     at = _scores_at(ds, args.at) if args.at is not None else None
+    ensemble = None
+    if ensemble_of is not None:
+        ensemble = _ensemble(sc, model, args, *ensemble_of)
 
     wrote = []
+    if diagram is not None:
+        try:
+            fig = plot_dominant_loops(ds, args.at, diagram, variable=args.variable)
+        except FlywheelError as err:  # no loop active at --at
+            raise UsageError(f"--diagram: {err}") from None
+        plt.close(fig)
+        wrote.append(diagram)
     if plot is not None:
         assert variable is not None
         run = run_scenario(sc, return_columns=[variable])
@@ -89,6 +106,7 @@ def cmd_loops(args) -> int:
                 ],
                 "periods": periods.to_dict(orient="records"),
                 "at": at,
+                "ensemble": _ensemble_json(ensemble) if ensemble is not None else None,
                 "wrote": [str(w) for w in wrote],
             }
         )
@@ -113,6 +131,9 @@ def cmd_loops(args) -> int:
             "- balancing)",
             wrap=False,
         )
+    if ensemble is not None:
+        print()
+        print_table(_ensemble_text(ensemble), _ensemble_title(ensemble), wrap=False)
     print_wrote(wrote)
     return EXIT_OK
 
@@ -157,3 +178,128 @@ def _at_text(at: dict, names: dict[str, str]):
     frame["share"] = [f"{v:+.1%}" for v in frame["relative_score"]]
     frame["loop name"] = [names[k] for k in frame["loop"]]
     return frame[["loop", "share", "polarity", "loop name"]].set_index("loop")
+
+
+# -- across an ensemble (--sweep N, --design FILE) ------------------------------------------
+def _ensemble_input(args, model, t0: float, t1: float):
+    """(design or sweep result, times) of --sweep N / --design FILE, checked before any run;
+    None without them."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from .. import designs
+    from ..errors import FlywheelError
+
+    sweep_n, design_file = getattr(args, "sweep", None), getattr(args, "design", None)
+    params, times = getattr(args, "param", None), getattr(args, "times", None)
+    if sweep_n is not None and design_file is not None:
+        raise UsageError("give --sweep N or --design FILE, not both")
+    if sweep_n is None and design_file is None:
+        for given, name in ((params, "--param"), (times, "--times")):
+            if given:
+                raise UsageError(f"{name} is for an ensemble: add --sweep N or --design FILE")
+        return None
+    if times:
+        outside = [t for t in times if not t0 <= t <= t1]
+        if outside:
+            raise UsageError(f"--times {outside[0]:g} is outside the run's times {t0:g} to {t1:g}")
+    else:
+        times = [float(t) for t in np.linspace(t0, t1, 6)[1:]]
+    if sweep_n is not None:
+        if not params:
+            raise UsageError("--sweep needs the uncertain constants: --param NAME[=LOW:HIGH]")
+        ranges = {p.name: (p.low, p.high) if p.low is not None else None for p in params}
+        try:
+            return designs.lhs(ranges, sweep_n, seed=args.seed, model=model), times
+        except FlywheelError as err:
+            raise UsageError(f"--param: {err}") from None
+    if params:
+        raise UsageError("--param is for --sweep; --design FILE holds its own parameters")
+    path = Path(str(design_file))
+    if not path.is_file():
+        raise UsageError(f"--design {path}: no such file")
+    try:
+        if path.suffix.lower() == ".csv":
+            import pandas as pd
+
+            return designs.from_table(pd.read_csv(path)), times
+        if path.suffix.lower() == ".nc":
+            import xarray as xr
+
+            with xr.open_dataset(path) as opened:
+                return opened.load(), times
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--design {path}: {' '.join(str(err).split())}") from None
+    raise UsageError(f"--design {path}: expected a .csv table of runs or a sweep result (.nc)")
+
+
+def _ensemble(sc, model, args, source, times):
+    """`loop_dominance_ensemble` over `source` at `times` (the loop index's loops)."""
+    import xarray as xr
+
+    from ..errors import FlywheelError
+    from ..ltm import loop_dominance_ensemble
+
+    target: Any = sc
+    alone = isinstance(source, xr.Dataset) and not source.attrs.get("scenario")
+    if alone and args.scenario is None:  # a sweep of the model alone
+        target = model
+    try:
+        return loop_dominance_ensemble(target, source, times=times)
+    except FlywheelError as err:
+        option = "--sweep" if getattr(args, "sweep", None) else "--design"
+        raise UsageError(f"{option}: {' '.join(str(err).split())}") from None
+
+
+def _ensemble_title(ens) -> str:
+    import json
+
+    names = ", ".join(json.loads(ens.attrs["parameters"]))
+    failed = f", {ens.attrs['n_failed']} failed" if ens.attrs["n_failed"] else ""
+    return (
+        f"share of {ens.attrs['n_runs']} runs (over {names}{failed}) in which each loop "
+        "dominates: has the largest |relative score| of the loops; in brackets its median "
+        f"relative score (+ reinforcing, - balancing); {ens.attrs['seconds']:.1f} s"
+    )
+
+
+def _ensemble_text(ens):
+    import pandas as pd
+
+    rows = {}
+    for k in ens["loop"].values:
+        cells = {}
+        for t in ens["time"].values:
+            share = float(ens["dominant_share"].sel(loop=k, time=t))
+            median = float(ens["relative_score_quantile"].sel(quantile=0.5, loop=k, time=t))
+            cells[f"t = {t:g}"] = f"{share:4.0%} ({median:+.2f})"
+        rows[str(k)] = cells
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "loop"
+    return frame
+
+
+def _ensemble_json(ens) -> dict[str, Any]:
+    import json
+
+    return {
+        "runs": int(ens.attrs["n_runs"]),
+        "failed": int(ens.attrs["n_failed"]),
+        "parameters": json.loads(ens.attrs["parameters"]),
+        "times": [float(t) for t in ens["time"].values],
+        "seconds": float(ens.attrs["seconds"]),
+        "loops": {
+            str(k): {
+                "dominant_share": ens["dominant_share"].sel(loop=k).values.tolist(),
+                "majority_share": ens["majority_share"].sel(loop=k).values.tolist(),
+                "quantiles": {
+                    f"{q:g}": ens["relative_score_quantile"]
+                    .sel(quantile=q, loop=k)
+                    .values.tolist()
+                    for q in ens["quantile"].values
+                },
+            }
+            for k in ens["loop"].values
+        },
+    }
