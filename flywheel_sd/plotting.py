@@ -803,7 +803,20 @@ def _layout(chains: list[list[str]]) -> tuple[dict[str, np.ndarray], list[np.nda
             labels.append(0.5 * middle + 0.5 * np.mean(ends, axis=0))
         else:
             labels.append(np.mean([pos[v] for v in chain], axis=0) + np.array([0.0, -0.8]))
+        # clear of the labels before it: towards its own variables, or else downwards
+        way = (middle if middle is not None else labels[-1]) - labels[-1]
+        size = float(np.linalg.norm(way))
+        way = way / size if size > 1e-9 else np.array([0.0, -1.0])
+        for _ in range(20):
+            if min(float(np.linalg.norm(labels[-1] - q)) for q in labels[:-1]) > _LOOP_BOX:
+                break
+            labels[-1] = labels[-1] + 0.3 * way
     return pos, labels
+
+
+def _share_text(share: float) -> str:
+    """|share| as a percentage; '<1%' for a loop active but below half a percent."""
+    return "<1%" if 0 < abs(share) < 0.005 else f"{abs(share):.0%}"
 
 
 def _box(label: str, fontsize: float = 9) -> tuple[float, float]:
@@ -1027,7 +1040,7 @@ def plot_dominant_loops(
         ax.text(
             float(centre[0]),
             float(centre[1]),
-            f"{key}\n{'R' if share > 0 else 'B'} {abs(share):.0%}",
+            f"{key}\n{'R' if share > 0 else 'B'} {_share_text(share)}",
             ha="center",
             va="center",
             fontsize=12,
@@ -1043,10 +1056,10 @@ def plot_dominant_loops(
             else {"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#999999", "lw": 0.8}
         )
         ax.text(x, y, texts[v], ha="center", va="center", fontsize=9, bbox=box, zorder=6)
-    shares_text = ", ".join(f"{k} {abs(s):.0%}" for k, s in zip(keys, shares))
+    shares_text = ", ".join(f"{k} {_share_text(s)}" for k, s in zip(keys, shares))
     rest = max(1 - sum(abs(s) for s in shares), 0.0)
     others = len(members) - len(order)
-    explained = f"; the other {others} loops {rest:.0%}" if others else ""
+    explained = f"; the other {others} loops {_share_text(rest)}" if others else ""
     fig.suptitle(
         title
         or f"Dominant feedback loops at {when}: shares of the change {shares_text}{explained}",
@@ -1064,7 +1077,9 @@ def plot_dominant_loops(
                 color=palette[n % len(palette)],
                 lw=widths(s)[0],
                 label=(
-                    f"{name} ({abs(s):.0%})" if kind in name else f"{name} ({kind}, {abs(s):.0%})"
+                    f"{name} ({_share_text(s)})"
+                    if kind in name
+                    else f"{name} ({kind}, {_share_text(s)})"
                 ),
             )
         )
