@@ -11,6 +11,7 @@ lies within one step of t may fall either way.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -225,3 +226,111 @@ def test_the_diagram_needs_link_scores_and_an_active_loop(logistic, ensemble):
         plot_dominant_loops(ensemble, 5.0)
     with pytest.raises(FlywheelError, match="no loop is active at t = 0"):
         plot_dominant_loops(loop_dominance(logistic), 0.0)
+
+
+# -- flywheel loops --diagram, --sweep, --design ---------------------------------------------
+INDEX = (
+    '[R1]\nname = "Births"\npolarity = "reinforcing"\nchain = ["X", "Births"]\n'
+    '[B1]\nname = "Crowding"\npolarity = "balancing"\nchain = ["X", "Crowding"]\n'
+)
+CLI_TIMES = [4.0, 8.0, 12.0, 16.0]
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """The logistic model with a loop index naming its loops R1 and B1."""
+    folder = tmp_path_factory.mktemp("indexed")
+    path = folder / "logistic.mdl"
+    path.write_text(
+        vensim(
+            f"X = INTEG(Births - Crowding, {X0})",
+            "Births = r * X",
+            "Crowding = r * X * X / K",
+            "r = 0.5 ~ 1/Month [0.1, 2]",
+            "K = 1000 ~ units [100, 10000]",
+            time_step=DT,
+            saveper=DT,
+        )
+    )
+    (folder / "logistic.loops.toml").write_text(INDEX)
+    return path
+
+
+def flywheel(capsys, *argv):
+    from flywheel_sd.cli import main
+
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_sweep_and_design_give_the_library_shares(indexed, tmp_path, capsys):
+    design = fw.designs.lhs({"r": (0.3, 0.8), "K": (500, 2000)}, n=12, seed=3, model=None)
+    expected = loop_dominance_ensemble(indexed, design, times=CLI_TIMES)
+    assert list(expected["loop"].values) == ["R1", "B1"]  # the index's loops
+    argv = ["loops", "--model", indexed, "--times", *CLI_TIMES, "--json"]
+    code, out, _ = flywheel(
+        capsys, *argv, "--sweep", 12, "--param", "r=0.3:0.8", "--param", "K=500:2000", "--seed", 3
+    )
+    assert code == 0
+    data = json.loads(out)["ensemble"]
+    assert data["runs"] == 12 and data["times"] == CLI_TIMES
+    for k in ("R1", "B1"):
+        np.testing.assert_allclose(
+            data["loops"][k]["dominant_share"], expected["dominant_share"].sel(loop=k)
+        )
+    table = tmp_path / "runs.csv"
+    design.table.to_csv(table, index=False)
+    code, out, _ = flywheel(capsys, *argv, "--design", table)
+    assert code == 0
+    again = json.loads(out)["ensemble"]  # the same runs (to the CSV's 17 digits)
+    for k in ("R1", "B1"):
+        assert again["loops"][k]["dominant_share"] == data["loops"][k]["dominant_share"]
+        for q, values in data["loops"][k]["quantiles"].items():
+            np.testing.assert_allclose(again["loops"][k]["quantiles"][q], values, rtol=1e-9)
+    # the text table: one row per loop, one column per time
+    code, out, _ = flywheel(
+        capsys, "loops", "--model", indexed, "--design", table, "--times", 4, 16
+    )
+    assert code == 0
+    assert "share of 12 runs (over r, K) in which each loop dominates" in out
+    row = next(line for line in out.splitlines() if line.startswith("R1 "))
+    share = expected["dominant_share"].sel(loop="R1", time=4.0)
+    assert f"{float(share):.0%}" in row
+
+
+def test_cli_diagram(indexed, tmp_path, capsys):
+    out = tmp_path / "cld.png"
+    code, text, _ = flywheel(capsys, "loops", "--model", indexed, "--at", 5, "--diagram", out)
+    assert code == 0 and out.stat().st_size > 10_000
+    assert f"wrote {out}" in text
+
+
+BAD_CLI = {
+    "--diagram without --at": (["--diagram", "{tmp}/x.png"], "--diagram needs --at T"),
+    "--diagram at t = 0": (["--diagram", "{tmp}/x.png", "--at", "0"], "no loop is active"),
+    "--sweep without --param": (["--sweep", "4"], "--sweep needs the uncertain constants"),
+    "--param without --sweep": (["--param", "r"], "--param is for an ensemble"),
+    "--times without an ensemble": (["--times", "3"], "--times is for an ensemble"),
+    "--sweep and --design": (["--sweep", "4", "--design", "{tmp}/d.csv"], "not both"),
+    "unknown --param": (["--sweep", "4", "--param", "rr"], "did you mean 'r'"),
+    "--param out of range": (["--sweep", "4", "--param", "r=0:5"], "documented range"),
+    "--times outside": (["--sweep", "4", "--param", "r", "--times", "30"], "outside the run"),
+    "missing --design": (["--design", "{tmp}/none.csv"], "no such file"),
+    "--design of another kind": (["--design", "{tmp}/d.txt"], "expected a .csv table"),
+    "--design not a sweep": (["--design", "{tmp}/empty.nc"], "not a flywheel_sd sweep result"),
+}
+
+
+@pytest.mark.parametrize(("extra", "match"), list(BAD_CLI.values()), ids=list(BAD_CLI))
+def test_cli_bad_input_exits_2_in_one_line(indexed, tmp_path, capsys, extra, match):
+    import xarray as xr
+
+    (tmp_path / "d.csv").write_text("r\n0.5\n")
+    (tmp_path / "d.txt").write_text("r\n0.5\n")
+    xr.Dataset({"a": ("x", [1.0])}).to_netcdf(tmp_path / "empty.nc")
+    argv = [a.format(tmp=tmp_path) for a in extra]
+    code, _, err = flywheel(capsys, "loops", "--model", indexed, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("flywheel: error: ") and match in lines[0]
