@@ -106,8 +106,9 @@ def cmd_loops(args) -> int:
                 ],
                 "periods": periods.to_dict(orient="records"),
                 "at": at,
-                "ensemble": _ensemble_json(ensemble) if ensemble is not None else None,
                 "wrote": [str(w) for w in wrote],
+                # with --sweep or --design only
+                **({"ensemble": _ensemble_json(ensemble)} if ensemble is not None else {}),
             }
         )
         return EXIT_OK
