@@ -13,7 +13,10 @@ first call is printed too), medians over the repeats:
 2. ``flywheel_sd.ltm.loop_dominance(model)``: its own Euler run recorded at every TIME STEP
    (plain-Python backend, every node kept), link scores, loop discovery (exhaustive, or the
    strongest-path search beyond ``MAX_CYCLES`` cycles) and loop scores;
-3. the same for the loop index's loops only (``loops=[...]``: no discovery).
+3. the same for the loop index's loops only (``loops=[...]``: no discovery);
+4. ``flywheel_sd.ltm.loop_dominance_ensemble`` over a ``--runs``-run LHS of two uncertain
+   constants (Maximum Conversion Rate 0.06-0.18, Referral Visits per Buyer 1-6: in their
+   documented ranges), where the model has them: one index-loop analysis per run.
 
 It prints each time and its ratio to the RK45 run. The runs name their engine: with the
 Numba backend ready (``FLYWHEEL_SD_JIT`` not ``off``; it compiles in the background, so a
@@ -46,11 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", default=str(PROJECT_MODEL))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=16, help="runs of the ensemble (default 16)")
     args = parser.parse_args(argv)
 
     import flywheel_sd as fw
     from flywheel_sd.loops import loop_index_path, read_loop_index
-    from flywheel_sd.ltm import loop_dominance
+    from flywheel_sd.ltm import loop_dominance, loop_dominance_ensemble
 
     model = fw.load(args.model)
     start = time.perf_counter()
@@ -70,6 +74,15 @@ def main(argv: list[str] | None = None) -> int:
         loop_dominance(model, index)
         rows.append(
             (f"loop_dominance ({len(index)} index loops)", lambda: loop_dominance(model, index))
+        )
+    uncertain = {"Maximum Conversion Rate": (0.06, 0.18), "Referral Visits per Buyer": (1, 6)}
+    if index and all(name in model.namespace for name in uncertain):
+        design = fw.designs.lhs(uncertain, args.runs, seed=14, model=model)
+        rows.append(
+            (
+                f"loop_dominance_ensemble ({args.runs} runs)",
+                lambda: loop_dominance_ensemble(model, design),
+            )
         )
     results = []
     for name, func in rows:
