@@ -69,6 +69,12 @@ relative to those loops alone).
 **Dominance periods** (`dominance_periods`): at each time, the smallest set of loops whose
 |relative scores| add up to at least 50% (the loops taken by decreasing |relative score|);
 consecutive times with the same set form a period.
+
+**Across an ensemble** (`loop_dominance_ensemble`): one `loop_dominance` per parameter set
+of a design or a sweep result, on the same loops in every run (the loop index's, by
+default), summarised per loop and time as quantiles of the relative scores over the runs,
+the share of runs in which the loop has the largest |relative score| of its partition, and
+the share in which it alone explains at least half the change.
 """
 
 from __future__ import annotations
@@ -1108,7 +1114,7 @@ def _ensemble_table(model, source, scenario, designs_mod, pd):
                 f"the sweep ran scenario {ran or '(none)'!r}: pass "
                 f"{ran or 'the model'} as model_or_scenario, not {scenario or 'the model'!r}"
             )
-        missing = [n for n in names if n not in source.coords]
+        missing = [n for n in names if n not in source.variables]  # coords, or data vars
         if missing or "run" not in source.dims:
             raise ParameterError(f"the sweep result lacks its parameter {missing[:1] or 'run'}")
         ok = np.ones(source.sizes["run"], bool)

@@ -106,6 +106,12 @@ def test_a_sweep_result_gives_its_runs(logistic, design, ensemble):
     np.testing.assert_allclose(
         again["relative_score_quantile"], ensemble["relative_score_quantile"], rtol=1e-12
     )
+    # a sweep read back from netCDF keeps parameters whose names hold spaces as data
+    # variables, not coordinates: they are found either way
+    stored = loop_dominance_ensemble(
+        logistic, result.reset_coords(["r", "K"]), times=TIMES, **TIGHT
+    )
+    np.testing.assert_array_equal(stored["dominant_share"], ensemble["dominant_share"])
     other = result.copy()
     other.attrs = {**result.attrs, "model_sha256": "0" * 64}
     with pytest.raises(FlywheelError, match="the sweep ran another model"):
