@@ -947,10 +947,11 @@ def plot_dominant_loops(
     palette = [plt.get_cmap("tab10")(i) for i in (0, 1, 2, 4, 5, 6, 8, 9)]
 
     every = [*pos.values(), *centres]
-    x0 = min(float(p[0]) for p in every) - 1.3
-    x1 = max(float(p[0]) for p in every) + 1.3
-    y0 = min(float(p[1]) for p in every) - 0.8
-    y1 = max(float(p[1]) for p in every) + 0.8
+    margin = 2.0 if any(len(c) == 1 for c in short) else 0.0  # room for a one-variable loop
+    x0 = min(float(p[0]) for p in every) - max(1.3, margin)
+    x1 = max(float(p[0]) for p in every) + max(1.3, margin)
+    y0 = min(float(p[1]) for p in every) - max(0.8, margin)
+    y1 = max(float(p[1]) for p in every) + max(0.8, margin)
     legend_rows = math.ceil((len(keys) + 5) / 2)
     extra = 1.0 + 0.24 * legend_rows  # inches: the title, the legend and the note
     fig, ax = plt.subplots(figsize=(max((x1 - x0) * CLD_INCH, 10.0), (y1 - y0) * CLD_INCH + extra))
@@ -987,11 +988,15 @@ def plot_dominant_loops(
             mid = (p + q) / 2
             if np.dot(np.array([(q - p)[1], -(q - p)[0]]), mid - centres[n]) < -1e-9:
                 rad = -rad
-            if source == target:  # a one-variable loop: out and back beside the label
-                out = p - np.mean(list(pos.values()), axis=0)
-                out = out / (np.linalg.norm(out) or 1.0)
-                side = np.array([-out[1], out[0]]) * 0.5
-                p, q, rad = p + out * 0.6 + side, p + out * 0.6 - side, -1.6
+            if source == target:  # a one-variable loop: out and back, away from its label
+                out = p - centres[n]
+                size = float(np.linalg.norm(out))
+                out = out / size if size > 1e-9 else np.array([0.0, 1.0])
+                side = np.array([-out[1], out[0]]) * 0.6
+                p, q = p + out * 0.4 + side, p + out * 0.4 - side
+                rad = 1.4
+                if np.dot(np.array([(q - p)[1], -(q - p)[0]]), out) < 0:
+                    rad = -rad
                 shrink_a = shrink_b = 0.0
             else:
                 u = (q - p) / (np.linalg.norm(q - p) or 1.0)

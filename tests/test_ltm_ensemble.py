@@ -340,3 +340,32 @@ def test_cli_bad_input_exits_2_in_one_line(indexed, tmp_path, capsys, extra, mat
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("flywheel: error: ") and match in lines[0]
+
+
+def test_the_diagram_of_a_one_variable_loop(tmp_path_factory):
+    """P = INTEG(r P (1 - P/K)): one loop, P -> P, reinforcing before the inflection and
+    balancing after it; drawn as an arrow out of P and back, with the link's sign."""
+    import matplotlib.pyplot as plt
+
+    from flywheel_sd.plotting import plot_dominant_loops
+
+    model = load_text(
+        tmp_path_factory,
+        "inline.mdl",
+        vensim(
+            f"P = INTEG(r * P * (1 - P / K), {X0})",
+            "r = 0.5",
+            "K = 1000",
+            time_step=DT,
+            saveper=DT,
+        ),
+    )
+    ds = loop_dominance(model)
+    for at, letter, sign in ((5.0, "R", "+"), (15.0, "B", "\N{MINUS SIGN}")):
+        fig = plot_dominant_loops(ds, at)
+        try:
+            texts, arrows = diagram_parts(fig)
+            assert "P" in texts and f"L1\n{letter} 100%" in texts and sign in texts
+            assert len(arrows) == 1
+        finally:
+            plt.close(fig)
