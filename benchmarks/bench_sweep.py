@@ -2,8 +2,8 @@
 
 Prints issue #10's sweep figures, each a ratio of two timings measured side by side in this
 one run (warm-up first, then the two sides interleaved, medians of the repetitions), for the
-project's first model (``benchmarks/platform_flywheel_v1.mdl``, which the floor mirrors) and the SIR sample
-(``$FLYWHEEL_TEST_MODELS/samples/SIR/SIR.mdl``, read in place):
+project's first model (``benchmarks/platform_flywheel_v1.mdl``, which the floor mirrors) and
+the SIR sample (``$FLYWHEEL_TEST_MODELS/samples/SIR/SIR.mdl``, read in place):
 
 1. a 10,000-run Euler sweep keeping metrics only, against the hand-written NumPy floor on
    the same design rows (``benchmarks/flywheel_numpy.py`` for the project's model, whose

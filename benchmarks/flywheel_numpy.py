@@ -15,9 +15,10 @@ not swept stay scalars (subscripted ones (2, 1)) and broadcast.
 
 Time functions follow the engine: under Euler PySD's own STEP (on from ``t + dt/2 > t0``)
 and PULSE (on from ``start - 1e-6``); under the adaptive methods the exact ones of
-``flywheel_sd.engine.pysd_path.exact_time_functions`` (STEP on from ``t >= t0``), integrated piecewise
-between the model's STEP/PULSE times, each piece evaluated from inside. Initial values always
-use PySD's functions, since the engine initialises the model before switching them.
+``flywheel_sd.engine.pysd_path.exact_time_functions`` (STEP on from ``t >= t0``), integrated
+piecewise between the model's STEP/PULSE times, each piece evaluated from inside. Initial
+values always use PySD's functions, since the engine initialises the model before switching
+them.
 """
 
 from __future__ import annotations

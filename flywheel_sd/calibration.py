@@ -220,7 +220,7 @@ def _parse_expression(text: str, names: list[str]):
         ) from None
     assert tree is not None
 
-    def evaluate(node, env):
+    def evaluate(node: ast.AST, env: Mapping[str, Any]) -> Any:
         if isinstance(node, ast.Expression):
             return evaluate(node.body, env)
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
@@ -538,7 +538,7 @@ def _constant_name(model: Model, name: str, constants: list[str]) -> str:
 class _Batch:
     """Runs a population of parameter sets (rows) and returns the targets' residuals."""
 
-    def __init__(self, model, base, names, options, targets, payoff):
+    def __init__(self, model, base, names, options, targets, payoff) -> None:
         from .sweeps.chunk import column_names, expected_times
 
         self.model, self.base, self.names, self.options = model, base, names, options

@@ -75,7 +75,7 @@ def get(name: str | Metric) -> Metric:
     return _REGISTRY[name]
 
 
-def list() -> builtins.list[str]:
+def list() -> builtins.list[str]:  # noqa: A001 - the public API name
     """Names of the registered metrics."""
     return builtins.list(_REGISTRY)
 

@@ -1,7 +1,7 @@
 """The benchmark's hand-written NumPy floor (``benchmarks/flywheel_numpy.py``) is the project's
 first model, kept as ``benchmarks/platform_flywheel_v1.mdl`` so the floor stays fixed while the
-model evolves: its Euler run reproduces ``simulate(method="euler")`` at every saved time, and its RK45
-run the ensemble sweep's, so ``bench_sweep.py`` times the same computation both ways."""
+model evolves: its Euler run reproduces ``simulate(method="euler")`` at every saved time, and its
+RK45 run the ensemble sweep's, so ``bench_sweep.py`` times the same computation both ways."""
 
 from __future__ import annotations
 
@@ -102,12 +102,12 @@ def test_defaults_are_the_model_file_constants(floor, flywheel_model):
         actual = actual.values if isinstance(actual, xr.DataArray) else actual
         np.testing.assert_array_equal(np.ravel(value), np.ravel(actual), err_msg=name)
     settings = flywheel_model.time_settings()
-    assert (floor.INITIAL_TIME, floor.FINAL_TIME, floor.TIME_STEP, floor.SAVEPER) == (
+    assert (
         settings["initial_time"],
         settings["final_time"],
         settings["time_step"],
         settings["saveper"],
-    )
+    ) == (floor.INITIAL_TIME, floor.FINAL_TIME, floor.TIME_STEP, floor.SAVEPER)
 
 
 def test_euler_is_pysd_euler_at_every_saved_time(floor, flywheel_model):

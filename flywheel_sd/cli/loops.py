@@ -235,7 +235,7 @@ def _ensemble_input(args, model, t0: float, t1: float):
     raise UsageError(f"--design {path}: expected a .csv table of runs or a sweep result (.nc)")
 
 
-def _ensemble(sc, model, args, source, times):
+def _ensemble(sc, model, args, source, times) -> Any:
     """`loop_dominance_ensemble` over `source` at `times` (the loop index's loops)."""
     import xarray as xr
 

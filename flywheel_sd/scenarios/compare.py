@@ -246,8 +246,8 @@ class CriticalMass:
     bracket: tuple[float, float]
     runs: int
     criterion: str
-    decaying_run: pd.DataFrame = field(repr=False, compare=False, default=None)
-    growing_run: pd.DataFrame = field(repr=False, compare=False, default=None)
+    decaying_run: pd.DataFrame | None = field(repr=False, compare=False, default=None)
+    growing_run: pd.DataFrame | None = field(repr=False, compare=False, default=None)
 
 
 def keeps_growing(frame: pd.DataFrame, variable: str, push_end: float) -> bool:
