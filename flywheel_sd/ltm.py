@@ -68,7 +68,8 @@ relative to those loops alone).
 
 **Dominance periods** (`dominance_periods`): at each time, the smallest set of loops whose
 |relative scores| add up to at least 50% (the loops taken by decreasing |relative score|);
-consecutive times with the same set form a period.
+consecutive times with the same set form a period. `describe_dominance` tells the longest
+periods (short spells smoothed away) in a few sentences, naming loops by id and name.
 
 **Across an ensemble** (`loop_dominance_ensemble`): one `loop_dominance` per parameter set
 of a design or a sweep result, on the same loops in every run (the loop index's, by
@@ -869,6 +870,113 @@ def dominance_periods(ds, threshold: float = DOMINANCE):
             "reinforcing" if signs == {1} else "balancing" if signs == {-1} else "mixed"
         )
     return pd.DataFrame(rows, columns=["partition", "start", "end", "loops", "share", "polarity"])
+
+
+def describe_dominance(
+    periods,
+    names: Mapping[str, Any] | Any = None,
+    *,
+    unit: str = "month",
+    min_length: float | None = None,
+    most: int = 3,
+) -> str:
+    """Which loops dominate when, in a few plain sentences, from `dominance_periods`.
+
+    Short spells make the periods of a run ragged (the lead can pass back and forth for a
+    step or two), so they are smoothed first: the shortest period under `min_length`
+    (default: 5% of the time covered) is dropped, neighbours with the same loops then join,
+    and so on until every period left is at least `min_length` long. The `most` longest of
+    those are told in order of time, one sentence each, and a last sentence says how much
+    of the time the rest covers. Each loop is named by its id and, where `names` knows it,
+    its name: `names` maps ids to names (or to loop index entries, which have a ``name``),
+    or is the dataset of `loop_dominance` (its ``loop_name``). With several partitions, the
+    one covering the most time is told.
+    """
+    if names is not None and hasattr(names, "coords") and "loop_name" in names.coords:
+        names = {str(k): str(v) for k, v in zip(names["loop"].values, names["loop_name"].values)}
+    names = dict(names or {})
+
+    def label(key: str, polarity: str = "") -> str:
+        name = names.get(key)
+        name = getattr(name, "name", name)
+        said = [str(name)[:1].lower() + str(name)[1:]] if name else []
+        said += [polarity] if polarity else []
+        return f"{key} ({', '.join(said)})" if said else key
+
+    def loops_text(keys: str, polarity: str) -> str:
+        if "+" not in keys:
+            return label(keys, polarity)
+        parts = [label(k) for k in keys.split("+")]
+        if len(parts) == 1:
+            return parts[0]
+        return ", ".join(parts[:-1]) + " and " + parts[-1] + " together"
+
+    if periods is None or len(periods) == 0:
+        return "No loop is active in this run, so none dominates."
+    rows = periods.to_dict(orient="records")
+    by_partition: dict[int, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_partition[int(row["partition"])].append(dict(row))
+
+    def length(row: dict) -> float:
+        return float(row["end"]) - float(row["start"])
+
+    spans = {p: sum(length(r) for r in rs) for p, rs in by_partition.items()}
+    part = max(spans, key=lambda p: (spans[p], -p))
+    rows = [dict(r) for r in by_partition[part]]
+    covered = float(rows[-1]["end"]) - float(rows[0]["start"])
+    floor = 0.05 * covered if min_length is None else float(min_length)
+    while len(rows) > 1:
+        i = min(range(len(rows)), key=lambda j: length(rows[j]))
+        if length(rows[i]) >= floor:
+            break
+        del rows[i]
+        if (
+            0 < i < len(rows)
+            and rows[i - 1]["loops"] == rows[i]["loops"]
+            and float(rows[i]["start"]) - float(rows[i - 1]["end"]) < floor
+        ):
+            a, b = length(rows[i - 1]), length(rows[i])
+            if a + b > 0:
+                rows[i - 1]["share"] = (a * rows[i - 1]["share"] + b * rows[i]["share"]) / (a + b)
+            rows[i - 1]["end"] = rows[i]["end"]
+            if rows[i - 1]["polarity"] != rows[i]["polarity"]:
+                rows[i - 1]["polarity"] = "mixed"
+            del rows[i]
+    told = sorted(sorted(rows, key=length, reverse=True)[: max(most, 1)], key=lambda r: r["start"])
+
+    sentences = []
+    said: set[str] = set()
+    for k, row in enumerate(told):
+        start, end = round(float(row["start"])), round(float(row["end"]))
+        when = f"from {unit} {start} to {end}"
+        verb = "dominate" if "+" in row["loops"] else "dominates"
+        lead = "" if k == 0 else "After that, " if k == len(told) - 1 else "Then "
+        pol = row["polarity"] if row["polarity"] in ("reinforcing", "balancing") else ""
+        if row["loops"] in said:
+            text = lead + f"{row['loops'].replace('+', ' and ')} {verb} again {when}"
+        else:
+            text = lead + f"{loops_text(row['loops'], pol)} {verb} {when}"
+        said.add(row["loops"])
+        sentences.append(
+            f"{text[0].upper()}{text[1:]}, explaining about "
+            f"{round(100 * float(row['share']))}% of the change."
+        )
+    rest = covered - sum(length(r) for r in told)
+    if covered > 0 and rest / covered >= 0.05:
+        inside = [(r["start"], r["end"]) for r in told]
+        time_of: dict[str, float] = defaultdict(float)
+        for r in by_partition[part]:
+            if not any(a <= r["start"] and r["end"] <= b for a, b in inside):
+                for key in str(r["loops"]).split("+"):
+                    time_of[key] += length(r)
+        shown = [label(k) for k in sorted(time_of, key=lambda k: -time_of[k])[:3]]
+        spells = ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else "".join(shown)
+        sentences.append(
+            f"In the rest of the run ({round(100 * rest / covered)}% of the time) the lead "
+            f"changes hands in shorter spells{', mostly of ' + spells if spells else ''}."
+        )
+    return " ".join(sentences)
 
 
 # -- across an ensemble ---------------------------------------------------------------------

@@ -31,6 +31,7 @@ from conformance_mdl import vensim
 
 import flywheel_sd as fw
 from flywheel_sd.ltm import (
+    describe_dominance,
     dominance_periods,
     loop_dominance,
     simple_cycles,
@@ -488,3 +489,56 @@ def test_a_loop_flips_polarity_at_the_inflection(tmp_path_factory):
     flip = t[np.flatnonzero(rel < 0)[0]]
     assert T_STAR < flip <= T_STAR + DT
     assert (rel[t < flip] == 1).all() and (rel[t >= flip] == -1).all()
+
+
+def test_describe_dominance_tells_the_long_periods_in_order():
+    import pandas as pd
+
+    rows = [
+        (0.0, 30.0, "R1", 0.9, "reinforcing"),
+        (30.5, 31.0, "B3", 0.6, "balancing"),  # a short spell: smoothed away
+        (31.5, 40.0, "R1", 0.8, "reinforcing"),  # joins the first R1 period
+        (40.5, 70.0, "B3", 0.7, "balancing"),
+        (70.5, 70.9, "R2", 0.8, "reinforcing"),
+        (71.0, 100.0, "R2+B3", 0.75, "mixed"),
+    ]
+    periods = pd.DataFrame(
+        [(0, *row) for row in rows],
+        columns=["partition", "start", "end", "loops", "share", "polarity"],
+    )
+    index = {"R1": "Cross-side network effect", "B3": "Quality dilution"}
+    text = describe_dominance(periods, index)
+    first, second, third = text.split(". ")[:3]
+    assert first.startswith(
+        "R1 (cross-side network effect, reinforcing) dominates from month 0 to 40"
+    )
+    assert second.startswith("Then B3 (quality dilution, balancing) dominates from month 40 to 70")
+    assert third.startswith("After that, R2 and B3 (quality dilution) together dominate")
+    assert "from month 71 to 100" in third
+    assert "In the rest" not in text  # the periods told cover the run
+    # fewer periods told: the rest is summed up, naming its loops
+    short = describe_dominance(periods, index, most=1, unit="week")
+    assert short.startswith(
+        "R1 (cross-side network effect, reinforcing) dominates from week 0 to 40"
+    )
+    assert short.endswith(
+        "(60% of the time) the lead changes hands in shorter spells, "
+        "mostly of B3 (quality dilution) and R2."
+    )
+    # a repeated loop is said again, by id
+    again = pd.concat(
+        [periods.iloc[:1], periods.iloc[3:4], periods.iloc[:1].assign(start=71.0, end=100.0)]
+    )
+    assert "R1 dominates again from month 71 to 100" in describe_dominance(again, index)
+    assert (
+        describe_dominance(periods.iloc[:0], index)
+        == "No loop is active in this run, so none dominates."
+    )
+
+
+def test_describe_dominance_of_a_run(logistic):
+    """On a logistic: the reinforcing loop, then the balancing one, named from the dataset."""
+    ds = loop_dominance(logistic)
+    text = describe_dominance(dominance_periods(ds), ds)
+    assert text.startswith("L1 (") or text.startswith("L2 (")
+    assert "reinforcing" in text and "balancing" in text
