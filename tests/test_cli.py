@@ -12,14 +12,13 @@ import json
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _cli import Result, cli_fixture, one_line_error  # noqa: F401 - cli_fixture: the cli fixture
 from conformance_mdl import vensim
 
 import flywheel_sd as fw
-from flywheel_sd.cli import main
 from flywheel_sd.errors import WideIntervalWarning
 
 LAUNCH = vensim(
@@ -64,16 +63,6 @@ BLOWUP = vensim(
 )
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self):
-        return json.loads(self.out)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("cli-models")
@@ -92,24 +81,6 @@ def models(tmp_path_factory) -> dict[str, Path]:
         '[params]\n"Ad Budget" = 300\n'
     )
     return paths
-
-
-@pytest.fixture
-def cli(capsys):
-    def call(*argv) -> Result:
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return call
-
-
-def one_line_error(result: Result) -> str:
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith("flywheel: error: ")
-    assert "Traceback" not in result.err
-    return lines[0]
 
 
 # -- run -------------------------------------------------------------------------------------

@@ -11,19 +11,17 @@
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from _cli import Result, cli_fixture, one_line_error  # noqa: F401 - cli_fixture: the cli fixture
 from conformance_mdl import vensim
 
 import flywheel_sd as fw
-from flywheel_sd.cli import main
 
 TRUTH = {"Growth Rate": 0.6, "Capacity": 1500.0}
 SIGMA = 20.0
@@ -60,34 +58,6 @@ INDEX = (
     '[R1]\nname = "Births"\npolarity = "reinforcing"\nchain = ["X", "Births"]\n'
     '[B1]\nname = "Crowding"\npolarity = "balancing"\nchain = ["X", "Crowding"]\n'
 )
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self):
-        return json.loads(self.out)
-
-
-@pytest.fixture
-def cli(capsys):
-    def call(*argv) -> Result:
-        code = main([str(a) for a in argv])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return call
-
-
-def one_line_error(result: Result) -> str:
-    assert result.code == 2, (result.code, result.out, result.err)
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith("flywheel: error: ") and "Traceback" not in result.err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +215,7 @@ BAD_CALIBRATE = {
 @pytest.mark.parametrize(("extra", "match"), list(BAD_CALIBRATE.values()), ids=list(BAD_CALIBRATE))
 def test_calibrate_bad_input_exits_2_in_one_line(cli, files, extra, match):
     result = cli("calibrate", "--model", files["model"], "--data", files["simple"], *extra)
-    assert match in one_line_error(result)
+    assert match in one_line_error(result, code=2)
 
 
 def test_calibrate_checks_files_before_any_run(cli, files, tmp_path, no_run):
@@ -272,7 +242,7 @@ def test_calibrate_checks_files_before_any_run(cli, files, tmp_path, no_run):
         "missing data file": [*base, "--data", tmp_path / "missing.csv"],
         "data without the columns": [*base, "--data", files["model"]],
     }
-    messages = {name: one_line_error(cli(*argv)) for name, argv in cases.items()}
+    messages = {name: one_line_error(cli(*argv), code=2) for name, argv in cases.items()}
     assert "is a file, not a folder" in messages["--out under a file"]
     assert "expected a file ending in .nc" in messages["--out not .nc"]
     assert "no such file" in messages["missing data file"]
@@ -404,4 +374,4 @@ BAD_LOOPS = {
 @pytest.mark.parametrize(("extra", "match"), list(BAD_LOOPS.values()), ids=list(BAD_LOOPS))
 def test_loops_bad_input_exits_2_in_one_line(cli, files, tmp_path, extra, match):
     argv = [a.format(tmp=tmp_path) for a in extra]
-    assert match in one_line_error(cli("loops", "--model", files["loops"], *argv))
+    assert match in one_line_error(cli("loops", "--model", files["loops"], *argv), code=2)
