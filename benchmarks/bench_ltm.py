@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import flywheel_sd as fw
-    from flywheel_sd.loops import loop_index_path, read_loop_index
+    from flywheel_sd.loop_index import loop_index_path, read_loop_index
     from flywheel_sd.ltm import loop_dominance, loop_dominance_ensemble
 
     model = fw.load(args.model)

@@ -493,7 +493,7 @@ def loop_dominance(
         exhaustive enumeration (if there are at most `max_cycles` element cycles; else the
         strongest-path search's loops plus the loop index's).
     run : None, str, Scenario or mapping
-        As `flywheel_sd.loops.loop_polarity` takes it: the scenario or parameters of the run.
+        As `flywheel_sd.loop_index.loop_polarity` takes it: the scenario or parameters of the run.
     params : mapping, optional
         Parameters of the run (merged over `run`'s if that is a mapping).
     index : path, mapping, bool or None
@@ -526,7 +526,7 @@ def loop_dominance(
     """
     from .engine import links as lk
     from .engine.model import Model, load
-    from .loops import loop_index_path, read_loop_index, run_state
+    from .loop_index import loop_index_path, read_loop_index, run_state
 
     started = time.perf_counter()
     if isinstance(model_or_run, lk.RunState):
@@ -1053,7 +1053,7 @@ def loop_dominance_ensemble(
 
     from . import designs as designs_mod
     from .errors import FlywheelError, ParameterError
-    from .loops import loop_index_path, read_loop_index
+    from .loop_index import loop_index_path, read_loop_index
     from .sweeps.sweep import _resolve_target
 
     started = time.perf_counter()

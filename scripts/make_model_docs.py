@@ -133,7 +133,7 @@ def render(model) -> dict[str, str]:
     rows.append("Smoothing stocks (first-order SMOOTH): " + ", ".join(sorted(smooths)) + ".")
     sections["stocks"] = "\n".join(rows)
 
-    from flywheel_sd.loops import read_loop_index
+    from flywheel_sd.loop_index import read_loop_index
 
     loops = tomllib.loads(LOOPS.read_text(encoding="utf-8"))
     read_loop_index(loops)  # the format: polarities, a note for each state-dependent loop

@@ -66,9 +66,9 @@ def columns(model) -> list[str]:
 
 def loops() -> dict:
     """The loop index as parsed TOML (one table per loop), after checking its format with
-    `flywheel_sd.loops.read_loop_index`: a polarity of "reinforcing", "balancing" or
+    `flywheel_sd.loop_index.read_loop_index`: a polarity of "reinforcing", "balancing" or
     "state-dependent" (the last with a ``polarity_note``), chains of variable names."""
-    from flywheel_sd.loops import read_loop_index
+    from flywheel_sd.loop_index import read_loop_index
 
     data = tomllib.loads(LOOPS_FILE.read_text())
     read_loop_index(data)

@@ -1,6 +1,6 @@
 """Loop polarity from the equations (issue 11): link signs are the signs of ∂target/∂source
 evaluated along a run (`flywheel_sd.engine.links`), a loop's polarity their product over
-time (`flywheel_sd.loops.loop_polarity`).
+time (`flywheel_sd.loop_index.loop_polarity`).
 
 Small models with known derivatives first (the expected signs and values come from the
 analytic derivative), then every loop of the bundled model's loop index against its
@@ -21,7 +21,7 @@ from conformance_mdl import vensim
 import flywheel_sd as fw
 from flywheel_sd.engine import links
 from flywheel_sd.errors import ModelFileError
-from flywheel_sd.loops import (
+from flywheel_sd.loop_index import (
     LoopPolarity,
     loop_polarity,
     read_loop_index,

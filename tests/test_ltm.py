@@ -451,7 +451,7 @@ def test_bundled_baseline_loops_are_found_by_the_strongest_paths(flywheel_model)
 
 
 def test_a_recorded_run_state_gives_the_same_scores(logistic):
-    from flywheel_sd.loops import run_state
+    from flywheel_sd.loop_index import run_state
 
     eq, state = run_state(logistic, method="euler", time_step=DT, saveper=DT)
     again = loop_dominance(state, equations=eq)

@@ -25,7 +25,7 @@ def cmd_loops(args) -> int:
 
     from .. import run_scenario
     from ..errors import FlywheelError
-    from ..loops import loop_index_path, read_loop_index
+    from ..loop_index import loop_index_path, read_loop_index
     from ..ltm import dominance_periods, loop_dominance
     from ..plotting import loop_label, plot_dominant_loops, plot_loop_dominance
 
