@@ -106,6 +106,13 @@ class Lever:
     start: str | None = None  # the constants that hold its policy window (policy_companions)
     end: str | None = None
     window_defaults: tuple[float, float] = (math.nan, math.nan)  # their model values
+    constant: str = ""  # an element of a subscripted constant: that constant ("" if scalar)
+    element: tuple[str, ...] = ()  # and its subscript elements, one per dimension
+
+    @property
+    def base(self) -> str:
+        """The model constant this lever sets (its name, or the subscripted constant's)."""
+        return self.constant or self.name
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -190,11 +197,18 @@ def levers(model: Model) -> list[Lever]:
     return list(_LEVERS[key])
 
 
+def element_name(constant: str, element: tuple[str, ...]) -> str:
+    """``Name[elem]`` (``Name[a,b]`` for two dimensions), as the runs' columns name them."""
+    return f"{constant}[{','.join(element)}]"
+
+
 def _levers(model: Model) -> list[Lever]:
-    """The model's scalar constants as levers: documented range, units, description and
-    sector; the constants that hold a lever's policy window (`policy_companions`) belong
-    to that lever and are not levers of their own. Subscripted constants are left out."""
+    """The model's constants as levers: documented range, units, description and sector;
+    the constants that hold a lever's policy window (`policy_companions`) belong to that
+    lever and are not levers of their own. A subscripted constant gives a lever per element
+    (``Name[elem]``), each with the constant's documented range and unit."""
     import numpy as np
+    import xarray as xr
 
     from .scenarios import policy_companions
 
@@ -209,6 +223,7 @@ def _levers(model: Model) -> list[Lever]:
         pysd_model = model.pysd_model()
         pysd_model.initialize()
     defaults: dict[str, float] = {}
+    arrays: dict[str, xr.DataArray] = {}
     for name in model.constants:
         try:
             value = getattr(pysd_model.components, model.namespace[name])()
@@ -216,10 +231,20 @@ def _levers(model: Model) -> list[Lever]:
             continue
         if isinstance(value, (int, float, np.number)) and math.isfinite(float(value)):
             defaults[name] = float(value)
+        elif (
+            isinstance(value, xr.DataArray)
+            and value.ndim >= 1
+            and np.issubdtype(value.dtype, np.number)
+            and bool(np.all(np.isfinite(value.values)))
+        ):
+            arrays[name] = value
     of_sector = sectors(model)
     found = []
     claimed: set[str] = set()
     for name in model.constants:
+        if name in arrays:
+            found += _element_levers(model, name, arrays[name], of_sector.get(name, "Levers"))
+            continue
         if name not in defaults:
             continue
         start, end = policy_companions(model, name)
@@ -245,8 +270,41 @@ def _levers(model: Model) -> list[Lever]:
             )
         )
     order = {name: k for k, name in enumerate(of_sector)}  # the file's order
-    found.sort(key=lambda lever: order.get(lever.name, len(order)))
+    found.sort(key=lambda lever: order.get(lever.base, len(order)))
     return [lever for lever in found if lever.name not in claimed]
+
+
+def _element_levers(model: Model, name: str, value, sector: str) -> list[Lever]:
+    """A lever per element of the subscripted constant `name` (model value `value`), in
+    the order of its subscript ranges' elements."""
+    import itertools
+
+    doc = model.doc.set_index("Real Name")
+
+    def text(column: str) -> str:
+        cell = doc.at[name, column] if column in doc.columns and name in doc.index else ""
+        cell = cell.iloc[0] if hasattr(cell, "iloc") else cell
+        return " ".join(cell.split()) if isinstance(cell, str) else ""
+
+    low, high = model.ranges.get(name, (math.nan, math.nan))
+    coords = [[str(e) for e in value.coords[d].values] for d in value.dims]
+    out = []
+    for element in itertools.product(*coords):
+        default = float(value.sel(dict(zip(value.dims, element))).values)
+        out.append(
+            Lever(
+                name=element_name(name, element),
+                sector=sector,
+                units=text("Units"),
+                description=text("Comment"),
+                default=default,
+                low=float(low),
+                high=float(high),
+                constant=name,
+                element=tuple(element),
+            )
+        )
+    return out
 
 
 # -- the app -----------------------------------------------------------------------------
@@ -283,7 +341,7 @@ def _scenario(name: str | Scenario | None, model_path: Path | None) -> Scenario:
 
     if isinstance(name, Scenario):
         sc = name
-    elif name is None:
+    elif name is None or (model_path is not None and name == model_path.stem):
         if model_path is None:
             return scenarios.get("baseline")
         return Scenario(model_path.stem, "the model's own parameters", model=str(model_path))
@@ -345,6 +403,10 @@ class Explorer:
         times = self.model.time_settings()
         self.t0, self.t1 = float(times["initial_time"]), float(times["final_time"])
         self.levers = {lever.name: lever for lever in levers(self.model)}
+        self._elements: dict[str, list[str]] = {}  # subscripted constant -> element levers
+        for lever in self.levers.values():
+            if lever.constant:
+                self._elements.setdefault(lever.constant, []).append(lever.name)
         self.panels = [p for p in PANELS if p[1] in self.model.namespace]
         import xarray as xr
 
@@ -620,6 +682,8 @@ class Explorer:
                     kept[name] = original  # a step the model does not switch: window kept
             elif name in self.levers and isinstance(value, (int, float)):
                 values[name] = float(value)
+            elif name in self._elements and self._element_values(name, value, values):
+                pass  # a subscripted constant: its elements' widgets hold the values
             elif name not in self._companions():
                 kept[name] = original if original is not None else value
         self._kept = kept
@@ -646,6 +710,31 @@ class Explorer:
         if changed:
             self.accordion.active = [self.sectors.index(changed[0])]
         self.save_name.value = f"{sc.name}_explored"
+
+    def _element_values(self, name: str, value: Any, values: dict[str, float]) -> bool:
+        """Put the values that `value` (a number, or a DataArray over the constant's
+        subscripts) gives the element levers of constant `name` into `values`; False if
+        it is neither (a series: kept as the scenario has it)."""
+        import numpy as np
+        import xarray as xr
+
+        found = {}
+        for lever_name in self._elements[name]:
+            lever = self.levers[lever_name]
+            if isinstance(value, (int, float, np.number)):
+                found[lever_name] = float(value)
+                continue
+            if not isinstance(value, xr.DataArray):
+                return False
+            where = {
+                d: e for d, e in zip(self.model.dims_of(name), lever.element) if d in value.dims
+            }
+            try:
+                found[lever_name] = float(value.sel(where).values)
+            except (KeyError, TypeError, ValueError):
+                return False
+        values.update(found)
+        return True
 
     def _companions(self) -> set[str]:
         return {n for lever in self.levers.values() for n in (lever.start, lever.end) if n}
@@ -692,9 +781,9 @@ class Explorer:
                 value = Policy(float(self.widgets[name].value), value.start, value.end)
             params[name] = value
         for name, widget in self.widgets.items():
-            if name in params:
-                continue
             lever = self.levers[name]
+            if name in params or lever.constant:
+                continue
             value = _tidy(widget.value)
             if value != lever.default:
                 params[name] = value
@@ -702,7 +791,29 @@ class Explorer:
                 for companion, t in self._window_times(lever).items():
                     if t != self._default(companion):
                         params[companion] = t
+        for constant, names in self._elements.items():
+            if constant in params:
+                continue  # the scenario's own value (a series) is kept
+            values = [_tidy(self.widgets[n].value) for n in names]
+            if values != [self.levers[n].default for n in names]:
+                params[constant] = self._subscripted_value(constant, names, values)
         return params
+
+    def _subscripted_value(self, constant: str, names: list[str], values: list[float]) -> Any:
+        """A subscripted constant's value from its element levers: a tuple (one value per
+        element, as a scenario file's list holds it) for one subscript range, else a
+        DataArray over its ranges."""
+        import numpy as np
+        import xarray as xr
+
+        dims = self.model.dims_of(constant)
+        if len(dims) == 1:
+            return tuple(values)
+        elements = [
+            list(dict.fromkeys(self.levers[n].element[k] for n in names)) for k in range(len(dims))
+        ]
+        array = np.array(values, dtype=float).reshape([len(e) for e in elements])
+        return xr.DataArray(array, dims=dims, coords=dict(zip(dims, elements)))
 
     def explored_scenario(self, name: str | None = None, description: str = "") -> Scenario:
         """The scenario the widgets describe now (the windows of the levers that differ
