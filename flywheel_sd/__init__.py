@@ -37,6 +37,8 @@ _LAZY: dict[str, str | None] = {
     "explore": ".explorer",  # needs the explore extra (Panel); see flywheel_sd/explorer.py
     "Calibration": ".calibration",
     "calibrate": ".calibration",
+    "loops": ".ltm",  # Loops That Matter; the loop index is flywheel_sd.loop_index
+    "dominance_periods": ".ltm",
 }
 
 __all__ = [
@@ -52,9 +54,11 @@ __all__ = [
     "compare",
     "critical_mass",
     "designs",
+    "dominance_periods",
     "explore",
     "fan_chart",
     "load",
+    "loops",
     "metrics",
     "reference_data",
     "run_scenario",
@@ -95,6 +99,8 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from .engine.simulate import METHODS as METHODS
     from .engine.simulate import simulate as simulate
     from .explorer import explore as explore
+    from .ltm import dominance_periods as dominance_periods
+    from .ltm import loops as loops
     from .scenarios.compare import CriticalMass as CriticalMass
     from .scenarios.compare import compare as compare
     from .scenarios.compare import critical_mass as critical_mass

@@ -495,7 +495,7 @@ def loop_dominance(
     run : None, str, Scenario or mapping
         As `flywheel_sd.loop_index.loop_polarity` takes it: the scenario or parameters of the run.
     params : mapping, optional
-        Parameters of the run (merged over `run`'s if that is a mapping).
+        Parameters of the run, over `run`'s (a mapping's, or a scenario's).
     index : path, mapping, bool or None
         The loop index matched by name (None: ``<model>.loops.toml`` if it exists; False:
         none).
@@ -536,8 +536,11 @@ def loop_dominance(
     else:
         model = model_or_run if isinstance(model_or_run, Model) else load(model_or_run)
     if params:
-        if run is not None and not isinstance(run, Mapping):
-            raise ValueError("pass either a scenario as `run` or `params`, not both")
+        if run is not None and not isinstance(run, Mapping):  # a scenario: params on top
+            from .loop_index import _run_inputs
+
+            run, breaks = _run_inputs(model, run)
+            simulate_options["breakpoints"] = [*breaks, *simulate_options.get("breakpoints", ())]
         run = {**(run or {}), **params}
     if isinstance(model_or_run, lk.RunState):
         eq, state = run_state(model, model_or_run, equations=equations)
@@ -615,6 +618,15 @@ def loop_dominance(
         ),
         nonfinite_link_values=scorer.nonfinite,
         note=note,
+        # for dominance_periods(variable=): the variables of every cycle of each loop (an
+        # index loop's `also` paths too), and the names of the model's variables
+        loop_members=json.dumps(
+            {
+                loop.key: sorted({graph.variable[k] for c in loop.cycles for k in c})
+                for loop in chosen
+            }
+        ),
+        variables=json.dumps(sorted(eq.keys)),
         seconds=time.perf_counter() - started,
     )
     return ds
@@ -805,11 +817,96 @@ def _dataset(graph: ElementGraph, scorer: LinkScorer, chosen: list[_Loop], times
     return ds
 
 
-def dominance_periods(ds, threshold: float = DOMINANCE):
+PERIOD_COLUMNS = ["partition", "start", "end", "loops", "share", "polarity"]
+
+
+def _normal(name: str) -> str:
+    """A Vensim name compared as Vensim does: case, underscores and spacing ignored."""
+    return " ".join(str(name).replace("_", " ").lower().split())
+
+
+def loops_through(ds, variable: str) -> tuple[str, list[str]]:
+    """The variable's name as the model spells it, and the ids of the loops of `ds` (a
+    `loop_dominance` result) that pass through it: through any of its elements, on any of
+    the loop's paths.
+
+    Raises
+    ------
+    ParameterError
+        `variable` is neither a variable of the model nor of a loop (the message, one line,
+        lists close matches).
+    """
+    from .errors import ParameterError, unknown_name_message
+
+    keys = [str(k) for k in ds["loop"].values]
+    members: dict[str, list[str]]
+    if "loop_members" in ds.attrs:
+        members = {str(k): list(v) for k, v in json.loads(ds.attrs["loop_members"]).items()}
+    else:  # a dataset without it (built by hand): the variables of each loop's first cycle
+        members = {str(k): str(v).split(" -> ") for k, v in zip(keys, ds["loop_variables"].values)}
+    known = {v for vs in members.values() for v in vs}
+    known |= set(json.loads(ds.attrs.get("variables", "[]")))
+    by_normal = {_normal(v): v for v in sorted(known)}
+    name = by_normal.get(_normal(variable))
+    if name is None:
+        raise ParameterError(unknown_name_message("variable", str(variable), sorted(known)))
+    return name, [k for k in keys if name in members.get(k, ())]
+
+
+def variable_scores(ds, variable: str):
+    """The relative scores of the loops through `variable`, renormalised among themselves:
+    per partition and time, each such loop's relative score divided by the sum of their
+    |relative scores| (0 where none is active). Within a partition the partition's total
+    cancels, so this is also the loop's score over the sum of |loop scores| of the loops
+    through the variable. See `dominance_periods` for the convention.
+
+    Returns
+    -------
+    xarray.DataArray
+        (loop, time), the loops through the variable only (none: an empty loop dimension);
+        attrs ``variable`` (the name as the model spells it).
+    """
+    name, through = loops_through(ds, variable)
+    sub = ds["relative_score"].sel(loop=through)
+    rel = sub.to_numpy().astype(float)
+    parts = ds["partition"].sel(loop=through).to_numpy()
+    out = np.zeros_like(rel)
+    for p in np.unique(parts):
+        rows = parts == p
+        total = np.abs(rel[rows]).sum(axis=0)
+        with np.errstate(all="ignore"):
+            out[rows] = np.where(total > 0, rel[rows] / total, 0.0)
+    result = sub.copy(data=out)
+    result.attrs = {"variable": name}
+    return result
+
+
+def dominance_periods(ds, threshold: float = DOMINANCE, *, variable: str | None = None):
     """The time spans in which a loop, or the smallest set of loops, explains at least
     `threshold` of the change: per partition and time, the loops taken by decreasing
     |relative score| until their |relative scores| add up to `threshold`. Consecutive times
     with the same set make one period; times where no loop is active are left out.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The result of `loop_dominance`.
+    threshold : float
+        The share of the change the set explains, at least (the LTM papers' 50 %).
+    variable : str, optional
+        Dominance for one stock or any variable: only the loops that pass through it count,
+        their relative scores renormalised among themselves (`variable_scores`), so the
+        shares are of the change that those loops explain. The LTM papers define the
+        relative loop score, and dominance, for a whole cycle partition, not a variable
+        (Schoenberg, Davidsen & Eberlein 2020, section "loop dominance"); Simlin (pysimlin,
+        ``Run.dominant_periods``; ``calculate_dominant_periods`` in its engine's
+        ``ltm_dominance.rs``) likewise computes dominant periods per partition only and has
+        no per-variable view (``Loop.contains_variable`` only filters its loops). The
+        per-variable view here is the common practical reading, the loops that pass
+        through the variable competing among themselves: not a published LTM measure
+        (per-stock measures in the literature are the pathway participation metric and
+        loop impact, which attribute a stock's change differently). A variable in no loop
+        gives an empty table whose ``attrs["note"]`` says so.
 
     Returns
     -------
@@ -817,17 +914,48 @@ def dominance_periods(ds, threshold: float = DOMINANCE):
         One row per period: ``partition``, ``start``, ``end`` (saved times), ``loops``
         (ids joined by "+", strongest first at the period's first time), ``share`` (the
         set's mean Σ|relative score| over the period) and ``polarity`` ("reinforcing",
-        "balancing" or "mixed": the signs of the set's relative scores).
+        "balancing" or "mixed": the signs of the set's relative scores). ``attrs``:
+        ``variable`` (its name, or None) and ``note``.
+
+    Raises
+    ------
+    ParameterError
+        An unknown `variable` (the message lists close matches), or a threshold outside
+        (0, 1].
     """
     import pandas as pd
 
-    times = ds["time"].to_numpy()
+    from .errors import ParameterError
+
+    if not 0 < threshold <= 1:
+        raise ParameterError(f"threshold must lie in (0, 1], not {threshold!r}")
+    empty = pd.DataFrame(columns=PERIOD_COLUMNS)
+    if variable is not None:
+        scores = variable_scores(ds, variable)
+        name = scores.attrs["variable"]
+        if scores.sizes["loop"] == 0:
+            empty.attrs.update(variable=name, note=f"{name} is in no feedback loop of these")
+            return empty
+        keys = scores["loop"].to_numpy()
+        partitions = ds["partition"].sel(loop=keys).to_numpy()
+        rel_all = scores.to_numpy()
+    else:
+        name = None
+        if ds.sizes.get("loop", 0) == 0:
+            empty.attrs.update(variable=None, note=ds.attrs.get("note", "no loops"))
+            return empty
+        partitions = ds["partition"].to_numpy()
+        keys = ds["loop"].to_numpy()
+        rel_all = ds["relative_score"].to_numpy()
+    out = _periods(ds["time"].to_numpy(), partitions, keys, rel_all, threshold)
+    out.attrs.update(variable=name, note="")
+    return out
+
+
+def _periods(times, partitions, keys, rel_all, threshold: float):
+    import pandas as pd
+
     rows: list[dict] = []
-    if ds.sizes.get("loop", 0) == 0:
-        return pd.DataFrame(columns=["partition", "start", "end", "loops", "share", "polarity"])
-    partitions = ds["partition"].to_numpy()
-    keys = ds["loop"].to_numpy()
-    rel_all = ds["relative_score"].to_numpy()
     for p in sorted(set(partitions.tolist())):
         members = np.flatnonzero(partitions == p)
         rel = rel_all[members]
@@ -869,7 +997,7 @@ def dominance_periods(ds, threshold: float = DOMINANCE):
         row["polarity"] = (
             "reinforcing" if signs == {1} else "balancing" if signs == {-1} else "mixed"
         )
-    return pd.DataFrame(rows, columns=["partition", "start", "end", "loops", "share", "polarity"])
+    return pd.DataFrame(rows, columns=PERIOD_COLUMNS)
 
 
 def describe_dominance(
@@ -878,6 +1006,7 @@ def describe_dominance(
     *,
     unit: str = "month",
     min_length: float | None = None,
+    min_reversal: float | None = None,
     most: int = 3,
 ) -> str:
     """Which loops dominate when, in a few plain sentences, from `dominance_periods`.
@@ -891,6 +1020,16 @@ def describe_dominance(
     its name: `names` maps ids to names (or to loop index entries, which have a ``name``),
     or is the dataset of `loop_dominance` (its ``loop_name``). With several partitions, the
     one covering the most time is told.
+
+    A reversal is always told, however short: the periods led by reinforcing loops and
+    those led by balancing loops ("mixed" periods count for neither) make polarity
+    stretches; stretches shorter than `min_reversal` (default: 1% of the time covered) are
+    smoothed away first (a flicker of a step or two), and neighbours with the same
+    polarity join. Every stretch left that no sentence above tells (none of its polarity
+    overlaps it) gets its own sentence, naming its loops ("Then balancing loops take over
+    from month 34 to 36, mostly B3 ..."); the smoothing never joins two periods across
+    such a stretch. More than `most` of them in a row are summed up in one sentence that
+    counts the reversals.
     """
     if names is not None and hasattr(names, "coords") and "loop_name" in names.coords:
         names = {str(k): str(v) for k, v in zip(names["loop"].values, names["loop_name"].values)}
@@ -911,6 +1050,10 @@ def describe_dominance(
             return parts[0]
         return ", ".join(parts[:-1]) + " and " + parts[-1] + " together"
 
+    def listing(keys: list[str]) -> str:
+        shown = [label(k) for k in keys]
+        return ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else "".join(shown)
+
     if periods is None or len(periods) == 0:
         return "No loop is active in this run, so none dominates."
     rows = periods.to_dict(orient="records")
@@ -923,9 +1066,23 @@ def describe_dominance(
 
     spans = {p: sum(length(r) for r in rs) for p, rs in by_partition.items()}
     part = max(spans, key=lambda p: (spans[p], -p))
-    rows = [dict(r) for r in by_partition[part]]
+    raw = [dict(r) for r in by_partition[part]]
+    rows = [dict(r) for r in raw]
     covered = float(rows[-1]["end"]) - float(rows[0]["start"])
     floor = 0.05 * covered if min_length is None else float(min_length)
+    stretches = _polarity_stretches(
+        raw, 0.01 * covered if min_reversal is None else float(min_reversal)
+    )
+
+    def reversal_between(a: dict, b: dict) -> bool:
+        """Whether a stretch of another polarity than `a`'s or `b`'s lies between them."""
+        return any(
+            s["polarity"] not in (a["polarity"], b["polarity"])
+            and s["start"] < float(b["start"])
+            and s["end"] > float(a["end"])
+            for s in stretches
+        )
+
     while len(rows) > 1:
         i = min(range(len(rows)), key=lambda j: length(rows[j]))
         if length(rows[i]) >= floor:
@@ -935,6 +1092,7 @@ def describe_dominance(
             0 < i < len(rows)
             and rows[i - 1]["loops"] == rows[i]["loops"]
             and float(rows[i]["start"]) - float(rows[i - 1]["end"]) < floor
+            and not reversal_between(rows[i - 1], rows[i])
         ):
             a, b = length(rows[i - 1]), length(rows[i])
             if a + b > 0:
@@ -945,38 +1103,135 @@ def describe_dominance(
             del rows[i]
     told = sorted(sorted(rows, key=length, reverse=True)[: max(most, 1)], key=lambda r: r["start"])
 
+    # the polarity stretches no told period shows: each its own item, or a run of more
+    # than `most` of them in a row one item
+    items: list[tuple[float, float, str, Any]] = [
+        (float(r["start"]), float(r["end"]), "period", r) for r in told
+    ]
+    untold = [
+        s
+        for s in stretches
+        if not any(
+            r["polarity"] == s["polarity"]
+            and float(r["start"]) <= s["end"]
+            and float(r["end"]) >= s["start"]
+            for r in told
+        )
+    ]
+    runs: list[list[dict]] = []
+    for s in untold:
+        apart = runs and any(runs[-1][-1]["end"] < float(r["start"]) < s["start"] for r in told)
+        if runs and not apart and runs[-1][-1]["index"] == s["index"] - 1:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    for run in runs:
+        if len(run) <= max(most, 1):
+            items += [(s["start"], s["end"], "stretch", s) for s in run]
+        else:
+            items.append((run[0]["start"], run[-1]["end"], "swing", run))
+    items.sort(key=lambda item: item[0])
+
     sentences = []
     said: set[str] = set()
-    for k, row in enumerate(told):
-        start, end = round(float(row["start"])), round(float(row["end"]))
+    for k, (start_t, end_t, kind, what) in enumerate(items):
+        start, end = round(start_t), round(end_t)
         when = f"from {unit} {start} to {end}"
-        verb = "dominate" if "+" in row["loops"] else "dominates"
-        lead = "" if k == 0 else "After that, " if k == len(told) - 1 else "Then "
-        pol = row["polarity"] if row["polarity"] in ("reinforcing", "balancing") else ""
-        if row["loops"] in said:
-            text = lead + f"{row['loops'].replace('+', ' and ')} {verb} again {when}"
+        lead = "" if k == 0 else "After that, " if k == len(items) - 1 else "Then "
+        if kind == "period":
+            row = what
+            verb = "dominate" if "+" in row["loops"] else "dominates"
+            pol = row["polarity"] if row["polarity"] in ("reinforcing", "balancing") else ""
+            if row["loops"] in said:
+                text = lead + f"{row['loops'].replace('+', ' and ')} {verb} again {when}"
+            else:
+                text = lead + f"{loops_text(row['loops'], pol)} {verb} {when}"
+            said.add(row["loops"])
+            share = float(row["share"])
+        elif kind == "stretch":
+            verb = "dominate" if k == 0 else "take over"
+            text = lead + f"{what['polarity']} loops {verb} {when}, mostly {listing(what['top'])}"
+            share = what["share"]
         else:
-            text = lead + f"{loops_text(row['loops'], pol)} {verb} {when}"
-        said.add(row["loops"])
+            top: dict[str, float] = defaultdict(float)
+            for s in what:
+                for key, weight in s["weights"].items():
+                    top[key] += weight
+            keys = sorted(top, key=lambda key: -top[key])[:3]
+            flips = sum(s["index"] > 0 for s in what) + (what[-1]["index"] < len(stretches) - 1)
+            text = lead + (
+                f"{when} the lead swings between reinforcing and balancing loops "
+                f"({flips} reversals), mostly {listing(keys)}."
+            )
+            sentences.append(f"{text[0].upper()}{text[1:]}")
+            continue
         sentences.append(
-            f"{text[0].upper()}{text[1:]}, explaining about "
-            f"{round(100 * float(row['share']))}% of the change."
+            f"{text[0].upper()}{text[1:]}, explaining about {round(100 * share)}% of the change."
         )
-    rest = covered - sum(length(r) for r in told)
+    inside = [(a, b) for a, b, _, _ in items]
+    rest = covered - sum(b - a for a, b in inside)
     if covered > 0 and rest / covered >= 0.05:
-        inside = [(r["start"], r["end"]) for r in told]
         time_of: dict[str, float] = defaultdict(float)
-        for r in by_partition[part]:
+        for r in raw:
             if not any(a <= r["start"] and r["end"] <= b for a, b in inside):
                 for key in str(r["loops"]).split("+"):
                     time_of[key] += length(r)
-        shown = [label(k) for k in sorted(time_of, key=lambda k: -time_of[k])[:3]]
-        spells = ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else "".join(shown)
+        spells = listing(sorted(time_of, key=lambda k: -time_of[k])[:3]) if time_of else ""
         sentences.append(
             f"In the rest of the run ({round(100 * rest / covered)}% of the time) the lead "
             f"changes hands in shorter spells{', mostly of ' + spells if spells else ''}."
         )
     return " ".join(sentences)
+
+
+def _polarity_stretches(rows: list[dict], floor: float) -> list[dict]:
+    """The stretches of time led by reinforcing, or by balancing, loops: consecutive
+    periods (`dominance_periods` rows, in time order) of one polarity, "mixed" ones
+    skipped; a stretch shorter than `floor` is dropped (the shortest first) and its
+    neighbours join if they share a polarity. Each: ``start``, ``end``, ``polarity``,
+    ``weights`` (loop id -> time it is among the dominant loops), ``top`` (the two loops
+    of most time), ``share`` (the mean share, weighted by time) and ``index`` (its place
+    among the stretches)."""
+    starts = sorted(float(r["start"]) for r in rows)
+    gaps = [b - a for a, b in itertools.pairwise(starts) if b > a]
+    step = min(gaps) if gaps else 1.0  # a one-step period spans this much time
+
+    out: list[dict] = []
+    for r in rows:
+        if r["polarity"] not in ("reinforcing", "balancing"):
+            continue
+        if not out or out[-1]["polarity"] != r["polarity"]:
+            out.append({"start": float(r["start"]), "polarity": r["polarity"], "rows": []})
+        out[-1]["end"] = float(r["end"])
+        out[-1]["rows"].append(r)
+    while len(out) > 1:
+        i = min(range(len(out)), key=lambda j: out[j]["end"] - out[j]["start"])
+        if out[i]["end"] - out[i]["start"] >= floor:
+            break
+        del out[i]
+        if 0 < i < len(out) and out[i - 1]["polarity"] == out[i]["polarity"]:
+            out[i - 1]["end"] = out[i]["end"]
+            out[i - 1]["rows"] += out[i]["rows"]
+            del out[i]
+    for index, s in enumerate(out):
+        weights: dict[str, float] = defaultdict(float)
+        total = shares = 0.0
+        for r in s["rows"]:
+            if r["polarity"] != s["polarity"]:
+                continue
+            w = float(r["end"]) - float(r["start"]) + step
+            total += w
+            shares += w * float(r["share"])
+            for key in str(r["loops"]).split("+"):
+                weights[key] += w
+        s.update(
+            index=index,
+            weights=dict(weights),
+            top=sorted(weights, key=lambda k: -weights[k])[:2],
+            share=shares / total if total else 0.0,
+        )
+        del s["rows"]
+    return out
 
 
 # -- across an ensemble ---------------------------------------------------------------------
@@ -1242,3 +1497,103 @@ def _ensemble_table(model, source, scenario, designs_mod, pd):
             f"not {type(source).__name__}"
         )
     return design.bind(model).table.reset_index(drop=True)
+
+
+# -- the public entry point -----------------------------------------------------------------
+def loops(
+    model_or_run: Any,
+    ensemble: Any = None,
+    loops: Sequence[str | Sequence[str]] | None = None,
+    **options: Any,
+):
+    """Loops That Matter: which feedback loops drive a run, or an ensemble of runs
+    (`flywheel_sd.loops`, issue 14).
+
+    One function for both: a single run goes to `loop_dominance`, an ensemble (a sweep
+    result or a design) to `loop_dominance_ensemble`; their documentation has the details.
+
+    Parameters
+    ----------
+    model_or_run : Model, path, scenario, RunState or xarray.Dataset
+        One run: a model or its file (its own parameters, or ``run=``/``params=``), a
+        scenario (by name or a `Scenario`: its parameters and switch times), or a
+        `flywheel_sd.engine.links.RunState` recorded already (with ``equations=``).
+        An ensemble: the result of `flywheel_sd.sweep` (its model and scenario are read
+        from it), or, with `ensemble`, the model or scenario the runs vary.
+    ensemble : Design, DataFrame, mapping or xarray.Dataset, optional
+        The runs of an ensemble: a design (`flywheel_sd.designs`, or a table of runs) or a
+        sweep result of `model_or_run`.
+    loops : sequence, optional
+        The loops to score (loop index ids and/or chains of variable names); default as
+        `loop_dominance` and `loop_dominance_ensemble` choose.
+    options
+        Passed on: ``run``, ``params``, ``index``, ``method``, ``timing``, ... for one run;
+        ``times``, ``quantiles``, ``threshold``, ``keep_runs``, ... for an ensemble.
+
+    Returns
+    -------
+    xarray.Dataset
+        One run: link scores, loop scores, relative loop scores and polarity over time, and
+        each loop's variables and polarity (`loop_dominance`). An ensemble: per loop and
+        time, the quantiles of the relative scores over the runs and the share of runs in
+        which each loop dominates (`loop_dominance_ensemble`). `dominance_periods` turns
+        a single run's result into the spans each loop set dominates (per partition, or
+        with ``variable=`` for one stock or variable).
+
+    Raises
+    ------
+    FlywheelError
+        A design without its model, a Dataset that is not a sweep result, and whatever
+        the two functions raise (unknown loop or variable names with close matches, ...).
+    """
+    import xarray as xr
+
+    from .designs import Design
+    from .engine import links as lk
+    from .engine.model import Model
+    from .errors import ParameterError
+
+    if isinstance(model_or_run, xr.Dataset):
+        if ensemble is not None:
+            raise ParameterError("pass a sweep result alone, or a model and its ensemble")
+        if "design" not in model_or_run.attrs or not model_or_run.attrs.get("model"):
+            raise ParameterError(
+                "this Dataset is not a flywheel_sd sweep result (no 'design' or 'model' in "
+                "its attrs)"
+            )
+        target = model_or_run.attrs.get("scenario") or model_or_run.attrs["model"]
+        return loop_dominance_ensemble(target, model_or_run, loops, **options)
+    if isinstance(model_or_run, Design) or _is_table(model_or_run):
+        raise ParameterError(
+            "a design needs the model it varies: loops(model_or_scenario, design)"
+        )
+    if ensemble is not None:
+        return loop_dominance_ensemble(model_or_run, ensemble, loops, **options)
+    if isinstance(model_or_run, (Model, lk.RunState)) or _is_model_file(model_or_run):
+        return loop_dominance(model_or_run, loops, **options)
+    from . import scenarios
+
+    scenario = scenarios.get(model_or_run)  # a name, a .toml file or a Scenario
+    if options.get("run") is not None:
+        raise ParameterError(
+            f"pass either a scenario ({scenario.name}) or run=, not both "
+            "(params= adds parameters to the scenario's)"
+        )
+    options.pop("run", None)
+    return loop_dominance(scenario.load_model(), loops, run=scenario, **options)
+
+
+def _is_table(value: Any) -> bool:
+    import pandas as pd
+
+    return isinstance(value, pd.DataFrame)
+
+
+def _is_model_file(value: Any) -> bool:
+    import os
+
+    if not isinstance(value, (str, os.PathLike)):
+        return False
+    path = Path(value)
+    suffix = path.suffix.lower()
+    return suffix in (".mdl", ".py", ".xmile", ".stmx") or (path.is_file() and suffix != ".toml")

@@ -521,9 +521,14 @@ def test_describe_dominance_tells_the_long_periods_in_order():
     assert short.startswith(
         "R1 (cross-side network effect, reinforcing) dominates from week 0 to 40"
     )
+    # ... but the reversal to balancing loops at 40 is told all the same (B3 alone from
+    # 40.5 to 70, share 0.7); the rest, 100 - 40 - 29.5 = 30.5 of 100 time units, is mostly
+    # R2 (29.4) and B3 (29)
     assert short.endswith(
-        "(60% of the time) the lead changes hands in shorter spells, "
-        "mostly of B3 (quality dilution) and R2."
+        "After that, balancing loops take over from week 40 to 70, mostly B3 (quality "
+        "dilution), explaining about 70% of the change. In the rest of the run (30% of the "
+        "time) the lead changes hands in shorter spells, mostly of R2 and B3 (quality "
+        "dilution)."
     )
     # a repeated loop is said again, by id
     again = pd.concat(
@@ -542,3 +547,179 @@ def test_describe_dominance_of_a_run(logistic):
     text = describe_dominance(dominance_periods(ds), ds)
     assert text.startswith("L1 (") or text.startswith("L2 (")
     assert "reinforcing" in text and "balancing" in text
+
+
+# -- dominance per variable -----------------------------------------------------------------
+# Two stocks in one cycle partition, each with a loop of its own and one through the
+# coupling flow: A = INTEG(Births - Transfer), B = INTEG(Transfer - Deaths), Births = a A,
+# Transfer = c A B, Deaths = d B. Loops through A: A -> Births (reinforcing) and
+# A -> Transfer (balancing: an outflow growing with A); through B: B -> Transfer
+# (reinforcing) and B -> Deaths (balancing). Both flow -> stock scores into A divide by the
+# same second difference of A, so among A's loops the births loop's share is
+# |Δbirths| / (|Δbirths| + |Δ_A transfer|) = a ΔA / (a ΔA + c ΔA B') = a / (a + c B'), with
+# B' the previous step's B (Δ_A transfer = c (A - A') B'); among B's loops the transfer
+# loop's share is c A' / (c A' + d). A's births loop leads while B' < a / c, B's transfer
+# loop while A' > d / c.
+COUPLED_RATES = {"Birth Rate": 0.1, "Contact Rate": 0.001, "Death Rate": 0.05}
+
+
+@pytest.fixture(scope="module")
+def coupled(tmp_path_factory):
+    return model_of(
+        tmp_path_factory,
+        "coupled",
+        "A = INTEG(Births - Transfer, 100)",
+        "Births = Birth Rate * A",
+        "Transfer = Contact Rate * A * B",
+        "B = INTEG(Transfer - Deaths, 10)",
+        "Deaths = Death Rate * B",
+        *(f"{k} = {v}" for k, v in COUPLED_RATES.items()),
+        time_step=DT,
+        saveper=DT,
+        final_time=30,
+    )
+
+
+def test_dominance_of_a_stock_counts_only_its_loops(coupled):
+    from flywheel_sd.ltm import variable_scores
+
+    a, c, d = COUPLED_RATES.values()
+    ds = loop_dominance(coupled)
+    ids = {str(v): str(k) for k, v in zip(ds["loop"].values, ds["loop_variables"].values)}
+    births, a_out = ids["A -> Births"], ids["A -> Transfer"]
+    b_in, deaths = ids["B -> Transfer"], ids["B -> Deaths"]
+    assert set(ds["partition"].values) == {0}  # one partition: all four loops compete
+    run = fw.simulate(coupled, method="euler", saveper=DT)
+    a_prev, b_prev = run["A"].to_numpy()[1:-1], run["B"].to_numpy()[1:-1]  # at t - dt
+
+    share = variable_scores(ds, "A")
+    assert list(share["loop"].values) == [births, a_out]
+    np.testing.assert_allclose(share.sel(loop=births)[2:], a / (a + c * b_prev), rtol=1e-9)
+    np.testing.assert_allclose(
+        share.sel(loop=a_out)[2:], -c * b_prev / (a + c * b_prev), rtol=1e-9
+    )
+    share_b = variable_scores(ds, "B")
+    assert list(share_b["loop"].values) == [deaths, b_in]
+    np.testing.assert_allclose(
+        share_b.sel(loop=b_in)[2:], c * a_prev / (c * a_prev + d), rtol=1e-9
+    )
+
+    t = run.index.to_numpy()[2:]
+    for variable, (lead, after), leads in (
+        ("A", (births, a_out), b_prev < a / c),
+        ("B", (b_in, deaths), a_prev > d / c),
+    ):
+        table = dominance_periods(ds, variable=variable)
+        assert table.attrs["variable"] == variable
+        assert table["loops"].tolist() == [lead, after]  # only the variable's own loops
+        assert table["polarity"].tolist() == ["reinforcing", "balancing"]
+        assert not leads.all() and leads.any()  # the switch is within the run
+        assert table["end"].iloc[0] == t[leads].max() and table["start"].iloc[1] == t[~leads].min()
+    # the whole partition's periods also name the other stock's loops
+    assert {b_in} <= set("+".join(dominance_periods(ds)["loops"]).split("+"))
+
+
+def test_dominance_of_a_variable_checks_its_name(coupled):
+    from flywheel_sd.errors import ParameterError
+
+    ds = loop_dominance(coupled)
+    # Vensim's rules: case, underscores and spaces do not matter
+    same = dominance_periods(ds, variable="births")
+    assert same.attrs["variable"] == "Births"
+    assert same["loops"].tolist() == dominance_periods(ds, variable="A")["loops"].tolist()[:1]
+    loopless = dominance_periods(ds, variable="contact_rate")  # a constant: in no loop
+    assert (
+        loopless.empty and loopless.attrs["note"] == "Contact Rate is in no feedback loop of these"
+    )
+    with pytest.raises(
+        ParameterError, match="unknown variable 'Birth'; did you mean 'Births'"
+    ) as err:
+        dominance_periods(ds, variable="Birth")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ParameterError, match=r"threshold must lie in \(0, 1\]"):
+        dominance_periods(ds, threshold=1.5)
+
+
+# -- the reversal the prose must tell -------------------------------------------------------
+def synthetic(spells, step=0.5, end=100.0):
+    """A dataset as `loop_dominance` makes it, of two loops in one partition: R1 explains
+    80 % of the change (B1 the rest, balancing), except in `spells` (first, last time),
+    where B1 explains 70 %."""
+    import xarray as xr
+
+    t = np.arange(0, end + step / 2, step)
+    b_leads = np.zeros(len(t), bool)
+    for first, last in spells:
+        b_leads |= (t >= first - 1e-9) & (t <= last + 1e-9)
+    r1 = np.where(b_leads, 0.3, 0.8)
+    return xr.Dataset(
+        {"relative_score": (("loop", "time"), np.array([r1, r1 - 1]))},
+        coords={
+            "loop": ["R1", "B1"],
+            "time": t,
+            "partition": ("loop", [0, 0]),
+            "loop_name": ("loop", ["Cross-side network effect", "Saturation"]),
+            "loop_variables": ("loop", ["A -> B", "A -> C"]),
+        },
+    )
+
+
+def test_describe_dominance_tells_a_short_reversal():
+    """B1 leads for 3 time units of 100 (60 to 63), under the 5 % a period needs to be told,
+    and for one step at 20 (a flicker, under the 1 % a reversal needs): the first is told,
+    in time order between the R1 periods it separates, the second is not."""
+    ds = synthetic([(20, 20), (60, 63)])
+    periods = dominance_periods(ds)
+    assert periods["loops"].tolist() == ["R1", "B1", "R1", "B1", "R1"]
+    assert describe_dominance(periods, ds) == (
+        "R1 (cross-side network effect, reinforcing) dominates from month 0 to 60, "
+        "explaining about 80% of the change. "
+        "Then balancing loops take over from month 60 to 63, mostly B1 (saturation), "
+        "explaining about 70% of the change. "
+        "After that, R1 dominates again from month 64 to 100, explaining about 80% of the "
+        "change."
+    )
+    # a reversal shorter than min_reversal is a flicker: smoothed away like any short spell
+    quiet = describe_dominance(periods, ds, min_reversal=4)
+    assert "balancing" not in quiet and "B1" not in quiet
+    assert quiet.startswith(
+        "R1 (cross-side network effect, reinforcing) dominates from month 0 to 100"
+    )
+
+
+def test_describe_dominance_sums_up_many_reversals():
+    """Six B1 spells in a row, each 2 units long: more than `most` reversals in a row are
+    one sentence that counts them (each spell enters and leaves: 12 reversals)."""
+    spells = [(50 + 5 * i, 52 + 5 * i) for i in range(6)]
+    ds = synthetic(spells)
+    text = describe_dominance(dominance_periods(ds), ds)
+    assert "from month 50 to 77 the lead swings between reinforcing and balancing loops " in text
+    assert "(12 reversals), mostly B1 (saturation) and R1 (cross-side network effect)." in text
+    assert text.startswith(
+        "R1 (cross-side network effect, reinforcing) dominates from month 0 to 50"
+    )
+    assert text.count("R1 dominates again") == 1  # the last R1 period, after the swings
+
+
+# -- the public name ------------------------------------------------------------------------
+def test_fw_loops_of_a_model_a_file_or_a_scenario_is_loop_dominance(logistic):
+    from flywheel_sd.scenarios import Scenario
+
+    expected = loop_dominance(logistic, params={"r": 0.6})
+    for source, options in (
+        (logistic, {"params": {"r": 0.6}}),
+        (str(logistic.path), {"params": {"r": 0.6}}),
+        (Scenario("faster", params={"r": 0.6}, model=str(logistic.path)), {}),
+    ):
+        got = fw.loops(source, **options)
+        np.testing.assert_array_equal(got["relative_score"], expected["relative_score"])
+        assert list(got["loop"].values) == list(expected["loop"].values)
+    # a scenario's parameters, with more on top
+    both = fw.loops(
+        Scenario("faster", params={"r": 0.6}, model=str(logistic.path)), params={"K": 500}
+    )
+    np.testing.assert_array_equal(
+        both["relative_score"],
+        loop_dominance(logistic, params={"r": 0.6, "K": 500})["relative_score"],
+    )
+    assert fw.dominance_periods is dominance_periods

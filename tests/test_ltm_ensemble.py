@@ -369,3 +369,26 @@ def test_the_diagram_of_a_one_variable_loop(tmp_path_factory):
             assert len(arrows) == 1
         finally:
             plt.close(fig)
+
+
+def test_fw_loops_of_a_sweep_result_or_a_design_is_the_ensemble(logistic, design, ensemble):
+    """`flywheel_sd.loops` over a sweep result (model read from it) or a model and a design:
+    the same per-loop distribution and dominant shares as `loop_dominance_ensemble`."""
+    import xarray as xr
+
+    result = fw.sweep(logistic, design, outputs=["X"], progress=False)
+    for got in (
+        fw.loops(result, times=TIMES, **TIGHT),
+        fw.loops(logistic, design, times=TIMES, **TIGHT),
+    ):
+        np.testing.assert_array_equal(got["dominant_share"], ensemble["dominant_share"])
+        np.testing.assert_allclose(
+            got["relative_score_quantile"], ensemble["relative_score_quantile"], rtol=1e-12
+        )
+    with pytest.raises(FlywheelError, match="a design needs the model it varies") as err:
+        fw.loops(design)
+    assert "\n" not in str(err.value)
+    with pytest.raises(FlywheelError, match="not a flywheel_sd sweep result"):
+        fw.loops(xr.Dataset())
+    with pytest.raises(FlywheelError, match="pass a sweep result alone"):
+        fw.loops(result, design)
