@@ -311,12 +311,14 @@ def test_loops_json_structure(cli, files):
         "model",
         "discovery",
         "note",
+        "variable",
         "loops",
         "periods",
         "at",
         "wrote",
     }
     assert data["discovery"] == "exhaustive" and data["at"] is None and data["wrote"] == []
+    assert data["variable"] is None
     assert [(lp["variables"], lp["polarity"]) for lp in data["loops"]] == [
         ("X -> Births", "reinforcing"),
         ("X -> Crowding", "balancing"),
@@ -361,12 +363,81 @@ def test_plot_loop_dominance_draws_what_it_says(files):
         plt.close(fig)
 
 
+# Two stocks in one partition (tests/test_ltm.py derives the shares): among the loops through
+# A, the births loop's share is a / (a + c B'), among those through B the transfer loop's
+# c A' / (c A' + d) (B', A': the previous step's values).
+A_RATE, C_RATE, D_RATE = 0.1, 0.001, 0.05
+COUPLED = vensim(
+    "A = INTEG(Births - Transfer, 100) ~ units ~ First stock.",
+    "Births = Birth Rate * A ~ units/Month ~ Births.",
+    "Transfer = Contact Rate * A * B ~ units/Month ~ From A to B.",
+    "B = INTEG(Transfer - Deaths, 10) ~ units ~ Second stock.",
+    "Deaths = Death Rate * B ~ units/Month ~ Deaths.",
+    f"Birth Rate = {A_RATE} ~ 1/Month ~ Birth rate.",
+    f"Contact Rate = {C_RATE} ~ 1/(Month*units) ~ Contact rate.",
+    f"Death Rate = {D_RATE} ~ 1/Month ~ Death rate.",
+    final_time=30,
+    time_step=DT,
+    saveper=DT,
+    control_limits=True,
+    control_comments=True,
+)
+
+
+@pytest.fixture(scope="module")
+def coupled(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("coupled") / "coupled.mdl"
+    path.write_text(COUPLED)
+    return path
+
+
+def test_loops_variable_gives_the_periods_of_its_own_loops(cli, coupled):
+    run = fw.simulate(coupled, method="euler", saveper=DT)
+    t = run.index.to_numpy()[2:]
+    a_prev, b_prev = run["A"].to_numpy()[1:-1], run["B"].to_numpy()[1:-1]
+    whole = cli("loops", "--model", coupled, "--json").json()
+    ids = {lp["variables"]: lp["id"] for lp in whole["loops"]}
+    assert whole["variable"] is None and len(ids) == 4
+    for name, (lead, after), leads in (
+        ("A", ("A -> Births", "A -> Transfer"), b_prev < A_RATE / C_RATE),
+        ("b", ("B -> Transfer", "B -> Deaths"), a_prev > D_RATE / C_RATE),
+    ):
+        data = cli("loops", "--model", coupled, "--variable", name, "--json").json()
+        assert data["variable"] == name.upper()
+        periods = data["periods"]
+        assert [p["loops"] for p in periods] == [ids[lead], ids[after]]
+        assert [p["polarity"] for p in periods] == ["reinforcing", "balancing"]
+        assert periods[0]["end"] == t[leads].max() and periods[1]["start"] == t[~leads].min()
+    # --at: the shares among A's loops, the closed form a / (a + c B')
+    data = cli("loops", "--model", coupled, "--variable", "A", "--at", 5, "--json").json()
+    i = int(np.flatnonzero(np.isclose(t, data["at"]["time"]))[0])
+    shares = {s["loop"]: s["relative_score"] for s in data["at"]["scores"]}
+    assert set(shares) == {ids["A -> Births"], ids["A -> Transfer"]}
+    births = A_RATE / (A_RATE + C_RATE * b_prev[i])
+    assert shares[ids["A -> Births"]] == pytest.approx(births, rel=1e-9)
+    assert shares[ids["A -> Transfer"]] == pytest.approx(births - 1, rel=1e-9)
+    text = cli("loops", "--model", coupled, "--variable", "B").out
+    assert "dominance periods of B in" in text and "2 of 4 loops pass through it" in text
+    # a variable in no loop: no periods, and a note saying why
+    result = cli("loops", "--model", coupled, "--variable", "contact_rate")
+    assert result.code == 0, result.err
+    assert "note: Contact Rate is in no feedback loop of these" in result.out
+    assert (
+        cli("loops", "--model", coupled, "--variable", "Contact Rate", "--json").json()["periods"]
+        == []
+    )
+
+
 BAD_LOOPS = {
     "--at after the run": (["--at", "25"], "outside the run's times 0 to 20"),
     "--at before the run": (["--at", "-1"], "outside the run's times"),
     "--at not a number": (["--at", "soon"], "not a number"),
     "--index-only without an index": (["--index-only"], "no loop index"),
     "unknown --variable": (["--plot", "{tmp}/x.png", "--variable", "Births2"], "Births"),
+    "unknown --variable for the periods": (
+        ["--variable", "Birth"],
+        "--variable: unknown variable 'Birth'; did you mean 'Births'",
+    ),
     "bad --plot suffix": (["--plot", "{tmp}/x.nope"], "expected a file ending in"),
 }
 

@@ -337,8 +337,10 @@ COMMANDS = (
             ),
             option(
                 "--variable",
-                default="Active Buyers",
-                help="the behaviour drawn above the loop scores (default: Active Buyers)",
+                metavar="NAME",
+                help="dominance for one stock or variable: only the loops through it count, "
+                "their shares renormalised among them; with --plot also the behaviour drawn "
+                "above the loop scores (default there: Active Buyers)",
             ),
             option(
                 "--diagram",

@@ -14,10 +14,14 @@ from ._common import (
     scenario_for,
 )
 
+#: The behaviour drawn above the loop scores by --plot when --variable is not given.
+PLOTTED = "Active Buyers"
+
 
 def cmd_loops(args) -> int:
-    """The dominance periods of a run (`flywheel_sd.ltm.dominance_periods`), and with --at
-    the relative loop scores at one time; --plot draws them under a variable's behaviour,
+    """The dominance periods of a run (`flywheel_sd.ltm.dominance_periods`; with --variable
+    NAME those of the loops through NAME, their shares renormalised among them), and with
+    --at the relative loop scores at one time; --plot draws them under a variable's behaviour,
     --diagram the dominant loops at --at as a causal-loop diagram; --sweep N or --design FILE
     add the share of an ensemble's runs in which each loop dominates
     (`flywheel_sd.ltm.loop_dominance_ensemble`)."""
@@ -26,7 +30,7 @@ def cmd_loops(args) -> int:
     from .. import run_scenario
     from ..errors import FlywheelError
     from ..loop_index import loop_index_path, read_loop_index
-    from ..ltm import dominance_periods, loop_dominance
+    from ..ltm import dominance_periods, loop_dominance, loops_through
     from ..plotting import loop_label, plot_dominant_loops, plot_loop_dominance
 
     plot = check_plot(args.plot)
@@ -43,7 +47,7 @@ def cmd_loops(args) -> int:
     variable = None
     if plot is not None:
         try:
-            variable = model.real_name(args.variable)
+            variable = model.real_name(args.variable or PLOTTED)
         except (KeyError, FlywheelError) as err:
             text = " ".join(str(err.args[0] if err.args else err).split())
             text = text.replace("unknown parameter", "unknown variable")
@@ -58,8 +62,14 @@ def cmd_loops(args) -> int:
         ds = loop_dominance(model, loops, run=sc)
     except KeyError as err:  # an index naming a variable the model lacks
         raise UsageError(str(err.args[0]) if err.args else str(err)) from None
-    periods = dominance_periods(ds)
-    at = _scores_at(ds, args.at) if args.at is not None else None
+    of = None  # --variable: the variable whose loops count, as the model spells it
+    if args.variable is not None:
+        try:
+            of = loops_through(ds, args.variable)[0]
+        except FlywheelError as err:
+            raise UsageError(f"--variable: {' '.join(str(err).split())}") from None
+    periods = dominance_periods(ds, variable=of)
+    at = _scores_at(ds, args.at, of) if args.at is not None else None
     ensemble = None
     if ensemble_of is not None:
         ensemble = _ensemble(sc, model, args, *ensemble_of)
@@ -67,7 +77,7 @@ def cmd_loops(args) -> int:
     wrote = []
     if diagram is not None:
         try:
-            fig = plot_dominant_loops(ds, args.at, diagram, variable=args.variable)
+            fig = plot_dominant_loops(ds, args.at, diagram, variable=args.variable or PLOTTED)
         except FlywheelError as err:  # no loop active at --at
             raise UsageError(f"--diagram: {err}") from None
         plt.close(fig)
@@ -93,7 +103,8 @@ def cmd_loops(args) -> int:
                 "scenario": sc.name,
                 "model": str(model.path),
                 "discovery": ds.attrs.get("discovery"),
-                "note": ds.attrs.get("note", ""),
+                "note": periods.attrs.get("note") or ds.attrs.get("note", ""),
+                "variable": of,  # --variable: the periods and --at are of its loops
                 "loops": [
                     {
                         "id": str(k),
@@ -112,24 +123,36 @@ def cmd_loops(args) -> int:
             }
         )
         return EXIT_OK
-    title = (
-        f"dominance periods of {sc.name} on {model.path.name} ({ds.sizes['loop']} loops, "
-        f"{ds.attrs.get('discovery')}; the loops that together explain at least half the "
-        "change, strongest first)"
-    )
-    print_table(_periods_text(periods, names), title, wrap=False)
-    if ds.attrs.get("note"):
-        print(f"note: {ds.attrs['note']}")
+    if of is None:
+        title = (
+            f"dominance periods of {sc.name} on {model.path.name} ({ds.sizes['loop']} loops, "
+            f"{ds.attrs.get('discovery')}; the loops that together explain at least half the "
+            "change, strongest first)"
+        )
+    else:
+        n_through = len(loops_through(ds, of)[1])
+        title = (
+            f"dominance periods of {of} in {sc.name} on {model.path.name} ({n_through} of "
+            f"{ds.sizes['loop']} loops pass through it, {ds.attrs.get('discovery')}; the loops "
+            f"through {of} that together explain at least half the change those loops "
+            "explain, strongest first)"
+        )
+    if not periods.empty or of is None:
+        print_table(_periods_text(periods, names), title, wrap=False)
+    for note in (periods.attrs.get("note"), ds.attrs.get("note")):
+        if note:
+            print(f"note: {note}")
+            break
     if at is not None:
         inactive = sum(r["relative_score"] == 0 for r in at["scores"])
+        what = "relative loop scores" if of is None else f"shares of the loops through {of}"
         print()
         print_table(
             _at_text(at, names),
-            f"relative loop scores at t = {at['time']:g} (sorted by size; + reinforcing, "
+            f"{what} at t = {at['time']:g} (sorted by size; + reinforcing, "
             f"- balancing; {inactive} loops inactive then, not listed)"
             if inactive
-            else f"relative loop scores at t = {at['time']:g} (sorted by size; + reinforcing, "
-            "- balancing)",
+            else f"{what} at t = {at['time']:g} (sorted by size; + reinforcing, - balancing)",
             wrap=False,
         )
     if ensemble is not None:
@@ -139,18 +162,24 @@ def cmd_loops(args) -> int:
     return EXIT_OK
 
 
-def _scores_at(ds, t: float) -> dict[str, Any]:
-    """The relative loop scores at the saved time nearest `t`, largest |score| first."""
+def _scores_at(ds, t: float, variable: str | None = None) -> dict[str, Any]:
+    """The relative loop scores at the saved time nearest `t`, largest |score| first (with
+    `variable`: of the loops through it, renormalised among them)."""
+    from ..ltm import variable_scores
+
     snap = ds.sel(time=t, method="nearest")
+    scores = snap["relative_score"]
+    if variable is not None:
+        scores = variable_scores(ds, variable).sel(time=t, method="nearest")
     rows = [
         {
             "loop": str(k),
-            "relative_score": float(snap["relative_score"].sel(loop=k)),
+            "relative_score": float(scores.sel(loop=k)),
             "polarity": {1: "reinforcing", -1: "balancing"}.get(
                 int(snap["polarity"].sel(loop=k)), "inactive"
             ),
         }
-        for k in ds["loop"].values
+        for k in scores["loop"].values
     ]
     rows.sort(key=lambda r: -abs(float(r["relative_score"])))  # type: ignore[arg-type]
     return {"time": float(snap["time"]), "scores": rows}
