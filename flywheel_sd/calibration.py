@@ -153,6 +153,41 @@ class Calibration:
             drop=True
         )
 
+    def design(self, burn: float = 0.5, thin: int = 1, n: int | None = None):
+        """The posterior samples as a `flywheel_sd.designs.Design` (kind ``"posterior"``),
+        which `sweep` runs as it is: ``fw.sweep(scenario, result.design(n=200),
+        outputs=[...], method="euler")`` gives the runs of calibrated futures, and
+        ``fw.fan_chart`` of that sweep their bands. The rows are `posterior_table`'s
+        (`burn`, `thin`); `n` keeps that many of them, evenly spaced over the chains. The
+        design's bounds are the calibration's search bounds. Sweep with the calibration's
+        integrator (``extra["integrator"]``, Euler by default) and the scenario (or model) it
+        was fitted on."""
+        from .designs import Design
+
+        table = self.posterior_table(burn, thin)
+        if n is not None:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise ParameterError(f"n must be a positive int, not {n!r}")
+            if n > len(table):
+                raise ParameterError(
+                    f"n = {n} is more than the {len(table)} posterior samples kept "
+                    f"(burn {burn}, thin {thin})"
+                )
+            rows = np.unique(np.linspace(0, len(table) - 1, int(n)).round().astype(int))
+            table = table.iloc[rows].reset_index(drop=True)
+        prior = self.bounds[["prior_low", "prior_high"]].astype(float)
+        bounds = {
+            p: (float(prior["prior_low"][p]), float(prior["prior_high"][p])) for p in self.params
+        }
+        options = {"burn": burn, "thin": thin, "payoff": self.payoff_kind, "method": self.method}
+        return Design("posterior", table, bounds, options=options)
+
+    @property
+    def posterior(self):
+        """`design()` with its defaults: every posterior sample after the first half of
+        each chain, as a design for `sweep` (``fw.sweep(scenario, result.posterior)``)."""
+        return self.design()
+
     def __str__(self) -> str:
         lines = [
             f"calibration ({self.method}, payoff {self.payoff_kind}): payoff {self.payoff:.6g} "
@@ -1183,7 +1218,7 @@ def calibrate(
         n_runs=batch.n_runs,
         elapsed=_time.perf_counter() - began,
         samples=samples,
-        extra={"scenario": scenario_obj, "model": str(model.path)},
+        extra={"scenario": scenario_obj, "model": str(model.path), "integrator": integrator},
     )
 
 

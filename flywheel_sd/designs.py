@@ -80,8 +80,8 @@ class Design:
     Attributes
     ----------
     kind : str
-        ``"grid"``, ``"lhs"``, ``"sobol"``, ``"morris"``, ``"saltelli"``, ``"oat"`` or
-        ``"table"``.
+        ``"grid"``, ``"lhs"``, ``"sobol"``, ``"morris"``, ``"saltelli"``, ``"oat"``,
+        ``"table"`` or ``"posterior"`` (samples of `flywheel_sd.Calibration.design`).
     table : pandas.DataFrame
         One row per run, one column per parameter.
     bounds : dict

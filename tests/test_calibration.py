@@ -686,3 +686,129 @@ def test_subscripted_output_in_an_expression_is_refused(flywheel_model):
     data = pd.Series([1.0, 2.0], index=[0.0, 1.0])
     with pytest.raises(DataError, match="'Active Sellers' is subscripted; fit one element"):
         fw.calibrate(flywheel_model, {"Active Sellers * 2": data}, ["Take Rate"])
+
+
+# -- the posterior as a design: sweep, fan chart, compare ---------------------------------
+@pytest.fixture
+def posterior_fit(logistic):
+    pytest.importorskip("emcee")
+    truth = {"Growth Rate": 0.6, "Capacity": 1500.0}
+    data = _noisy(logistic, truth, "Population", sigma=20.0, seed=11)
+    return fw.calibrate(
+        logistic, {"Population": (data, 20.0)}, list(truth), seed=0, mcmc_steps=60,
+        profile=False,
+    )  # fmt: skip
+
+
+def test_posterior_sweeps_as_a_design_one_run_per_sample(logistic, posterior_fit):
+    result = posterior_fit
+    table = result.posterior_table()  # the second half of every chain
+    design = result.posterior
+    assert design.kind == "posterior" and len(design) == len(table)
+    ds = fw.sweep(logistic, design, outputs=["Population"], method="euler", progress=False)
+    assert ds.sizes["run"] == result.samples.sizes["chain"] * (result.samples.sizes["draw"] // 2)
+    for p in result.params:
+        # the sweep's parameters are the posterior's own samples, run by run
+        kept = result.samples[p].isel(draw=slice(result.samples.sizes["draw"] // 2, None))
+        np.testing.assert_array_equal(ds[p].values, kept.values.ravel())
+        lo, hi = result.bounds.at[p, "prior_low"], result.bounds.at[p, "prior_high"]
+        assert design.bounds[p] == (lo, hi)
+    assert (ds["status"] == 1).all()
+    # each run is the single run at its sample
+    row = table.iloc[7].to_dict()
+    single = fw.simulate(logistic, row, method="euler", return_columns=["Population"])
+    np.testing.assert_allclose(ds["Population"].isel(run=7), single["Population"], rtol=1e-9)
+
+
+def test_posterior_design_keeps_n_samples_spread_over_the_chains(posterior_fit):
+    table = posterior_fit.posterior_table(burn=0.5, thin=2)
+    design = posterior_fit.design(burn=0.5, thin=2, n=10)
+    assert len(design) == 10
+    rows = {tuple(r) for r in table.to_numpy()}
+    assert all(tuple(r) in rows for r in design.values)
+    # the first and last samples kept: evenly spaced from the first chain to the last
+    np.testing.assert_array_equal(design.values[0], table.to_numpy()[0])
+    np.testing.assert_array_equal(design.values[-1], table.to_numpy()[-1])
+    with pytest.raises(ParameterError, match="is more than the"):
+        posterior_fit.design(n=len(posterior_fit.posterior_table()) + 1)
+    with pytest.raises(ParameterError, match="n must be a positive int"):
+        posterior_fit.design(n=0)
+
+
+def test_fan_chart_of_the_posterior_sweep_has_median_inside_its_bands(logistic, posterior_fit):
+    ds = fw.sweep(
+        logistic, posterior_fit.design(n=40), outputs=["Population"], method="euler",
+        progress=False,
+    )  # fmt: skip
+    fig = fw.fan_chart(ds, "Population")
+    ax = fig.axes[0]
+    (median,) = [line for line in ax.get_lines() if line.get_label() == "median run"]
+    times, mid = np.asarray(median.get_xdata()), np.asarray(median.get_ydata())
+    np.testing.assert_allclose(mid, np.median(ds["Population"].values, axis=0))
+    assert np.ptp(mid) > 0
+    bands = ax.collections
+    assert len(bands) == 2  # 5-95 and 25-75
+    for band in bands:
+        verts = band.get_paths()[0].vertices
+        for t, m in zip(times, mid):
+            ys = verts[np.isclose(verts[:, 0], t), 1]
+            assert ys.min() - 1e-9 <= m <= ys.max() + 1e-9
+    # the outer band is the runs' 5th to 95th percentile at each time
+    outer = bands[0].get_paths()[0].vertices
+    last = outer[np.isclose(outer[:, 0], times[-1]), 1]
+    values = ds["Population"].isel(time=-1).values
+    assert last.min() == pytest.approx(np.percentile(values, 5))
+    assert last.max() == pytest.approx(np.percentile(values, 95))
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_compare_takes_calibrated_scenarios(logistic, posterior_fit):
+    best = posterior_fit.to_scenario("best fit")
+    draw = posterior_fit.posterior_table().iloc[-1].to_dict()
+    sample = Scenario("a posterior sample", "", params=draw, model=str(logistic.path))
+    ds = fw.compare([best, sample], method="euler")
+    assert list(ds["scenario"].values) == ["best fit", "a posterior sample"]
+    np.testing.assert_allclose(
+        ds["Population"].sel(scenario="best fit"), posterior_fit.run["Population"], rtol=1e-9
+    )
+    again = fw.simulate(logistic, draw, method="euler", return_columns=["Population"])
+    np.testing.assert_allclose(
+        ds["Population"].sel(scenario="a posterior sample"), again["Population"], rtol=1e-9
+    )
+
+
+def test_real_series_fit_is_finite_and_inside_bounds():
+    """Wish's annual revenue (the project's time map for wish_at_scale), two parameters on
+    their documented ranges, a tiny budget (a local fit from the model's values, monthly
+    Euler steps on the plain-Python backend): the fit is computed and finite, and the
+    parameters lie inside their bounds. Its quality is not asserted."""
+    from flywheel_sd.data.plausibility import COMPARISONS, TIME_MAPS
+
+    (c,) = [c for c in COMPARISONS if c.series == "wish_revenue"]
+    rows = fw.reference_data("wish_revenue")
+    params = ["Maximum Conversion Rate", "Normal Buyer Churn Fraction"]
+    model = fw.scenarios.get(c.scenario).load_model()
+    result = fw.calibrate(
+        c.scenario,
+        {c.variable: rows},
+        params,
+        payoff="log",
+        aggregate={c.variable: "sum"},
+        time_map=TIME_MAPS[c.scenario],
+        method="least_squares",
+        start={p: model.default_value(p) for p in params},
+        profile=False,
+        identifiability=False,
+        time_step=1.0,
+    )
+    fit = result.fit.loc[c.variable]
+    assert fit["n"] == len(rows)
+    assert np.isfinite([fit["rmse"], fit["r2"], result.payoff]).all()
+    assert fit["rmse"] > 0 and fit["r2"] <= 1
+    for p in params:
+        lo, hi = model.ranges[p]
+        assert lo <= result.params[p] <= hi
+        assert (result.bounds.at[p, "prior_low"], result.bounds.at[p, "prior_high"]) == (lo, hi)
+    np.testing.assert_allclose(result.residuals[c.variable]["data"], rows["value"])
