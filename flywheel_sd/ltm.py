@@ -1502,8 +1502,9 @@ def _ensemble_table(model, source, scenario, designs_mod, pd):
 # -- the public entry point -----------------------------------------------------------------
 def loops(
     model_or_run: Any,
+    loops: Any = None,
+    *,
     ensemble: Any = None,
-    loops: Sequence[str | Sequence[str]] | None = None,
     **options: Any,
 ):
     """Loops That Matter: which feedback loops drive a run, or an ensemble of runs
@@ -1520,12 +1521,14 @@ def loops(
         `flywheel_sd.engine.links.RunState` recorded already (with ``equations=``).
         An ensemble: the result of `flywheel_sd.sweep` (its model and scenario are read
         from it), or, with `ensemble`, the model or scenario the runs vary.
+    loops : sequence, optional
+        The loops to score (loop index ids and/or chains of variable names); default as
+        `loop_dominance` and `loop_dominance_ensemble` choose. A design, table of runs or
+        sweep result here is taken as `ensemble` (``loops(model, design)``): they cannot
+        be a list of loops.
     ensemble : Design, DataFrame, mapping or xarray.Dataset, optional
         The runs of an ensemble: a design (`flywheel_sd.designs`, or a table of runs) or a
         sweep result of `model_or_run`.
-    loops : sequence, optional
-        The loops to score (loop index ids and/or chains of variable names); default as
-        `loop_dominance` and `loop_dominance_ensemble` choose.
     options
         Passed on: ``run``, ``params``, ``index``, ``method``, ``timing``, ... for one run;
         ``times``, ``quantiles``, ``threshold``, ``keep_runs``, ... for an ensemble.
@@ -1553,6 +1556,8 @@ def loops(
     from .engine.model import Model
     from .errors import ParameterError
 
+    if ensemble is None and (isinstance(loops, Design | xr.Dataset | Mapping) or _is_table(loops)):
+        ensemble, loops = loops, None
     if isinstance(model_or_run, xr.Dataset):
         if ensemble is not None:
             raise ParameterError("pass a sweep result alone, or a model and its ensemble")

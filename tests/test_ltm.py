@@ -722,4 +722,8 @@ def test_fw_loops_of_a_model_a_file_or_a_scenario_is_loop_dominance(logistic):
         both["relative_score"],
         loop_dominance(logistic, params={"r": 0.6, "K": 500})["relative_score"],
     )
+    # the loops to score, as loop_dominance takes them
+    chain = fw.loops(logistic, [["X", "Births"]])
+    assert chain.attrs["discovery"] == "given" and list(chain["loop"].values) == ["L1"]
+    np.testing.assert_allclose(scored(chain)["relative_score"].values, 1.0)
     assert fw.dominance_periods is dominance_periods

@@ -380,6 +380,7 @@ def test_fw_loops_of_a_sweep_result_or_a_design_is_the_ensemble(logistic, design
     for got in (
         fw.loops(result, times=TIMES, **TIGHT),
         fw.loops(logistic, design, times=TIMES, **TIGHT),
+        fw.loops(logistic, ensemble=design, times=TIMES, **TIGHT),
     ):
         np.testing.assert_array_equal(got["dominant_share"], ensemble["dominant_share"])
         np.testing.assert_allclose(
