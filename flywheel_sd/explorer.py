@@ -49,11 +49,16 @@ INSTALL_HINT = 'the explorer needs Panel: pip install "flywheel_sd[explore]"'
 CURRENT_COLOR = "#1f77b4"
 GHOST_COLOR = "#8c8c8c"
 WINDOW_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+#: The lines of the scenarios compared with the explored run (at most this many at once).
+COMPARE_COLORS = ("#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 #: Milliseconds between a served figure update and the metrics table's: the event loop
 #: sends the figure to the browser first (the table takes tens of milliseconds to compute).
 METRICS_DELAY = 30
 #: Most policy windows shaded at once (each figure keeps this many shades to reuse).
 MAX_WINDOWS = 6
+#: The loops drawn one by one in the loop-dominance chart (the rest are summed as "other").
+LOOP_BANDS = 5
+LOOP_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#c7c7c7")
 
 # SI tick labels in the browser, as plotting.SIFormatter draws them in matplotlib figures.
 _SI_TICKS_JS = """
@@ -418,6 +423,8 @@ class Explorer:
         self.drawn_at = math.nan
         self.current: pd.DataFrame | None = None  # the last good run
         self.reference_run: pd.DataFrame | None = None
+        self.compared_runs: dict[str, pd.DataFrame] = {}  # name -> run, as overlaid
+        self._runs: dict[str, tuple] = {}  # scenario name -> (file stamps, file, its run)
         self._requested = 0
         self._done = 0
         self._scheduled = False
@@ -441,7 +448,10 @@ class Explorer:
                 self.reference_select.options = [*self.reference_select.options, reference]
         self.reference_select.value = reference or default_reference
         self.reference_select.param.watch(lambda _e: self.request_run(), "value")
+        self.compare_select.param.watch(lambda _e: self.request_run(), "value")
         self.scenario_select.param.watch(self._on_scenario, "value")
+        windows = self._events(self._params())
+        self.loop_time.value = self._clip(windows[0][2]) if windows else self.t1
         _warm(self.model, self._params())
         self.request_run()
 
@@ -461,6 +471,14 @@ class Explorer:
         )
         self.reference_select = pn.widgets.Select(
             **_label(pn, "Ghost line (reference)"), options=list(options), width=220
+        )
+        self.compare_select = pn.widgets.MultiChoice(
+            **_label(pn, "Compare with (overlaid)"),
+            options=list(options),
+            value=[],
+            max_items=len(COMPARE_COLORS),
+            placeholder="scenarios to overlay",
+            width=300,
         )
         self.message = pn.pane.Alert("", alert_type="warning", visible=False, margin=(5, 10))
         self.status = pn.pane.Markdown("", margin=(0, 10), styles={"color": "#555"})
@@ -555,6 +573,16 @@ class Explorer:
             empty[f"cur_{i}"] = []
             empty[f"ref_{i}"] = []
         self.source = ColumnDataSource(data=empty, name="explorer-data")
+        # one row per compared scenario: its times, its values in each panel, name, colour
+        self.compare_source = ColumnDataSource(
+            data={
+                "xs": [],
+                "name": [],
+                "color": [],
+                **{f"ys_{i}": [] for i in range(len(self.panels))},
+            },
+            name="explorer-compared",
+        )
         self.figures = []
         self.window_source = ColumnDataSource(
             data={k: [] for k in ("left", "right", "label", "short", "color", "y")},
@@ -568,8 +596,8 @@ class Explorer:
             options: dict[str, Any] = {"x_range": x_range} if x_range is not None else {}
             fig = figure(
                 title=title,
-                height=240,
-                width=340,
+                height=230,
+                width=310,
                 tools="pan,box_zoom,reset,save",
                 toolbar_location=None,
                 x_axis_label=f"time ({unit})" if unit else "time",
@@ -609,6 +637,15 @@ class Explorer:
                 alpha=0.8,
                 legend_label="reference",
             )
+            fig.multi_line(
+                xs="xs",
+                ys=f"ys_{i}",
+                source=self.compare_source,
+                line_color="color",
+                line_width=1.8,
+                alpha=0.9,
+                legend_field="name",
+            )
             fig.line(
                 "time",
                 f"cur_{i}",
@@ -626,11 +663,84 @@ class Explorer:
             )
             self.figures.append(fig)
         grid = gridplot(self.figures, ncols=3, toolbar_location=None)
+        self._build_loop_panel()
         self.plots = self._pn.pane.Bokeh(grid)
         self.windows_note = self._pn.pane.Markdown("", margin=(0, 10))
         self.metrics_pane = self._pn.pane.DataFrame(
             None, index=False, sizing_mode="stretch_width", margin=(0, 10)
         )
+
+    def _build_loop_panel(self) -> None:
+        """Which loop dominates: a time slider, the dominant loops at that time (id, name,
+        polarity, share of the change), the shares over the run as stacked bands, and the
+        run told in a few sentences (`flywheel_sd.ltm`)."""
+        from bokeh.models import ColumnDataSource, Span
+        from bokeh.plotting import figure
+
+        pn = self._pn
+        unit_one, unit_many = self._time_unit
+        step = float(self.model.time_settings()["saveper"])
+        self.loop_time = pn.widgets.FloatSlider(
+            **_label(pn, f"Dominant loops at {unit_one or 'time'}"),
+            start=self.t0,
+            end=self.t1,
+            step=step if step > 0 else 1.0,
+            value=self.t1,
+            width=290,
+        )
+        self.loop_time.param.watch(lambda _e: self._show_loops(), "value")
+        self.loops_switch = pn.widgets.Checkbox(
+            **_label(pn, "Analyse the loops after every run"), value=True, width=290
+        )
+        self.loops_switch.param.watch(
+            lambda e: self._request_loops(self.current) if e.new else None, "value"
+        )
+        self.loop_note = pn.pane.Markdown("", width=290, margin=(0, 10))
+        self.loop_table = pn.pane.DataFrame(None, index=False, width=290, margin=(0, 10))
+        self.loop_story = pn.pane.Markdown(
+            "", width=290, margin=(0, 10), styles={"font-size": "85%", "color": "#444"}
+        )
+        self.loop_status = pn.pane.Markdown(
+            "", width=290, margin=(0, 10), styles={"font-size": "85%", "color": "#555"}
+        )
+        self.loop_source = ColumnDataSource(
+            data={"xs": [], "ys": [], "color": [], "label": []}, name="explorer-loops"
+        )
+        fig = figure(
+            title="Share of the change by loop",
+            height=220,
+            width=290,
+            tools="",
+            toolbar_location=None,
+            x_range=self.figures[0].x_range if self.figures else (self.t0, self.t1),
+            y_range=(0, 1),
+            x_axis_label=f"time ({unit_many})" if unit_many else "time",
+            y_axis_label="|relative loop score|",
+        )
+        fig.patches(
+            "xs",
+            "ys",
+            source=self.loop_source,
+            fill_color="color",
+            line_alpha=0,
+            fill_alpha=0.85,
+            legend_field="label",
+        )
+        self.loop_marker = Span(
+            location=self.t1, dimension="height", line_color="#333", line_dash="dashed"
+        )
+        fig.add_layout(self.loop_marker)
+        fig.legend.location = "top_left"
+        fig.legend.label_text_font_size = "7.5pt"
+        fig.legend.background_fill_alpha = 0.6
+        fig.legend.orientation = "horizontal"
+        self.loop_figure = fig
+        self.loops_ds: Any = None  # the last loop analysis (ltm.loop_dominance's Dataset)
+        self.loop_periods: Any = None  # and its ltm.dominance_periods
+        self.loops_for: pd.DataFrame | None = None  # the run it analysed
+        self.last_loops_seconds = math.nan
+        self._loops_token: object = None
+        self._explored: Scenario | None = None
 
     # -- the layout --------------------------------------------------------------------
     @property
@@ -641,6 +751,7 @@ class Explorer:
             pn.pane.Markdown(f"### flywheel explore: {name}", margin=(5, 10)),
             self.scenario_select,
             self.reference_select,
+            self.compare_select,
             self.status,
         )
         sidebar = pn.Column(
@@ -655,9 +766,24 @@ class Explorer:
             height=900,
             scroll=True,
         )
+        loops = pn.Column(
+            pn.pane.Markdown(
+                "**Which loop dominates** (Loops That Matter, on the explored run)",
+                width=290,
+                margin=(0, 10),
+            ),
+            self.loop_time,
+            self.loop_note,
+            self.loop_table,
+            pn.pane.Bokeh(self.loop_figure),
+            self.loop_story,
+            self.loops_switch,
+            self.loop_status,
+            width=310,
+        )
         main = pn.Column(
             self.message,
-            self.plots,
+            pn.Row(self.plots, loops),
             self.windows_note,
             pn.pane.Markdown("**Metrics** (change from the reference)", margin=(0, 10)),
             self.metrics_pane,
@@ -945,39 +1071,246 @@ class Explorer:
         started = time.perf_counter()
         try:
             reference = self._reference()
-            frame = self._run(self.explored_scenario())
+            explored = self.explored_scenario()
+            frame = self._run(explored)
         except Exception as err:  # noqa: BLE001 - any failed run is shown; the app goes on
             self.stats["failed"] += 1
             self.show_message(
                 f"run failed: {_one_line(err)} (showing the last good run)", "danger"
             )
             return
-        self.current, self.reference_run = frame, reference
-        self._draw(frame, reference)
+        compared, problems = self._compared()
+        keep = keep or bool(problems)
+        self.current, self.reference_run, self.compared_runs = frame, reference, compared
+        self._explored = explored
+        self._draw(frame, reference, compared)
         self.last_run_seconds = time.perf_counter() - started
         self.stats["runs"] += 1
         engine = frame.attrs.get("engine", "")
         self.status.object = f"run + redraw {1000 * self.last_run_seconds:.0f} ms ({engine})"
-        if not keep:
+        if problems:
+            self.show_message("; ".join(problems), "warning")
+        elif not keep:
             self.show_message("")
         # The metrics table follows on the next tick: the figure does not wait for it, and
         # a newer run that arrives meanwhile makes this table stale, so it is skipped.
+        # So does the loop analysis, which takes longer than the run and the figure
+        # together: in a served app it runs on a worker thread (see `_request_loops`).
         if self._doc is None:
-            self._update_metrics(frame)
+            self._after_figure(frame)
         elif hasattr(self._doc, "add_timeout_callback"):  # after the figure is sent
-            self._doc.add_timeout_callback(lambda: self._update_metrics(frame), METRICS_DELAY)
+            self._doc.add_timeout_callback(lambda: self._after_figure(frame), METRICS_DELAY)
         else:
-            self._doc.add_next_tick_callback(lambda: self._update_metrics(frame))
+            self._doc.add_next_tick_callback(lambda: self._after_figure(frame))
+
+    def _after_figure(self, frame: pd.DataFrame) -> None:
+        self._update_metrics(frame)
+        self._request_loops(frame)
 
     def _update_metrics(self, frame: pd.DataFrame) -> None:
         if frame is not self.current or self.reference_run is None:
             return
         started = time.perf_counter()
         try:
-            self.metrics_pane.object = self.metrics_table(frame, self.reference_run)
+            self.metrics_pane.object = self.metrics_table(
+                frame, self.reference_run, self.compared_runs
+            )
         except Exception as err:  # noqa: BLE001 - a metric that fails must not stop the app
             self.show_message(f"metrics not computed: {_one_line(err)}", "warning")
         self.last_metrics_seconds = time.perf_counter() - started
+
+    # -- loop dominance -----------------------------------------------------------------
+    def _request_loops(self, frame: pd.DataFrame | None) -> None:
+        """Analyse the loops of `frame` (the run just drawn) if it is still the current one.
+        Without a served session this happens now. In a served app it runs on a worker
+        thread, after the figure has gone out; the result comes back on the session's
+        event loop. Only the newest request counts: a job that is overtaken before it starts
+        is skipped, and one overtaken while it runs is not shown."""
+        if frame is None or frame is not self.current or not self.loops_switch.value:
+            return
+        if self.loops_for is frame:
+            return  # analysed already (the switch turned off and on again)
+        token = self._loops_token = object()
+        sc = self._explored or self.explored_scenario()
+        if self._doc is None:
+            self._loops_done(token, frame, self._analyse(sc))
+            return
+        self.loop_status.object = "analysing the loops of this run..."
+        doc = self._doc
+
+        def job() -> None:
+            if token is not self._loops_token:
+                return  # overtaken before it started
+            result = self._analyse(sc)
+            doc.add_next_tick_callback(lambda: self._loops_done(token, frame, result))
+
+        _loop_pool().submit(job)
+
+    def _analyse(self, sc: Scenario) -> Any:
+        """`ltm.loop_dominance` of scenario `sc`'s run, on the model's loop index's loops
+        where it has one (else every loop found); an exception if it fails."""
+        from . import ltm
+
+        started = time.perf_counter()
+        try:
+            params, breaks = sc.inputs(self.model, self.t0, self.t1)
+            ds = ltm.loop_dominance(self.model, self._loop_ids(), run=params, breakpoints=breaks)
+            ds.attrs["explorer_seconds"] = time.perf_counter() - started
+            return ds
+        except Exception as err:  # noqa: BLE001 - shown in the loop panel; the app goes on
+            return err
+
+    def _loop_ids(self) -> list[str] | None:
+        """The ids of the loops in the model's loop index (``<model>.loops.toml`` beside the
+        model file: the loops with names), or None (every loop, as `ltm` finds them)."""
+        import tomllib
+
+        if not hasattr(self, "_ids"):
+            path = Path(self.model.path)
+            index = path.with_name(path.stem + ".loops.toml")
+            try:
+                self._ids = list(tomllib.loads(index.read_text(encoding="utf-8"))) or None
+            except (OSError, ValueError):
+                self._ids = None
+        return self._ids
+
+    def _loops_done(self, token: object, frame: pd.DataFrame, result: Any) -> None:
+        if token is not self._loops_token:
+            return  # a newer run's analysis is on its way
+        from . import ltm
+
+        if isinstance(result, BaseException):
+            self.loops_ds = self.loop_periods = None
+            self.loops_for = frame
+            self.loop_status.object = ""
+            self.loop_note.object = f"Loop dominance not computed: {_one_line(result)}"
+            self.loop_table.object = None
+            self.loop_story.object = ""
+            self.loop_source.data = {"xs": [], "ys": [], "color": [], "label": []}
+            return
+        self.loops_ds, self.loops_for = result, frame
+        self.loop_periods = ltm.dominance_periods(result)
+        self.last_loops_seconds = float(result.attrs.get("explorer_seconds", math.nan))
+        self.loop_status.object = f"loops analysed in {1000 * self.last_loops_seconds:.0f} ms"
+        unit = self._time_unit[0] or "time"
+        self.loop_story.object = (
+            ltm.describe_dominance(self.loop_periods, result, unit=unit)
+            if result.sizes.get("loop", 0)
+            else ""
+        )
+        self._draw_loop_shares(result)
+        self._show_loops()
+
+    def dominant_loops(self, t: float | None = None):
+        """The loops at time `t` (default: the time slider's) of the last analysis, as the
+        panel shows them: ``loop``, ``name``, ``polarity`` (from the sign of its relative
+        score then), ``share`` (its |relative score|) and ``dominant`` (in the smallest set
+        explaining half the change, `ltm.dominance_periods`); the dominant ones first, then
+        the strongest others. None before an analysis; empty when no loop is active."""
+        import numpy as np
+        import pandas as pd
+
+        ds, periods = self.loops_ds, self.loop_periods
+        if ds is None:
+            return None
+        t = float(self.loop_time.value if t is None else t)
+        times = ds["time"].to_numpy()
+        columns = ["loop", "name", "polarity", "share", "dominant"]
+        if ds.sizes.get("loop", 0) == 0 or len(times) == 0:
+            return pd.DataFrame(columns=[*columns, "named"])
+        j = int(np.argmin(np.abs(times - t)))
+        at = periods[(periods["start"] <= times[j]) & (periods["end"] >= times[j])]
+        dominant = [key for keys in at["loops"] for key in str(keys).split("+")]
+        rel = ds["relative_score"].to_numpy()[:, j]
+        keys = [str(k) for k in ds["loop"].to_numpy()]
+        names = [  # a loop without a name in the index: its variables
+            str(n) or str(v)
+            for n, v in zip(ds["loop_name"].to_numpy(), ds["loop_variables"].to_numpy())
+        ]
+        named = {k for k, n in zip(keys, ds["loop_name"].to_numpy()) if str(n)}
+        order = sorted(range(len(keys)), key=lambda i: (keys[i] not in dominant, -abs(rel[i])))
+        rows = [
+            {
+                "loop": keys[i],
+                "name": names[i],
+                "named": keys[i] in named,
+                "polarity": "reinforcing" if rel[i] > 0 else "balancing",
+                "share": float(abs(rel[i])),
+                "dominant": keys[i] in dominant,
+            }
+            for i in order
+            if keys[i] in dominant or abs(rel[i]) >= 0.01
+        ]
+        return pd.DataFrame(rows[: max(len(dominant), 6)], columns=[*columns, "named"])
+
+    def _show_loops(self) -> None:
+        """The loop panel at the time slider's time, from the last analysis."""
+        from .metrics import format_number
+
+        t = float(self.loop_time.value)
+        self.loop_marker.location = t
+        ds = self.loops_ds
+        if ds is None:
+            return
+        unit = self._time_unit[0] or "time"
+        when = f"At {unit} {format_number(t)}"
+        table = self.dominant_loops(t)
+        if ds.sizes.get("loop", 0) == 0:
+            why = ds.attrs.get("note") or "no loop was found"
+            self.loop_note.object = f"No loop dominance to show: {why}."
+            self.loop_table.object = None
+            return
+        chosen = table[table["dominant"]]
+        if chosen.empty:
+            self.loop_note.object = f"{when} no loop is active (its variables do not change)."
+        else:
+            said = [
+                f"**{r.loop}**"
+                + (f" ({r.name[:1].lower()}{r.name[1:]}, {r.polarity})" if r.named else "")
+                + ("" if r.named else f" ({r.polarity})")
+                for r in chosen.itertuples()
+            ]
+            verb = "dominates" if len(said) == 1 else "together dominate"
+            share = round(100 * float(chosen["share"].sum()))
+            self.loop_note.object = (
+                f"{when}, {' and '.join(said)} {verb}, explaining {share}% of the change."
+            )
+        shown = table.assign(
+            share=[f"{100 * v:.0f}%" for v in table["share"]],
+            dominant=["yes" if v else "" for v in table["dominant"]],
+        ).drop(columns="named")
+        self.loop_table.object = shown
+
+    def _draw_loop_shares(self, ds) -> None:
+        """The stacked |relative scores| of the strongest loops over the run (in the loop
+        partition of the strongest loop), the rest summed as "other"."""
+        import numpy as np
+
+        empty: dict[str, list] = {"xs": [], "ys": [], "color": [], "label": []}
+        if ds.sizes.get("loop", 0) == 0:
+            self.loop_source.data = empty
+            return
+        rel = np.abs(ds["relative_score"].to_numpy())
+        partition = ds["partition"].to_numpy()
+        strongest = int(np.argmax(rel.mean(axis=1)))
+        members = np.flatnonzero(partition == partition[strongest])
+        members = members[np.argsort(-rel[members].mean(axis=1), kind="stable")]
+        times = ds["time"].to_numpy()
+        stride = max(1, len(times) // 400)
+        t = times[::stride]
+        bands = [(str(ds["loop"].values[i]), rel[i, ::stride]) for i in members[:LOOP_BANDS]]
+        if len(members) > LOOP_BANDS:
+            bands.append(("other", rel[members[LOOP_BANDS:], ::stride].sum(axis=0)))
+        lower = np.zeros(len(t))
+        data = empty
+        for k, (label, values) in enumerate(bands):
+            upper = lower + values
+            data["xs"].append(np.concatenate([t, t[::-1]]))
+            data["ys"].append(np.concatenate([upper, lower[::-1]]))
+            data["color"].append(LOOP_COLORS[min(k, len(LOOP_COLORS) - 1)])
+            data["label"].append(label)
+            lower = upper
+        self.loop_source.data = data
 
     def _run(self, sc: Scenario) -> pd.DataFrame:
         from .scenarios.compare import _run
@@ -987,7 +1320,43 @@ class Explorer:
     def _reference(self) -> pd.DataFrame:
         """The reference run, run once per scenario version (and shared by the sessions of
         a served app)."""
-        sc = _scenario(str(self.reference_select.value), self.model_path)
+        return self._scenario_run(str(self.reference_select.value))
+
+    def _compared(self) -> tuple[dict[str, pd.DataFrame], list[str]]:
+        """The runs of the scenarios picked to compare (name -> run), and a one-line
+        problem per scenario that did not run (it is left out of the plots)."""
+        runs: dict[str, pd.DataFrame] = {}
+        problems = []
+        for name in self.compare_select.value:
+            try:
+                runs[str(name)] = self._scenario_run(str(name))
+            except Exception as err:  # noqa: BLE001 - one bad scenario must not stop the rest
+                problems.append(f"{name} not compared: {_one_line(err)}")
+        return runs, problems
+
+    def _scenario_run(self, name: str) -> pd.DataFrame:
+        """The run of scenario `name` on the explorer's model. A lever move does not read
+        the scenario again: its run is kept until the model file or the scenario's file
+        changes (checked by their modification times)."""
+        kept = self._runs.get(name)
+        if kept is not None and kept[0] == self._stamp(kept[1]):
+            return kept[2]
+        sc = _scenario(name, self.model_path)
+        run = self._run_once(sc)
+        self._runs[name] = (self._stamp(sc.source), sc.source, run)
+        return run
+
+    def _stamp(self, source: str | None) -> tuple:
+        """The modification times of the model file and of a scenario file."""
+        files = [Path(self.model.path), *([Path(source)] if source else [])]
+        try:
+            return tuple(f.stat().st_mtime_ns for f in files)
+        except OSError:
+            return (math.nan,)  # gone: never equal, so read again (and fail clearly)
+
+    def _run_once(self, sc: Scenario) -> pd.DataFrame:
+        """The run of `sc`, run once per model file and scenario version (and shared by the
+        sessions of a served app)."""
         path = Path(self.model.path)
         try:
             key = (str(path), path.stat().st_mtime_ns, sc.name, repr(sc.to_dict()))
@@ -998,7 +1367,12 @@ class Explorer:
         return _REFERENCES[key]
 
     # -- drawing ---------------------------------------------------------------------
-    def _draw(self, frame: pd.DataFrame, reference: pd.DataFrame) -> None:
+    def _draw(
+        self,
+        frame: pd.DataFrame,
+        reference: pd.DataFrame,
+        compared: Mapping[str, pd.DataFrame] | None = None,
+    ) -> None:
         import numpy as np
 
         from .plotting import _window_label
@@ -1010,6 +1384,16 @@ class Explorer:
             data[f"cur_{i}"] = _column(frame, variable)
             data[f"ref_{i}"] = np.interp(times, ref_times, _column(reference, variable))
         self.source.data = data
+        runs = list((compared or {}).items())
+        lines: dict[str, list] = {
+            "xs": [np.asarray(run.index, dtype=float) for _, run in runs],
+            "name": [name for name, _ in runs],
+            "color": [COMPARE_COLORS[k % len(COMPARE_COLORS)] for k in range(len(runs))],
+        }
+        for i, (_title, variable, _units) in enumerate(self.panels):
+            lines[f"ys_{i}"] = [_column(run, variable) for _, run in runs]
+        if lines["name"] or self.compare_source.data["name"]:
+            self.compare_source.data = lines
         windows = self._events(self._params())[:MAX_WINDOWS]
         shown = {
             "left": [start for _, start, _ in windows],
@@ -1029,30 +1413,46 @@ class Explorer:
         )
         self.drawn_at = time.perf_counter()  # when the new figure data was in place
 
-    def metrics_table(self, frame: pd.DataFrame, reference: pd.DataFrame):
-        """The metrics of the explored run beside the reference's, with the change."""
+    def metrics_table(
+        self,
+        frame: pd.DataFrame,
+        reference: pd.DataFrame,
+        compared: Mapping[str, pd.DataFrame] | None = None,
+    ):
+        """The metrics of the explored run beside the reference's, with the change; then
+        a column per compared scenario: its value and its change from the reference."""
         import pandas as pd
 
         from .metrics import format_number, format_percent, readable_units
         from .scenarios.compare import attach_metrics, metrics_table
 
         ref_name = str(self.reference_select.value)
-        ds = attach_metrics(_dataset([reference, frame], [ref_name, "explored"]))
+        names = [ref_name, "explored"]
+        frames = [reference, frame]
+        for name, run in (compared or {}).items():
+            label = name if name not in names else f"{name} (compared)"
+            names.append(label)
+            frames.append(run)
+        ds = attach_metrics(_dataset(frames, names))
         table = metrics_table(ds)
         rows = []
         for metric in table.loc[ref_name].index:
             ref = table.at[(ref_name, metric), "value"]
             now = table.loc[("explored", metric)]
-            rows.append(
-                {
-                    "metric": metric,
-                    ref_name: format_number(ref),
-                    "explored": format_number(now["value"]),
-                    "change": format_number(now["diff"], signed=True),
-                    "change %": format_percent(now["diff_pct"]),
-                    "units": readable_units(str(now["units"]), metric) or "-",
-                }
-            )
+            row = {
+                "metric": metric,
+                ref_name: format_number(ref),
+                "explored": format_number(now["value"]),
+                "change": format_number(now["diff"], signed=True),
+                "change %": format_percent(now["diff_pct"]),
+            }
+            for label in names[2:]:
+                other = table.loc[(label, metric)]
+                row[label] = (
+                    f"{format_number(other['value'])} ({format_percent(other['diff_pct'])})"
+                )
+            row["units"] = readable_units(str(now["units"]), metric) or "-"
+            rows.append(row)
         return pd.DataFrame(rows)
 
     # -- save and share ------------------------------------------------------------------
@@ -1076,10 +1476,12 @@ class Explorer:
         path.parent.mkdir(parents=True, exist_ok=True)
         sc.save(path)
         scenarios.load_file(path)  # it reads back, or this raises
+        self._runs.pop(name, None)
         options = list(self.scenario_select.options)
         if name in scenarios.list() and name not in options:
             self.scenario_select.options = [*options, name]
             self.reference_select.options = [*options, name]
+            self.compare_select.options = [*options, name]
         return path
 
     def _save_clicked(self) -> None:
@@ -1091,15 +1493,17 @@ class Explorer:
         self.show_message(f"saved {path}; run it with: flywheel run {path}", "success")
 
     def csv(self) -> str:
-        """The explored run and the reference run as CSV: a ``scenario`` column, then
-        time and every variable."""
+        """The explored run, the reference run and the compared runs as CSV: a
+        ``scenario`` column, then time and every variable."""
         import pandas as pd
 
         frames = []
-        for name, frame in (
+        runs = [
             ("explored", self._run(self.explored_scenario())),
             (str(self.reference_select.value), self._reference()),
-        ):
+        ]
+        runs += [(name, self._scenario_run(str(name))) for name in self.compare_select.value]
+        for name, frame in runs:
             numeric = frame.apply(pd.to_numeric, errors="coerce")
             numeric.index.name = "time"
             frames.append(numeric.reset_index().assign(scenario=name))
@@ -1113,6 +1517,18 @@ class Explorer:
         except Exception as err:  # noqa: BLE001 - shown in the app, not a crashed download
             self.show_message(f"CSV not written: {_one_line(err)}", "danger")
             return io.StringIO("")
+
+
+_POOL: list = []
+
+
+def _loop_pool():
+    """The one worker thread that analyses loops for every session of a served app."""
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="flywheel-loops"))
+    return _POOL[0]
 
 
 def _dataset(frames: list[pd.DataFrame], names: list[str]):
