@@ -1385,15 +1385,15 @@ class Explorer:
             data[f"ref_{i}"] = np.interp(times, ref_times, _column(reference, variable))
         self.source.data = data
         runs = list((compared or {}).items())
-        lines: dict[str, list] = {
+        overlaid: dict[str, list] = {
             "xs": [np.asarray(run.index, dtype=float) for _, run in runs],
             "name": [name for name, _ in runs],
             "color": [COMPARE_COLORS[k % len(COMPARE_COLORS)] for k in range(len(runs))],
         }
         for i, (_title, variable, _units) in enumerate(self.panels):
-            lines[f"ys_{i}"] = [_column(run, variable) for _, run in runs]
-        if lines["name"] or self.compare_source.data["name"]:
-            self.compare_source.data = lines
+            overlaid[f"ys_{i}"] = [_column(run, variable) for _, run in runs]
+        if overlaid["name"] or self.compare_source.data["name"]:
+            self.compare_source.data = overlaid
         windows = self._events(self._params())[:MAX_WINDOWS]
         shown = {
             "left": [start for _, start, _ in windows],
