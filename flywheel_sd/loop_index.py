@@ -33,8 +33,9 @@ Summary over the run: "reinforcing" (never negative, sometimes positive), "balan
 between element cycles) and "inactive" (always 0).
 
 Issue 14 (Loops That Matter: link scores, loop scores, relative loop scores and dominance
-periods) is `flywheel_sd.ltm` (`loop_dominance`, `dominance_periods`); it names the loops it
-finds from this index.
+periods) is `flywheel_sd.ltm` (`flywheel_sd.loops`, `loop_dominance`, `dominance_periods`);
+it names the loops it finds from this index. (This module was ``flywheel_sd.loops`` before
+that name became the function.)
 """
 
 from __future__ import annotations

@@ -68,14 +68,22 @@ relative to those loops alone).
 
 **Dominance periods** (`dominance_periods`): at each time, the smallest set of loops whose
 |relative scores| add up to at least 50% (the loops taken by decreasing |relative score|);
-consecutive times with the same set form a period. `describe_dominance` tells the longest
-periods (short spells smoothed away) in a few sentences, naming loops by id and name.
+consecutive times with the same set form a period. Per partition, as the LTM papers define
+dominance; with ``variable=`` for one stock or variable: only the loops through it, their
+relative scores renormalised among themselves (`variable_scores`; a practical reading, not
+a published LTM measure: see `dominance_periods`). `describe_dominance` tells the longest
+periods (short spells smoothed away) in a few sentences, naming loops by id and name; a
+reversal between reinforcing and balancing loops is always told, however short, unless it
+is a flicker under 1% of the run.
 
 **Across an ensemble** (`loop_dominance_ensemble`): one `loop_dominance` per parameter set
 of a design or a sweep result, on the same loops in every run (the loop index's, by
 default), summarised per loop and time as quantiles of the relative scores over the runs,
 the share of runs in which the loop has the largest |relative score| of its partition, and
 the share in which it alone explains at least half the change.
+
+**The public name** is `flywheel_sd.loops` (`loops` here): one run to `loop_dominance`, a
+sweep result or a model with a design to `loop_dominance_ensemble`.
 """
 
 from __future__ import annotations

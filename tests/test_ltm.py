@@ -727,3 +727,27 @@ def test_fw_loops_of_a_model_a_file_or_a_scenario_is_loop_dominance(logistic):
     assert chain.attrs["discovery"] == "given" and list(chain["loop"].values) == ["L1"]
     np.testing.assert_allclose(scored(chain)["relative_score"].values, 1.0)
     assert fw.dominance_periods is dominance_periods
+
+
+def test_bundled_dominance_of_a_stock_names_only_its_loops(flywheel_model):
+    """Per stock on the baseline: the loops named are those whose chain (or an ``also``
+    path) in the loop index passes the stock, read from the TOML, not from the scores."""
+    from _model_fixtures import loops as index_toml
+
+    from flywheel_sd.ltm import variable_scores
+
+    ds = loop_dominance(flywheel_model, INDEX)
+    toml = index_toml()
+    for stock in ("Active Buyers", "Active Sellers"):
+        through = {
+            key
+            for key, entry in toml.items()
+            if any(stock in path for path in [entry["chain"], *entry.get("also", [])])
+        }
+        assert through and through != set(INDEX)  # some loops, not all
+        shares = variable_scores(ds, stock)
+        assert set(shares["loop"].values) == through
+        total = np.abs(shares.values).sum(axis=0)
+        np.testing.assert_allclose(total[total > 0], 1.0, rtol=1e-12)
+        named = set("+".join(dominance_periods(ds, variable=stock)["loops"]).split("+"))
+        assert named and named <= through
