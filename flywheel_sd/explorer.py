@@ -1,11 +1,13 @@
 """The what-if explorer: move a lever, see the flywheel answer (issue 15).
 
 ``fw.explore("wish_deposit")`` returns a Panel (HoloViz) layout: a slider for every lever
-(its documented range and unit, grouped by the model's sectors), a policy window where the
-model switches the lever with window constants, a scenario picker, live Bokeh plots of the
-headline outputs with the reference scenario as a ghost line and the policy windows shaded
-and labelled, the metrics table and its change from the reference, "Save as scenario" and
-"Download CSV". ``flywheel explore`` serves it in the browser.
+(its documented range and unit, grouped by the model's sectors; a subscripted constant has
+one per element, ``Name[elem]``), a policy window where the model switches the lever with
+window constants, a scenario picker, live Bokeh plots of the headline outputs with the
+reference scenario as a ghost line, the scenarios picked to compare overlaid as labelled
+lines, and the policy windows shaded and labelled, the metrics table and its change from
+the reference, which loop dominates at a chosen time (Loops That Matter, `flywheel_sd.ltm`),
+"Save as scenario" and "Download CSV". ``flywheel explore`` serves it in the browser.
 
 Panel is an optional dependency (``pip install "flywheel_sd[explore]"``); importing
 flywheel_sd never imports it.
@@ -15,7 +17,10 @@ request only bumps a counter; the run that follows reads the widgets as they are
 requests that pile up while a run is going are answered by one run with the newest values
 and no stale run is ever queued (`Explorer.stats` counts the skipped ones). Runs go through
 `flywheel_sd.simulate` on the compiled engine, whose Numba code is loaded when the explorer
-starts.
+starts. The figure goes out first; the metrics table follows (`METRICS_DELAY`), and then the
+loop analysis, which costs more than the run and the figure together: in a served app it
+runs on one worker thread and its result is posted back to the session, and an analysis
+overtaken by a newer run is skipped or not shown.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -385,6 +390,8 @@ class Explorer:
     reference : str, optional
         The scenario drawn as the ghost line (default: baseline, or the model's own
         parameters).
+    compare : sequence of str, optional
+        Scenarios overlaid from the start (the "Compare with" picker; at most six).
     """
 
     def __init__(
@@ -393,6 +400,7 @@ class Explorer:
         *,
         model: str | os.PathLike | None = None,
         reference: str | None = None,
+        compare: Sequence[str] = (),
     ):
         pn = _panel()
         from . import scenarios
@@ -447,6 +455,14 @@ class Explorer:
             if reference not in self.reference_select.options:
                 self.reference_select.options = [*self.reference_select.options, reference]
         self.reference_select.value = reference or default_reference
+        if isinstance(compare, str):
+            compare = [compare]
+        if len(compare) > len(COMPARE_COLORS):
+            raise ParameterError(f"compare: at most {len(COMPARE_COLORS)} scenarios at once")
+        chosen = [_scenario(name, self.model_path).name for name in compare]
+        extra = [name for name in chosen if name not in self.compare_select.options]
+        self.compare_select.options = [*self.compare_select.options, *extra]
+        self.compare_select.value = chosen
         self.reference_select.param.watch(lambda _e: self.request_run(), "value")
         self.compare_select.param.watch(lambda _e: self.request_run(), "value")
         self.scenario_select.param.watch(self._on_scenario, "value")
@@ -1595,6 +1611,7 @@ def explore(
     *,
     model: str | os.PathLike | None = None,
     reference: str | None = None,
+    compare: Sequence[str] = (),
 ):
     """The what-if explorer as a Panel layout (shows inline in a notebook; ``flywheel
     explore`` serves it).
@@ -1609,6 +1626,8 @@ def explore(
     reference : str, optional
         The scenario drawn as the ghost line (default: baseline, or the model's own
         parameters).
+    compare : sequence of str, optional
+        Scenarios overlaid on the plots and added to the metrics table (at most six).
 
     Raises
     ------
@@ -1618,7 +1637,7 @@ def explore(
     """
     if model is not None and scenario == "baseline":
         scenario = None
-    explorer = Explorer(scenario, model=model, reference=reference)
+    explorer = Explorer(scenario, model=model, reference=reference, compare=compare)
     if "ipykernel" in sys.modules:  # in a notebook: Panel's front-end, loaded once
         pn = _panel()
         if not getattr(pn.extension, "_loaded", False):
