@@ -16,7 +16,9 @@ first call is printed too), medians over the repeats:
 3. the same for the loop index's loops only (``loops=[...]``: no discovery);
 4. ``flywheel_sd.ltm.loop_dominance_ensemble`` over a ``--runs``-run LHS of two uncertain
    constants (Maximum Conversion Rate 0.06-0.18, Referral Visits per Buyer 1-6: in their
-   documented ranges), where the model has them: one index-loop analysis per run.
+   documented ranges), where the model has them: one index-loop analysis per run;
+5. ``flywheel_sd.dominance_periods`` of (2): per partition, and for one stock (Active Buyers,
+   else the model's first stock: only the loops through it, renormalised).
 
 It prints each time and its ratio to the RK45 run. The runs name their engine: with the
 Numba backend ready (``FLYWHEEL_SD_JIT`` not ``off``; it compiles in the background, so a
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import flywheel_sd as fw
     from flywheel_sd.loop_index import loop_index_path, read_loop_index
-    from flywheel_sd.ltm import loop_dominance, loop_dominance_ensemble
+    from flywheel_sd.ltm import dominance_periods, loop_dominance, loop_dominance_ensemble
 
     model = fw.load(args.model)
     start = time.perf_counter()
@@ -83,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"loop_dominance_ensemble ({args.runs} runs)",
                 lambda: loop_dominance_ensemble(model, design),
             )
+        )
+    stocks = list(model.stocks)
+    stock = "Active Buyers" if "Active Buyers" in stocks else stocks[0] if stocks else None
+    if ds.sizes["loop"]:
+        rows.append(("dominance_periods (per partition)", lambda: dominance_periods(ds)))
+    if ds.sizes["loop"] and stock is not None:
+        rows.append(
+            (f"dominance_periods ({stock})", lambda: dominance_periods(ds, variable=stock))
         )
     results = []
     for name, func in rows:
