@@ -49,11 +49,13 @@ X0, Y0 = 120, 60
 SPINES: dict[str, dict[str, tuple[float, float]]] = {
     "Buyers": {
         "Potential Buyers": (1, 5), "Buyer Adoption": (2.5, 5), "Active Buyers": (4, 5),
+        "New Online Buyers": (1, 3),
         "Membership Joining": (5.5, 5), "Members": (7, 5),
         "Buyer Churn": (2.5, 7), "Member Lapse": (5.5, 7), "Member Churn": (4, 9),
     },
     "Sellers": {
         "Potential Sellers": (2, 7), "Seller Entry by Quality": (3.5, 7),
+        "New Online Sellers": (0.5, 7),
         "Active Sellers": (5, 7), "Seller Exit by Quality": (3.5, 9),
         "Seller Confidence": (2, 12), "Confidence Recovery": (0.5, 12),
         "Confidence Loss": (3.5, 12),

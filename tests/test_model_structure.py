@@ -26,6 +26,10 @@ from _model_fixtures import (  # noqa: F401 - fixtures, used by name
     stress_runs_fixture,
 )
 
+import flywheel_sd as fw
+
+QUALITY = ("High", "Low")  # the model's seller classes, in its order
+
 #: Stocks the brief requires (section 2, "Stocks (at least)").
 REQUIRED_STOCKS = [
     "Potential Buyers",
@@ -332,6 +336,32 @@ def test_buyer_chain_conserves_the_addressable_market(baseline, stress_runs, run
     market = frame["Addressable Market"]
     # The flows cancel exactly in the sum; only rounding error may remain.
     np.testing.assert_allclose(total, market, rtol=1e-9, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_online_market_grows_both_sides_at_its_rate(flywheel_model, monkeypatch):
+    """With Online Market Growth Rate g, the buyer chain (Potential + Active + Members) and
+    each seller class (Potential + Active) obey dS/dt = g S, since every other flow only
+    moves people between those stocks: Euler at step dt gives exactly S0 (1 + g dt)^n."""
+    monkeypatch.setenv("FLYWHEEL_SD_JIT", "eager")
+    g = 0.01
+    buyers = ["Potential Buyers", "Active Buyers", "Members"]
+    sellers = [f"{s}[{q}]" for s in ("Potential Sellers", "Active Sellers") for q in QUALITY]
+    frame = fw.simulate(
+        flywheel_model,
+        {"Online Market Growth Rate": g},
+        method="euler",
+        return_columns=buyers + sellers,
+    )
+    dt = flywheel_model.time_settings()["time_step"]
+    steps = np.round(frame.index.to_numpy() / dt)
+    growth = (1 + g * dt) ** steps
+    market = float(flywheel_model.default_value("Addressable Market"))
+    np.testing.assert_allclose(frame[buyers].sum(axis=1), market * growth, rtol=1e-9)
+    pool = np.asarray(flywheel_model.default_value("Seller Pool"), dtype=float)
+    for i, q in enumerate(QUALITY):
+        total = frame[f"Potential Sellers[{q}]"] + frame[f"Active Sellers[{q}]"]
+        np.testing.assert_allclose(total, pool[i] * growth, rtol=1e-9)
 
 
 @pytest.mark.slow
