@@ -543,6 +543,7 @@ def plot_loop_dominance(
     title: str | None = None,
     top: int = DOMINANCE_LOOPS,
     units: str | None = None,
+    only_through: bool = False,
 ):
     """Which feedback loops drive a run: `variable`'s behaviour (from `run`, a DataFrame
     indexed by time) in a panel above the relative loop scores of `ds` (as
@@ -551,8 +552,11 @@ def plot_loop_dominance(
     |relative score|; the rest in one grey band).
 
     Relative scores are shares within a loop partition (loops that share no variable are
-    not compared); the partition drawn is the one with most loops through `variable`. The
-    units of `variable` default to the model's (``run.attrs["model"]``)."""
+    not compared); the partition drawn is the one with most loops through `variable`. With
+    `only_through`, only the loops through `variable` are drawn, their relative scores
+    renormalised among themselves (`flywheel_sd.ltm.variable_scores`, the shares
+    ``dominance_periods(ds, variable=...)`` reads). The units of `variable` default to the
+    model's (``run.attrs["model"]``)."""
     if variable not in run.columns:
         raise KeyError(f"{variable!r} is not in the run")
     known: dict[str, str] = {}
@@ -577,9 +581,17 @@ def plot_loop_dominance(
     handles: list = []
     times = ds["time"].to_numpy()
     note = ""
-    if ds.sizes.get("loop", 0):
+    keys: list[str] = []
+    if only_through:  # the loops through `variable`, renormalised among themselves
+        from .ltm import variable_scores
+
+        through = variable_scores(ds, variable)
+        keys = [str(k) for k in through["loop"].values]
+        rel = through.to_numpy()
+    elif ds.sizes.get("loop", 0):
         _, keys = _dominance_partition(ds, variable)
         rel = ds["relative_score"].sel(loop=keys).to_numpy()
+    if keys:
         strength = np.abs(rel).mean(axis=1)
         order = [int(i) for i in np.argsort(-strength, kind="stable")]
         shown, rest = order[:top], order[top:]
@@ -602,14 +614,22 @@ def plot_loop_dominance(
         below.stackplot(times, neg, colors=colours, lw=0)
         handles = [Patch(facecolor=c, label=_literal(t)) for t, c in zip(labels, colours)]
         others = ds.sizes["loop"] - len(keys)
-        if others:
+        if only_through:
+            note = (
+                f" ({len(keys)} loops through {variable}, their shares among themselves; "
+                f"{others} other loops not counted)"
+                if others
+                else ""
+            )
+        elif others:
             note = (
                 f" ({len(keys)} loops of the partition through {variable}; "
                 + ("1 loop that shares" if others == 1 else f"{others} loops that share")
                 + " no variable with them not shown)"
             )
     else:
-        below.text(0.5, 0.5, "no feedback loops", ha="center", va="center",
+        empty = f"no feedback loop through {variable}" if only_through else "no feedback loops"
+        below.text(0.5, 0.5, empty, ha="center", va="center",
                    transform=below.transAxes)  # fmt: skip
     below.axhline(0, color="black", lw=0.8)
     below.set_ylim(-1.05, 1.05)

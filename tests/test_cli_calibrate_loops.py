@@ -428,6 +428,40 @@ def test_loops_variable_gives_the_periods_of_its_own_loops(cli, coupled):
     )
 
 
+def test_plot_loop_dominance_of_the_loops_through_a_variable(cli, coupled, tmp_path):
+    """With only_through, the chart stacks the shares among A's two loops: the births loop
+    a / (a + c B') above zero, the transfer loop below, so the stacks span exactly the
+    closed form's range; the CLI draws it with --variable."""
+    import matplotlib.pyplot as plt
+
+    from flywheel_sd.ltm import loop_dominance
+    from flywheel_sd.plotting import plot_loop_dominance
+
+    ds = loop_dominance(coupled)
+    run = fw.simulate(coupled, method="euler", saveper=DT)
+    b_prev = run["B"].to_numpy()[1:-1]
+    births = A_RATE / (A_RATE + C_RATE * b_prev)
+    fig = plot_loop_dominance(ds, run, "A", only_through=True)
+    try:
+        below = fig.axes[1]
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        ids = {str(v): str(k) for k, v in zip(ds["loop"].values, ds["loop_variables"].values)}
+        assert sorted(label.split()[0] for label in labels) == sorted(
+            [ids["A -> Births"], ids["A -> Transfer"]]
+        )
+        tops = [c for c in below.collections if len(c.get_paths())]
+        ys = np.concatenate([p.vertices[:, 1] for c in tops for p in c.get_paths()])
+        assert ys.max() == pytest.approx(births.max(), rel=1e-9)
+        assert ys.min() == pytest.approx((births - 1).min(), rel=1e-9)
+        assert "2 loops through A" in below.get_title(loc="left")
+    finally:
+        plt.close(fig)
+    png = tmp_path / "a.png"
+    result = cli("loops", "--model", coupled, "--variable", "A", "--plot", png)
+    assert result.code == 0, result.err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 BAD_LOOPS = {
     "--at after the run": (["--at", "25"], "outside the run's times 0 to 20"),
     "--at before the run": (["--at", "-1"], "outside the run's times"),

@@ -92,6 +92,7 @@ def cmd_loops(args) -> int:
                 variable,
                 plot,
                 title=f"Loop dominance in {sc.name}: what drives {variable}",
+                only_through=of is not None,  # --variable: its loops, as the periods count
             )
         )
         wrote.append(plot)
