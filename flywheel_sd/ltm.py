@@ -905,16 +905,16 @@ def dominance_periods(ds, threshold: float = DOMINANCE, *, variable: str | None 
         Dominance for one stock or any variable: only the loops that pass through it count,
         their relative scores renormalised among themselves (`variable_scores`), so the
         shares are of the change that those loops explain. The LTM papers define the
-        relative loop score, and dominance, for a whole cycle partition, not a variable
-        (Schoenberg, Davidsen & Eberlein 2020, section "loop dominance"); Simlin (pysimlin,
-        ``Run.dominant_periods``; ``calculate_dominant_periods`` in its engine's
-        ``ltm_dominance.rs``) likewise computes dominant periods per partition only and has
-        no per-variable view (``Loop.contains_variable`` only filters its loops). The
-        per-variable view here is the common practical reading, the loops that pass
-        through the variable competing among themselves: not a published LTM measure
-        (per-stock measures in the literature are the pathway participation metric and
-        loop impact, which attribute a stock's change differently). A variable in no loop
-        gives an empty table whose ``attrs["note"]`` says so.
+        relative loop score, and dominance (a loop set explaining at least 50% of the
+        change), for the whole model or cycle partition, not for a stock (Schoenberg,
+        Davidsen & Eberlein 2020); Simlin (pysimlin ``Run.dominant_periods``, from
+        ``calculate_dominant_periods`` in its engine's ``ltm_dominance.rs``) likewise
+        computes dominant periods per partition only and has no per-variable view
+        (``Loop.contains_variable`` only tests membership). So the per-variable view here
+        is the common practical reading, the loops through the variable competing among
+        themselves, and not a published LTM measure; the per-stock measures of the
+        literature are other methods (the pathway participation metric, loop impact).
+        A variable in no loop gives an empty table whose ``attrs["note"]`` says so.
 
     Returns
     -------
@@ -1177,7 +1177,11 @@ def describe_dominance(
             f"{text[0].upper()}{text[1:]}, explaining about {round(100 * share)}% of the change."
         )
     inside = [(a, b) for a, b, _, _ in items]
-    rest = covered - sum(b - a for a, b in inside)
+    told_time, reach = 0.0, -math.inf  # the time the sentences cover (their union)
+    for a, b in sorted(inside):
+        told_time += max(0.0, b - max(a, reach))
+        reach = max(reach, b)
+    rest = covered - told_time
     if covered > 0 and rest / covered >= 0.05:
         time_of: dict[str, float] = defaultdict(float)
         for r in raw:
