@@ -216,6 +216,8 @@ class _Target:
     sigma_given: bool
     ends: np.ndarray | None = None  # period rows: model time each period ends
     aggregate: str = "mean"  # over a period: "mean" (levels) or "sum" (flows' integral)
+    # ("mean", weight): the period's mean weighted by another output (a share of a flow)
+    weight_fn: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None
 
 
 def _recorded(model: Model) -> list[str]:
@@ -490,9 +492,23 @@ def _targets(
     for key, how in (aggregate or {}).items():
         if key not in labels:
             raise ParameterError(unknown_name_message("aggregate key", str(key), labels))
-        if how not in ("mean", "sum"):
-            raise ParameterError(f"aggregate of {key!r} is 'mean' or 'sum', not {how!r}")
         target = targets[labels.index(key)]
+        if isinstance(how, (tuple, list)) and len(how) == 2 and how[0] == "mean":
+            if target.vector_fn is None:
+                raise DataError(
+                    f"data {key!r}: a weighted mean needs an output or expression as its key, "
+                    "not a callable"
+                )
+            weight_vars, target.weight_fn = _parse_expression(str(how[1]), names)
+            for v in weight_vars:
+                if model.dims_of(v):
+                    raise DataError(f"data {key!r}: the weight {v!r} is subscripted")
+            target.variables += [v for v in weight_vars if v not in target.variables]
+            how = "mean"
+        elif how not in ("mean", "sum"):
+            raise ParameterError(
+                f"aggregate of {key!r} is 'mean', 'sum' or ('mean', WEIGHT), not {how!r}"
+            )
         if target.ends is None:
             raise DataError(
                 f"data {key!r}: aggregate needs periods (a DataFrame with period_start, "
@@ -703,7 +719,14 @@ class _Batch:
                     full = np.broadcast_to(
                         np.asarray(target.vector_fn(cols), dtype=float), (n, len(self.times))
                     )
-            pred = full @ W.T
+            if target.weight_fn is not None:  # (∫ y w) / (∫ w) over each period
+                with np.errstate(all="ignore"):
+                    w = np.broadcast_to(
+                        np.asarray(target.weight_fn(cols), dtype=float), (n, len(self.times))
+                    )
+                    pred = ((full * w) @ W.T) / (w @ W.T)
+            else:
+                pred = full @ W.T
             pred[~ok] = np.nan
             preds.append(pred)
         return preds
@@ -948,7 +971,7 @@ def calibrate(
     start: Mapping[str, float] | None = None,
     integrator: str = "euler",
     outputs: Iterable[str] | None = None,
-    aggregate: Mapping[str, str] | None = None,
+    aggregate: Mapping[str, Any] | None = None,
     popsize: int = 15,
     maxiter: int = 100,
     max_nfev: int | None = None,
@@ -975,7 +998,9 @@ def calibrate(
         at the data times, which must lie within the run. Periods: a DataFrame shaped like
         `flywheel_sd.reference_data` (``period_start``, ``period_end``, ``value``, optional
         ``sigma`` and ``sampling``) is compared with the model's mean over each period, or
-        its integral with `aggregate` "sum" (annual revenue from a monthly flow); a date
+        its integral with `aggregate` "sum" (annual revenue from a monthly flow), or its mean
+        weighted by another output with ``("mean", "GMV")`` (a yearly share of sales, as
+        `flywheel_sd.data.plausibility` reads a share); a date
         period ends the day after ``period_end``.
     params : names, or mapping name -> (low, high) or None
         The constants to fit. Bounds default to the documented ranges (``model.ranges``);
@@ -1001,8 +1026,9 @@ def calibrate(
         The integration method of each run (default Euler, as Vensim; see `simulate`).
     outputs : names, optional
         Variables a callable in `data` reads (default: every recorded variable).
-    aggregate : mapping label -> "mean" or "sum", optional
-        How period data read the model (default "mean"; "sum" for flows).
+    aggregate : mapping label -> "mean", "sum" or ("mean", WEIGHT), optional
+        How period data read the model (default "mean"; "sum" for flows; the mean weighted
+        by the output or expression WEIGHT for a share of a flow).
     popsize, maxiter : int
         Global start: population per parameter and generations (DE); LHS uses popsize * k
         points (at least 20).

@@ -812,3 +812,51 @@ def test_real_series_fit_is_finite_and_inside_bounds():
         assert lo <= result.params[p] <= hi
         assert (result.bounds.at[p, "prior_low"], result.bounds.at[p, "prior_high"]) == (lo, hi)
     np.testing.assert_allclose(result.residuals[c.variable]["data"], rows["value"])
+
+
+def test_weighted_mean_over_periods_reads_a_share_as_plausibility_does(logistic):
+    """("mean", WEIGHT): a period's mean of an output weighted by another, as
+    plausibility.period_value reads a share of a flow; calibrating to such rows generated
+    at known parameters recovers them."""
+    from flywheel_sd.data.plausibility import period_value
+
+    truth = {"Growth Rate": 0.6, "Capacity": 1500.0}
+    run = fw.simulate(logistic, truth, method="euler", return_columns=["Growth", "Population"])
+    run["Fill"] = run["Population"] / truth["Capacity"]
+    rows = pd.DataFrame(
+        {
+            "period_start": pd.to_datetime(["2020-01-01", "2020-07-01", "2021-01-01"]),
+            "period_end": pd.to_datetime(["2020-06-30", "2020-12-31", "2021-06-30"]),
+            "value": [
+                period_value(run, "Fill", a, a + 6, "share", weight="Growth") for a in (0, 6, 12)
+            ],
+        }
+    )
+    result = fw.calibrate(
+        logistic,
+        {"Population / Capacity": rows},
+        list(truth),
+        aggregate={"Population / Capacity": ("mean", "Growth")},
+        time_map="2020-01-01",
+        seed=0,
+        identifiability=False,
+    )
+    for p, v in truth.items():
+        assert result.params[p] == pytest.approx(v, rel=1e-5)
+    res = result.residuals["Population / Capacity"]
+    np.testing.assert_allclose(res["model"], rows["value"], rtol=1e-6)
+    # weighted and plain means differ here (growth is uneven within a half-year)
+    plain = [period_value(run, "Fill", a, a + 6, "level") for a in (0, 6, 12)]
+    assert not np.allclose(plain, rows["value"], rtol=1e-3)
+    common = {"time_map": "2020-01-01"}
+    with pytest.raises(ParameterError, match=r"is 'mean', 'sum' or \('mean', WEIGHT\)"):
+        fw.calibrate(
+            logistic, {"Population": rows}, ["Capacity"],
+            aggregate={"Population": ("median", "Growth")}, **common,
+        )  # fmt: skip
+    with pytest.raises(DataError, match="Growht") as info:
+        fw.calibrate(
+            logistic, {"Population": rows}, ["Capacity"],
+            aggregate={"Population": ("mean", "Growht")}, **common,
+        )  # fmt: skip
+    assert "Growth" in str(info.value) and "\n" not in str(info.value)
