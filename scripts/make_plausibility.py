@@ -16,6 +16,7 @@ It prints each figure beside the model's value and the factor between them.
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -35,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "docs" / "img" / "plausibility.png"
 TIMES, DIVIDED = "\u00d7", "\u00f7"  # the multiplication and division signs
 DATA_COLOUR, MODEL_COLOUR, EVENT_COLOUR = "#4a7ab5", "#d9541e", "#777777"
+FITTED_COLOUR = "#2a9d4b"
 WISH = pl.TIME_MAPS["wish_at_scale"]
 AMAZON = pl.TIME_MAPS["amazon_marketplace"]
 
@@ -64,6 +66,14 @@ def _wish_events(ax, as_year: bool) -> list:
     return handles
 
 
+def _fitted_label(scenario: str) -> str:
+    """The fitted scenario's legend entry: its name and fitted values."""
+    case = next(f for f in pl.FITS if f.base == scenario)
+    params = fw.scenarios.get(case.name).params
+    values = ", ".join(f"{k} {format_number(params[k], 3)}" for k in case.params)
+    return textwrap.fill(f"fitted ({case.name}): {values}", 52)
+
+
 def _legend(ax, title: str | None = None) -> None:
     """The panel's legend under it, so that it hides no data."""
     ax.legend(
@@ -76,7 +86,7 @@ def _legend(ax, title: str | None = None) -> None:
     )
 
 
-def revenue_panel(ax, frames, table) -> None:
+def revenue_panel(ax, frames, table, fitted) -> None:
     data = table[table["series"] == "wish_revenue"]
     years = data["period_start"].dt.year
     ax.bar(years, data["value"], width=0.6, color=DATA_COLOUR, alpha=0.8, label="Wish (S-1, 10-K)")
@@ -88,6 +98,16 @@ def revenue_panel(ax, frames, table) -> None:
         color=MODEL_COLOUR,
         lw=2,
         label="model: Platform Revenue summed over the year",
+    )
+    fit = pl.annual(fitted["wish_at_scale"], WISH, "Platform Revenue", "flow")
+    ax.plot(
+        fit.index,
+        fit.values,
+        "s--",
+        color=FITTED_COLOUR,
+        lw=2,
+        ms=5,
+        label=_fitted_label("wish_at_scale"),
     )
     for year, value, ratio in zip(years, data["value"], data["ratio"]):
         ax.annotate(
@@ -108,11 +128,11 @@ def revenue_panel(ax, frames, table) -> None:
     ax.xaxis.set_major_locator(ticker.MultipleLocator(1))
     ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%d"))
     ax.tick_params(axis="x", labelrotation=45)
-    ax.set_ylim(0, max(data["value"].max(), model.max()) * 1.25)
+    ax.set_ylim(0, max(data["value"].max(), model.max(), fit.max()) * 1.25)
     _legend(ax, title=f"{TIMES}: model {DIVIDED} Wish, over each bar")
 
 
-def users_panel(ax, frames, table) -> None:
+def users_panel(ax, frames, table, fitted) -> None:
     run = frames["wish_at_scale"]
     ax.plot(
         pl.calendar(run, WISH),
@@ -120,6 +140,15 @@ def users_panel(ax, frames, table) -> None:
         color=MODEL_COLOUR,
         lw=2,
         label="model: Total Buyers (active buyers and members)",
+    )
+    fit = fitted["wish_at_scale"]
+    ax.plot(
+        pl.calendar(fit, WISH),
+        fit["Total Buyers"],
+        "--",
+        color=FITTED_COLOUR,
+        lw=2,
+        label=_fitted_label("wish_at_scale"),
     )
     data = table[table["series"] == "wish_mau"]
     for _, row in data.iterrows():
@@ -165,7 +194,7 @@ def users_panel(ax, frames, table) -> None:
     _legend(ax)
 
 
-def share_panel(ax, frames, table) -> None:
+def share_panel(ax, frames, table, fitted) -> None:
     run = frames["amazon_marketplace"]
     ax.plot(
         pl.calendar(run, AMAZON),
@@ -173,6 +202,15 @@ def share_panel(ax, frames, table) -> None:
         color=MODEL_COLOUR,
         lw=2,
         label="model: Third Party Share (monthly)",
+    )
+    fit = fitted["amazon_marketplace"]
+    ax.plot(
+        pl.calendar(fit, AMAZON),
+        fit["Third Party Share"],
+        "--",
+        color=FITTED_COLOUR,
+        lw=2,
+        label=_fitted_label("amazon_marketplace"),
     )
     data = table[table["series"] == "amazon_third_party_share"]
     middle = data["period_start"] + pd.DateOffset(months=6)
@@ -206,26 +244,28 @@ def share_panel(ax, frames, table) -> None:
 
 
 def draw(path: Path = OUT) -> pd.DataFrame:
-    frames = pl.runs()
+    frames, fitted = pl.runs(), pl.runs(fitted=True)
     table = pl.plausibility(frames=frames)
-    fig, axes = plt.subplots(1, 3, figsize=(18, 7.5), layout="constrained")
-    revenue_panel(axes[0], frames, table)
-    users_panel(axes[1], frames, table)
-    share_panel(axes[2], frames, table)
+    fig, axes = plt.subplots(1, 3, figsize=(18, 8), layout="constrained")
+    revenue_panel(axes[0], frames, table, fitted)
+    users_panel(axes[1], frames, table, fitted)
+    share_panel(axes[2], frames, table, fitted)
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(
-        "The unfitted model beside published figures: Wish (scenario wish_at_scale) and "
-        "Amazon (scenario amazon_marketplace)",
+        "The model beside published figures, unfitted and fitted: Wish (scenario "
+        "wish_at_scale) and Amazon (scenario amazon_marketplace)",
         fontsize=14,
     )
     fig.text(
         0.5,
         -0.01,
-        "Not fitted: wish_at_scale is wish_deposit with every extensive constant (market, "
+        "Unfitted: wish_at_scale is wish_deposit with every extensive constant (market, "
         "seller pool, money) times 10, Wish's order of magnitude; amazon_marketplace is run as "
-        "shipped. Calibration is issue 13.\nSources: flywheel_sd/data/SOURCES.md. "
-        "Discussion, time maps and the factors measured: docs/plausibility.md.",
+        "shipped. Fitted (dashed): the same scenarios with the constants named in the legend "
+        "fitted by flywheel_sd.calibrate (scripts/fit_cases.py).\nSources: "
+        "flywheel_sd/data/SOURCES.md. Discussion, time maps and the factors measured: "
+        "docs/plausibility.md.",
         ha="center",
         va="top",
         fontsize=10,
@@ -239,12 +279,27 @@ def draw(path: Path = OUT) -> pd.DataFrame:
 def main(argv: list[str]) -> int:
     path = Path(argv[0]) if argv else OUT
     table = draw(path)
+    fitted = pl.plausibility(fitted=True)
+    table = table.assign(fitted=fitted["model"].to_numpy(), fitted_factor=fitted["factor"])
     shown = table.assign(
         period=table["period_start"].dt.strftime("%Y-%m"),
         data=table["value"].map(lambda v: format_number(v, 3)),
         model_value=table["model"].map(lambda v: format_number(v, 3)),
         factor_=table["factor"].map(lambda v: f"{v:.2f}"),
-    )[["series", "period", "sampling", "data", "model_value", "factor_"]]
+        fitted_value=table["fitted"].map(lambda v: format_number(v, 3)),
+        fitted_factor_=table["fitted_factor"].map(lambda v: f"{v:.2f}"),
+    )[
+        [
+            "series",
+            "period",
+            "sampling",
+            "data",
+            "model_value",
+            "factor_",
+            "fitted_value",
+            "fitted_factor_",
+        ]
+    ]
     print(shown.to_string(index=False))
     print(f"wrote {path}")
     return 0

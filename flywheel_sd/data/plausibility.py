@@ -10,8 +10,12 @@ the calendar. A figure for a period is compared with the run over the same perio
 - a share (third-party share of orders and GMV) with its mean weighted by the flow it is a
   share of (GMV), as a yearly share of a year's sales is.
 
-The comparison says whether the model is of the right size and shape; it is not a fit
-(calibration is issue 13's job). docs/plausibility.md shows and discusses it.
+The comparison of the shipped scenarios says whether the unfitted model is of the right size
+and shape. `FITS` go one step further: each fits a few constants of a case's scenario to its
+series with `flywheel_sd.calibrate` (inside their documented ranges) and is stored as a
+scenario (``wish_fitted``, ``amazon_fitted``; written by scripts/fit_cases.py), so that
+``runs(fitted=True)`` and ``plausibility(fitted=True)`` compare the fitted model.
+docs/plausibility.md shows and discusses both.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,10 +32,14 @@ from . import reference_data
 
 __all__ = [
     "COMPARISONS",
+    "FITS",
     "TIME_MAPS",
     "Comparison",
+    "Fit",
     "annual",
     "calendar",
+    "fit",
+    "fitted_name",
     "model_month",
     "period_value",
     "plausibility",
@@ -70,6 +79,52 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("wish_merchants", "wish_at_scale", "Total Active Sellers", "level"),
     Comparison(
         "amazon_third_party_share", "amazon_marketplace", "Third Party Share", "share", "GMV"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fit of `params` (name -> (low, high), or None for the documented range) of the
+    scenario `base` to the compared `series`, stored as the scenario `name` (which extends
+    `base`). The payoff is on log values: the series are shares or span a factor of five."""
+
+    name: str
+    base: str
+    series: tuple[str, ...]
+    params: Mapping[str, tuple[float, float] | None]
+    why: str
+    seed: int = 1
+
+    @property
+    def comparisons(self) -> list[Comparison]:
+        return [c for c in COMPARISONS if c.series in self.series]
+
+
+FITS: tuple[Fit, ...] = (
+    Fit(
+        "wish_fitted",
+        "wish_at_scale",
+        ("wish_revenue", "wish_mau"),
+        {"Shipping Delay Shock Size": None, "Shipping Delay Shock Time": (72.0, 96.0)},
+        why=(
+            "when and how much longer deliveries got, between 2020 (COVID-19 grounded the "
+            "flights that carried parcels from China) and 2021 (the freight crunch)"
+        ),
+    ),
+    Fit(
+        "amazon_fitted",
+        "amazon_marketplace",
+        ("amazon_third_party_share",),
+        {
+            "Online Market Growth Rate": (0.005, 0.012),
+            "Normal Seller Entry Fraction": None,
+            "First Party Catalogue": None,
+        },
+        why=(
+            "how fast the online market grew (within 0.5-1.2% a month), how readily "
+            "merchants joined, and how large Amazon's own catalogue was"
+        ),
     ),
 )
 
@@ -161,39 +216,89 @@ def _chosen(series: str | Iterable[str] | None) -> list[Comparison]:
     return [by_name[n] for n in names]
 
 
-def runs(series: str | Iterable[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Scenario -> its monthly run, long enough to cover the reference periods of the
-    compared `series` (default: all), with the columns they need."""
+def _final_time(scenario: str, chosen: list[Comparison]) -> float:
+    """The model's final time, or later if `chosen`'s reference periods of `scenario` end
+    later."""
     from .. import scenarios
+
+    origin = TIME_MAPS[scenario]
+    data = reference_data([c.series for c in chosen if c.scenario == scenario])
+    last = max(_span(row, origin)[1] for _, row in data.iterrows())
+    model = scenarios.get(scenario).load_model()
+    return max(model.time_settings()["final_time"], float(math.ceil(last)))
+
+
+def fitted_name(scenario: str) -> str:
+    """The fitted scenario of a compared scenario (`FITS`)."""
+    return next(f.name for f in FITS if f.base == scenario)
+
+
+def runs(
+    series: str | Iterable[str] | None = None, fitted: bool = False
+) -> dict[str, pd.DataFrame]:
+    """Scenario -> its monthly run, long enough to cover the reference periods of the
+    compared `series` (default: all), with the columns they need. `fitted`: run each
+    scenario's fitted version (`FITS`) instead, still keyed by the compared scenario."""
     from ..scenarios.compare import run_scenario
 
     chosen = _chosen(series)
-    data = reference_data([c.series for c in chosen])
     out: dict[str, pd.DataFrame] = {}
     for scenario in dict.fromkeys(c.scenario for c in chosen):
-        origin = TIME_MAPS[scenario]
-        rows = data[data["series"].isin([c.series for c in chosen if c.scenario == scenario])]
-        last = max(_span(row, origin)[1] for _, row in rows.iterrows())
-        model = scenarios.get(scenario).load_model()
-        final = max(model.time_settings()["final_time"], float(math.ceil(last)))
         columns = sorted({col for c in chosen if c.scenario == scenario for col in c.columns})
         out[scenario] = run_scenario(
-            scenario, final_time=final, saveper=1.0, return_columns=columns
+            fitted_name(scenario) if fitted else scenario,
+            final_time=_final_time(scenario, chosen),
+            saveper=1.0,
+            return_columns=columns,
         )
     return out
+
+
+def fit(case: Fit | str, **options: Any):
+    """Fit `case` (a `Fit` or its name) with `flywheel_sd.calibrate`: each series is
+    compared over its reference periods as `plausibility` reads it (a flow summed over the
+    period, a level or share averaged; a share unweighted here), on log values. `options`
+    go to calibrate (e.g. ``profile=False``)."""
+    from ..calibration import calibrate
+
+    if isinstance(case, str):
+        case = next((f for f in FITS if f.name == case), None) or _unknown_fit(case)
+    chosen = case.comparisons
+    data = {c.variable: reference_data(c.series) for c in chosen}
+    aggregate = {c.variable: "sum" for c in chosen if c.kind == "flow"}
+    return calibrate(
+        case.base,
+        data,
+        dict(case.params),
+        payoff="log",
+        time_map=TIME_MAPS[case.base],
+        aggregate=aggregate,
+        seed=case.seed,
+        final_time=_final_time(case.base, chosen),
+        **options,
+    )
+
+
+def _unknown_fit(name: str):
+    from ..errors import ParameterError
+
+    raise ParameterError(f"no fit named {name!r}; fits: {', '.join(f.name for f in FITS)}")
 
 
 def plausibility(
     series: str | Iterable[str] | None = None,
     frames: Mapping[str, pd.DataFrame] | None = None,
+    fitted: bool = False,
 ) -> pd.DataFrame:
     """The reference rows of the compared `series` (default: all) with the model beside
     them: ``scenario``, ``variable``, ``model_start`` and ``model_end`` (model months),
     ``model`` (the run's value for the period, in the row's unit), ``ratio`` (model /
     value) and ``factor`` (max(ratio, 1 / ratio): 1 is a match, 3 is three times too large
-    or too small). `frames`: the runs to read (``runs()``'s), to save running again."""
+    or too small). `frames`: the runs to read (``runs()``'s), to save running again;
+    `fitted`: compare the fitted scenarios (`FITS`; ``scenario`` names them)."""
     chosen = _chosen(series)
-    frames = dict(frames) if frames is not None else runs([c.series for c in chosen])
+    if frames is None:
+        frames = runs([c.series for c in chosen], fitted=fitted)
     rows = []
     for c in chosen:
         origin = TIME_MAPS[c.scenario]
@@ -204,7 +309,7 @@ def plausibility(
             rows.append(
                 {
                     **row.to_dict(),
-                    "scenario": c.scenario,
+                    "scenario": fitted_name(c.scenario) if fitted else c.scenario,
                     "variable": c.variable,
                     "model_start": start,
                     "model_end": end,
