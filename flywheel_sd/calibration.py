@@ -1020,8 +1020,9 @@ def calibrate(
     seed : int, optional
         Seeds the global start (and MCMC): the same seed gives the same result.
     start : mapping name -> value, optional
-        A starting point (included in the global start; the only start of "least_squares",
-        whose default is the middle of the bounds).
+        A starting point: included in the global start and polished as well as its best
+        point (the better polish wins); the only start of "least_squares", whose default is
+        the middle of the bounds.
     integrator : str
         The integration method of each run (default Euler, as Vensim; see `simulate`).
     outputs : names, optional
@@ -1111,6 +1112,9 @@ def calibrate(
 
     # 1-2. global start, local polish
     candidates = _global(problem, method, k, seed, u0, popsize, maxiter)
+    if u0 is not None and not any(np.array_equal(u0, c) for c in candidates):
+        candidates.append(u0)  # a given start is polished too: the global start's best
+        # point (by its unpolished payoff) may polish to a worse optimum than the start
     best: tuple[np.ndarray, float, bool] | None = None
     for cand in candidates:
         u, f, ok = _local(problem, cand, np.arange(k), {}, max_nfev)

@@ -860,3 +860,32 @@ def test_weighted_mean_over_periods_reads_a_share_as_plausibility_does(logistic)
             aggregate={"Population": ("mean", "Growht")}, **common,
         )  # fmt: skip
     assert "Growth" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_given_start_is_polished_beside_the_global_start(logistic, monkeypatch):
+    """A start given by the user is polished as well as the global start's best point (by
+    its unpolished payoff, the global start may pick a point that polishes to a worse
+    optimum than the start), and the better polish wins."""
+    from flywheel_sd import calibration
+
+    truth = {"Growth Rate": 0.6, "Capacity": 1500.0}
+    data = _noisy(logistic, truth, "Population", sigma=20.0, seed=3)
+    start = {"Growth Rate": 1.0, "Capacity": 4000.0}
+    polished = []
+    real_local = calibration._local
+
+    def local(problem, u0, free, fixed, *args, **kw):
+        if len(free) == 2:
+            polished.append(problem.x(np.asarray(u0)[None, :])[0])
+        return real_local(problem, u0, free, fixed, *args, **kw)
+
+    monkeypatch.setattr(calibration, "_local", local)
+    result = fw.calibrate(
+        logistic, {"Population": (data, 20.0)}, list(truth), method="de+least_squares",
+        popsize=2, maxiter=1, seed=5, start=start, profile=False, identifiability=False,
+    )  # fmt: skip
+    starts = [dict(zip(truth, x)) for x in polished]
+    assert any(s == pytest.approx(start) for s in starts), starts
+    assert len(starts) == 2
+    for p, v in truth.items():
+        assert result.params[p] == pytest.approx(v, rel=0.1)
