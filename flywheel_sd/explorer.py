@@ -712,7 +712,9 @@ class Explorer:
             lambda e: self._request_loops(self.current) if e.new else None, "value"
         )
         self.loop_note = pn.pane.Markdown("", width=290, margin=(0, 10))
-        self.loop_table = pn.pane.DataFrame(None, index=False, width=290, margin=(0, 10))
+        self.loop_table = pn.pane.DataFrame(
+            None, index=False, width=290, margin=(0, 10), styles={"font-size": "85%"}
+        )
         self.loop_story = pn.pane.Markdown(
             "", width=290, margin=(0, 10), styles={"font-size": "85%", "color": "#444"}
         )
@@ -728,7 +730,7 @@ class Explorer:
             width=290,
             tools="",
             toolbar_location=None,
-            x_range=self.figures[0].x_range if self.figures else (self.t0, self.t1),
+            x_range=(self.t0, self.t1),
             y_range=(0, 1),
             x_axis_label=f"time ({unit_many})" if unit_many else "time",
             y_axis_label="|relative loop score|",
@@ -746,10 +748,13 @@ class Explorer:
             location=self.t1, dimension="height", line_color="#333", line_dash="dashed"
         )
         fig.add_layout(self.loop_marker)
-        fig.legend.location = "top_left"
-        fig.legend.label_text_font_size = "7.5pt"
-        fig.legend.background_fill_alpha = 0.6
-        fig.legend.orientation = "horizontal"
+        legend = fig.legend[0]
+        legend.orientation = "horizontal"
+        legend.label_text_font_size = "7.5pt"
+        legend.glyph_width = legend.glyph_height = 12
+        legend.spacing = 2
+        legend.padding = 2
+        fig.add_layout(legend, "below")  # under the chart, not over the bands
         self.loop_figure = fig
         self.loops_ds: Any = None  # the last loop analysis (ltm.loop_dominance's Dataset)
         self.loop_periods: Any = None  # and its ltm.dominance_periods
@@ -799,12 +804,14 @@ class Explorer:
         )
         main = pn.Column(
             self.message,
-            pn.Row(self.plots, loops),
+            self.plots,
             self.windows_note,
             pn.pane.Markdown("**Metrics** (change from the reference)", margin=(0, 10)),
             self.metrics_pane,
         )
-        return pn.Column(header, pn.Row(sidebar, main))
+        # the loop panel beside the plots: a third column (a row of the plots and the panel
+        # inside `main` makes Bokeh lay the grid out at a few pixels)
+        return pn.Column(header, pn.Row(sidebar, main, loops))
 
     # -- scenario in, params out ----------------------------------------------------------
     def _apply_scenario(self, sc: Scenario) -> None:
@@ -1293,7 +1300,7 @@ class Explorer:
             )
         shown = table.assign(
             share=[f"{100 * v:.0f}%" for v in table["share"]],
-            dominant=["yes" if v else "" for v in table["dominant"]],
+            dominant=["\N{CHECK MARK}" if v else "" for v in table["dominant"]],
         ).drop(columns="named")
         self.loop_table.object = shown
 
@@ -1303,7 +1310,7 @@ class Explorer:
         import numpy as np
 
         empty: dict[str, list] = {"xs": [], "ys": [], "color": [], "label": []}
-        if ds.sizes.get("loop", 0) == 0:
+        if ds.sizes.get("loop", 0) == 0 or ds.sizes.get("time", 0) == 0:
             self.loop_source.data = empty
             return
         rel = np.abs(ds["relative_score"].to_numpy())
@@ -1312,11 +1319,18 @@ class Explorer:
         members = np.flatnonzero(partition == partition[strongest])
         members = members[np.argsort(-rel[members].mean(axis=1), kind="stable")]
         times = ds["time"].to_numpy()
-        stride = max(1, len(times) // 400)
-        t = times[::stride]
-        bands = [(str(ds["loop"].values[i]), rel[i, ::stride]) for i in members[:LOOP_BANDS]]
+        # means over blocks of steps (about 150 blocks): the lead passes back and forth
+        # for a step or two, which would only be noise at this size
+        block = max(1, len(times) // 150)
+        n = len(times) // block * block
+
+        def mean(values):
+            return values[..., :n].reshape(*values.shape[:-1], -1, block).mean(axis=-1)
+
+        t = mean(times)
+        bands = [(str(ds["loop"].values[i]), mean(rel[i])) for i in members[:LOOP_BANDS]]
         if len(members) > LOOP_BANDS:
-            bands.append(("other", rel[members[LOOP_BANDS:], ::stride].sum(axis=0)))
+            bands.append(("other", mean(rel[members[LOOP_BANDS:]]).sum(axis=0)))
         lower = np.zeros(len(t))
         data = empty
         for k, (label, values) in enumerate(bands):

@@ -59,6 +59,21 @@ return null;
 """
 
 
+#: The overlaid lines of the compared scenarios (the source named "explorer-compared").
+COMPARED_JS = """
+for (const doc of (window.Bokeh && Bokeh.documents) || []) {
+  const m = doc.get_model_by_name('explorer-compared');
+  if (m) {
+    const out = {};
+    const plain = (x) => (typeof x === 'string' || x.length === undefined ? x : Array.from(x));
+    for (const [k, v] of Object.entries(m.data)) out[k] = Array.from(v, plain);
+    return out;
+  }
+}
+return null;
+"""
+
+
 def missing() -> str | None:
     """Why the browser test cannot run here (None: it can)."""
     if not CHROMIUM.exists():
@@ -97,7 +112,9 @@ def served(*args: str, env: dict | None = None, timeout: float = 180):
                     out = log.read().decode(errors="replace")
                     raise RuntimeError(f"flywheel explore exited ({proc.returncode}): {out}")
                 try:
-                    with urllib.request.urlopen(url, timeout=5):
+                    # a slow first page must not time out and be asked for again: each
+                    # request builds a session, and a pile of them slows the server more
+                    with urllib.request.urlopen(url, timeout=120):
                         break
                 except OSError:
                     if time.monotonic() > deadline:
@@ -165,6 +182,23 @@ def settled(driver, old: list, pause: float = 1.0) -> dict | None:
     time.sleep(pause)
     again = plotted(driver)
     return again if again == first else None
+
+
+def compared(driver) -> dict | None:
+    """The overlaid lines: ``name``, ``xs`` and ``ys_<panel>`` (a list per scenario)."""
+    return driver.execute_script(COMPARED_JS)
+
+
+def pick(driver, label: str, option: str) -> None:
+    """Choose `option` in the multi-choice box labelled `label`, as a user does: open its
+    list, click the option."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = find(driver, label, "input.choices__input--cloned")
+    click(driver, box)
+    choice = find(driver, label, f'.choices__item--choice[data-value="{option}"]')
+    click(driver, choice)
+    box.send_keys(Keys.ESCAPE)  # close the list
 
 
 def click(driver, element) -> None:
