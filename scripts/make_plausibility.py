@@ -74,6 +74,19 @@ def _fitted_label(scenario: str) -> str:
     return textwrap.fill(f"fitted ({case.name}): {values}", 52)
 
 
+def _fitted_line(ax, fitted, scenario: str, variable: str) -> None:
+    """The fitted run of `scenario`'s case: `variable` over calendar dates, dashed."""
+    run = fitted[scenario]
+    ax.plot(
+        pl.calendar(run, pl.TIME_MAPS[scenario]),
+        run[variable],
+        "--",
+        color=FITTED_COLOUR,
+        lw=2,
+        label=_fitted_label(scenario),
+    )
+
+
 def _legend(ax, title: str | None = None) -> None:
     """The panel's legend under it, so that it hides no data."""
     ax.legend(
@@ -141,15 +154,7 @@ def users_panel(ax, frames, table, fitted) -> None:
         lw=2,
         label="model: Total Buyers (active buyers and members)",
     )
-    fit = fitted["wish_at_scale"]
-    ax.plot(
-        pl.calendar(fit, WISH),
-        fit["Total Buyers"],
-        "--",
-        color=FITTED_COLOUR,
-        lw=2,
-        label=_fitted_label("wish_at_scale"),
-    )
+    _fitted_line(ax, fitted, "wish_at_scale", "Total Buyers")
     data = table[table["series"] == "wish_mau"]
     for _, row in data.iterrows():
         text = f"{format_number(row['value'], 3)} (model {DIVIDED} Wish {TIMES}{row['ratio']:.2f})"
@@ -203,15 +208,7 @@ def share_panel(ax, frames, table, fitted) -> None:
         lw=2,
         label="model: Third Party Share (monthly)",
     )
-    fit = fitted["amazon_marketplace"]
-    ax.plot(
-        pl.calendar(fit, AMAZON),
-        fit["Third Party Share"],
-        "--",
-        color=FITTED_COLOUR,
-        lw=2,
-        label=_fitted_label("amazon_marketplace"),
-    )
+    _fitted_line(ax, fitted, "amazon_marketplace", "Third Party Share")
     data = table[table["series"] == "amazon_third_party_share"]
     middle = data["period_start"] + pd.DateOffset(months=6)
     ax.plot(
