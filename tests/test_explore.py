@@ -3,12 +3,20 @@ app in headless Chromium."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import math
+import os
 import subprocess
 import sys
+import threading
+import tomllib
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import xarray as xr
 
 import flywheel_sd as fw
 from flywheel_sd.errors import FlywheelError, NonFiniteError
@@ -17,8 +25,39 @@ pytest.importorskip("panel", reason='the explorer needs Panel: pip install "flyw
 
 from _browser import missing
 from _shared import FRAGILE
+from conformance_mdl import vensim
 
+from flywheel_sd import explorer as explorer_module
+from flywheel_sd import ltm
 from flywheel_sd.explorer import Explorer, _column
+
+# Customers in two regions, each growing at its own rate: a subscripted lever (a reinforcing
+# loop per region, too).
+REGIONS = vensim(
+    "Region: North, South",
+    "Customers[Region] = INTEG(New Customers[Region], 10) ~ people",
+    "New Customers[Region] = Growth[Region] * Customers[Region] ~ people/Month",
+    "Growth[Region] = 0.05, 0.02 ~ 1/Month [0, 0.2] ~ Monthly growth of the customers.",
+    final_time=10,
+    time_step=0.25,
+)
+# A stock filled at a constant rate: no feedback loop at all.
+NO_LOOPS = vensim(
+    "Stock = INTEG(Inflow, 0) ~ units",
+    "Inflow = Rate ~ units/Month",
+    "Rate = 2 ~ units/Month [0, 10]",
+    final_time=10,
+    time_step=0.25,
+)
+# A constant over two subscript ranges.
+GRID = vensim(
+    "Region: North, South",
+    "Channel: Web, Shop",
+    "Sales[Region, Channel] = INTEG(Rate[Region, Channel], 0) ~ units",
+    "Rate[Region, Channel] = 1, 2; 3, 4; ~ units/Month [0, 10]",
+    final_time=4,
+    time_step=0.25,
+)
 
 
 @pytest.fixture
@@ -229,6 +268,239 @@ def test_the_csv_holds_both_runs(explorer):
     table = pd.read_csv(io.StringIO(explorer.csv()))
     assert set(table["scenario"]) == {"explored", "baseline"}
     assert {"time", "Seller Entry", "GMV", "Active Sellers[High]"} <= set(table.columns)
+
+
+# -- scenarios overlaid ----------------------------------------------------------------------
+def test_compared_scenarios_are_overlaid_as_their_own_runs(explorer, monkeypatch):
+    names = ["wish_deposit", "ebay_qualification"]
+    explorer.compare_select.value = names
+    lines = explorer.compare_source.data
+    assert list(lines["name"]) == names and len(set(lines["color"])) == 2
+    expected = {name: fw.run_scenario(name) for name in names}
+    for k, name in enumerate(names):
+        np.testing.assert_allclose(lines["ys_1"][k], sellers(expected[name]), rtol=1e-9)
+        np.testing.assert_allclose(lines["xs"][k], np.asarray(expected[name].index, float))
+        np.testing.assert_allclose(lines["ys_4"][k], expected[name]["GMV"], rtol=1e-9)
+    # the ghost line is still the reference, and the explored run still baseline's
+    baseline = sellers(fw.run_scenario("baseline"))
+    np.testing.assert_allclose(explorer.source.data["ref_1"], baseline, rtol=1e-9)
+    np.testing.assert_allclose(explorer.source.data["cur_1"], baseline, rtol=1e-9)
+    # every panel draws them, with a legend entry per scenario (its name)
+    for fig in explorer.figures:
+        overlay = [
+            r for r in fig.renderers if getattr(r.data_source, "name", "") == "explorer-compared"
+        ]
+        assert len(overlay) == 1
+    legend = explorer.figures[0].legend[0]
+    assert any(getattr(item.label, "field", None) == "name" for item in legend.items)
+    # the metrics table: a column each, its value and change from the reference
+    table = explorer.metrics_pane.object.set_index("metric")
+    wish = table.loc["final_active_sellers", "wish_deposit"]
+    fall = sellers(expected["wish_deposit"])[-1] / baseline[-1] - 1
+    assert fall < 0 and f"({100 * fall:+.1f}%)" in wish
+    # the CSV holds every run
+    csv = pd.read_csv(io.StringIO(explorer.csv()))
+    assert set(csv["scenario"]) == {"explored", "baseline", *names}
+    # a lever move neither reads nor runs them again
+    read = []
+    scenario = explorer_module._scenario
+    monkeypatch.setattr(
+        explorer_module, "_scenario", lambda name, path: read.append(name) or scenario(name, path)
+    )
+    runs = dict(explorer.compared_runs)
+    explorer.move("Take Rate", 0.2)
+    assert read == [] and all(explorer.compared_runs[name] is runs[name] for name in names)
+    assert not np.allclose(explorer.source.data["cur_1"], baseline)
+
+
+def test_a_compared_scenario_follows_its_file_and_a_broken_one_is_said(explorer, tmp_path):
+    explorer.move("Seller Deposit", 2000)
+    path = explorer.save_scenario("mine", tmp_path)
+    explorer.compare_select.value = ["mine", "wish_deposit"]
+    first = np.array(explorer.compare_source.data["ys_1"][0])
+    np.testing.assert_allclose(first, sellers(explorer.current), rtol=1e-9)
+    # the file is edited outside the app: the next move runs it again
+    sc = fw.scenarios.load_file(path)
+    dataclasses.replace(sc, params={"Seller Deposit": 5000.0}, source=None).save(path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    explorer.move("Take Rate", 0.2)
+    now = np.array(explorer.compare_source.data["ys_1"][0])
+    np.testing.assert_allclose(now, sellers(fw.run_scenario(str(path))), rtol=1e-9)
+    assert now[-1] < first[-1]  # a dearer deposit: fewer sellers
+    # broken: said in one line, the other scenario still drawn, the explored run too
+    path.write_text('name = "mine"\n[params]\n"No Such Lever" = 1\n')
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 4_000_000_000))
+    explorer.move("Take Rate", 0.1)
+    assert explorer.message.visible and explorer.message.alert_type == "warning"
+    assert explorer.message.object.startswith("mine not compared:")
+    assert "No Such Lever" in explorer.message.object and "\n" not in explorer.message.object
+    assert list(explorer.compare_source.data["name"]) == ["wish_deposit"]
+    assert explorer.current["Take Rate"].iloc[-1] == 0.1 and explorer.stats["failed"] == 0
+
+
+def test_compare_refuses_an_unknown_scenario():
+    with pytest.raises(FlywheelError, match=r"no_such_scenario.*wish_deposit"):
+        Explorer("baseline", compare=["no_such_scenario"])
+
+
+# -- loop dominance ------------------------------------------------------------------------
+def index_loops(model) -> dict:
+    """The model's loop index, read here from its TOML file."""
+    path = Path(model.path)
+    return tomllib.loads(path.with_name(path.stem + ".loops.toml").read_text(encoding="utf-8"))
+
+
+def test_the_loop_panel_names_the_loop_that_dominates_then(explorer):
+    index = index_loops(explorer.model)
+    ds = ltm.loop_dominance(explorer.model, list(index), run="baseline")
+    periods = ltm.dominance_periods(ds)
+    times = ds["time"].to_numpy()
+    keys = [str(k) for k in ds["loop"].to_numpy()]
+    shared = periods[periods["loops"].str.contains("+", regex=False)]  # loops together
+    longest = shared.loc[(shared["end"] - shared["start"]).idxmax()]
+    for t in (30.0, float(longest["start"] + longest["end"]) / 2, explorer.t1):
+        explorer.loop_time.value = t
+        j = int(np.argmin(np.abs(times - t)))
+        at = periods[(periods["start"] <= times[j]) & (periods["end"] >= times[j])]
+        dominant = str(at["loops"].iloc[0]).split("+")
+        # the strongest loop then, found directly: one of the dominant set, shown first
+        rel = ds["relative_score"].to_numpy()[:, j]
+        strongest = str(ds["loop"].to_numpy()[np.argmax(np.abs(rel))])
+        assert strongest in dominant
+        table = explorer.dominant_loops()
+        assert sorted(table.loc[table["dominant"], "loop"]) == sorted(dominant)
+        assert table["loop"].iloc[0] == strongest
+        row = table.set_index("loop").loc[strongest]
+        assert row["name"] == index[strongest]["name"]
+        for shown in table.itertuples():  # each loop shown: its share and sign then
+            score = rel[keys.index(shown.loop)]
+            assert shown.polarity == ("reinforcing" if score > 0 else "balancing")
+            assert shown.share == pytest.approx(abs(score))
+        note = explorer.loop_note.object
+        name = index[strongest]["name"]
+        assert f"**{strongest}** ({name[0].lower()}{name[1:]}, {row['polarity']})" in note
+        share = sum(abs(rel[keys.index(k)]) for k in dominant)
+        assert f"explaining {round(100 * share)}% of the change" in note
+    assert explorer.loop_marker.location == explorer.t1
+    assert explorer.loop_story.object == ltm.describe_dominance(periods, ds, unit="month")
+    # the stacked shares: the strongest loops' |relative scores|, averaged over blocks
+    bands = explorer.loop_source.data
+    top = str(ds["loop"].to_numpy()[np.argmax(np.abs(ds["relative_score"]).mean("time").values)])
+    assert bands["label"][0] == top
+
+
+def test_the_loop_panel_follows_every_move(explorer):
+    explorer.move("Seller Deposit", 2000)
+    assert explorer.loops_for is explorer.current
+    ds = ltm.loop_dominance(
+        explorer.model, list(index_loops(explorer.model)), run={"Seller Deposit": 2000.0}
+    )
+    np.testing.assert_allclose(
+        explorer.loops_ds["relative_score"], ds["relative_score"], rtol=1e-9, atol=1e-12
+    )
+    explorer.loops_switch.value = False  # off: a move leaves the panel as it was
+    analysed = explorer.loops_ds
+    explorer.move("Seller Deposit", 3000)
+    assert explorer.loops_ds is analysed and explorer.loops_for is not explorer.current
+    explorer.loops_switch.value = True  # on again: the current run is analysed
+    assert explorer.loops_for is explorer.current and explorer.loops_ds is not analysed
+
+
+def test_in_a_served_app_only_the_newest_loop_analysis_runs_off_the_event_loop(
+    explorer, monkeypatch
+):
+    class Doc:  # a served session: callbacks run on the next tick of its event loop
+        def __init__(self):
+            self.callbacks = []
+
+        def add_next_tick_callback(self, callback):
+            self.callbacks.append(callback)
+
+    def tick():
+        while doc.callbacks:
+            doc.callbacks.pop(0)()
+
+    doc = explorer._doc = Doc()
+    analysed = []
+    analyse = explorer._analyse
+
+    def counted(sc):
+        analysed.append(sc.params.get("Seller Deposit"))
+        return analyse(sc)
+
+    monkeypatch.setattr(explorer, "_analyse", counted)
+    gate = threading.Event()
+    pool = explorer_module._loop_pool()
+    pool.submit(gate.wait, 60)  # the worker is busy: the analyses queue
+    try:
+        for value in (1000, 2000):
+            explorer.move("Seller Deposit", value)
+            tick()  # the run, the figure, the metrics: all done, the loops still queued
+            assert explorer.current["Seller Deposit"].iloc[-1] == value
+        assert analysed == [] and explorer.loop_status.object.startswith("analysing")
+    finally:
+        gate.set()
+    pool.submit(lambda: None).result(timeout=120)  # the queue has drained
+    tick()  # the result comes back on the event loop
+    assert analysed == [2000]  # the overtaken request was skipped
+    assert explorer.loops_for is explorer.current
+    assert explorer.loop_status.object.startswith("loops analysed in")
+
+
+def test_a_model_without_loops_says_so(write_mdl):
+    explorer = Explorer(None, model=write_mdl(NO_LOOPS, "no_loops.mdl"))
+    assert explorer.stats["failed"] == 0 and explorer.current is not None
+    assert "the model has no feedback loops" in explorer.loop_note.object
+    assert explorer.loop_table.object is None and explorer.loop_source.data["xs"] == []
+
+
+# -- subscripted constants -----------------------------------------------------------------
+def test_a_subscripted_constant_has_a_slider_per_element(write_mdl, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_SD_SCENARIOS", str(tmp_path))
+    path = write_mdl(REGIONS, "regions.mdl")
+    explorer = Explorer(None, model=path)
+    assert list(explorer.levers) == ["Growth[North]", "Growth[South]"]
+    south = explorer.levers["Growth[South]"]
+    assert (south.low, south.high, south.units, south.default) == (0, 0.2, "1/Month", 0.02)
+    assert south.description == "Monthly growth of the customers."
+    assert explorer.widgets["Growth[South]"].label.startswith("Growth[South] (")
+    explorer.move("Growth[South]", 0.1)
+    # as the model runs with Growth[South] = 0.1 and Growth[North] as the file has it
+    growth = xr.DataArray([0.05, 0.1], dims=["Region"], coords={"Region": ["North", "South"]})
+    expected = fw.simulate(fw.load(path), {"Growth": growth})
+    for column in ("Customers[North]", "Customers[South]"):
+        np.testing.assert_allclose(explorer.current[column], expected[column], rtol=1e-9)
+    assert explorer.current["Customers[South]"].iloc[-1] > 10 * math.exp(0.02 * 10) * 1.5
+    # saved as the scenario file's list (one value per element); run back the same
+    saved = explorer.save_scenario("faster_south", tmp_path)
+    assert tomllib.loads(saved.read_text())["params"]["Growth"] == [0.05, 0.1]
+    again = fw.run_scenario("faster_south")
+    np.testing.assert_allclose(again["Customers[South]"], expected["Customers[South]"], rtol=1e-9)
+    # picked again: the widgets show it
+    explorer.move("Growth[South]", 0.02)
+    explorer.scenario_select.value = "faster_south"
+    assert explorer.widgets["Growth[South]"].value == 0.1
+    assert explorer.widgets["Growth[North]"].value == 0.05
+    # out of its range: set to the end, said
+    explorer.move("Growth[North]", 5)
+    assert explorer.widgets["Growth[North]"].value == 0.2
+    assert "Growth[North]: 5 is above its documented range" in explorer.message.object
+
+
+def test_a_constant_over_two_ranges_runs_and_is_not_saved_silently(write_mdl, tmp_path):
+    path = write_mdl(GRID, "grid.mdl")
+    explorer = Explorer(None, model=path)
+    assert "Rate[South,Web]" in explorer.levers and len(explorer.levers) == 4
+    assert explorer.levers["Rate[South,Web]"].default == 3
+    explorer.move("Rate[South,Web]", 7)
+    assert explorer.current["Sales[South,Web]"].iloc[-1] == pytest.approx(7 * 4)
+    assert explorer.current["Sales[North,Shop]"].iloc[-1] == pytest.approx(2 * 4)
+    explorer.save_name.value, explorer.save_folder.value = "grid_try", str(tmp_path)
+    explorer._save_clicked()
+    assert explorer.message.alert_type == "danger"
+    assert explorer.message.object.startswith("not saved:")
+    assert not (tmp_path / "grid_try.toml").exists()
 
 
 @pytest.mark.parametrize("argv", [["no_such_scenario"], ["--reference", "no_such_scenario"]])
