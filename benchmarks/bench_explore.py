@@ -11,11 +11,16 @@ Deposit lever N times (alternating values, each a real change) as a released sli
 
 * figure: from the event until the plotted data (the Bokeh source of the six panels, the
   shaded windows and their labels) is replaced; the run is inside this time;
-* figure + metrics: until the metrics table is updated too (a served app shows it on the
-  next tick, after the figure).
+* metrics: the metrics table's update (a served app does it after the figure is sent);
+* loops: the loop-dominance analysis and its panel (`flywheel_sd.ltm`; a served app runs it
+  on a worker thread after the figure).
 
-For scale it prints one bare ``simulate()`` of the same parameters (the median of N), and
-the ratio.
+Three set-ups, side by side in one process: (1) the plots alone (loop panel off, nothing
+compared); (2) with the new panels: two scenarios overlaid (--compare) and the loop panel on;
+(3) as (2), with each move made while the previous move's loop analysis is still running on
+the worker thread, as in a served app when a user moves a slider again at once (the figure
+then shares the interpreter with the analysis). For scale it prints one bare ``simulate()``
+of the same parameters (the median of N), and the ratios.
 
 With ``--browser`` it also serves ``flywheel explore`` and drives headless Chromium (the
 system's, as the browser test does), typing the lever's value in its box: the time, by the
@@ -27,6 +32,7 @@ repaint follows within a frame.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -38,7 +44,14 @@ GOAL_MS = 100.0
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--moves", type=int, default=30, help="slider moves (default 30)")
+    parser.add_argument("--moves", type=int, default=20, help="slider moves (default 20)")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=None,
+        help="scenario overlaid in set-ups 2 and 3 (repeatable; default: wish_deposit and "
+        "ebay_qualification)",
+    )
     parser.add_argument("--scenario", default=None, help="scenario (default: baseline)")
     parser.add_argument("--model", default=None, help="model file (default: the project's)")
     parser.add_argument(
@@ -61,17 +74,37 @@ def main(argv: list[str] | None = None) -> int:
     low, high = lever.bounds
     values = [low + (high - low) * f for f in (0.02, 0.04)]
 
-    figure, total = [], []
-    for k in range(args.moves):
-        value = values[k % 2]
-        before = ex.source.data
-        t0 = time.perf_counter()
-        ex.move(args.lever, value)  # runs the app's callbacks, then the metrics
-        t2 = time.perf_counter()
-        if ex.source.data is before:
-            raise SystemExit(f"move {k}: the plotted data did not change ({ex.message.object})")
-        figure.append(ex.drawn_at - t0)  # from the event to the replaced plot data
-        total.append(t2 - t0)
+    def moves(loops: bool, busy: bool = False) -> dict[str, list[float]]:
+        """Time `args.moves` moves; `busy`: each made while a loop analysis runs."""
+        from flywheel_sd.explorer import _loop_pool
+
+        ex.loops_switch.value = loops
+        out: dict[str, list[float]] = {"figure": [], "metrics": [], "loops": []}
+        for k in range(args.moves):
+            value = values[k % 2]
+            before = ex.source.data
+            job = _loop_pool().submit(ex._analyse, ex.explored_scenario()) if busy else None
+            t0 = time.perf_counter()
+            ex.move(args.lever, value)  # runs the app's callbacks: figure, metrics, loops
+            if ex.source.data is before:
+                raise SystemExit(
+                    f"move {k}: the plotted data did not change ({ex.message.object})"
+                )
+            out["figure"].append(ex.drawn_at - t0)  # from the event to the new plot data
+            out["metrics"].append(ex.last_metrics_seconds)
+            if loops and ex.loops_for is not ex.current:
+                raise SystemExit(f"move {k}: the loops were not analysed ({ex.loop_note.object})")
+            out["loops"].append(ex.last_loops_seconds if loops else math.nan)
+            if job is not None:
+                job.result()
+        return out
+
+    compare = ["wish_deposit", "ebay_qualification"] if args.compare is None else args.compare
+    plain = moves(loops=False)
+    ex.compare_select.value = [c for c in compare if c in ex.compare_select.options]
+    panels = moves(loops=True)
+    ex.loops_switch.value = False
+    busy = moves(loops=False, busy=True)
     params = ex.explored_scenario().inputs(ex.model, ex.t0, ex.t1)
     bare = []
     for _ in range(args.moves):
@@ -79,26 +112,40 @@ def main(argv: list[str] | None = None) -> int:
         fw.simulate(ex.model, params[0], breakpoints=params[1])
         bare.append(time.perf_counter() - t0)
 
-    fig_ms = 1000 * statistics.median(figure)
-    total_ms = 1000 * statistics.median(total)
-    bare_ms = 1000 * statistics.median(bare)
+    def ms(values: list[float]) -> float:
+        return 1000 * statistics.median(values)
+
+    fig_ms, panels_ms, busy_ms = ms(plain["figure"]), ms(panels["figure"]), ms(busy["figure"])
+    loops_ms, bare_ms = ms(panels["loops"]), ms(bare)
     engine = ex.current.attrs.get("engine", "?") if ex.current is not None else "?"
     print(f"model: {ex.model.path.name}; scenario: {ex.scenario.name}; lever: {args.lever}")
-    print(f"explorer built (levers, widgets, warm engine, first run): {build:.2f} s")
+    print(f"explorer built (levers, widgets, warm engine, first run, loops): {build:.2f} s")
     print(f"medians over {args.moves} moves ({engine}):")
-    print(f"  slider move -> new figure data       {fig_ms:8.1f} ms")
-    print(f"  slider move -> figure + metrics      {total_ms:8.1f} ms")
-    print(f"  one bare simulate() for scale        {bare_ms:8.1f} ms")
-    print(f"  ratio figure / bare run              {fig_ms / bare_ms:8.1f}x")
-    verdict = "meets" if fig_ms < GOAL_MS else "misses"
-    print(f"goal: figure under {GOAL_MS:g} ms: {verdict} it")
+    print("  (1) plots alone (loop panel off, nothing compared)")
+    print(f"      slider move -> new figure data        {fig_ms:8.1f} ms")
+    print(f"      then the metrics table                {ms(plain['metrics']):8.1f} ms")
+    print(f"  (2) with {len(ex.compare_select.value)} scenarios overlaid and the loop panel on")
+    print(f"      slider move -> new figure data        {panels_ms:8.1f} ms")
+    print(f"      then the metrics table                {ms(panels['metrics']):8.1f} ms")
+    print(f"      then the loop analysis and its panel  {loops_ms:8.1f} ms")
+    print("  (3) as (2) but each move made while a loop analysis runs on the worker thread")
+    print(f"      slider move -> new figure data        {busy_ms:8.1f} ms")
+    print(f"  one bare simulate() for scale             {bare_ms:8.1f} ms")
+    print("ratios (this run):")
+    print(f"  figure (2) / figure (1)                   {panels_ms / fig_ms:8.2f}x")
+    print(f"  figure (3) / figure (1)                   {busy_ms / fig_ms:8.2f}x")
+    print(f"  loop analysis / figure (1)                {loops_ms / fig_ms:8.1f}x")
+    print(f"  figure (1) / bare run                     {fig_ms / bare_ms:8.1f}x")
+    worst = max(fig_ms, panels_ms, busy_ms)
+    verdict = "meets" if worst < GOAL_MS else "misses"
+    print(f"goal: figure under {GOAL_MS:g} ms in every set-up: {verdict} it")
     if args.browser:
         browser_ms = _browser_round_trip(args, values)
         if browser_ms is not None:
             print(
                 f"in the browser, Enter -> plotted data replaced in the page: {browser_ms:.0f} ms"
             )
-    return 0 if fig_ms < GOAL_MS else 1
+    return 0 if worst < GOAL_MS else 1
 
 
 def _browser_round_trip(args, values: list[float]) -> float | None:
