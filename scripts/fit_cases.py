@@ -33,17 +33,18 @@ NUMBERS = {"wish_fitted": 13, "amazon_fitted": 32}
 def description(case: pl.Fit, cal) -> str:
     """What was fitted to what, and how well, from the calibration's own numbers."""
     bounds = cal.bounds
+    open_ = bool(bounds["low_open"].any() or bounds["high_open"].any())
     parts = []
     for name, value in cal.params.items():
         row = bounds.loc[name]
         low = ("at most " if row["low_open"] else "") + format_number(row["low"])
         high = ("at least " if row["high_open"] else "") + format_number(row["high"])
         parts.append(f"{name} {format_number(value)} (95% bounds {low} to {high})")
+    note = "; 'at most'/'at least': the data allow any value to the search bound" * open_
     text = (
         f"{case.base} with {len(cal.params)} constants fitted by flywheel_sd.calibrate to "
         f"{', '.join(case.series)} (log payoff {cal.payoff:.4g}, {cal.n_runs} runs): "
-        f"{case.why}. Fitted: {'; '.join(parts)}; 'at most'/'at least': the data allow any "
-        f"value to the search bound. Written by scripts/fit_cases.py; "
+        f"{case.why}. Fitted: {'; '.join(parts)}{note}. Written by scripts/fit_cases.py; "
         "see docs/plausibility.md."
     )
     return textwrap.fill(text, 92)

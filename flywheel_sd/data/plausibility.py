@@ -257,7 +257,7 @@ def runs(
 def fit(case: Fit | str, **options: Any):
     """Fit `case` (a `Fit` or its name) with `flywheel_sd.calibrate`: each series is
     compared over its reference periods as `plausibility` reads it (a flow summed over the
-    period, a level or share averaged; a share unweighted here), on log values. `options`
+    period, a level averaged, a share averaged weighted by its flow), on log values. `options`
     go to calibrate (e.g. ``profile=False``)."""
     from ..calibration import calibrate
 
@@ -265,7 +265,8 @@ def fit(case: Fit | str, **options: Any):
         case = next((f for f in FITS if f.name == case), None) or _unknown_fit(case)
     chosen = case.comparisons
     data = {c.variable: reference_data(c.series) for c in chosen}
-    aggregate = {c.variable: "sum" for c in chosen if c.kind == "flow"}
+    aggregate: dict[str, Any] = {c.variable: "sum" for c in chosen if c.kind == "flow"}
+    aggregate.update({c.variable: ("mean", c.weight) for c in chosen if c.kind == "share"})
     return calibrate(
         case.base,
         data,
