@@ -516,9 +516,10 @@ def test_the_cli_refuses_an_unknown_scenario_before_serving(capsys, argv):
 def test_in_a_browser_a_deposit_cuts_sellers_and_a_saved_scenario_round_trips(
     tmp_path, monkeypatch
 ):
-    """The served app in headless Chromium: move the Seller Deposit slider (its handle, by
-    keyboard), see the plotted active sellers fall below the ghost; save the scenario from
-    the page and read it back; type a value beyond the range and see it clamped, said."""
+    """The served app in headless Chromium: the loop panel fills in; a scenario picked to
+    compare is overlaid; move the Seller Deposit slider (its handle, by keyboard), see the
+    plotted active sellers fall below the ghost; save the scenario from the page and read it
+    back; type a value beyond the range and see it clamped, said."""
     reason = missing()
     if reason:
         pytest.skip(reason)
@@ -532,6 +533,14 @@ def test_in_a_browser_a_deposit_cuts_sellers_and_a_saved_scenario_round_trips(
         driver.get(url)
         before = b.wait_for(lambda: b.plotted(driver))
         np.testing.assert_allclose(before["cur_1"], before["ref_1"])  # baseline on baseline
+        b.find(driver, "loops analysed in", timeout=120)  # the loop panel, off the event loop
+        b.find(driver, "At month 120, ")
+        b.pick(driver, "Compare with", "wish_deposit")  # overlaid: its own line
+        lines = b.wait_for(
+            lambda: (c := b.compared(driver)) and c["name"] == ["wish_deposit"] and c
+        )
+        wish = fw.run_scenario("wish_deposit")
+        np.testing.assert_allclose(lines["ys_1"][0], sellers(wish), rtol=1e-6)
         b.open_sector(driver, "Sellers")
         handle = b.find(driver, "Seller Deposit (", ".noUi-handle")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", handle)
