@@ -1298,10 +1298,12 @@ class Explorer:
             self.loop_note.object = (
                 f"{when}, {' and '.join(said)} {verb}, explaining {share}% of the change."
             )
-        shown = table.assign(
+        shown = table.assign(  # a dominant loop's id ticked (the column would not fit)
+            loop=[
+                f"{k} \N{CHECK MARK}" if d else k for k, d in zip(table["loop"], table["dominant"])
+            ],
             share=[f"{100 * v:.0f}%" for v in table["share"]],
-            dominant=["\N{CHECK MARK}" if v else "" for v in table["dominant"]],
-        ).drop(columns="named")
+        ).drop(columns=["named", "dominant"])
         self.loop_table.object = shown
 
     def _draw_loop_shares(self, ds) -> None:
