@@ -1145,10 +1145,12 @@ class Explorer:
     # -- loop dominance -----------------------------------------------------------------
     def _request_loops(self, frame: pd.DataFrame | None) -> None:
         """Analyse the loops of `frame` (the run just drawn) if it is still the current one.
-        Without a served session this happens now. In a served app it runs on a worker
-        thread, after the figure has gone out; the result comes back on the session's
-        event loop. Only the newest request counts: a job that is overtaken before it starts
-        is skipped, and one overtaken while it runs is not shown."""
+        Without a served session this happens now. In a served app it happens after the
+        figure has gone out: a worker thread hands it to a worker process (so that the
+        analysis, plain Python, does not slow the session's event loop down) and posts the
+        result back to the session. Only the newest request counts: a job that is
+        overtaken before it starts is skipped, and one overtaken while it runs is not
+        shown."""
         if frame is None or frame is not self.current or not self.loops_switch.value:
             return
         if self.loops_for is frame:
@@ -1164,20 +1166,23 @@ class Explorer:
         def job() -> None:
             if token is not self._loops_token:
                 return  # overtaken before it started
-            result = self._analyse(sc)
+            result = self._analyse(sc, far=True)
             doc.add_next_tick_callback(lambda: self._loops_done(token, frame, result))
 
         _loop_pool().submit(job)
 
-    def _analyse(self, sc: Scenario) -> Any:
+    def _analyse(self, sc: Scenario, far: bool = False) -> Any:
         """`ltm.loop_dominance` of scenario `sc`'s run, on the model's loop index's loops
-        where it has one (else every loop found); an exception if it fails."""
-        from . import ltm
-
+        where it has one (else every loop found); an exception if it fails. `far`: in the
+        worker process (in this process where none can be started)."""
         started = time.perf_counter()
         try:
             params, breaks = sc.inputs(self.model, self.t0, self.t1)
-            ds = ltm.loop_dominance(self.model, self._loop_ids(), run=params, breakpoints=breaks)
+            ids = self._loop_ids()
+            if far:
+                ds = _far_loop_dominance(str(self.model.path), ids, params, breaks)
+            else:
+                ds = _loop_dominance(self.model, ids, params, breaks)
             ds.attrs["explorer_seconds"] = time.perf_counter() - started
             return ds
         except Exception as err:  # noqa: BLE001 - shown in the loop panel; the app goes on
@@ -1552,15 +1557,70 @@ class Explorer:
 
 
 _POOL: list = []
+_PROCESSES: list = []  # the worker process's pool; None in it where none could start
 
 
 def _loop_pool():
-    """The one worker thread that analyses loops for every session of a served app."""
+    """The one worker thread that dispatches loop analyses for every session of a served
+    app (it waits on the worker process, which does the work)."""
     if not _POOL:
         from concurrent.futures import ThreadPoolExecutor
 
         _POOL.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="flywheel-loops"))
     return _POOL[0]
+
+
+def _loop_dominance(model: Model, ids: list[str] | None, params: dict, breaks: list[float]):
+    """`ltm.loop_dominance` of a run of `model` with `params`, on loops `ids` (None: every
+    loop found), without the link scores (the panel shows loops)."""
+    from . import ltm
+
+    ds = ltm.loop_dominance(model, ids, run=params, breakpoints=breaks)
+    return ds.drop_dims("link")
+
+
+def _in_worker(path: str, ids: list[str] | None, params: dict, breaks: list[float]):
+    """`_loop_dominance` in the worker process (the model loaded there once); a failure
+    comes back as a one-line FlywheelError (any exception may not survive pickling)."""
+    from .engine.model import load
+
+    try:
+        return _loop_dominance(load(path), ids, params, breaks)
+    except Exception as err:  # noqa: BLE001 - reported in the loop panel
+        return FlywheelError(_one_line(err))
+
+
+def _far_loop_dominance(path: str, ids: list[str] | None, params: dict, breaks: list[float]):
+    """`_loop_dominance` in the one worker process (started on first use, with "spawn":
+    a fork of a served app's threads is not safe); in this process where none starts."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    if not _PROCESSES:
+        import multiprocessing
+
+        try:
+            context = multiprocessing.get_context("spawn")
+            _PROCESSES.append(ProcessPoolExecutor(max_workers=1, mp_context=context))
+        except (OSError, ValueError, NotImplementedError):
+            _PROCESSES.append(None)
+        else:  # stopped before the interpreter tears its modules down
+            import atexit
+
+            atexit.register(_PROCESSES[0].shutdown, wait=True, cancel_futures=True)
+    pool = _PROCESSES[0]
+    if pool is not None:
+        try:
+            result = pool.submit(_in_worker, path, ids, params, breaks).result()
+        except (BrokenProcessPool, OSError):
+            _PROCESSES[0] = None  # from now on, here
+        else:
+            if isinstance(result, BaseException):
+                raise result
+            return result
+    from .engine.model import load
+
+    return _loop_dominance(load(path), ids, params, breaks)
 
 
 def _dataset(frames: list[pd.DataFrame], names: list[str]):

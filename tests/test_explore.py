@@ -425,9 +425,9 @@ def test_in_a_served_app_only_the_newest_loop_analysis_runs_off_the_event_loop(
     analysed = []
     analyse = explorer._analyse
 
-    def counted(sc):
+    def counted(sc, **options):
         analysed.append(sc.params.get("Seller Deposit"))
-        return analyse(sc)
+        return analyse(sc, **options)
 
     monkeypatch.setattr(explorer, "_analyse", counted)
     gate = threading.Event()
