@@ -392,6 +392,8 @@ class Explorer:
         parameters).
     compare : sequence of str, optional
         Scenarios overlaid from the start (the "Compare with" picker; at most six).
+    loops : bool
+        Whether the loop panel analyses each run (its check box; default True).
     """
 
     def __init__(
@@ -401,6 +403,7 @@ class Explorer:
         model: str | os.PathLike | None = None,
         reference: str | None = None,
         compare: Sequence[str] = (),
+        loops: bool = True,
     ):
         pn = _panel()
         from . import scenarios
@@ -448,6 +451,7 @@ class Explorer:
 
         self._build_widgets(scenarios.list())
         self._build_figures()
+        self.loops_switch.value = loops
         self._apply_scenario(self.scenario)
         default_reference = "baseline" if self.model_path is None else self.model_path.stem
         if reference is not None:  # an unknown name: the error lists the valid ones
@@ -1187,6 +1191,12 @@ class Explorer:
             return ds
         except Exception as err:  # noqa: BLE001 - shown in the loop panel; the app goes on
             return err
+
+    def warm_loops(self) -> None:
+        """Start the worker process of a served app's loop analyses and analyse the current
+        run there, in the background (the first page's loop panel then fills sooner)."""
+        sc = self._explored or self.explored_scenario()
+        _loop_pool().submit(self._analyse, sc, far=True)
 
     def _loop_ids(self) -> list[str] | None:
         """The ids of the loops in the model's loop index (``<model>.loops.toml`` beside the

@@ -20,8 +20,11 @@ def cmd_explore(args) -> int:
     model = model_path(args)
     scenario = args.scenario
     # One explorer now: it checks the names, warms the engine and runs the reference,
-    # which the sessions then share.
-    sc = Explorer(scenario, model=model, reference=args.reference).scenario
+    # which the sessions then share; its loops are analysed in the worker process that
+    # analyses the sessions' (started now, in the background).
+    first = Explorer(scenario, model=model, reference=args.reference, loops=False)
+    sc = first.scenario
+    first.warm_loops()
 
     def app():
         try:
