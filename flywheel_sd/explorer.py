@@ -1201,14 +1201,12 @@ class Explorer:
     def _loop_ids(self) -> list[str] | None:
         """The ids of the loops in the model's loop index (``<model>.loops.toml`` beside the
         model file: the loops with names), or None (every loop, as `ltm` finds them)."""
-        import tomllib
+        from .loop_index import loop_index_path, read_loop_index
 
         if not hasattr(self, "_ids"):
-            path = Path(self.model.path)
-            index = path.with_name(path.stem + ".loops.toml")
             try:
-                self._ids = list(tomllib.loads(index.read_text(encoding="utf-8"))) or None
-            except (OSError, ValueError):
+                self._ids = list(read_loop_index(loop_index_path(self.model))) or None
+            except FlywheelError:  # no index, or not a valid one: every loop, as ltm finds them
                 self._ids = None
         return self._ids
 
