@@ -503,7 +503,14 @@ def test_a_constant_over_two_ranges_runs_and_is_not_saved_silently(write_mdl, tm
     assert not (tmp_path / "grid_try.toml").exists()
 
 
-@pytest.mark.parametrize("argv", [["no_such_scenario"], ["--reference", "no_such_scenario"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["no_such_scenario"],
+        ["--reference", "no_such_scenario"],
+        ["--compare", "wish_deposit", "no_such_scenario"],
+    ],
+)
 def test_the_cli_refuses_an_unknown_scenario_before_serving(capsys, argv):
     from flywheel_sd.cli import main
 

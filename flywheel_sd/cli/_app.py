@@ -218,6 +218,13 @@ COMMANDS = (
                 metavar="SCENARIO",
                 help="scenario drawn as the ghost line (default: baseline)",
             ),
+            option(
+                "--compare",
+                metavar="SCENARIO",
+                nargs="+",
+                default=(),
+                help="scenarios overlaid from the start (more can be picked in the page)",
+            ),
             option("--port", type=positive_int, default=5006, help="port (default 5006)"),
             option("--show", action="store_true", help="open the page in a browser"),
         ),

@@ -22,13 +22,16 @@ def cmd_explore(args) -> int:
     # One explorer now: it checks the names, warms the engine and runs the reference,
     # which the sessions then share; its loops are analysed in the worker process that
     # analyses the sessions' (started now, in the background).
-    first = Explorer(scenario, model=model, reference=args.reference, loops=False)
+    compare = list(args.compare)
+    first = Explorer(scenario, model=model, reference=args.reference, compare=compare, loops=False)
     sc = first.scenario
     first.warm_loops()
 
     def app():
         try:
-            return Explorer(scenario, model=model, reference=args.reference).layout
+            return Explorer(
+                scenario, model=model, reference=args.reference, compare=compare
+            ).layout
         except FlywheelError as err:  # shown in the page, not a blank one
             return pn.pane.Alert(" ".join(str(err).split()), alert_type="danger")
 
