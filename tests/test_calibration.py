@@ -278,6 +278,7 @@ def test_bass_bounds_coverage_20_seeds(bass):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("which", ["logistic", "bass"])
 def test_bounds_coverage_100_seeds(which, logistic, bass):
     """100 seeds: coverage at or above the binomial band (89 of 100 for p = 0.95)."""

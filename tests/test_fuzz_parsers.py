@@ -99,10 +99,11 @@ def one_line(err: BaseException, where: str = "") -> None:
 
 
 def fuzz(strategy: st.SearchStrategy, name: str) -> Callable:
-    """Register `check` as a fast test and a slow one (more examples) over `strategy`."""
+    """Register `check` as a fast test and an exhaustive one (more examples) over `strategy`."""
 
     def register(check: Callable[[Any], None]) -> Callable[[Any], None]:
-        for suffix, examples, marks in (("", FAST, ()), ("_slow", SLOW, (pytest.mark.slow,))):
+        slow = (pytest.mark.slow, pytest.mark.exhaustive)
+        for suffix, examples, marks in (("", FAST, ()), ("_slow", SLOW, slow)):
             test = settings(
                 max_examples=examples,
                 deadline=None,
