@@ -241,24 +241,22 @@ def _unblock(node: str, blocked: set[str], blockers: dict[str, set[str]]) -> Non
 
 # -- link scores ----------------------------------------------------------------------------
 def _lag(v: np.ndarray, k: int = 1) -> np.ndarray:
-    """Values k steps earlier (the first k repeat the first value: a difference of 0)."""
+    """Values k steps earlier along the last axis (the first k repeat the first value: a
+    difference of 0)."""
     if k == 0:
         return v
-    return np.concatenate([np.repeat(v[:1], k), v[:-k]])
+    return np.concatenate([np.repeat(v[..., :1], k, axis=-1), v[..., :-k]], axis=-1)
 
 
 @dataclass(eq=False)
 class LinkScorer:
     """Link scores of single nodes along one run (see the module docstring): cached per
-    (target, source) node pair."""
+    (target, source) node pair; `prepare` scores many links at once."""
 
     eq: Any  # flywheel_sd.engine.links.Equations
     state: Any  # flywheel_sd.engine.links.RunState
     timing: str = "current"
     _cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
-    _lagged: dict[str, np.ndarray] = field(default_factory=dict)
-    _before: dict[str, np.ndarray] = field(default_factory=dict)
-    _net: dict[str, np.ndarray] = field(default_factory=dict)
     euler: bool = False  # the run is Euler's: take ΔS from the net flows
     nonfinite: int = 0  # link values that came out NaN or infinite (set to 0)
 
@@ -271,91 +269,88 @@ class LinkScorer:
             raise ValueError("link scores need a run saved on an even time grid")
         self.dt = float(steps[0]) if len(steps) else 1.0
 
-    def lagged(self, key: str) -> np.ndarray:
-        out = self._lagged.get(key)
-        if out is None:
-            out = self._lagged[key] = _lag(self.state.values[key])
-        return out
-
     def net_flow(self, stock: str) -> np.ndarray:
         """A stock's net flow (its INTEG's rate) at every saved time."""
-        from .engine.links import evaluate
+        return self.state.table[self.eq.layout.flow_rows[stock]]
 
-        out = self._net.get(stock)
-        if out is None:
-            out = self._net[stock] = evaluate(self.eq, self.state, stock)
-        return out
-
-    def second_difference(self, stock: str) -> np.ndarray:
-        """ΔS_t - ΔS_{t-dt}. From the recorded stock values; on an Euler run from the net
-        flows, ΔS_t = dt · g_{t-dt} (equal in exact arithmetic, without the cancellation of
-        differencing a large stock that barely changes)."""
+    def second_difference(self, stocks: Sequence[str]) -> np.ndarray:
+        """ΔS_t - ΔS_{t-dt} of each stock (rows). From the recorded stock values; on an
+        Euler run from the net flows, ΔS_t = dt · g_{t-dt} (equal in exact arithmetic,
+        without the cancellation of differencing a large stock that barely changes)."""
         if self.euler:
-            g = self.net_flow(stock)
+            g = np.array([self.net_flow(k) for k in stocks])
             return self.dt * (_lag(g) - _lag(g, 2))
-        s = self.state.values[stock]
+        s = np.array([self.state.values[k] for k in stocks])
         return (s - _lag(s)) - (_lag(s) - _lag(s, 2))
 
-    def partial_change(self, target: str, source: str) -> np.ndarray:
-        """Δₓz: the target's equation with `source` at its current values and every other
-        input (and TIME) at the previous step's, minus the target's previous value (a
-        stock: its net flow's)."""
-        eq, state = self.eq, self.state
-        values = dict(state.values)
-        for key in eq.inputs(target):
-            values[key] = self.lagged(key)
-        n = len(state.times)
-        before = self._before.get(target)
+    def prepare(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Score the links (target, source) of `pairs` (node keys, `source` a direct input)
+        together: one call of the generated partial changes, the formulas over all rows."""
+        todo = [p for p in dict.fromkeys(pairs) if p not in self._cache]
+        if not todo:
+            return
+        unknown = [p for p in todo if p not in self.eq.layout.links]
+        if unknown:
+            z, x = unknown[0]
+            raise KeyError(f"{self.eq.label(z)} does not read {self.eq.label(x)}")
+        values = self.state.values
+        partial = self.state.partial_changes(self.eq, todo)
+        x = np.array([values[source] for _, source in todo])
+        dx = x - _lag(x)
+        stock = np.array([self.eq.is_stock(target) for target, _ in todo], dtype=bool)
+        out = np.empty_like(partial)
         with np.errstate(all="ignore"):
-            if before is None:
-                out = eq.function(target)(_lag(state.times), state.c, values)
-                before = self._before[target] = np.broadcast_to(np.asarray(out, float), (n,))
-            values[source] = state.values[source]
-            now = eq.function(target)(_lag(state.times), state.c, values)
-        return np.broadcast_to(np.asarray(now, float), (n,)) - before
-
-    def score(self, target: str, source: str) -> np.ndarray:
-        """The link score source -> target (node keys; `source` a direct input)."""
-        cached = self._cache.get((target, source))
-        if cached is not None:
-            return cached
-        eq, state = self.eq, self.state
-        x = state.values[source]
-        dx = x - self.lagged(source)
-        partial = self.partial_change(target, source)
-        with np.errstate(all="ignore"):
-            if eq.is_stock(target):
-                second = self.second_difference(target)
-                sign_of = np.sign(partial / dx)
+            aux = ~stock
+            if aux.any():
+                z = np.array([values[t] for (t, _), a in zip(todo, aux) if a])
+                dz = z - _lag(z)
+                p, d = partial[aux], dx[aux]
+                score = np.abs(p / dz) * np.sign(p / d)
+                score[(dz == 0) | (d == 0)] = 0.0
+                score[:, :1] = 0.0
+                out[aux] = score
+            if stock.any():
+                targets = [t for (t, _), s in zip(todo, stock) if s]
+                second = self.second_difference(targets)
+                p, d = partial[stock], dx[stock]
+                sign_of = np.sign(p / d)
                 if self.timing == "current":
-                    out = self.dt * np.abs(partial / second) * sign_of
-                    out[second == 0] = 0.0
+                    score = self.dt * np.abs(p / second) * sign_of
+                    score[second == 0] = 0.0
                 else:  # x -> net flow at t, net flow -> stock over the step before
-                    change = self.net_flow(target) - self._before[target]
-                    out = np.abs(partial / change) * sign_of
-                    out *= self.dt * np.abs(_lag(change) / second)
-                    out[(change == 0) | (second == 0)] = 0.0
-                out[dx == 0] = 0.0
-                out[:2] = 0.0
-            else:
-                z = state.values[target]
-                dz = z - self.lagged(target)
-                out = np.abs(partial / dz) * np.sign(partial / dx)
-                out[(dz == 0) | (dx == 0)] = 0.0
-                out[:1] = 0.0
+                    g = np.array([self.net_flow(t) for t in targets])
+                    change = g - _lag(g)
+                    score = np.abs(p / change) * sign_of
+                    score *= self.dt * np.abs(_lag(change) / second)
+                    score[(change == 0) | (second == 0)] = 0.0
+                score[d == 0] = 0.0
+                score[:, :2] = 0.0
+                out[stock] = score
         bad = ~np.isfinite(out)
         if bad.any():
             self.nonfinite += int(bad.sum())
             out[bad] = 0.0
-        self._cache[(target, source)] = out
-        return out
+        for pair, row in zip(todo, out):
+            self._cache[pair] = row
+
+    def score(self, target: str, source: str) -> np.ndarray:
+        """The link score source -> target (node keys; `source` a direct input)."""
+        pair = (target, source)
+        if pair not in self._cache:
+            self.prepare([pair])
+        return self._cache[pair]
 
     def path_score(self, path: Sequence[str]) -> np.ndarray:
         """The product of the link scores along a path of nodes (source first)."""
         out = np.ones(len(self.state.times))
-        for source, target in itertools.pairwise(path):
+        for target, source in path_links(path):
             out = out * self.score(target, source)
         return out
+
+
+def path_links(path: Sequence[str]) -> list[tuple[str, str]]:
+    """The links (target, source) along a path of nodes (source first)."""
+    return [(target, source) for source, target in itertools.pairwise(path)]
 
 
 # -- the element graph ----------------------------------------------------------------------
@@ -414,6 +409,7 @@ def strongest_paths(
     it finds strong loops, not all loops, and may miss a strongest loop's close sibling.
     Each loop once, as a list of element nodes (a stock first)."""
     times = len(scorer.state.times)
+    scorer.prepare(link for paths in graph.paths.values() for p in paths for link in path_links(p))
     scores = {edge: composite_score(scorer, paths) for edge, paths in graph.paths.items()}
     stocks = [n for n in graph.nodes if graph.eq.is_stock(n)]
     picks = np.unique(np.linspace(2, times - 1, min(n_times, max(times - 2, 0))).astype(int))
@@ -744,6 +740,14 @@ def _dataset(graph: ElementGraph, scorer: LinkScorer, chosen: list[_Loop], times
     n_t = len(times)
     links: dict[tuple[str, str], np.ndarray] = {}
     cycle_scores: dict[tuple[str, ...], np.ndarray] = {}
+    scorer.prepare(
+        link
+        for loop in chosen
+        for cycle in loop.cycles
+        for i, z in enumerate(cycle)
+        for path in graph.paths[(z, cycle[i - 1])]
+        for link in path_links(path)
+    )
     for loop in chosen:
         for cycle in loop.cycles:
             if cycle in cycle_scores:

@@ -5,11 +5,12 @@ Issue 11 (loop polarity) uses it; Loops-That-Matter link scores (issue 14) will 
 building blocks are general:
 
 * `equations(model, params)` compiles the model into its scalar nodes (`Equations`): one
-  node per variable element, plus hidden ones (SMOOTH/DELAY stages, macro copies). The
-  compiler's own nodes, compiled afresh in this process (their generated module is never
-  shared with the run engine's, whose recorder is replaced here);
+  node per variable element, plus hidden ones (SMOOTH/DELAY stages, macro copies): the
+  compiler's own nodes, compiled afresh in this process (its program keeps nodes the run
+  engine's folds away, so the two never share generated code);
 * `record_states(eq, ...)` runs the model on the compiled engine (the same drivers and
-  methods as `simulate`) and returns a `RunState`: every node's value at every saved time;
+  methods as `simulate`, its own program compiled to record the states: `recorder`) and
+  returns a `RunState`: every node's value at every saved time;
 * `evaluate(eq, state, target, replace)` re-evaluates the target's equation at the state,
   vectorised over time, with some inputs set to other values; a stock's "equation" is its
   net flow (the expression inside INTEG);
@@ -66,7 +67,9 @@ class Equations:
     keys: dict[str, list[str]]  # Vensim name -> node keys of its elements, in order
     names: dict[str, str]  # clean name -> Vensim name
     vector: types.ModuleType  # the generated code over arrays (NumPy runtime)
+    layout: Layout  # the rows and link numbers of the generated loop-analysis functions
     _functions: dict = field(default_factory=dict)
+    _recorder: Any = None  # see `recorder`
 
     def keys_of(self, name: str) -> list[str]:
         """The node keys of a variable (its elements, in subscript order), given its Vensim
@@ -160,13 +163,16 @@ def equations(model, params: Mapping | None = None) -> Equations:
         if found:
             keys[element.name] = found
             names[key] = element.name
+    nodes = dict(compiler.nodes)
+    layout = Layout.of(nodes)
     eq = Equations(
         model=model,
         program=program,
-        nodes=dict(compiler.nodes),
+        nodes=nodes,
         keys=keys,
         names=names,
-        vector=_vector_module(program),
+        vector=_vector_module(program, layout_text(nodes, layout, vector=True)),
+        layout=layout,
     )
     if len(_MEMO) >= 16:
         _MEMO.clear()
@@ -179,12 +185,127 @@ def equations(model, params: Mapping | None = None) -> Equations:
 _MEMO: dict[tuple, Equations] = {}
 
 
-def _vector_module(program: Program) -> types.ModuleType:
+def _vector_module(program: Program, functions: str) -> types.ModuleType:
     from ._codegen import RUNTIME_VECTOR
     from .modules import module_text
 
-    body = RUNTIME_VECTOR + program.body + "\n\n_vector_lookups(globals())\n"
+    body = RUNTIME_VECTOR + program.body + "\n\n_vector_lookups(globals())\n" + functions
     return _exec_module("_flywheel_links_vector", module_text(body, "python"))
+
+
+# -- the generated loop-analysis functions ------------------------------------------------
+@dataclass(eq=False)
+class Layout:
+    """Where the generated functions keep things: ``rows[key]`` is a node's row of the
+    run's table (every node's value at every saved time), ``flow_rows[stock]`` the row of
+    a stock's net flow; ``links[(target, source)]`` numbers every link between two
+    time-varying nodes (a row of the partial changes)."""
+
+    rows: dict[str, int]
+    flow_rows: dict[str, int]
+    links: dict[tuple[str, str], int]
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows) + len(self.flow_rows)
+
+    @classmethod
+    def of(cls, nodes: Mapping[str, Node]) -> Layout:
+        from graphlib import TopologicalSorter
+
+        deps = {
+            k: {d for d in n.deps if d in nodes} if n.kind == "aux" else set()
+            for k, n in nodes.items()
+        }
+        order = list(TopologicalSorter(deps).static_order())
+        rows = {k: i for i, k in enumerate(order)}
+        stocks = [k for k in order if nodes[k].kind == "stock"]
+        flow_rows = {k: len(rows) + i for i, k in enumerate(stocks)}
+        dynamic = {k for k, n in nodes.items() if n.kind in ("aux", "stock")}
+        links: dict[tuple[str, str], int] = {}
+        for z in order:
+            node = nodes[z]
+            if z in dynamic:
+                inputs = node.flow_deps if node.kind == "stock" else node.deps
+                for x in sorted(d for d in inputs if d in dynamic):
+                    links[(z, x)] = len(links)
+        return cls(rows, flow_rows, links)
+
+
+#: Links per generated function of partial changes (Numba compiles many small functions
+#: sooner than one huge one).
+LINKS_PER_FUNCTION = 64
+
+
+def layout_text(nodes: Mapping[str, Node], layout: Layout, *, vector: bool) -> str:
+    """The generated functions of a loop analysis, over a table ``V`` (rows: `layout`,
+    columns: saved times):
+
+    * ``_ltm_nodes(times, Y, c, V)``: every node's value, and every stock's net flow, from
+      the recorded states ``Y`` (times x states), in dependency order;
+    * ``_ltm_partials(times, c, V, want, D)``: for each wanted link x -> z, the partial
+      change Δₓz at every time k >= 1 into ``D[link, k]``: z's equation (a stock's: its net
+      flow) with x at time k and every other input, TIME included, at k-1, minus its value
+      at k-1.
+
+    ``vector=False``: scalar loops over time (the Numba backend); ``vector=True``: the same
+    lines once over whole rows (NumPy; K and P are slices).
+    """
+    rows, flow_rows = layout.rows, layout.flow_rows
+
+    def fill(text: str, default: str, now: str = "") -> str:
+        def cell(m):
+            key = m.group(1)
+            return f"V[{rows[key]}, {'K' if key == now else default}]"
+
+        return _PLACEHOLDER.sub(cell, text)
+
+    def loop(first: int, lines: list[str], clock: str) -> list[str]:
+        if vector:
+            return lines
+        head = [f"    for K in range({first}, times.shape[0]):"]
+        if first:
+            head.append("        P = K - 1")
+        head.append(f"        t = times[{clock}]")
+        return head + ["    " + line for line in lines]
+
+    out = ["", "", "@_jit", "def _ltm_nodes(times, Y, c, V):"]
+    if vector:
+        out += ["    K = slice(None)", "    t = times"]
+    body = []
+    for key, row in rows.items():
+        node = nodes[key]
+        if node.kind == "stock":
+            value = f"Y[K, {node.slot}]"
+            value = f"np.maximum({value}, 0.0)" if node.nonneg else value
+            body.append(f"    V[{row}, K] = {value}")
+        elif node.kind == "aux":
+            body.append(f"    V[{row}, K] = {fill(node.expr, 'K')}")
+        else:
+            body.append(f"    V[{row}, K] = c[{node.slot}]")
+    for key, row in flow_rows.items():
+        body.append(f"    V[{row}, K] = {fill(nodes[key].flow, 'K')}")
+    out += loop(0, body, "K")
+
+    pairs = list(layout.links)
+    chunks = [pairs[i : i + LINKS_PER_FUNCTION] for i in range(0, len(pairs), LINKS_PER_FUNCTION)]
+    for n, chunk in enumerate(chunks):
+        out += ["", "", "@_jit", f"def _ltm_partials_{n}(times, c, V, want, D):"]
+        if vector:
+            out += ["    K = slice(1, None)", "    P = slice(0, -1)", "    t = times[P]"]
+        for z, x in chunk:
+            node = nodes[z]
+            expr = node.flow if node.kind == "stock" else node.expr
+            before = flow_rows[z] if node.kind == "stock" else rows[z]
+            j = layout.links[(z, x)]
+            out.append(f"    if want[{j}]:")
+            line = f"    D[{j}, K] = ({fill(expr, 'P', now=x)}) - V[{before}, P]"
+            out += ["    " + s for s in loop(1, [line], "P")]
+    out += ["", "", "@_jit", "def _ltm_partials(times, c, V, want, D):"]
+    out += [f"    _ltm_partials_{n}(times, c, V, want, D)" for n in range(len(chunks))] or [
+        "    pass"
+    ]
+    return "\n".join(out) + "\n"
 
 
 def _exec_module(name: str, text: str) -> types.ModuleType:
@@ -197,14 +318,31 @@ def _exec_module(name: str, text: str) -> types.ModuleType:
 @dataclass(eq=False)
 class RunState:
     """Every node's value at the saved times of one run: `values[key]` is an array over
-    `times` (a stock's value as its equations see it: non-negative stocks clipped at 0)."""
+    `times` (a stock's value as its equations see it: non-negative stocks clipped at 0),
+    a row of `table` (laid out by the equations' `Layout`, stocks' net flows included)."""
 
     times: np.ndarray
     values: dict[str, np.ndarray]
     c: np.ndarray  # the run's constants after setup and init (control values included)
+    table: np.ndarray  # rows: Layout.rows and Layout.flow_rows; columns: times
+    functions: types.ModuleType  # the generated module whose _ltm_* functions to use
 
     def __len__(self) -> int:
         return len(self.times)
+
+    def partial_changes(self, eq: Equations, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Δₓz of each link (target, source) in `pairs` at every saved time (one row per
+        pair; 0 at the first time): see `layout_text`."""
+        links = eq.layout.links
+        want = np.zeros(len(links), dtype=np.bool_)
+        numbers = [links[pair] for pair in pairs]
+        want[numbers] = True
+        out = np.empty((len(links), len(self.times)))
+        with np.errstate(all="ignore"):
+            self.functions._ltm_partials(self.times, self.c, self.table, want, out)
+        out = out[numbers]
+        out[:, :1] = 0.0
+        return out
 
 
 def record_states(
@@ -219,81 +357,104 @@ def record_states(
     time_step: float | None = None,
     saveper: float | None = None,
     breakpoints: Sequence[float] = (),
+    backend: str | None = None,
 ) -> RunState:
     """Run the model as `flywheel_sd.simulate` does on the compiled engine (same drivers,
-    same method and options; plain-Python backend) and return every node's values.
+    same method and options) and return every node's values.
 
-    `eq` must be the variant for `params` (``equations(model, params)``).
+    `eq` must be the variant for `params` (``equations(model, params)``). The run records
+    the state vector itself (`recorder`), on the backend `run.choose_backend` picks
+    (`backend` "python" or "numba" to choose); every other node follows from the states.
     """
     import pandas as pd
 
     from . import run
-    from .compiled import CompiledModel
     from .simulate import FIXED_METHODS, check_method
 
     method = check_method(method)
     checked: dict = eq.model.check_params(dict(params or {}), "error")
-    program = eq.program
-    cm = CompiledModel(
-        program,
-        Path(eq.model.py_file).parent,
-        "links",
-        {name: eq.model.dims_of(name) for name in program.params},
-    )
-    mod = _exec_module("_flywheel_links_run", _scalar_text(program))
-    saved: list[np.ndarray] = []
-    final_c: list[np.ndarray] = []
-
-    def capture(t, y, c, row):  # replaces the generated `record`: keep the state
-        saved.append(np.array(y, dtype=float))
-        final_c[:] = [c]
-
-    mod.__dict__["record"] = capture  # the drivers look it up at each call
+    cm = recorder(eq)
+    backend = run.choose_backend(cm, backend)
+    mod = cm.module(backend)
     c = cm.constants(
         checked, {"final_time": final_time, "time_step": time_step, "saveper": saveper}
     )
     if method in FIXED_METHODS:
-        times, _, _ = run.fixed_step(cm, mod, c, method, None)
+        times, y, _ = run.fixed_step(cm, mod, c.copy(), method, None)
     else:
         extra = [float(t) for t in breakpoints]
         for value in checked.values():
             if isinstance(value, pd.Series):
                 extra += [float(t) for t in value.index]
-        times, _, _ = run.adaptive(cm, mod, c, method, rtol, atol, max_step, extra, None)
-    if len(saved) != len(times):
-        raise RuntimeError(f"recorded {len(saved)} states for {len(times)} saved times")
-    y = np.array(saved).reshape(len(times), program.n_states)
-    return state_from(eq, np.asarray(times, dtype=float), y, np.array(final_c[0]))
+        times, y, _ = run.adaptive(cm, mod, c, method, rtol, atol, max_step, extra, None)
+        c[4] = 1.0  # the adaptive run's exact-time flag
+    run.initial_state(mod, c, cm.program)  # c as the run saw it: setup and INITIALs done
+    functions = mod if backend == "numba" else eq.vector  # NumPy: whole rows at once
+    return state_from(eq, times, y, c, functions)
 
 
-def _scalar_text(program: Program) -> str:
-    from ._codegen import RUNTIME_SCALAR
-    from .modules import module_text
+_STATE_RECORDER = """
 
-    return module_text(RUNTIME_SCALAR + program.body, "python")
+@_jit
+def record(t, y, c, row):  # loop analysis: the state itself (every node follows from it)
+    for i in range(y.shape[0]):
+        row[i] = y[i]
 
 
-def state_from(eq: Equations, times: np.ndarray, y: np.ndarray, c: np.ndarray) -> RunState:
-    """Every node's values from the states `y` (times x states) and the constants `c`:
-    the auxiliaries evaluated in dependency order over the whole run at once."""
-    from graphlib import TopologicalSorter
+N_OUT = {n_states}
+"""
 
-    n = len(times)
-    values: dict[str, np.ndarray] = {}
-    for key, node in eq.nodes.items():
-        if node.kind == "stock":
-            column = y[:, node.slot]
-            values[key] = np.maximum(column, 0.0) if node.nonneg else column.copy()
-        elif node.kind in ("const", "initial"):
-            values[key] = np.full(n, float(c[node.slot]))
-    aux = {k: eq.inputs(k) - set(values) for k, node in eq.nodes.items() if node.kind == "aux"}
+
+def recorder(eq: Equations):
+    """The equations' program compiled to record its state vector at the saved times (a
+    `CompiledModel` whose "columns" are the states), cached beside the model's own
+    compiled code: Numba's compiled form is kept on disk and warmed in the background
+    as the run engine's is."""
+    import dataclasses
+    import hashlib
+
+    from .compiled import COMPILER_VERSION, CompiledModel
+
+    cm = eq._recorder
+    if cm is None:
+        program = eq.program
+        body = (
+            program.body
+            + _STATE_RECORDER.format(n_states=program.n_states)
+            + layout_text(eq.nodes, eq.layout, vector=False)
+        )
+        states = dataclasses.replace(
+            program,
+            body=body,
+            columns=list(program.state_names),  # a failed run's diagnosis names a state
+            eval_order=list(range(program.n_states)),
+            column_of={},
+        )
+        digest = hashlib.sha256(body.encode()).hexdigest()[:10]
+        dims = {name: eq.model.dims_of(name) for name in program.params}
+        folder = Path(eq.model.py_file).parent
+        cm = CompiledModel(states, folder, f"compiled_v{COMPILER_VERSION}_states_{digest}", dims)
+        eq._recorder = cm
+    return cm
+
+
+def state_from(
+    eq: Equations,
+    times: np.ndarray,
+    y: np.ndarray,
+    c: np.ndarray,
+    functions: types.ModuleType | None = None,
+) -> RunState:
+    """Every node's values (and every stock's net flow) from the states `y` (times x
+    states) and the constants `c`, by the generated `_ltm_nodes` of `functions` (default:
+    the equations' NumPy module, over the whole run at once)."""
+    functions = functions or eq.vector
+    times = np.ascontiguousarray(times, dtype=float)
+    table = np.empty((eq.layout.n_rows, len(times)))
     with np.errstate(all="ignore"):
-        for key in TopologicalSorter(aux).static_order():
-            if key in values:
-                continue
-            out = eq.function(key)(times, c, values)
-            values[key] = np.broadcast_to(np.asarray(out, dtype=float), (n,)).copy()
-    return RunState(times=np.asarray(times, dtype=float), values=values, c=np.asarray(c))
+        functions._ltm_nodes(times, np.ascontiguousarray(y, dtype=float), c, table)
+    values = {key: table[row] for key, row in eq.layout.rows.items()}
+    return RunState(times=times, values=values, c=np.asarray(c), table=table, functions=functions)
 
 
 # -- re-evaluation and partial derivatives ------------------------------------------------
