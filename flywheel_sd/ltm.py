@@ -291,8 +291,8 @@ class LinkScorer:
             return
         unknown = [p for p in todo if p not in self.eq.layout.links]
         if unknown:
-            z, x = unknown[0]
-            raise KeyError(f"{self.eq.label(z)} does not read {self.eq.label(x)}")
+            target, source = unknown[0]
+            raise KeyError(f"{self.eq.label(target)} does not read {self.eq.label(source)}")
         values = self.state.values
         partial = self.state.partial_changes(self.eq, todo)
         x = np.array([values[source] for _, source in todo])
