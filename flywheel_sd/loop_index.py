@@ -100,6 +100,10 @@ def read_loop_index(source: str | Path | Mapping) -> dict[str, LoopSpec]:
         path = Path(source)
         where = str(path)
         try:
+            stat = path.stat()
+            memo = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+            if memo in _READ:
+                return dict(_READ[memo])
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as err:
             raise ModelFileError(f"{path}: cannot read the loop index ({err})") from None
@@ -122,7 +126,14 @@ def read_loop_index(source: str | Path | Mapping) -> dict[str, LoopSpec]:
         if not isinstance(entry, Mapping) or not key:
             raise ModelFileError(f"{where}: every loop needs an id and a table")
         out[key] = _spec(where, key, entry)
+    if not isinstance(source, Mapping):
+        _READ.clear()  # one index at a time is what a process reads again and again
+        _READ[memo] = dict(out)
     return out
+
+
+#: The last loop index file read, by (path, mtime, size): analyses read it once per run.
+_READ: dict[tuple, dict[str, LoopSpec]] = {}
 
 
 def _spec(where: str, key: str, entry: Mapping) -> LoopSpec:

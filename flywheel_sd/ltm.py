@@ -89,6 +89,7 @@ sweep result or a model with a design to `loop_dominance_ensemble`.
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import json
 import math
@@ -364,18 +365,28 @@ class ElementGraph:
     nodes: list[str]
     paths: dict[tuple[str, str], list[list[str]]]
     variable: dict[str, str]  # node key -> Vensim name
+    chains: dict[tuple[str, ...], list[tuple[str, ...]]] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def successors(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {n: [] for n in self.nodes}
         for z, x in self.paths:
             out[x].append(z)
         return out
 
+    @functools.cached_property
+    def component(self) -> dict[str, int]:
+        """Each node's strongly connected component (its cycle partition)."""
+        return {k: i for i, c in enumerate(strongly_connected(self.successors)) for k in c}
+
 
 def element_graph(eq) -> ElementGraph:
-    """The element-level dependency graph of a model's equations (see `ElementGraph`)."""
+    """The element-level dependency graph of a model's equations (see `ElementGraph`),
+    built once per equations."""
     from .engine.links import hidden_paths
+
+    if "element_graph" in eq.memo:
+        return eq.memo["element_graph"]
 
     dynamic = {"aux", "stock"}
     visible = [k for k, n in eq.nodes.items() if n.column and n.kind in dynamic]
@@ -385,7 +396,8 @@ def element_graph(eq) -> ElementGraph:
         for path in hidden_paths(eq, z, visible):
             if all(eq.nodes[k].kind in dynamic for k in path[1:-1]):
                 paths.setdefault((z, path[0]), []).append(path)
-    return ElementGraph(eq, visible, paths, variable)
+    graph = eq.memo["element_graph"] = ElementGraph(eq, visible, paths, variable)
+    return graph
 
 
 def composite_score(scorer: LinkScorer, paths: Sequence[Sequence[str]]) -> np.ndarray:
@@ -700,6 +712,13 @@ def _named_loops(graph: ElementGraph, loops, spec_index) -> list[_Loop]:
 def _chain_cycles(graph: ElementGraph, chain: Sequence[str]) -> list[tuple[str, ...]]:
     """The element cycles along a chain of variable names (each reads the one before, the
     first reads the last)."""
+    found = graph.chains.get(tuple(chain))
+    if found is None:
+        found = graph.chains[tuple(chain)] = _walk_chain(graph, chain)
+    return list(found)
+
+
+def _walk_chain(graph: ElementGraph, chain: Sequence[str]) -> list[tuple[str, ...]]:
     eq = graph.eq
     members = set(graph.nodes)
     keys: list[list[str]] = []
@@ -760,10 +779,7 @@ def _dataset(graph: ElementGraph, scorer: LinkScorer, chosen: list[_Loop], times
                 score = score * links[(z, x)]
             cycle_scores[cycle] = score
     # partitions: the strongly connected components of the element graph
-    component = {}
-    for i, members in enumerate(strongly_connected(graph.successors)):
-        for k in members:
-            component[k] = i
+    component = graph.component
     part_of = {c: component[c[0]] for c in cycle_scores}
     totals: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(n_t))
     for c, s in cycle_scores.items():

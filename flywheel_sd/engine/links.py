@@ -70,6 +70,7 @@ class Equations:
     layout: Layout  # the rows and link numbers of the generated loop-analysis functions
     _functions: dict = field(default_factory=dict)
     _recorder: Any = None  # see `recorder`
+    memo: dict = field(default_factory=dict)  # structures derived from them (element graph)
 
     def keys_of(self, name: str) -> list[str]:
         """The node keys of a variable (its elements, in subscript order), given its Vensim
