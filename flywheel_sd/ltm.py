@@ -258,6 +258,7 @@ class LinkScorer:
     state: Any  # flywheel_sd.engine.links.RunState
     timing: str = "current"
     _cache: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    _weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     euler: bool = False  # the run is Euler's: take ΔS from the net flows
     nonfinite: int = 0  # link values that came out NaN or infinite (set to 0)
 
@@ -274,15 +275,43 @@ class LinkScorer:
         """A stock's net flow (its INTEG's rate) at every saved time."""
         return self.state.table[self.eq.layout.flow_rows[stock]]
 
-    def second_difference(self, stocks: Sequence[str]) -> np.ndarray:
-        """ΔS_t - ΔS_{t-dt} of each stock (rows). From the recorded stock values; on an
-        Euler run from the net flows, ΔS_t = dt · g_{t-dt} (equal in exact arithmetic,
-        without the cancellation of differencing a large stock that barely changes)."""
+    def second_difference(self, stock: str) -> np.ndarray:
+        """ΔS_t - ΔS_{t-dt}. From the recorded stock values; on an Euler run from the net
+        flows, ΔS_t = dt · g_{t-dt} (equal in exact arithmetic, without the cancellation of
+        differencing a large stock that barely changes)."""
         if self.euler:
-            g = np.array([self.net_flow(k) for k in stocks])
+            g = self.net_flow(stock)
             return self.dt * (_lag(g) - _lag(g, 2))
-        s = np.array([self.state.values[k] for k in stocks])
+        s = self.state.values[stock]
         return (s - _lag(s)) - (_lag(s) - _lag(s, 2))
+
+    def weights(self, target: str) -> tuple[np.ndarray, np.ndarray]:
+        """(A, B) of a target: each link x -> target scores Δₓz · sign(Δx) / A · B (the
+        module docstring's formulas: A = |Δz|, B = 1 for an auxiliary; A = |second
+        difference|, B = dt for a stock; A infinite where the score is 0 by definition)."""
+        found = self._weights.get(target)
+        if found is not None:
+            return found
+        with np.errstate(all="ignore"):
+            if not self.eq.is_stock(target):
+                z = self.state.values[target]
+                dz = z - _lag(z)
+                a, b = np.abs(dz), np.ones_like(dz)
+                a[dz == 0] = np.inf
+                a[:1] = np.inf
+            else:
+                second = self.second_difference(target)
+                if self.timing == "current":
+                    a, b = np.abs(second), np.full_like(second, self.dt)
+                    a[second == 0] = np.inf
+                else:  # x -> net flow at t, net flow -> stock over the step before
+                    change = self.net_flow(target) - _lag(self.net_flow(target))
+                    a, b = np.abs(change), self.dt * np.abs(_lag(change) / second)
+                    a[(change == 0) | (second == 0)] = np.inf
+                    b[second == 0] = 0.0
+                a[:2] = np.inf
+        self._weights[target] = (a, b)
+        return a, b
 
     def prepare(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Score the links (target, source) of `pairs` (node keys, `source` a direct input)
@@ -295,44 +324,24 @@ class LinkScorer:
             target, source = unknown[0]
             raise KeyError(f"{self.eq.label(target)} does not read {self.eq.label(source)}")
         values = self.state.values
-        partial = self.state.partial_changes(self.eq, todo)
-        x = np.array([values[source] for _, source in todo])
-        dx = x - _lag(x)
-        stock = np.array([self.eq.is_stock(target) for target, _ in todo], dtype=bool)
-        out = np.empty_like(partial)
+        targets = list(dict.fromkeys(t for t, _ in todo))
+        sources = list(dict.fromkeys(x for _, x in todo))
+        x = np.array([values[k] for k in sources])
+        a, b = (np.array(w) for w in zip(*(self.weights(t) for t in targets)))
+        at = {k: i for i, k in enumerate(targets)}
+        row = [at[t] for t, _ in todo]
+        of = {k: i for i, k in enumerate(sources)}
         with np.errstate(all="ignore"):
-            aux = ~stock
-            if aux.any():
-                z = np.array([values[t] for (t, _), a in zip(todo, aux) if a])
-                dz = z - _lag(z)
-                p, d = partial[aux], dx[aux]
-                score = np.abs(p / dz) * np.sign(p / d)
-                score[(dz == 0) | (d == 0)] = 0.0
-                score[:, :1] = 0.0
-                out[aux] = score
-            if stock.any():
-                targets = [t for (t, _), s in zip(todo, stock) if s]
-                second = self.second_difference(targets)
-                p, d = partial[stock], dx[stock]
-                sign_of = np.sign(p / d)
-                if self.timing == "current":
-                    score = self.dt * np.abs(p / second) * sign_of
-                    score[second == 0] = 0.0
-                else:  # x -> net flow at t, net flow -> stock over the step before
-                    g = np.array([self.net_flow(t) for t in targets])
-                    change = g - _lag(g)
-                    score = np.abs(p / change) * sign_of
-                    score *= self.dt * np.abs(_lag(change) / second)
-                    score[(change == 0) | (second == 0)] = 0.0
-                score[d == 0] = 0.0
-                score[:, :2] = 0.0
-                out[stock] = score
+            out = self.state.partial_changes(self.eq, todo)
+            out *= np.sign(x - _lag(x))[[of[s] for _, s in todo]]
+            out /= a[row]
+            out *= b[row]
         bad = ~np.isfinite(out)
         if bad.any():
             self.nonfinite += int(bad.sum())
             out[bad] = 0.0
-        for pair, row in zip(todo, out):
-            self._cache[pair] = row
+        for pair, scores in zip(todo, out):
+            self._cache[pair] = scores
 
     def score(self, target: str, source: str) -> np.ndarray:
         """The link score source -> target (node keys; `source` a direct input)."""
