@@ -271,47 +271,55 @@ class LinkScorer:
             raise ValueError("link scores need a run saved on an even time grid")
         self.dt = float(steps[0]) if len(steps) else 1.0
 
-    def net_flow(self, stock: str) -> np.ndarray:
-        """A stock's net flow (its INTEG's rate) at every saved time."""
-        return self.state.table[self.eq.layout.flow_rows[stock]]
-
-    def second_difference(self, stock: str) -> np.ndarray:
-        """ΔS_t - ΔS_{t-dt}. From the recorded stock values; on an Euler run from the net
-        flows, ΔS_t = dt · g_{t-dt} (equal in exact arithmetic, without the cancellation of
-        differencing a large stock that barely changes)."""
+    def second_difference(self, stocks: Sequence[str]) -> np.ndarray:
+        """ΔS_t - ΔS_{t-dt} of each stock (rows). From the recorded stock values; on an
+        Euler run from the net flows, ΔS_t = dt · g_{t-dt} (equal in exact arithmetic,
+        without the cancellation of differencing a large stock that barely changes)."""
         if self.euler:
-            g = self.net_flow(stock)
+            g = self.net_flows(stocks)
             return self.dt * (_lag(g) - _lag(g, 2))
-        s = self.state.values[stock]
+        s = self.rows(stocks)
         return (s - _lag(s)) - (_lag(s) - _lag(s, 2))
 
-    def weights(self, target: str) -> tuple[np.ndarray, np.ndarray]:
-        """(A, B) of a target: each link x -> target scores Δₓz · sign(Δx) / A · B (the
-        module docstring's formulas: A = |Δz|, B = 1 for an auxiliary; A = |second
+    def rows(self, keys: Sequence[str]) -> np.ndarray:
+        """The recorded values of nodes (one row each)."""
+        rows = self.eq.layout.rows
+        return self.state.table[[rows[k] for k in keys]]
+
+    def net_flows(self, stocks: Sequence[str]) -> np.ndarray:
+        flow_rows = self.eq.layout.flow_rows
+        return self.state.table[[flow_rows[k] for k in stocks]]
+
+    def weights(self, targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(A, B) of each target (rows): a link x -> z scores Δₓz · sign(Δx) / A · B (the
+        module docstring's formulas: A = |Δz|, B = 1 for an auxiliary z; A = |second
         difference|, B = dt for a stock; A infinite where the score is 0 by definition)."""
-        found = self._weights.get(target)
-        if found is not None:
-            return found
+        new = [k for k in dict.fromkeys(targets) if k not in self._weights]
+        stocks = [k for k in new if self.eq.is_stock(k)]
+        aux = [k for k in new if not self.eq.is_stock(k)]
         with np.errstate(all="ignore"):
-            if not self.eq.is_stock(target):
-                z = self.state.values[target]
+            if aux:
+                z = self.rows(aux)
                 dz = z - _lag(z)
                 a, b = np.abs(dz), np.ones_like(dz)
                 a[dz == 0] = np.inf
-                a[:1] = np.inf
-            else:
-                second = self.second_difference(target)
+                a[:, :1] = np.inf
+                self._weights.update(zip(aux, zip(a, b)))
+            if stocks:
+                second = self.second_difference(stocks)
                 if self.timing == "current":
                     a, b = np.abs(second), np.full_like(second, self.dt)
                     a[second == 0] = np.inf
                 else:  # x -> net flow at t, net flow -> stock over the step before
-                    change = self.net_flow(target) - _lag(self.net_flow(target))
+                    g = self.net_flows(stocks)
+                    change = g - _lag(g)
                     a, b = np.abs(change), self.dt * np.abs(_lag(change) / second)
                     a[(change == 0) | (second == 0)] = np.inf
                     b[second == 0] = 0.0
-                a[:2] = np.inf
-        self._weights[target] = (a, b)
-        return a, b
+                a[:, :2] = np.inf
+                self._weights.update(zip(stocks, zip(a, b)))
+        found = [self._weights[k] for k in targets]
+        return np.array([w[0] for w in found]), np.array([w[1] for w in found])
 
     def prepare(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Score the links (target, source) of `pairs` (node keys, `source` a direct input)
@@ -323,25 +331,18 @@ class LinkScorer:
         if unknown:
             target, source = unknown[0]
             raise KeyError(f"{self.eq.label(target)} does not read {self.eq.label(source)}")
-        values = self.state.values
-        targets = list(dict.fromkeys(t for t, _ in todo))
-        sources = list(dict.fromkeys(x for _, x in todo))
-        x = np.array([values[k] for k in sources])
-        a, b = (np.array(w) for w in zip(*(self.weights(t) for t in targets)))
-        at = {k: i for i, k in enumerate(targets)}
-        row = [at[t] for t, _ in todo]
-        of = {k: i for i, k in enumerate(sources)}
+        a, b = self.weights([t for t, _ in todo])
+        x = self.rows([s for _, s in todo])
         with np.errstate(all="ignore"):
             out = self.state.partial_changes(self.eq, todo)
-            out *= np.sign(x - _lag(x))[[of[s] for _, s in todo]]
-            out /= a[row]
-            out *= b[row]
+            out *= np.sign(x - _lag(x))
+            out /= a
+            out *= b
         bad = ~np.isfinite(out)
         if bad.any():
             self.nonfinite += int(bad.sum())
             out[bad] = 0.0
-        for pair, scores in zip(todo, out):
-            self._cache[pair] = scores
+        self._cache.update(zip(todo, out))
 
     def score(self, target: str, source: str) -> np.ndarray:
         """The link score source -> target (node keys; `source` a direct input)."""
