@@ -429,57 +429,112 @@ def strongest_paths(
     records a loop when it returns to the stock and abandons a path reaching a variable it
     has reached before (from this stock, at this time) with a larger |score|. A heuristic:
     it finds strong loops, not all loops, and may miss a strongest loop's close sibling.
-    Each loop once, as a list of element nodes (a stock first)."""
+    Each loop once, as a list of element nodes (a stock first). The search is compiled
+    with Numba when the run was (`_search_all`)."""
     times = len(scorer.state.times)
     scorer.prepare(link for paths in graph.paths.values() for p in paths for link in path_links(p))
-    scores = {edge: composite_score(scorer, paths) for edge, paths in graph.paths.items()}
-    stocks = [n for n in graph.nodes if graph.eq.is_stock(n)]
+    number = {k: i for i, k in enumerate(graph.nodes)}
+    edges = list(graph.paths)
+    source = np.array([number[x] for _, x in edges], dtype=np.int64)
+    target = np.array([number[z] for z, _ in edges], dtype=np.int64)
+    magnitude = np.abs([composite_score(scorer, graph.paths[e]) for e in edges])
+    magnitude = magnitude.reshape(len(edges), times)
+    stocks = np.array([number[n] for n in graph.nodes if graph.eq.is_stock(n)], dtype=np.int64)
     picks = np.unique(np.linspace(2, times - 1, min(n_times, max(times - 2, 0))).astype(int))
+    # per time, the links out of each node by decreasing |score| (ties: in graph order),
+    # as compressed rows: those of node i are order[j, start[j, i]:start[j, i + 1]]
+    n_nodes, n_edges = len(graph.nodes), len(edges)
+    order = np.zeros((len(picks), n_edges), dtype=np.int64)
+    start = np.zeros((len(picks), n_nodes + 1), dtype=np.int64)
+    for row, j in enumerate(picks):
+        m = magnitude[:, j]
+        keep = np.flatnonzero(m > 0)
+        ranked = keep[np.lexsort((keep, -m[keep], source[keep]))]
+        order[row, : len(ranked)] = ranked
+        start[row, 1:] = np.cumsum(np.bincount(source[ranked], minlength=n_nodes))
+    args: tuple[Any, ...] = (
+        order.ravel(),
+        start.ravel(),
+        target,
+        magnitude[:, picks].T.ravel(),
+        stocks,
+    )
+    # scratch: best, visiting, stack, position, strength
+    scratch: tuple[Any, ...] = (
+        np.zeros(n_nodes + 1),
+        np.zeros(n_nodes, dtype=np.bool_),
+        np.zeros(n_nodes + 1, dtype=np.int64),
+        np.zeros(n_nodes + 1, dtype=np.int64),
+        np.zeros(n_nodes + 1),
+    )
+    search: Any = _search_all
+    if scorer.state.functions is scorer.eq.vector:  # a plain-Python run: lists index sooner
+        args, scratch = tuple(a.tolist() for a in args), tuple(a.tolist() for a in scratch)
+    else:
+        search = _compiled_search()
+    found = search(*args, len(picks), n_nodes, n_edges, *scratch)
     seen: set[tuple[str, ...]] = set()
     out: list[list[str]] = []
-    for j in picks:
-        outbound: dict[str, list[tuple[str, float]]] = defaultdict(list)
-        for (z, x), values in scores.items():
-            magnitude = abs(float(values[j]))
-            if magnitude > 0:
-                outbound[x].append((z, magnitude))
-        for edges in outbound.values():
-            edges.sort(key=lambda e: -e[1])
-        for target in stocks:
-            _search(target, outbound, seen, out)
+    for ids in found:
+        loop = [graph.nodes[i] for i in ids]
+        key = _rotate(loop)
+        if key not in seen:
+            seen.add(key)
+            out.append(loop)
     return out
 
 
-def _search(
-    target: str,
-    outbound: Mapping[str, list[tuple[str, float]]],
-    seen: set[tuple[str, ...]],
-    out: list[list[str]],
-) -> None:
-    """One strongest-path search from the stock `target` (see `strongest_paths`)."""
-    best: dict[str, float] = {}
-    visiting: set[str] = set()
-    stack: list[str] = []
+def _search_all(
+    order, start, target, magnitude, stocks, n_rows, n_nodes, n_edges,
+    best, visiting, stack, position, strength,
+):  # fmt: skip
+    """Every strongest-path search (see `strongest_paths`): for each time (a row of the
+    flattened `order`, `start` and `magnitude`) and each stock, a depth-first walk; returns
+    the loops found, each as the node numbers of the walk's stack (the stock first), in
+    the order found. Plain loops over flat sequences (NumPy arrays or lists) and the
+    scratch sequences `best` ... `strength`, so that Numba compiles it as it is."""
+    found = [stocks[:0].copy()]  # typed for Numba: a list of int sequences
+    found.pop()
+    for row in range(n_rows):
+        first, links, weight = row * (n_nodes + 1), row * n_edges, row * n_edges
+        for s in range(len(stocks)):
+            home = stocks[s]
+            for i in range(n_nodes):
+                best[i] = 0.0
+                visiting[i] = False
+            depth = 0
+            stack[0], position[0], strength[0] = home, start[first + home], 1.0
+            best[home] = 1.0
+            visiting[home] = True
+            while depth >= 0:
+                node = stack[depth]
+                if position[depth] == start[first + node + 1]:
+                    visiting[node] = False
+                    depth -= 1
+                    continue
+                e = order[links + position[depth]]
+                position[depth] += 1
+                nxt = target[e]
+                score = strength[depth] * magnitude[weight + e]
+                if visiting[nxt]:
+                    if nxt == home:
+                        found.append(stack[: depth + 1].copy())
+                    continue
+                if score < best[nxt]:
+                    continue
+                best[nxt] = score
+                depth += 1
+                stack[depth], position[depth], strength[depth] = nxt, start[first + nxt], score
+                visiting[nxt] = True
+    return found
 
-    def visit(node: str, score: float) -> None:
-        if node in visiting:
-            if node == target:
-                key = _rotate(stack)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(list(stack))
-            return
-        if score < best.get(node, 0.0):
-            return
-        best[node] = score
-        visiting.add(node)
-        stack.append(node)
-        for nxt, magnitude in outbound.get(node, ()):
-            visit(nxt, score * magnitude)
-        visiting.discard(node)
-        stack.pop()
 
-    visit(target, 1.0)
+@functools.cache
+def _compiled_search():
+    """`_search_all` compiled by Numba (cached on disk)."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_search_all)
 
 
 # -- loop dominance -------------------------------------------------------------------------
