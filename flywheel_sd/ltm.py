@@ -376,6 +376,7 @@ class ElementGraph:
     paths: dict[tuple[str, str], list[list[str]]]
     variable: dict[str, str]  # node key -> Vensim name
     chains: dict[tuple[str, ...], list[tuple[str, ...]]] = field(default_factory=dict)
+    _cycles: dict[int, list[list[str]] | TooManyCycles] = field(default_factory=dict)
 
     @functools.cached_property
     def successors(self) -> dict[str, list[str]]:
@@ -383,6 +384,19 @@ class ElementGraph:
         for z, x in self.paths:
             out[x].append(z)
         return out
+
+    def simple_cycles(self, limit: int) -> list[list[str]]:
+        """`simple_cycles` of the graph (found once per limit; TooManyCycles likewise)."""
+        found = self._cycles.get(limit)
+        if found is None:
+            try:
+                found = simple_cycles(self.successors, limit)
+            except TooManyCycles as err:
+                found = err
+            self._cycles[limit] = found
+        if isinstance(found, TooManyCycles):
+            raise TooManyCycles(*found.args)
+        return [list(c) for c in found]
 
     @functools.cached_property
     def component(self) -> dict[str, int]:
@@ -473,14 +487,19 @@ def strongest_paths(
     else:
         search = _compiled_search()
     found = search(*args, len(picks), n_nodes, n_edges, *scratch)
-    seen: set[tuple[str, ...]] = set()
+    walks: set[tuple[int, ...]] = set()
+    seen: set[tuple[int, ...]] = set()
     out: list[list[str]] = []
     for ids in found:
-        loop = [graph.nodes[i] for i in ids]
-        key = _rotate(loop)
+        walk = tuple(ids.tolist() if isinstance(ids, np.ndarray) else ids)
+        if walk in walks:
+            continue
+        walks.add(walk)
+        first = walk.index(min(walk))
+        key = walk[first:] + walk[:first]  # a loop is found from each of its stocks
         if key not in seen:
             seen.add(key)
-            out.append(loop)
+            out.append([graph.nodes[i] for i in walk])
     return out
 
 
@@ -660,7 +679,7 @@ def loop_dominance(
     found: list[list[str]] = []
     if loops is None:
         try:
-            found = simple_cycles(graph.successors, max_cycles)
+            found = graph.simple_cycles(max_cycles)
             discovery = "exhaustive"
         except TooManyCycles:
             discovery = "strongest_path"

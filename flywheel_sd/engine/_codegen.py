@@ -386,8 +386,12 @@ def _dynamic(nodes) -> set:
 
 
 def _sorted(graph: dict) -> list:
+    """A dependency order of `graph` (node -> its inputs), the same in every process (sets
+    of strings iterate in an order that changes with the process's string hashing, and
+    generated text that changes defeats Numba's disk cache)."""
+    ordered = {k: sorted(graph[k]) for k in sorted(graph)}
     try:
-        return list(TopologicalSorter(graph).static_order())
+        return list(TopologicalSorter(ordered).static_order())
     except CycleError as err:
         names = " -> ".join(str(k) for k in err.args[1][:6])
         raise NotCompilable(f"a simultaneous equation (algebraic loop): {names}") from err

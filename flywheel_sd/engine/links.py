@@ -214,8 +214,10 @@ class Layout:
     def of(cls, nodes: Mapping[str, Node]) -> Layout:
         from graphlib import TopologicalSorter
 
+        # sorted: the generated text (and so Numba's disk cache) must not depend on the
+        # process's string hashing
         deps = {
-            k: {d for d in n.deps if d in nodes} if n.kind == "aux" else set()
+            k: sorted(d for d in n.deps if d in nodes) if n.kind == "aux" else []
             for k, n in nodes.items()
         }
         order = list(TopologicalSorter(deps).static_order())
