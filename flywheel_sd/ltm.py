@@ -323,7 +323,7 @@ class LinkScorer:
 
     def prepare(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Score the links (target, source) of `pairs` (node keys, `source` a direct input)
-        together: one call of the generated partial changes, the formulas over all rows."""
+        together, in one call of the generated code (`RunState.link_terms`)."""
         todo = [p for p in dict.fromkeys(pairs) if p not in self._cache]
         if not todo:
             return
@@ -331,13 +331,10 @@ class LinkScorer:
         if unknown:
             target, source = unknown[0]
             raise KeyError(f"{self.eq.label(target)} does not read {self.eq.label(source)}")
-        a, b = self.weights([t for t, _ in todo])
-        x = self.rows([s for _, s in todo])
-        with np.errstate(all="ignore"):
-            out = self.state.partial_changes(self.eq, todo)
-            out *= np.sign(x - _lag(x))
-            out /= a
-            out *= b
+        targets = list(dict.fromkeys(t for t, _ in todo))
+        a, b = self.weights(targets)
+        at = {k: i for i, k in enumerate(targets)}
+        out = self.state.link_terms(self.eq, todo, [at[t] for t, _ in todo], a, b)
         bad = ~np.isfinite(out)
         if bad.any():
             self.nonfinite += int(bad.sum())

@@ -245,11 +245,12 @@ def layout_text(nodes: Mapping[str, Node], layout: Layout, *, vector: bool) -> s
     columns: saved times):
 
     * ``_ltm_nodes(times, Y, c, V)``: every node's value, and every stock's net flow, from
-      the recorded states ``Y`` (times x states), in dependency order;
-    * ``_ltm_partials(times, c, V, want, D)``: for each wanted link x -> z, the partial
-      change Δₓz at every time k >= 1 into ``D[link, k]``: z's equation (a stock's: its net
-      flow) with x at time k and every other input, TIME included, at k-1, minus its value
-      at k-1.
+      the recorded states ``Y`` (times x states), a row at a time in dependency order;
+    * ``_ltm_links(times, c, V, out, at, A, B, D)``: for each link j with ``out[j] >= 0``
+      (x -> z), ``D[out[j], k] = Δₓz · sign(Δx) / A[at[j], k] · B[at[j], k]`` at every
+      time k >= 1, where Δₓz is z's equation (a stock's: its net flow) with x at time k
+      and every other input, TIME included, at k-1, minus its value at k-1 (the link
+      score's numerator; `flywheel_sd.ltm.LinkScorer` gives A and B).
 
     ``vector=False``: scalar loops over time (the Numba backend); ``vector=True``: the same
     lines once over whole rows (NumPy; K and P are slices).
@@ -263,37 +264,38 @@ def layout_text(nodes: Mapping[str, Node], layout: Layout, *, vector: bool) -> s
 
         return _PLACEHOLDER.sub(cell, text)
 
-    def loop(first: int, lines: list[str], clock: str) -> list[str]:
+    def loop(first: int, line: str, clock: str) -> list[str]:
+        """`line` at every time from `first` (a row: reads and writes run along memory)."""
         if vector:
-            return lines
-        head = [f"    for K in range({first}, times.shape[0]):"]
+            return [line]
+        head = [f"for K in range({first}, times.shape[0]):"]
         if first:
-            head.append("        P = K - 1")
-        head.append(f"        t = times[{clock}]")
-        return head + ["    " + line for line in lines]
+            head.append("    P = K - 1")
+        head.append(f"    t = times[{clock}]")
+        return [*head, "    " + line]
 
     out = ["", "", "@_jit", "def _ltm_nodes(times, Y, c, V):"]
     if vector:
         out += ["    K = slice(None)", "    t = times"]
-    body = []
     for key, row in rows.items():
         node = nodes[key]
         if node.kind == "stock":
             value = f"Y[K, {node.slot}]"
             value = f"np.maximum({value}, 0.0)" if node.nonneg else value
-            body.append(f"    V[{row}, K] = {value}")
         elif node.kind == "aux":
-            body.append(f"    V[{row}, K] = {fill(node.expr, 'K')}")
+            value = fill(node.expr, "K")
         else:
-            body.append(f"    V[{row}, K] = c[{node.slot}]")
+            value = f"c[{node.slot}]"
+        out += ["    " + line for line in loop(0, f"V[{row}, K] = {value}", "K")]
     for key, row in flow_rows.items():
-        body.append(f"    V[{row}, K] = {fill(nodes[key].flow, 'K')}")
-    out += loop(0, body, "K")
+        net_flow = fill(nodes[key].flow, "K")
+        out += ["    " + line for line in loop(0, f"V[{row}, K] = {net_flow}", "K")]
 
     pairs = list(layout.links)
     chunks = [pairs[i : i + LINKS_PER_FUNCTION] for i in range(0, len(pairs), LINKS_PER_FUNCTION)]
+    signature = "(times, c, V, out, at, A, B, D)"
     for n, chunk in enumerate(chunks):
-        out += ["", "", "@_jit", f"def _ltm_partials_{n}(times, c, V, want, D):"]
+        out += ["", "", "@_jit", f"def _ltm_links_{n}{signature}:"]
         if vector:
             out += ["    K = slice(1, None)", "    P = slice(0, -1)", "    t = times[P]"]
         for z, x in chunk:
@@ -301,13 +303,13 @@ def layout_text(nodes: Mapping[str, Node], layout: Layout, *, vector: bool) -> s
             expr = node.flow if node.kind == "stock" else node.expr
             before = flow_rows[z] if node.kind == "stock" else rows[z]
             j = layout.links[(z, x)]
-            out.append(f"    if want[{j}]:")
-            line = f"    D[{j}, K] = ({fill(expr, 'P', now=x)}) - V[{before}, P]"
-            out += ["    " + s for s in loop(1, [line], "P")]
-    out += ["", "", "@_jit", "def _ltm_partials(times, c, V, want, D):"]
-    out += [f"    _ltm_partials_{n}(times, c, V, want, D)" for n in range(len(chunks))] or [
-        "    pass"
-    ]
+            change = f"(({fill(expr, 'P', now=x)}) - V[{before}, P])"
+            sign = f"np.sign(V[{rows[x]}, K] - V[{rows[x]}, P])"
+            line = f"D[o, K] = {change} * {sign} / A[a, K] * B[a, K]"
+            out += [f"    if out[{j}] >= 0:", f"        o, a = out[{j}], at[{j}]"]
+            out += ["        " + s for s in loop(1, line, "P")]
+    out += ["", "", "@_jit", f"def _ltm_links{signature}:"]
+    out += [f"    _ltm_links_{n}{signature}" for n in range(len(chunks))] or ["    pass"]
     return "\n".join(out) + "\n"
 
 
@@ -333,19 +335,25 @@ class RunState:
     def __len__(self) -> int:
         return len(self.times)
 
-    def partial_changes(self, eq: Equations, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Δₓz of each link (target, source) in `pairs` at every saved time (one row per
-        pair; 0 at the first time): see `layout_text`."""
+    def link_terms(
+        self, eq: Equations, pairs: Sequence[tuple[str, str]], at: Sequence[int], a, b
+    ) -> np.ndarray:
+        """Δₓz · sign(Δx) / a · b for each link (target, source) of `pairs` at every saved
+        time (a row per pair; 0 at the first time), with the rows ``a[at[i]]`` and
+        ``b[at[i]]`` for pair i: see `layout_text`."""
         links = eq.layout.links
-        want = np.zeros(len(links), dtype=np.bool_)
+        out = np.full(len(links), -1, dtype=np.int64)
+        rows = np.zeros(len(links), dtype=np.int64)
         numbers = [links[pair] for pair in pairs]
-        want[numbers] = True
-        out = np.empty((len(links), len(self.times)))
+        out[numbers] = np.arange(len(numbers))
+        rows[numbers] = at
+        terms = np.empty((len(numbers), len(self.times)))
         with np.errstate(all="ignore"):
-            self.functions._ltm_partials(self.times, self.c, self.table, want, out)
-        out = out[numbers]
-        out[:, :1] = 0.0
-        return out
+            self.functions._ltm_links(
+                self.times, self.c, self.table, out, rows, np.asarray(a), np.asarray(b), terms
+            )
+        terms[:, :1] = 0.0
+        return terms
 
 
 def record_states(
