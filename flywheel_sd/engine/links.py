@@ -235,9 +235,15 @@ class Layout:
         return cls(rows, flow_rows, links)
 
 
-#: Links per generated function of partial changes (Numba compiles many small functions
-#: sooner than one huge one).
-LINKS_PER_FUNCTION = 64
+#: Rows and links per generated function: Numba's compile time grows faster than a
+#: function's length (several of its passes are quadratic), so many small functions
+#: compile sooner than one large one.
+ROWS_PER_FUNCTION = 24
+LINKS_PER_FUNCTION = 16
+
+
+def _parts(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def layout_text(nodes: Mapping[str, Node], layout: Layout, *, vector: bool) -> str:
@@ -274,9 +280,7 @@ def layout_text(nodes: Mapping[str, Node], layout: Layout, *, vector: bool) -> s
         head.append(f"    t = times[{clock}]")
         return [*head, "    " + line]
 
-    out = ["", "", "@_jit", "def _ltm_nodes(times, Y, c, V):"]
-    if vector:
-        out += ["    K = slice(None)", "    t = times"]
+    lines = []
     for key, row in rows.items():
         node = nodes[key]
         if node.kind == "stock":
@@ -286,13 +290,21 @@ def layout_text(nodes: Mapping[str, Node], layout: Layout, *, vector: bool) -> s
             value = fill(node.expr, "K")
         else:
             value = f"c[{node.slot}]"
-        out += ["    " + line for line in loop(0, f"V[{row}, K] = {value}", "K")]
-    for key, row in flow_rows.items():
-        net_flow = fill(nodes[key].flow, "K")
-        out += ["    " + line for line in loop(0, f"V[{row}, K] = {net_flow}", "K")]
+        lines.append(f"V[{row}, K] = {value}")
+    lines += [f"V[{row}, K] = {fill(nodes[key].flow, 'K')}" for key, row in flow_rows.items()]
+    out: list[str] = []
+    parts = _parts(lines, ROWS_PER_FUNCTION)  # in order: a part reads the rows before it
+    for n, part in enumerate(parts):
+        out += ["", "", "@_jit", f"def _ltm_nodes_{n}(times, Y, c, V):"]
+        if vector:
+            out += ["    K = slice(None)", "    t = times"]
+        for line in part:
+            out += ["    " + s for s in loop(0, line, "K")]
+    out += ["", "", "@_jit", "def _ltm_nodes(times, Y, c, V):"]
+    out += [f"    _ltm_nodes_{n}(times, Y, c, V)" for n in range(len(parts))] or ["    pass"]
 
     pairs = list(layout.links)
-    chunks = [pairs[i : i + LINKS_PER_FUNCTION] for i in range(0, len(pairs), LINKS_PER_FUNCTION)]
+    chunks = _parts(pairs, LINKS_PER_FUNCTION)
     signature = "(times, c, V, out, at, A, B, D)"
     for n, chunk in enumerate(chunks):
         out += ["", "", "@_jit", f"def _ltm_links_{n}{signature}:"]
