@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -751,3 +753,71 @@ def test_bundled_dominance_of_a_stock_names_only_its_loops(flywheel_model):
         np.testing.assert_allclose(total[total > 0], 1.0, rtol=1e-12)
         named = set("+".join(dominance_periods(ds, variable=stock)["loops"]).split("+"))
         assert named and named <= through
+
+
+# -- the generated code: Numba and NumPy alike, and the same text in every process ---------
+MIXED = (
+    "X = INTEG(Births - Deaths, 10)",
+    "Births = Rate * X * Room",
+    "Room = Crowding Table(X / K)",
+    "Crowding Table((0, 1), (0.5, 0.8), (1, 0), (2, 0))",
+    "Deaths = SMOOTH(d * X, 2)",
+    "Rate = 0.5 + STEP(0.1, 5)",
+    "Y = INTEG(Y Inflow, 1)",
+    "Y Inflow = Births / 10 - Y * d",
+    "K = 1000",
+    "d = 0.05",
+)
+
+
+@pytest.mark.slow
+def test_numba_and_numpy_loop_analyses_agree(tmp_path_factory, monkeypatch):
+    """The loop analysis runs the same generated lines as Numba loops over time or as NumPy
+    over whole rows (`flywheel_sd.engine.links.layout_text`), and the strongest-path search
+    compiled or on lists. A lookup, a SMOOTH (hidden nodes), a STEP and two stocks; the
+    search forced with max_cycles=0. Both must give the same loops and scores (to
+    round-off: NumPy's interpolation is another formula than the generated lookup's)."""
+    model = model_of(tmp_path_factory, "mixed", *MIXED, time_step=DT, saveper=DT, final_time=20)
+    results = {}
+    for jit in ("off", "eager"):
+        monkeypatch.setenv("FLYWHEEL_SD_JIT", jit)
+        results[jit] = [
+            loop_dominance(model, method=method, max_cycles=max_cycles)
+            for method in ("euler", "RK45")
+            for max_cycles in (2000, 0)
+        ]
+    for numpy_ds, numba_ds in zip(results["off"], results["eager"]):
+        assert numba_ds.sizes["loop"] >= 3
+        assert list(numba_ds["loop_variables"].values) == list(numpy_ds["loop_variables"].values)
+        for name in ("link_score", "loop_score", "relative_score"):
+            np.testing.assert_allclose(
+                numba_ds[name].values, numpy_ds[name].values, rtol=1e-12, atol=1e-15
+            )
+        assert np.abs(numba_ds["link_score"].values).max() > 0.1  # scores, not zeros
+
+
+def test_generated_code_is_the_same_in_every_process(tmp_path):
+    """Numba caches compiled code by the generated file: text that changed with the
+    process's string hashing (set order) meant a fresh compile of minutes in each one."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, flywheel_sd as fw; from flywheel_sd.engine import links as lk;"
+        "eq = lk.equations(fw.load(sys.argv[1]));"
+        "sys.stdout.write(lk.recorder(eq).program.body)"
+    )
+    model = Path(fw.__file__).parent.parent / "models" / "platform_flywheel.mdl"
+    texts = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "FLYWHEEL_SD_CACHE": str(tmp_path / seed)}
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(model)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "def _ltm_links(" in out.stdout
+        texts.add(out.stdout)
+    assert len(texts) == 1
