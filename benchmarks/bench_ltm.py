@@ -10,8 +10,8 @@ first call is printed too), medians over the repeats:
 
 1. ``flywheel_sd.simulate(model)``: one run as users make it (RK45, compiled engine), and the
    Euler run at TIME STEP;
-2. ``flywheel_sd.ltm.loop_dominance(model)``: its own Euler run recorded at every TIME STEP
-   (plain-Python backend, every node kept), link scores, loop discovery (exhaustive, or the
+2. ``flywheel_sd.ltm.loop_dominance(model)``: its own Euler run recorded at every TIME STEP,
+   every node's value from the states, link scores, loop discovery (exhaustive, or the
    strongest-path search beyond ``MAX_CYCLES`` cycles) and loop scores;
 3. the same for the loop index's loops only (``loops=[...]``: no discovery);
 4. ``flywheel_sd.ltm.loop_dominance_ensemble`` over a ``--runs``-run LHS of two uncertain
@@ -20,10 +20,12 @@ first call is printed too), medians over the repeats:
 5. ``flywheel_sd.dominance_periods`` of (2): per partition, and for one stock (Active Buyers,
    else the model's first stock: only the loops through it, renormalised).
 
-It prints each time and its ratio to the RK45 run. The runs name their engine: with the
-Numba backend ready (``FLYWHEEL_SD_JIT`` not ``off``; it compiles in the background, so a
-later call may use it) an Euler run takes about a millisecond, while `loop_dominance`
-records its run on the plain-Python backend (it keeps every node's value at every step).
+It prints each time and its ratio to the RK45 run, and the engine of each: with Numba
+(``FLYWHEEL_SD_JIT=eager``) the run, every node's values, the link scores (generated code:
+`flywheel_sd.engine.links.layout_text`) and the strongest-path search are compiled; under
+``FLYWHEEL_SD_JIT=off`` the run is plain Python and the analysis NumPy over whole rows. In
+the default (auto) mode a process's first few analyses take the second way while Numba
+compiles the model's analysis code in the background (minutes of one core, once per model).
 """
 
 from __future__ import annotations

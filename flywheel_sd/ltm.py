@@ -714,6 +714,8 @@ def loop_dominance(
             sorted({graph.variable[k] for c in _cycles_of(chosen) for k in c if eq.is_stock(k)})
         ),
         nonfinite_link_values=scorer.nonfinite,
+        # the backend of the run and the generated analysis code
+        engine="compiled (numpy)" if state.functions is eq.vector else "compiled (numba)",
         note=note,
         # for dominance_periods(variable=): the variables of every cycle of each loop (an
         # index loop's `also` paths too), and the names of the model's variables
