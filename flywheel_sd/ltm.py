@@ -349,9 +349,11 @@ class LinkScorer:
         return self._cache[pair]
 
     def path_score(self, path: Sequence[str]) -> np.ndarray:
-        """The product of the link scores along a path of nodes (source first)."""
-        out = np.ones(len(self.state.times))
-        for target, source in path_links(path):
+        """The product of the link scores along a path of nodes (source first); a path of
+        one link: its cached score itself (read it, never write to it)."""
+        first, *rest = path_links(path)
+        out = self.score(*first)
+        for target, source in rest:
             out = out * self.score(target, source)
         return out
 
@@ -423,10 +425,10 @@ def element_graph(eq) -> ElementGraph:
 
 def composite_score(scorer: LinkScorer, paths: Sequence[Sequence[str]]) -> np.ndarray:
     """A link's score through its hidden paths: the path score of largest magnitude at each
-    time (a direct link has one path, its own score)."""
+    time (a direct link has one path, its own score: not a copy)."""
+    if len(paths) == 1:
+        return scorer.path_score(paths[0])
     scores = np.array([scorer.path_score(p) for p in paths])
-    if len(scores) == 1:
-        return scores[0]
     pick = np.argmax(np.abs(scores), axis=0)
     return scores[pick, np.arange(scores.shape[1])]
 
