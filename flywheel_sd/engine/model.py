@@ -489,16 +489,23 @@ class Model:
 
     def dims_of(self, name: str) -> list[str]:
         """The subscript ranges a variable is defined over ([] for a scalar)."""
-        real = self.real_name(name)
-        rows = self.doc.loc[self.doc["Real Name"] == real, "Subscripts"]
-        dims = rows.iloc[0] if len(rows) else None
-        return list(dims) if isinstance(dims, (list, tuple)) else []
+        return list(self._dims.get(self.real_name(name), ()))
+
+    @cached_property
+    def _dims(self) -> dict[str, tuple[str, ...]]:
+        out: dict[str, tuple[str, ...]] = {}
+        for real, dims in zip(self.doc["Real Name"], self.doc["Subscripts"]):
+            if real not in out:  # the first row of a name, as a lookup by name finds
+                out[real] = tuple(dims) if isinstance(dims, (list, tuple)) else ()
+        return out
 
     def _check_dims(self, name: str, value: Any) -> None:
         """An xarray value must use the variable's subscript ranges and their elements."""
         arrays = [value] if isinstance(value, xr.DataArray) else []
         if isinstance(value, pd.Series):
             arrays = [v for v in value.values if isinstance(v, xr.DataArray)][:1]
+        if not arrays:
+            return
         expected = self.dims_of(name)
         for array in arrays:
             shown = f"[{', '.join(expected)}]" if expected else "none (a scalar)"
