@@ -1072,21 +1072,24 @@ def _periods(times, partitions, keys, rel_all, threshold: float):
     for p in sorted(set(partitions.tolist())):
         members = np.flatnonzero(partitions == p)
         rel = rel_all[members]
+        mags = np.abs(rel)
+        # per time, loops by decreasing |score| (ties: in order) until their shares add up
+        # to the threshold (cumsum adds in order, as a running total does)
+        order = np.argsort(-mags, axis=0, kind="stable")
+        running = np.cumsum(np.take_along_axis(mags, order, axis=0), axis=0)
+        reached = running >= threshold - 1e-12
+        count = np.where(reached.any(axis=0), reached.argmax(axis=0) + 1, len(members))
+        active = mags.sum(axis=0) > 0
+        sign = np.sign(rel).astype(int)
         current: tuple | None = None
         for j, t in enumerate(times):
-            mags = np.abs(rel[:, j])
-            if mags.sum() <= 0:
+            if not active[j]:
                 current = None
                 continue
-            order = np.argsort(-mags, kind="stable")
-            total, chosen = 0.0, []
-            for i in order:
-                chosen.append(int(i))
-                total += float(mags[i])
-                if total >= threshold - 1e-12:
-                    break
+            chosen = order[: count[j], j].tolist()
+            total = float(running[count[j] - 1, j])
             names = frozenset(chosen)
-            signs = {int(np.sign(rel[i, j])) for i in chosen}
+            signs = set(sign[chosen, j].tolist())
             if current is not None and current[0] == names:
                 row = rows[-1]
                 row["end"] = float(t)
