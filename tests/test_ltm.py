@@ -821,3 +821,29 @@ def test_generated_code_is_the_same_in_every_process(tmp_path):
         assert "def _ltm_links(" in out.stdout
         texts.add(out.stdout)
     assert len(texts) == 1
+
+
+def test_equations_are_read_back_from_the_cache_folder(tmp_path_factory, monkeypatch):
+    """A later process reads the compiled equations instead of parsing the model again
+    (about two seconds for the bundled one); an unreadable file is compiled afresh."""
+    from flywheel_sd.engine import _pysd_compat, links
+
+    model = model_of(tmp_path_factory, "cached", *MIXED, time_step=DT, saveper=DT)
+    first = links.equations(model)
+    links._MEMO.clear()  # as in a new process
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("parsed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_pysd_compat, "parse", no_parse)
+        again = links.equations(model)
+    assert again.program.body == first.program.body
+    assert set(again.nodes) == set(first.nodes) and again.keys == first.keys
+    for path in Path(model.py_file).parent.glob("compiled_v*_equations_*.pkl"):
+        path.write_bytes(b"not a pickle")
+    links._MEMO.clear()
+    healed = links.equations(model)
+    assert healed.program.body == first.program.body
+    ds = loop_dominance(model)
+    assert ds.sizes["loop"] >= 3

@@ -134,7 +134,6 @@ def equations(model, params: Mapping | None = None) -> Equations:
         The compiler does not cover the model (the message names the construct).
     """
     from .compiled import series_signature
-    from .compiler import Compiler
     from .model import Model, load
 
     model = model if isinstance(model, Model) else load(model)
@@ -146,25 +145,7 @@ def equations(model, params: Mapping | None = None) -> Equations:
     cached = _MEMO.get(memo)
     if cached is not None and cached.model is model:
         return cached
-    abstract = compat.parse(source)
-    compiler = Compiler(
-        abstract.sections[0], series, model.pysd_model, macros=abstract.sections[1:]
-    )
-    program = compiler.compile()
-    keys: dict[str, list[str]] = {}
-    names: dict[str, str] = {}
-    for key, element in compiler.elements.items():
-        if compat.is_control(element) or compat.is_lookup(element):
-            continue
-        found = [
-            compiler.key_of(key, combo)
-            for combo in compiler.elements_of(compiler.final_dims[key])
-            if compiler.key_of(key, combo) in compiler.nodes
-        ]
-        if found:
-            keys[element.name] = found
-            names[key] = element.name
-    nodes = dict(compiler.nodes)
+    program, nodes, keys, names = _compiled_equations(model, series)
     layout = Layout.of(nodes)
     eq = Equations(
         model=model,
@@ -184,6 +165,48 @@ def equations(model, params: Mapping | None = None) -> Equations:
 #: (model file, its sha256, series variant) -> Equations: a model is parsed once per
 #: variant in a process (parsing costs most of `equations`).
 _MEMO: dict[tuple, Equations] = {}
+
+
+def _compiled_equations(model, series: dict) -> tuple[Program, dict, dict, dict]:
+    """The compiler's program, nodes, keys and names for a model variant: from the model's
+    cache folder, or parsed and compiled now and written there (parsing the default model
+    takes about a second, reading it back milliseconds)."""
+    import hashlib
+    import pickle
+
+    from .compiled import COMPILER_VERSION, _write_atomic
+    from .compiler import Compiler
+
+    variant = hashlib.sha256(repr(sorted(series.items())).encode()).hexdigest()[:10]
+    path = Path(model.py_file).parent / f"compiled_v{COMPILER_VERSION}_equations_{variant}.pkl"
+    try:
+        with open(path, "rb") as f:
+            found = pickle.load(f)
+        if isinstance(found, tuple) and len(found) == 4 and isinstance(found[0], Program):
+            return found
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, TypeError):
+        pass  # missing or unreadable: compile again (the cache heals)
+    abstract = compat.parse(Path(model.path))
+    compiler = Compiler(
+        abstract.sections[0], series, model.pysd_model, macros=abstract.sections[1:]
+    )
+    program = compiler.compile()
+    keys: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for key, element in compiler.elements.items():
+        if compat.is_control(element) or compat.is_lookup(element):
+            continue
+        found = [
+            compiler.key_of(key, combo)
+            for combo in compiler.elements_of(compiler.final_dims[key])
+            if compiler.key_of(key, combo) in compiler.nodes
+        ]
+        if found:
+            keys[element.name] = found
+            names[key] = element.name
+    out = (program, dict(compiler.nodes), keys, names)
+    _write_atomic(path, pickle.dumps(out))
+    return out
 
 
 def _vector_module(program: Program, functions: str) -> types.ModuleType:
