@@ -398,7 +398,7 @@ def run_state(model, run: Any = None, *, equations: Any = None, **simulate_optio
     model = model if isinstance(model, Model) else load(model)
     if isinstance(run, lk.RunState):
         eq = equations or lk.equations(model)
-        if set(run.values) != set(eq.nodes):
+        if set(run.rows) != set(eq.nodes):
             raise ValueError("the run state was not recorded with these equations")
         return eq, run
     params, breaks = _run_inputs(model, run)

@@ -115,6 +115,9 @@ DOMINANCE = 0.5
 
 TIMINGS = ("current", "previous")
 
+#: How many plans of link and loop scores an element graph keeps (`ElementGraph.remember`).
+PLANS_KEPT = 8
+
 
 # -- cycles ---------------------------------------------------------------------------------
 def strongly_connected(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
@@ -267,7 +270,7 @@ class LinkScorer:
             raise ValueError(f"timing must be one of {', '.join(TIMINGS)}, not {self.timing!r}")
         times = self.state.times
         steps = np.diff(times)
-        if len(steps) and not np.allclose(steps, steps[0], rtol=1e-9, atol=0):
+        if len(steps) and np.ptp(steps) > 1e-9 * abs(steps[0]):
             raise ValueError("link scores need a run saved on an even time grid")
         self.dt = float(steps[0]) if len(steps) else 1.0
 
@@ -295,66 +298,68 @@ class LinkScorer:
         module docstring's formulas: A = |Δz|, B = 1 for an auxiliary z; A = |second
         difference|, B = dt for a stock; A infinite where the score is 0 by definition)."""
         new = [k for k in dict.fromkeys(targets) if k not in self._weights]
-        stocks = [k for k in new if self.eq.is_stock(k)]
-        aux = [k for k in new if not self.eq.is_stock(k)]
+        if new == list(targets):  # all new, no repeats: the block as computed
+            return self._weigh(new)
+        if new:
+            self._weigh(new)
+        found = [self._weights[k] for k in targets]
+        return np.array([w[0] for w in found]), np.array([w[1] for w in found])
+
+    def _weigh(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`weights` of `keys`, computed (and kept)."""
+        stock = [self.eq.is_stock(k) for k in keys]
+        stocks = [i for i, s in enumerate(stock) if s]
+        aux = [i for i, s in enumerate(stock) if not s]
+        a_all, b_all = np.empty((2, len(keys), len(self.state.times)))
         with np.errstate(all="ignore"):
             if aux:
-                z = self.rows(aux)
+                z = self.rows([keys[i] for i in aux])
                 dz = z - _lag(z)
-                a, b = np.abs(dz), np.ones_like(dz)
+                a = np.abs(dz)
                 a[dz == 0] = np.inf
                 a[:, :1] = np.inf
-                self._weights.update(zip(aux, zip(a, b)))
+                a_all[aux], b_all[aux] = a, 1.0
             if stocks:
-                second = self.second_difference(stocks)
+                second = self.second_difference([keys[i] for i in stocks])
                 if self.timing == "current":
-                    a, b = np.abs(second), np.full_like(second, self.dt)
+                    a, b = np.abs(second), self.dt
                     a[second == 0] = np.inf
                 else:  # x -> net flow at t, net flow -> stock over the step before
-                    g = self.net_flows(stocks)
+                    g = self.net_flows([keys[i] for i in stocks])
                     change = g - _lag(g)
                     a, b = np.abs(change), self.dt * np.abs(_lag(change) / second)
                     a[(change == 0) | (second == 0)] = np.inf
                     b[second == 0] = 0.0
                 a[:, :2] = np.inf
-                self._weights.update(zip(stocks, zip(a, b)))
-        found = [self._weights[k] for k in targets]
-        return np.array([w[0] for w in found]), np.array([w[1] for w in found])
+                a_all[stocks], b_all[stocks] = a, b
+        self._weights.update(zip(keys, zip(a_all, b_all)))
+        return a_all, b_all
 
-    def prepare(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Score the links (target, source) of `pairs` (node keys, `source` a direct input)
-        together, in one call of the generated code (`RunState.link_terms`)."""
-        todo = [p for p in dict.fromkeys(pairs) if p not in self._cache]
-        if not todo:
-            return
-        unknown = [p for p in todo if p not in self.eq.layout.links]
-        if unknown:
-            target, source = unknown[0]
-            raise KeyError(f"{self.eq.label(target)} does not read {self.eq.label(source)}")
-        targets = list(dict.fromkeys(t for t, _ in todo))
-        a, b = self.weights(targets)
-        at = {k: i for i, k in enumerate(targets)}
-        out = self.state.link_terms(self.eq, todo, [at[t] for t, _ in todo], a, b)
-        bad = ~np.isfinite(out)
-        if bad.any():
-            self.nonfinite += int(bad.sum())
-            out[bad] = 0.0
-        self._cache.update(zip(todo, out))
-
-    def score(self, target: str, source: str) -> np.ndarray:
-        """The link score source -> target (node keys; `source` a direct input)."""
-        pair = (target, source)
-        if pair not in self._cache:
-            self.prepare([pair])
-        return self._cache[pair]
-
-    def path_score(self, path: Sequence[str]) -> np.ndarray:
-        """The product of the link scores along a path of nodes (source first); a path of
-        one link: its cached score itself (read it, never write to it)."""
-        first, *rest = path_links(path)
-        out = self.score(*first)
-        for target, source in rest:
-            out = out * self.score(target, source)
+    def matrix(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The link scores of `pairs` ((target, source) node keys, each source a direct
+        input of its target; no repeats), a row each. Links not scored before are scored
+        together, in one call of the generated code (`RunState.link_terms`), and kept for
+        later calls."""
+        out = np.empty((len(pairs), len(self.state.times)))
+        todo = [i for i, p in enumerate(pairs) if p not in self._cache]
+        for i in set(range(len(pairs))) - set(todo):
+            out[i] = self._cache[pairs[i]]
+        if todo:
+            fresh = [pairs[i] for i in todo]
+            unknown = [p for p in fresh if p not in self.eq.layout.links]
+            if unknown:
+                target, source = unknown[0]
+                raise KeyError(f"{self.eq.label(target)} does not read {self.eq.label(source)}")
+            targets = list(dict.fromkeys(t for t, _ in fresh))
+            a, b = self.weights(targets)
+            at = {k: i for i, k in enumerate(targets)}
+            terms = self.state.link_terms(self.eq, fresh, [at[t] for t, _ in fresh], a, b)
+            bad = ~np.isfinite(terms)
+            if bad.any():
+                self.nonfinite += int(bad.sum())
+                terms[bad] = 0.0
+            out[todo] = terms
+            self._cache.update(zip(fresh, terms))
         return out
 
 
@@ -376,6 +381,7 @@ class ElementGraph:
     variable: dict[str, str]  # node key -> Vensim name
     chains: dict[tuple[str, ...], list[tuple[str, ...]]] = field(default_factory=dict)
     _cycles: dict[int, list[list[str]] | TooManyCycles] = field(default_factory=dict)
+    plans: dict[tuple, Any] = field(default_factory=dict)  # see `remember`
 
     @functools.cached_property
     def successors(self) -> dict[str, list[str]]:
@@ -396,6 +402,15 @@ class ElementGraph:
         if isinstance(found, TooManyCycles):
             raise TooManyCycles(*found.args)
         return [list(c) for c in found]
+
+    def remember(self, key: tuple, plan: Any) -> Any:
+        """Keep a plan built from the graph (`link_plan`, `_loop_plan`) for later runs: the
+        latest few (an ensemble's runs share theirs; each strongest-path search may find
+        other loops)."""
+        if len(self.plans) >= PLANS_KEPT:
+            del self.plans[next(iter(self.plans))]
+        self.plans[key] = plan
+        return plan
 
     @functools.cached_property
     def component(self) -> dict[str, int]:
@@ -423,14 +438,89 @@ def element_graph(eq) -> ElementGraph:
     return graph
 
 
-def composite_score(scorer: LinkScorer, paths: Sequence[Sequence[str]]) -> np.ndarray:
-    """A link's score through its hidden paths: the path score of largest magnitude at each
-    time (a direct link has one path, its own score: not a copy)."""
-    if len(paths) == 1:
-        return scorer.path_score(paths[0])
-    scores = np.array([scorer.path_score(p) for p in paths])
-    pick = np.argmax(np.abs(scores), axis=0)
-    return scores[pick, np.arange(scores.shape[1])]
+@dataclass(frozen=True, eq=False)
+class LinkPlan:
+    """How the scores of element links follow from the scores of single links: a link
+    through hidden nodes is the product of the scores along each of its hidden paths, and
+    where several paths join the same two nodes the path of largest |score| at each time
+    (the 2020 paper's rule for macros). Index arrays, built once per set of links."""
+
+    links: list[tuple[str, str]]  # element links (z, x)
+    pairs: list[tuple[str, str]]  # the single links (target, source) on their paths
+    paths: Groups  # each path's rows of `pairs`
+    first: np.ndarray  # each link's first path
+    several: np.ndarray  # the links with more than one path
+    choices: np.ndarray  # (several, most paths): their paths; -1 pads (a score of 0)
+
+
+def link_plan(graph: ElementGraph, links: Sequence[tuple[str, str]]) -> LinkPlan:
+    """The `LinkPlan` of element links of `graph` (kept: `ElementGraph.remember`)."""
+    key = ("links", tuple(links))
+    plan = graph.plans.get(key)
+    if plan is None:
+        paths = [p for link in links for p in graph.paths[link]]
+        pairs = list(dict.fromkeys(pair for p in paths for pair in path_links(p)))
+        row = {pair: i for i, pair in enumerate(pairs)}
+        counts = [len(graph.paths[link]) for link in links]
+        first = np.cumsum([0, *counts], dtype=np.intp)[:-1]
+        several = np.flatnonzero(np.array(counts, dtype=np.intp) > 1)
+        choices = np.full((len(several), max(counts, default=1)), -1, dtype=np.intp)
+        for i, link in enumerate(several):
+            choices[i, : counts[link]] = range(first[link], first[link] + counts[link])
+        steps = groups([row[pair] for pair in path_links(p)] for p in paths)
+        plan = LinkPlan(list(links), pairs, steps, first, several, choices)
+        graph.remember(key, plan)
+    return plan
+
+
+@dataclass(frozen=True, eq=False)
+class Groups:
+    """Groups of row numbers (none empty), laid out to combine each group's rows in order
+    with whole-array operations: the groups sorted by size (largest first), so the groups
+    with a k-th member are the first ``later[k - 1][0]``."""
+
+    first: np.ndarray  # each group's first row (sorted order)
+    later: list[tuple[int, np.ndarray]]  # per position k >= 1: (groups that have one, rows)
+    unsort: np.ndarray | None  # back to the order given (None: already in it)
+    identity: bool  # every group is the one row of its own number
+
+    def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+        """Per group, `ufunc` over its rows of `values`, left to right (as a loop would: the
+        same product or sum to the last bit)."""
+        if self.identity:
+            return values
+        out = values[self.first]
+        for n, rows in self.later:
+            ufunc(out[:n], values[rows], out=out[:n])
+        return out if self.unsort is None else out[self.unsort]
+
+
+def groups(members: Iterable[Iterable[int]]) -> Groups:
+    """`Groups` of the row numbers in `members` (each non-empty)."""
+    lists = [list(m) for m in members]
+    order = sorted(range(len(lists)), key=lambda i: -len(lists[i]))  # stable: ties keep order
+    ranked = [lists[i] for i in order]
+    longest = len(ranked[0]) if ranked else 0
+    later = []
+    for k in range(1, longest):
+        having = [m for m in ranked if len(m) > k]
+        later.append((len(having), np.array([m[k] for m in having], dtype=np.intp)))
+    unsort = None if order == sorted(order) else np.argsort(order).astype(np.intp)
+    first = np.array([m[0] for m in ranked], dtype=np.intp)
+    identity = longest <= 1 and bool((first == np.arange(len(first))).all())
+    return Groups(first, later, unsort, identity)
+
+
+def composite_scores(scorer: LinkScorer, plan: LinkPlan) -> np.ndarray:
+    """The scores of the plan's element links (a row each)."""
+    paths = plan.paths.reduce(np.multiply, scorer.matrix(plan.pairs))
+    if not len(plan.several):
+        return paths
+    out = paths[plan.first]
+    candidates = np.concatenate([paths, np.zeros((1, paths.shape[1]))])[plan.choices]
+    pick = np.argmax(np.abs(candidates), axis=1)
+    out[plan.several] = np.take_along_axis(candidates, pick[:, None, :], axis=1)[:, 0]
+    return out
 
 
 def strongest_paths(
@@ -445,13 +535,11 @@ def strongest_paths(
     Each loop once, as a list of element nodes (a stock first). The search is compiled
     with Numba when the run was (`_search_all`)."""
     times = len(scorer.state.times)
-    scorer.prepare(link for paths in graph.paths.values() for p in paths for link in path_links(p))
     number = {k: i for i, k in enumerate(graph.nodes)}
     edges = list(graph.paths)
     source = np.array([number[x] for _, x in edges], dtype=np.int64)
     target = np.array([number[z] for z, _ in edges], dtype=np.int64)
-    magnitude = np.abs([composite_score(scorer, graph.paths[e]) for e in edges])
-    magnitude = magnitude.reshape(len(edges), times)
+    magnitude = np.abs(composite_scores(scorer, link_plan(graph, edges)))
     stocks = np.array([number[n] for n in graph.nodes if graph.eq.is_stock(n)], dtype=np.int64)
     picks = np.unique(np.linspace(2, times - 1, min(n_times, max(times - 2, 0))).astype(int))
     # per time, the links out of each node by decreasing |score| (ties: in graph order),
@@ -712,22 +800,11 @@ def loop_dominance(
         method=method,
         model=Path(model.path).name,
         model_path=str(model.path),
-        stocks=json.dumps(
-            sorted({graph.variable[k] for c in _cycles_of(chosen) for k in c if eq.is_stock(k)})
-        ),
         nonfinite_link_values=scorer.nonfinite,
         # the backend of the run and the generated analysis code
         engine="compiled (numpy)" if state.functions is eq.vector else "compiled (numba)",
         note=note,
-        # for dominance_periods(variable=): the variables of every cycle of each loop (an
-        # index loop's `also` paths too), and the names of the model's variables
-        loop_members=json.dumps(
-            {
-                loop.key: sorted({graph.variable[k] for c in loop.cycles for k in c})
-                for loop in chosen
-            }
-        ),
-        variables=json.dumps(sorted(eq.keys)),
+        variables=json.dumps(sorted(eq.keys)),  # for dominance_periods(variable=)
         seconds=time.perf_counter() - started,
     )
     return ds
@@ -837,60 +914,53 @@ def _walk_chain(graph: ElementGraph, chain: Sequence[str]) -> list[tuple[str, ..
     return out
 
 
-def _dataset(graph: ElementGraph, scorer: LinkScorer, chosen: list[_Loop], times):
-    import xarray as xr
+@dataclass(frozen=True, eq=False)
+class _LoopPlan:
+    """How the loops' scores follow from their element links' (`_dataset`): index arrays
+    and the result's labels, built once per set of loops."""
 
+    links: LinkPlan  # the element links round the loops' cycles
+    cycles: Groups  # each cycle's rows of links.links
+    partition: np.ndarray  # (cycles,): each cycle's partition (a group of `together`)
+    together: Groups  # the cycles of each partition
+    loops: Groups  # each loop's distinct cycles
+    labels: dict[str, Any]  # the result's coordinates that do not depend on the run
+    attrs: dict[str, str]
+    _grids: dict[bytes, Any] = field(default_factory=dict)
+
+    def coordinates(self, times: np.ndarray):
+        """The labels and `times` as `xarray.Coordinates`, built once per time grid (their
+        indexes are most of the cost of a Dataset). Their arrays are read-only: results
+        share them."""
+        import xarray as xr
+
+        key = times.tobytes()
+        found = self._grids.get(key)
+        if found is None:
+            if len(self._grids) >= PLANS_KEPT:
+                self._grids.clear()
+            found = self._grids[key] = xr.Coordinates({"time": times, **self.labels})
+            for variable in found.variables.values():
+                variable.values.flags.writeable = False
+        return found.copy()
+
+
+def _loop_plan(graph: ElementGraph, chosen: Sequence[_Loop]) -> _LoopPlan:
+    """The `_LoopPlan` of the loops `chosen` (kept by the graph: `ElementGraph.remember`)."""
+    key = ("loops", tuple((x.key, x.name, x.declared, tuple(x.cycles)) for x in chosen))
+    plan = graph.plans.get(key)
+    if plan is not None:
+        return plan
     eq = graph.eq
-    n_t = len(times)
-    links: dict[tuple[str, str], np.ndarray] = {}
-    cycle_scores: dict[tuple[str, ...], np.ndarray] = {}
-    scorer.prepare(
-        link
-        for loop in chosen
-        for cycle in loop.cycles
-        for i, z in enumerate(cycle)
-        for path in graph.paths[(z, cycle[i - 1])]
-        for link in path_links(path)
-    )
-    for loop in chosen:
-        for cycle in loop.cycles:
-            if cycle in cycle_scores:
-                continue
-            score = np.ones(n_t)
-            for i, z in enumerate(cycle):
-                x = cycle[i - 1]
-                if (z, x) not in links:
-                    links[(z, x)] = composite_score(scorer, graph.paths[(z, x)])
-                score = score * links[(z, x)]
-            cycle_scores[cycle] = score
-    # partitions: the strongly connected components of the element graph
+    cycles = list(dict.fromkeys(_cycles_of(chosen)))
+    links = list(dict.fromkeys((z, c[i - 1]) for c in cycles for i, z in enumerate(c)))
+    row = {link: i for i, link in enumerate(links)}
+    number = {c: i for i, c in enumerate(cycles)}
     component = graph.component
-    part_of = {c: component[c[0]] for c in cycle_scores}
-    totals: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(n_t))
-    for c, s in cycle_scores.items():
-        totals[part_of[c]] = totals[part_of[c]] + np.abs(s)
-    relative = {}
-    with np.errstate(all="ignore"):
-        for c, s in cycle_scores.items():
-            total = totals[part_of[c]]
-            relative[c] = np.where(total > 0, s / total, 0.0)
-    partitions = sorted({part_of[c] for c in cycle_scores})
+    partitions = sorted({component[c[0]] for c in cycles})
     renumber = {p: i for i, p in enumerate(partitions)}
-
-    keys = [loop.key for loop in chosen]
-    score = np.zeros((len(chosen), n_t))
-    rel = np.zeros((len(chosen), n_t))
-    for i, loop in enumerate(chosen):
-        for c in dict.fromkeys(loop.cycles):
-            score[i] += cycle_scores[c]
-            rel[i] += relative[c]
-    polarity = np.sign(score).astype(np.int8)
-
-    def summary(p: np.ndarray) -> str:
-        pos, neg = bool((p > 0).any()), bool((p < 0).any())
-        if pos and neg:
-            return "state-dependent"
-        return "reinforcing" if pos else "balancing" if neg else "inactive"
+    partition = [renumber[component[c[0]]] for c in cycles]
+    members = [[i for i, p in enumerate(partition) if p == k] for k in range(len(partitions))]
 
     def variables(loop: _Loop) -> str:
         first = loop.cycles[0]
@@ -899,35 +969,77 @@ def _dataset(graph: ElementGraph, scorer: LinkScorer, chosen: list[_Loop], times
         ordered = first[start:] + first[:start]
         return " -> ".join(graph.variable[k] for k in ordered)
 
-    link_keys = list(links)
+    link_keys = links
+    coords = {
+        "loop": [loop.key for loop in chosen],
+        "loop_variables": ("loop", [variables(loop) for loop in chosen]),
+        "loop_name": ("loop", [loop.name for loop in chosen]),
+        "declared": ("loop", [loop.declared for loop in chosen]),
+        "partition": (
+            "loop",
+            [partition[number[loop.cycles[0]]] if loop.cycles else -1 for loop in chosen],
+        ),
+        "n_cycles": ("loop", [len(set(loop.cycles)) for loop in chosen]),
+        "link": [f"{eq.label(x)} -> {eq.label(z)}" for z, x in link_keys],
+        "link_source": ("link", [eq.label(x) for _, x in link_keys]),
+        "link_target": ("link", [eq.label(z) for z, _ in link_keys]),
+    }
+    attrs = {
+        "stocks": json.dumps(
+            sorted({graph.variable[k] for c in cycles for k in c if eq.is_stock(k)})
+        ),
+        # for dominance_periods(variable=): the variables of every cycle of each loop (an
+        # index loop's `also` paths too)
+        "loop_members": json.dumps(
+            {
+                loop.key: sorted({graph.variable[k] for c in loop.cycles for k in c})
+                for loop in chosen
+            }
+        ),
+    }
+    plan = _LoopPlan(
+        links=link_plan(graph, links),
+        cycles=groups([row[(z, c[i - 1])] for i, z in enumerate(c)] for c in cycles),
+        partition=np.array(partition, dtype=np.intp),
+        together=groups(members),
+        loops=groups([number[c] for c in dict.fromkeys(loop.cycles)] for loop in chosen),
+        labels=coords,
+        attrs=attrs,
+    )
+    return graph.remember(key, plan)
+
+
+def _dataset(graph: ElementGraph, scorer: LinkScorer, chosen: list[_Loop], times):
+    """The loop scores of `loop_dominance` as a Dataset (its attrs `stocks` and
+    `loop_members` set; the caller adds the rest)."""
+    import xarray as xr
+
+    plan = _loop_plan(graph, chosen)
+    links = composite_scores(scorer, plan.links)
+    cycles = plan.cycles.reduce(np.multiply, links)  # a cycle's score: its links' product
+    totals = plan.together.reduce(np.add, np.abs(cycles))[plan.partition]
+    with np.errstate(all="ignore"):
+        relative = np.where(totals > 0, cycles / totals, 0.0)
+    score = plan.loops.reduce(np.add, cycles)
+    polarity = np.sign(score).astype(np.int8)
+    positive, negative = (polarity > 0).any(axis=1), (polarity < 0).any(axis=1)
+    summary = np.select(
+        [positive & negative, positive, negative],
+        ["state-dependent", "reinforcing", "balancing"],
+        "inactive",
+    )
     ds = xr.Dataset(
         {
             "loop_score": (("loop", "time"), score),
-            "relative_score": (("loop", "time"), rel),
+            "relative_score": (("loop", "time"), plan.loops.reduce(np.add, relative)),
             "polarity": (("loop", "time"), polarity),
-            "link_score": (
-                ("link", "time"),
-                np.array([links[k] for k in link_keys]).reshape(len(link_keys), n_t),
-            ),
+            "link_score": (("link", "time"), links),
+            "summary": ("loop", summary),
         },
-        coords={
-            "time": np.asarray(times, float),
-            "loop": keys,
-            "loop_variables": ("loop", [variables(loop) for loop in chosen]),
-            "loop_name": ("loop", [loop.name for loop in chosen]),
-            "declared": ("loop", [loop.declared for loop in chosen]),
-            "summary": ("loop", [summary(p) for p in polarity]),
-            "partition": (
-                "loop",
-                [renumber[part_of[loop.cycles[0]]] if loop.cycles else -1 for loop in chosen],
-            ),
-            "n_cycles": ("loop", [len(set(loop.cycles)) for loop in chosen]),
-            "link": [f"{eq.label(x)} -> {eq.label(z)}" for z, x in link_keys],
-            "link_source": ("link", [eq.label(x) for _, x in link_keys]),
-            "link_target": ("link", [eq.label(z) for z, _ in link_keys]),
-        },
+        coords=plan.coordinates(np.asarray(times, float)),
+        attrs=dict(plan.attrs),
     )
-    return ds
+    return ds.set_coords("summary")
 
 
 PERIOD_COLUMNS = ["partition", "start", "end", "loops", "share", "polarity"]

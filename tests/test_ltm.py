@@ -35,6 +35,7 @@ import flywheel_sd as fw
 from flywheel_sd.ltm import (
     describe_dominance,
     dominance_periods,
+    groups,
     loop_dominance,
     simple_cycles,
     strongly_connected,
@@ -93,6 +94,24 @@ def test_strongly_connected_components():
     graph = {"a": ["b"], "b": ["c"], "c": ["a", "d"], "d": ["e"], "e": ["d"], "f": ["a"]}
     parts = sorted(sorted(c) for c in strongly_connected(graph))
     assert parts == [["a", "b", "c"], ["d", "e"], ["f"]]
+
+
+@pytest.mark.parametrize("ufunc", [np.multiply, np.add])
+def test_grouped_products_and_sums_are_a_loops_to_the_last_bit(ufunc):
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=(12, 40)) * 10.0 ** rng.integers(-8, 8, size=(12, 1))
+    members = [[3], [0, 5, 2, 11], [7, 7], [4, 1, 9], [10], [6, 8, 0, 3, 2], [11]]
+    expected = []
+    for m in members:  # as a loop takes them: left to right
+        out = values[m[0]]
+        for row in m[1:]:
+            out = ufunc(out, values[row])
+        expected.append(out)
+    got = groups(members).reduce(ufunc, values)
+    assert got.shape == (len(members), 40)
+    assert np.array_equal(got, np.array(expected))
+    identity = groups([[i] for i in range(12)])
+    assert identity.reduce(ufunc, values) is values
 
 
 # -- analytic models ------------------------------------------------------------------------
@@ -238,6 +257,14 @@ def test_oscillator_dominance_alternates(oscillator):
         for t0 in zeros:
             row = table[(table["start"] <= t0 + DT) & (table["end"] >= t0 - DT)]
             assert loop in row["loops"].tolist(), (column, t0)
+
+
+def test_results_share_no_writable_array(logistic):
+    # the labels of a set of loops are built once and shared: read-only, or copies
+    first, second = loop_dominance(logistic), loop_dominance(logistic)
+    for name in first.variables:
+        mine, theirs = first[name].values, second[name].values
+        assert not (mine.flags.writeable and np.shares_memory(mine, theirs)), name
 
 
 # -- index matching and bad input -----------------------------------------------------------

@@ -28,6 +28,7 @@ Signs are +1, -1 or 0: 0 where the equation does not respond to the input at tha
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import types
@@ -362,10 +363,14 @@ class RunState:
     a row of `table` (laid out by the equations' `Layout`, stocks' net flows included)."""
 
     times: np.ndarray
-    values: dict[str, np.ndarray]
+    rows: Mapping[str, int]  # node key -> its row of `table` (Layout.rows)
     c: np.ndarray  # the run's constants after setup and init (control values included)
     table: np.ndarray  # rows: Layout.rows and Layout.flow_rows; columns: times
     functions: types.ModuleType  # the generated module whose _ltm_* functions to use
+
+    @functools.cached_property
+    def values(self) -> dict[str, np.ndarray]:
+        return {key: self.table[row] for key, row in self.rows.items()}
 
     def __len__(self) -> int:
         return len(self.times)
@@ -499,8 +504,7 @@ def state_from(
     table = np.empty((eq.layout.n_rows, len(times)))
     with np.errstate(all="ignore"):
         functions._ltm_nodes(times, np.ascontiguousarray(y, dtype=float), c, table)
-    values = {key: table[row] for key, row in eq.layout.rows.items()}
-    return RunState(times=times, values=values, c=np.asarray(c), table=table, functions=functions)
+    return RunState(times, eq.layout.rows, np.asarray(c), table, functions)
 
 
 # -- re-evaluation and partial derivatives ------------------------------------------------
