@@ -306,33 +306,43 @@ class LinkScorer:
         return np.array([w[0] for w in found]), np.array([w[1] for w in found])
 
     def _weigh(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """`weights` of `keys`, computed (and kept)."""
-        stock = [self.eq.is_stock(k) for k in keys]
-        stocks = [i for i, s in enumerate(stock) if s]
-        aux = [i for i, s in enumerate(stock) if not s]
+        """`weights` of `keys`, computed (and kept): in blocks, auxiliaries then stocks (as
+        `matrix` orders its targets; other orders are put back)."""
+        aux = [k for k in keys if not self.eq.is_stock(k)]
+        stocks = [k for k in keys if self.eq.is_stock(k)]
+        n = len(aux)
         a_all, b_all = np.empty((2, len(keys), len(self.state.times)))
         with np.errstate(all="ignore"):
-            if aux:
-                z = self.rows([keys[i] for i in aux])
-                dz = z - _lag(z)
-                a = np.abs(dz)
-                a[dz == 0] = np.inf
-                a[:, :1] = np.inf
-                a_all[aux], b_all[aux] = a, 1.0
+            if aux:  # A = |z_t - z_{t-1}|
+                z, a = self.rows(aux), a_all[:n]
+                # differenced as one flat row (a few times sooner than row by row); the
+                # first column, across rows, is set next
+                np.subtract(z.ravel()[1:], z.ravel()[:-1], out=a.ravel()[1:])
+                a[:, :1] = 0.0
+                np.abs(a, out=a)
+                np.copyto(a, np.inf, where=a == 0)
+                b_all[:n] = 1.0
             if stocks:
-                second = self.second_difference([keys[i] for i in stocks])
+                second = self.second_difference(stocks)
+                a, b = a_all[n:], b_all[n:]
                 if self.timing == "current":
-                    a, b = np.abs(second), self.dt
+                    np.abs(second, out=a)
                     a[second == 0] = np.inf
+                    b[:] = self.dt
                 else:  # x -> net flow at t, net flow -> stock over the step before
-                    g = self.net_flows([keys[i] for i in stocks])
+                    g = self.net_flows(stocks)
                     change = g - _lag(g)
-                    a, b = np.abs(change), self.dt * np.abs(_lag(change) / second)
+                    np.abs(change, out=a)
+                    b[:] = self.dt * np.abs(_lag(change) / second)
                     a[(change == 0) | (second == 0)] = np.inf
                     b[second == 0] = 0.0
                 a[:, :2] = np.inf
-                a_all[stocks], b_all[stocks] = a, b
-        self._weights.update(zip(keys, zip(a_all, b_all)))
+        order = aux + stocks
+        self._weights.update(zip(order, zip(a_all, b_all)))
+        if order != keys:
+            position = {k: i for i, k in enumerate(order)}
+            back = [position[k] for k in keys]
+            a_all, b_all = a_all[back], b_all[back]
         return a_all, b_all
 
     def matrix(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
@@ -350,15 +360,20 @@ class LinkScorer:
             if unknown:
                 target, source = unknown[0]
                 raise KeyError(f"{self.eq.label(target)} does not read {self.eq.label(source)}")
-            targets = list(dict.fromkeys(t for t, _ in fresh))
+            # auxiliaries first: `_weigh` fills its blocks in place
+            targets = sorted(dict.fromkeys(t for t, _ in fresh), key=self.eq.is_stock)
             a, b = self.weights(targets)
             at = {k: i for i, k in enumerate(targets)}
-            terms = self.state.link_terms(self.eq, fresh, [at[t] for t, _ in fresh], a, b)
-            bad = ~np.isfinite(terms)
-            if bad.any():
+            every = len(todo) == len(pairs)
+            terms = self.state.link_terms(
+                self.eq, fresh, [at[t] for t, _ in fresh], a, b, out=out if every else None
+            )
+            if not np.isfinite(terms.sum()):  # one pass; rarely true, then find them
+                bad = ~np.isfinite(terms)
                 self.nonfinite += int(bad.sum())
                 terms[bad] = 0.0
-            out[todo] = terms
+            if not every:
+                out[todo] = terms
             self._cache.update(zip(fresh, terms))
         return out
 
@@ -476,12 +491,11 @@ def link_plan(graph: ElementGraph, links: Sequence[tuple[str, str]]) -> LinkPlan
 @dataclass(frozen=True, eq=False)
 class Groups:
     """Groups of row numbers (none empty), laid out to combine each group's rows in order
-    with whole-array operations: the groups sorted by size (largest first), so the groups
-    with a k-th member are the first ``later[k - 1][0]``."""
+    with whole-array steps: the first rows, then per position k >= 1 the groups that have a
+    k-th row and those rows."""
 
-    first: np.ndarray  # each group's first row (sorted order)
-    later: list[tuple[int, np.ndarray]]  # per position k >= 1: (groups that have one, rows)
-    unsort: np.ndarray | None  # back to the order given (None: already in it)
+    first: np.ndarray  # each group's first row
+    later: list[tuple[np.ndarray | slice, np.ndarray]]  # per position k >= 1
     identity: bool  # every group is the one row of its own number
 
     def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
@@ -490,25 +504,28 @@ class Groups:
         if self.identity:
             return values
         out = values[self.first]
-        for n, rows in self.later:
-            ufunc(out[:n], values[rows], out=out[:n])
-        return out if self.unsort is None else out[self.unsort]
+        scratch = np.empty_like(out[: len(self.later[0][1])] if self.later else out[:0])
+        for having, rows in self.later:
+            if isinstance(having, slice):  # in place, through one scratch array
+                taken = np.take(values, rows, axis=0, out=scratch[: len(rows)], mode="clip")
+                ufunc(out[having], taken, out=out[having])
+            else:
+                out[having] = ufunc(out[having], values[rows])
+        return out
 
 
 def groups(members: Iterable[Iterable[int]]) -> Groups:
     """`Groups` of the row numbers in `members` (each non-empty)."""
     lists = [list(m) for m in members]
-    order = sorted(range(len(lists)), key=lambda i: -len(lists[i]))  # stable: ties keep order
-    ranked = [lists[i] for i in order]
-    longest = len(ranked[0]) if ranked else 0
-    later = []
-    for k in range(1, longest):
-        having = [m for m in ranked if len(m) > k]
-        later.append((len(having), np.array([m[k] for m in having], dtype=np.intp)))
-    unsort = None if order == sorted(order) else np.argsort(order).astype(np.intp)
-    first = np.array([m[0] for m in ranked], dtype=np.intp)
-    identity = longest <= 1 and bool((first == np.arange(len(first))).all())
-    return Groups(first, later, unsort, identity)
+    later: list[tuple[np.ndarray | slice, np.ndarray]] = []
+    for k in range(1, max(map(len, lists), default=0)):
+        having = [i for i, m in enumerate(lists) if len(m) > k]
+        rows = np.array([lists[i][k] for i in having], dtype=np.intp)
+        prefix = having == list(range(len(having)))  # a slice: no copy in and out
+        later.append((slice(0, len(having)) if prefix else np.array(having, np.intp), rows))
+    first = np.array([m[0] for m in lists], dtype=np.intp)
+    identity = not later and bool((first == np.arange(len(first))).all())
+    return Groups(first, later, identity)
 
 
 def composite_scores(scorer: LinkScorer, plan: LinkPlan) -> np.ndarray:
@@ -818,7 +835,7 @@ def _cycles_of(chosen: Sequence[_Loop]) -> Iterator[tuple[str, ...]]:
 
 def _rotate(cycle: Sequence[str]) -> tuple[str, ...]:
     """A cycle's canonical rotation: starting at its smallest node."""
-    i = min(range(len(cycle)), key=lambda k: cycle[k])
+    i = cycle.index(min(cycle))  # a cycle passes each node once
     return tuple(cycle[i:]) + tuple(cycle[:i])
 
 
@@ -952,15 +969,21 @@ def _loop_plan(graph: ElementGraph, chosen: Sequence[_Loop]) -> _LoopPlan:
     if plan is not None:
         return plan
     eq = graph.eq
-    cycles = list(dict.fromkeys(_cycles_of(chosen)))
-    links = list(dict.fromkeys((z, c[i - 1]) for c in cycles for i, z in enumerate(c)))
+    found = list(dict.fromkeys(_cycles_of(chosen)))
+    links = list(dict.fromkeys((z, c[i - 1]) for c in found for i, z in enumerate(c)))
     row = {link: i for i, link in enumerate(links)}
+    # numbered longest first (the cycles with a k-th link are the first few: `Groups`
+    # multiplies them in place); sums still run in the order found
+    cycles = sorted(found, key=len, reverse=True)
     number = {c: i for i, c in enumerate(cycles)}
     component = graph.component
     partitions = sorted({component[c[0]] for c in cycles})
     renumber = {p: i for i, p in enumerate(partitions)}
     partition = [renumber[component[c[0]]] for c in cycles]
-    members = [[i for i, p in enumerate(partition) if p == k] for k in range(len(partitions))]
+    members = [
+        [number[c] for c in found if renumber[component[c[0]]] == k]
+        for k in range(len(partitions))
+    ]
 
     def variables(loop: _Loop) -> str:
         first = loop.cycles[0]

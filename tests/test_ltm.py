@@ -259,6 +259,26 @@ def test_oscillator_dominance_alternates(oscillator):
             assert loop in row["loops"].tolist(), (column, t0)
 
 
+def test_non_finite_link_values_are_counted_and_scored_zero(tmp_path_factory):
+    # Big overflows to inf from about month 70 (S = e^(0.1 t) > 1.8): its link from S is
+    # inf - inf there. The loop S -> Big -> Growth -> S is scored 0 there, and counted.
+    model = model_of(
+        tmp_path_factory,
+        "overflow",
+        "S = INTEG(Growth, 1)",
+        "Growth = r * S + 0 * MIN(Big, 1)",
+        "Big = S * 1e308",
+        "r = 0.1",
+        final_time=100,
+        time_step=DT,
+        saveper=DT,
+    )
+    ds = loop_dominance(model)
+    assert ds.attrs["nonfinite_link_values"] > 0
+    assert np.isfinite(ds["link_score"].values).all()
+    assert np.isfinite(ds["loop_score"].values).all()
+
+
 def test_results_share_no_writable_array(logistic):
     # the labels of a set of loops are built once and shared: read-only, or copies
     first, second = loop_dominance(logistic), loop_dominance(logistic)

@@ -376,21 +376,28 @@ class RunState:
         return len(self.times)
 
     def link_terms(
-        self, eq: Equations, pairs: Sequence[tuple[str, str]], at: Sequence[int], a, b
+        self,
+        eq: Equations,
+        pairs: Sequence[tuple[str, str]],
+        at: Sequence[int],
+        a,
+        b,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Δₓz · sign(Δx) / a · b for each link (target, source) of `pairs` at every saved
         time (a row per pair; 0 at the first time), with the rows ``a[at[i]]`` and
-        ``b[at[i]]`` for pair i: see `layout_text`."""
+        ``b[at[i]]`` for pair i: see `layout_text`. Written into `out` if given (C-ordered,
+        pairs x times)."""
         links = eq.layout.links
-        out = np.full(len(links), -1, dtype=np.int64)
+        slot = np.full(len(links), -1, dtype=np.int64)  # each link's row of the output
         rows = np.zeros(len(links), dtype=np.int64)
         numbers = [links[pair] for pair in pairs]
-        out[numbers] = np.arange(len(numbers))
+        slot[numbers] = np.arange(len(numbers))
         rows[numbers] = at
-        terms = np.empty((len(numbers), len(self.times)))
+        terms = np.empty((len(numbers), len(self.times))) if out is None else out
         with np.errstate(all="ignore"):
             self.functions._ltm_links(
-                self.times, self.c, self.table, out, rows, np.asarray(a), np.asarray(b), terms
+                self.times, self.c, self.table, slot, rows, np.asarray(a), np.asarray(b), terms
             )
         terms[:, :1] = 0.0
         return terms
