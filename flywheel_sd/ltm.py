@@ -492,17 +492,24 @@ def link_plan(graph: ElementGraph, links: Sequence[tuple[str, str]]) -> LinkPlan
 class Groups:
     """Groups of row numbers (none empty), laid out to combine each group's rows in order
     with whole-array steps: the first rows, then per position k >= 1 the groups that have a
-    k-th row and those rows."""
+    k-th row and those rows; or, where there are fewer groups than positions, a group at
+    a time (`each`)."""
 
     first: np.ndarray  # each group's first row
     later: list[tuple[np.ndarray | slice, np.ndarray]]  # per position k >= 1
     identity: bool  # every group is the one row of its own number
+    each: list[np.ndarray] | None = None  # the groups' rows, if a group at a time
 
     def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
         """Per group, `ufunc` over its rows of `values`, left to right (as a loop would: the
         same product or sum to the last bit)."""
         if self.identity:
             return values
+        if self.each is not None:  # NumPy reduces along the first axis row after row
+            out = np.empty((len(self.each), values.shape[1]))
+            for i, rows in enumerate(self.each):
+                ufunc.reduce(values[rows], axis=0, out=out[i])
+            return out
         out = values[self.first]
         scratch = np.empty_like(out[: len(self.later[0][1])] if self.later else out[:0])
         for having, rows in self.later:
@@ -517,13 +524,17 @@ class Groups:
 def groups(members: Iterable[Iterable[int]]) -> Groups:
     """`Groups` of the row numbers in `members` (each non-empty)."""
     lists = [list(m) for m in members]
+    first = np.array([m[0] for m in lists], dtype=np.intp)
+    longest = max(map(len, lists), default=0)
+    if len(lists) < longest:  # fewer groups than positions: a group at a time
+        each = [np.array(m, dtype=np.intp) for m in lists]
+        return Groups(first, [], False, each)
     later: list[tuple[np.ndarray | slice, np.ndarray]] = []
-    for k in range(1, max(map(len, lists), default=0)):
+    for k in range(1, longest):
         having = [i for i, m in enumerate(lists) if len(m) > k]
         rows = np.array([lists[i][k] for i in having], dtype=np.intp)
         prefix = having == list(range(len(having)))  # a slice: no copy in and out
         later.append((slice(0, len(having)) if prefix else np.array(having, np.intp), rows))
-    first = np.array([m[0] for m in lists], dtype=np.intp)
     identity = not later and bool((first == np.arange(len(first))).all())
     return Groups(first, later, identity)
 
@@ -563,13 +574,15 @@ def strongest_paths(
     # as compressed rows: those of node i are order[j, start[j, i]:start[j, i + 1]]
     n_nodes, n_edges = len(graph.nodes), len(edges)
     order = np.zeros((len(picks), n_edges), dtype=np.int64)
+    at_pick, edge = np.nonzero(magnitude[:, picks].T > 0)  # by time, then link
+    strength = magnitude[edge, picks[at_pick]]
+    ranked = np.lexsort((edge, -strength, source[edge], at_pick))
+    at_pick, edge = at_pick[ranked], edge[ranked]
+    row_start = np.searchsorted(at_pick, np.arange(len(picks)))
+    order[at_pick, np.arange(len(edge)) - row_start[at_pick]] = edge
+    counts = np.bincount(at_pick * n_nodes + source[edge], minlength=len(picks) * n_nodes)
     start = np.zeros((len(picks), n_nodes + 1), dtype=np.int64)
-    for row, j in enumerate(picks):
-        m = magnitude[:, j]
-        keep = np.flatnonzero(m > 0)
-        ranked = keep[np.lexsort((keep, -m[keep], source[keep]))]
-        order[row, : len(ranked)] = ranked
-        start[row, 1:] = np.cumsum(np.bincount(source[ranked], minlength=n_nodes))
+    start[:, 1:] = counts.reshape(len(picks), n_nodes).cumsum(axis=1)
     args: tuple[Any, ...] = (
         order.ravel(),
         start.ravel(),
@@ -590,15 +603,19 @@ def strongest_paths(
         args, scratch = tuple(a.tolist() for a in args), tuple(a.tolist() for a in scratch)
     else:
         search = _compiled_search()
-    found = search(*args, len(picks), n_nodes, n_edges, *scratch)
-    walks: set[tuple[int, ...]] = set()
+    walked, ends = search(*args, len(picks), n_nodes, n_edges, *scratch)
+    # the walks (each once, in the order found) as the rows of a table padded with -1
+    walked, ends = np.asarray(walked, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+    lengths = np.diff(ends, prepend=0)
+    table = np.full((len(ends), int(lengths.max(initial=0))), -1, dtype=np.int64)
+    table[np.arange(table.shape[1]) < lengths[:, None]] = walked
+    ranked = np.lexsort(table.T[::-1])  # equal walks together, in the order found
+    new = np.ones(len(ranked), dtype=bool)
+    new[1:] = (table[ranked[1:]] != table[ranked[:-1]]).any(axis=1)
     seen: set[tuple[int, ...]] = set()
     out: list[list[str]] = []
-    for ids in found:
-        walk = tuple(ids.tolist() if isinstance(ids, np.ndarray) else ids)
-        if walk in walks:
-            continue
-        walks.add(walk)
+    for i in np.sort(ranked[new]):
+        walk = tuple(table[i, : lengths[i]].tolist())
         first = walk.index(min(walk))
         key = walk[first:] + walk[:first]  # a loop is found from each of its stocks
         if key not in seen:
@@ -613,11 +630,13 @@ def _search_all(
 ):  # fmt: skip
     """Every strongest-path search (see `strongest_paths`): for each time (a row of the
     flattened `order`, `start` and `magnitude`) and each stock, a depth-first walk; returns
-    the loops found, each as the node numbers of the walk's stack (the stock first), in
-    the order found. Plain loops over flat sequences (NumPy arrays or lists) and the
-    scratch sequences `best` ... `strength`, so that Numba compiles it as it is."""
-    found = [stocks[:0].copy()]  # typed for Numba: a list of int sequences
-    found.pop()
+    the loops found as the node numbers of each walk's stack (the stock first), one walk
+    after another in the order found (`walked`), and where each ends (`ends`). Plain loops
+    over flat sequences (NumPy arrays or lists) and the scratch sequences `best` ...
+    `strength`, so that Numba compiles it as it is."""
+    walked, ends = [0], [0]  # typed for Numba: lists of integers
+    walked.pop()
+    ends.pop()
     for row in range(n_rows):
         first, links, weight = row * (n_nodes + 1), row * n_edges, row * n_edges
         for s in range(len(stocks)):
@@ -641,7 +660,9 @@ def _search_all(
                 score = strength[depth] * magnitude[weight + e]
                 if visiting[nxt]:
                     if nxt == home:
-                        found.append(stack[: depth + 1].copy())
+                        for i in range(depth + 1):
+                            walked.append(stack[i])
+                        ends.append(len(walked))
                     continue
                 if score < best[nxt]:
                     continue
@@ -649,7 +670,7 @@ def _search_all(
                 depth += 1
                 stack[depth], position[depth], strength[depth] = nxt, start[first + nxt], score
                 visiting[nxt] = True
-    return found
+    return np.array(walked), np.array(ends)
 
 
 @functools.cache

@@ -96,11 +96,17 @@ def test_strongly_connected_components():
     assert parts == [["a", "b", "c"], ["d", "e"], ["f"]]
 
 
+@pytest.mark.parametrize(
+    "members",
+    [
+        [[3], [0, 5, 2, 11], [7, 7], [4, 1, 9], [10], [6, 8, 0, 3, 2], [11]],  # by position
+        [[2, 9, 4, 4, 1, 0, 11, 3, 5], [8, 6, 10, 7, 2]],  # fewer groups than positions
+    ],
+)
 @pytest.mark.parametrize("ufunc", [np.multiply, np.add])
-def test_grouped_products_and_sums_are_a_loops_to_the_last_bit(ufunc):
+def test_grouped_products_and_sums_are_a_loops_to_the_last_bit(ufunc, members):
     rng = np.random.default_rng(7)
     values = rng.normal(size=(12, 40)) * 10.0 ** rng.integers(-8, 8, size=(12, 1))
-    members = [[3], [0, 5, 2, 11], [7, 7], [4, 1, 9], [10], [6, 8, 0, 3, 2], [11]]
     expected = []
     for m in members:  # as a loop takes them: left to right
         out = values[m[0]]
